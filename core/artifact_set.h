@@ -1,0 +1,75 @@
+// Publishing and reading versioned artifact sets in an object store.
+//
+// Layout under the store root (see DESIGN.md):
+//   <version>/manifest.json    written last: its presence publishes the version
+//   <version>/<blob>           every blob the manifest lists
+//   LATEST                     names the newest complete version
+//
+// Publishing: ArtifactPublisher uploads every staged blob, computing sha256 and size into the
+// manifest, then writes manifest.json, then LATEST. A version that already has a manifest is
+// never overwritten (ALREADY_EXISTS). A failure before the manifest leaves no visible version.
+//
+// Reading: ArtifactReader resolves a version ("" or "LATEST" = the one LATEST names), fetches
+// manifest.json and every blob into a local directory, and verifies each blob's size and sha256
+// before returning; a mismatch is DATA_LOSS naming the blob.
+//
+//   ArtifactPublisher pub(store.get(), "v2");
+//   RETURN_IF_ERROR(pub.AddFile("shared.safetensors", "/tmp/stage/shared.safetensors"));
+//   RETURN_IF_ERROR(pub.Publish(manifest));
+//
+//   ASSIGN_OR_RETURN(LocalArtifactSet set, FetchArtifactSet(store.get(), "LATEST", "/tmp/cache"));
+//   set.PathOf("shared.safetensors");
+//
+// Thread-safety: ArtifactPublisher is not thread-safe; FetchArtifactSet is reentrant.
+#ifndef TWIN_CORE_ARTIFACT_SET_H_
+#define TWIN_CORE_ARTIFACT_SET_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/manifest.h"
+#include "core/object_store.h"
+
+namespace twin {
+
+inline constexpr char kManifestName[] = "manifest.json";
+inline constexpr char kLatestName[] = "LATEST";
+
+// Versions are [A-Za-z0-9._-]{1,128} and not "." or "..".
+absl::Status ValidateVersionName(const std::string& version);
+
+class ArtifactPublisher {
+ public:
+  ArtifactPublisher(ObjectStore* store, std::string version);
+
+  // Stages a local file under `name` (relative to the version, e.g. "twin/spam.safetensors").
+  absl::Status AddFile(const std::string& name, const std::string& local_path);
+  // Uploads staged blobs, fills manifest.blobs/version, writes manifest.json, then LATEST.
+  absl::Status Publish(Manifest manifest, bool update_latest = true);
+
+ private:
+  ObjectStore* store_;
+  std::string version_;
+  std::map<std::string, std::string> staged_;  // name -> local path
+};
+
+struct LocalArtifactSet {
+  std::string version;
+  std::string dir;  // local directory holding manifest.json and every blob
+  Manifest manifest;
+  std::string PathOf(const std::string& blob_name) const { return dir + "/" + blob_name; }
+};
+
+// Resolves "LATEST" (or "") to a version name.
+absl::StatusOr<std::string> ResolveVersion(ObjectStore* store, const std::string& version);
+// Lists versions that have a manifest, sorted.
+absl::StatusOr<std::vector<std::string>> ListVersions(ObjectStore* store);
+// Fetches and verifies a version into `cache_dir`/<version>/.
+absl::StatusOr<LocalArtifactSet> FetchArtifactSet(ObjectStore* store, const std::string& version,
+                                                  const std::string& cache_dir);
+
+}  // namespace twin
+
+#endif  // TWIN_CORE_ARTIFACT_SET_H_

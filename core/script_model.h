@@ -1,0 +1,69 @@
+// A TorchScript model that follows the model convention (DESIGN.md): methods
+// embed(input_ids, attention_mask) -> [B, d] and forward(input_ids, attention_mask) -> [B, C],
+// parameters addressed by dotted names.
+//
+//   ASSIGN_OR_RETURN(auto model, ScriptModel::Load("expert.pt"));
+//   for (auto& [name, t] : model->NamedParameters()) ...
+//   RETURN_IF_ERROR(model->SetParameter("head.weight", w));   // shape may change (heads)
+//   ASSIGN_OR_RETURN(at::Tensor logits, model->Forward(ids, mask));
+//
+// LibTorch exceptions stop here: every method returns a Status naming the model and tensor.
+// Inference runs under torch::InferenceMode.
+//
+// Thread-safety: Forward/Embed may run concurrently with each other; SetParameter must not run
+// concurrently with anything else on the same model.
+#ifndef TWIN_CORE_SCRIPT_MODEL_H_
+#define TWIN_CORE_SCRIPT_MODEL_H_
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/script.h>
+
+#include "absl/status/statusor.h"
+
+namespace twin {
+
+class ScriptModel {
+ public:
+  // Loads a TorchScript archive; checks that `embed` and `forward` exist.
+  static absl::StatusOr<std::unique_ptr<ScriptModel>> Load(const std::string& path,
+                                                           c10::Device device = c10::kCPU);
+  // Wraps an existing module (tests, the zoo).
+  static absl::StatusOr<std::unique_ptr<ScriptModel>> Wrap(torch::jit::Module module,
+                                                           std::string label);
+
+  const std::string& label() const { return label_; }
+  torch::jit::Module& module() { return module_; }
+
+  // All parameters (recursively), dotted names, in module order.
+  std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const;
+  absl::StatusOr<at::Tensor> Parameter(const std::string& name) const;
+  // Replaces the parameter (may change its shape); the name must already exist.
+  absl::Status SetParameter(const std::string& name, const at::Tensor& value);
+  // Replaces every named parameter in `values`; all names must exist.
+  absl::Status SetParameters(const std::vector<std::pair<std::string, at::Tensor>>& values);
+
+  absl::StatusOr<at::Tensor> Embed(const at::Tensor& input_ids,
+                                   const at::Tensor& attention_mask);
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
+                                     const at::Tensor& attention_mask);
+
+  absl::Status Save(const std::string& path);
+  // A deep copy whose parameters can be replaced independently.
+  absl::StatusOr<std::unique_ptr<ScriptModel>> Clone() const;
+
+ private:
+  ScriptModel(torch::jit::Module module, std::string label)
+      : module_(std::move(module)), label_(std::move(label)) {}
+  absl::StatusOr<at::Tensor> Call(const char* method, const at::Tensor& ids,
+                                  const at::Tensor& mask);
+  torch::jit::Module module_;
+  std::string label_;
+};
+
+}  // namespace twin
+
+#endif  // TWIN_CORE_SCRIPT_MODEL_H_
