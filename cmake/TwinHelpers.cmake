@@ -33,8 +33,9 @@ function(twin_cc_test)
     set(ARG_TIMEOUT 600)
   endif()
   include(GoogleTest)
-  gtest_discover_tests(${ARG_NAME}
-    DISCOVERY_TIMEOUT 60
-    PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}"
-               ENVIRONMENT "OPENBLAS_NUM_THREADS=1;TWIN_TEST_BIN_DIR=${PROJECT_BINARY_DIR}/bin")
+  set(props TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "OPENBLAS_NUM_THREADS=1")
+  if(ARG_LABELS)
+    list(APPEND props LABELS "${ARG_LABELS}")
+  endif()
+  gtest_discover_tests(${ARG_NAME} DISCOVERY_TIMEOUT 60 PROPERTIES ${props})
 endfunction()

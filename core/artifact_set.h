@@ -11,7 +11,11 @@
 //
 // Reading: ArtifactReader resolves a version ("" or "LATEST" = the one LATEST names), fetches
 // manifest.json and every blob into a local directory, and verifies each blob's size and sha256
-// before returning; a mismatch is DATA_LOSS naming the blob.
+// before returning; a mismatch is DATA_LOSS naming the blob. Blobs already in the local
+// directory are reused when their size and sha256 match; downloads land under a temporary name
+// and are renamed into place only once verified, and the local manifest.json is written last.
+// A version without manifest.json is NOT_FOUND; a manifest stored under another version's
+// directory, or a listed blob missing from the store, is DATA_LOSS.
 //
 //   ArtifactPublisher pub(store.get(), "v2");
 //   RETURN_IF_ERROR(pub.AddFile("shared.safetensors", "/tmp/stage/shared.safetensors"));
@@ -37,7 +41,7 @@ namespace twin {
 inline constexpr char kManifestName[] = "manifest.json";
 inline constexpr char kLatestName[] = "LATEST";
 
-// Versions are [A-Za-z0-9._-]{1,128} and not "." or "..".
+// Versions are [A-Za-z0-9._-]{1,128} and not ".", ".." or "LATEST" (reserved).
 absl::Status ValidateVersionName(const std::string& version);
 
 class ArtifactPublisher {
@@ -45,8 +49,14 @@ class ArtifactPublisher {
   ArtifactPublisher(ObjectStore* store, std::string version);
 
   // Stages a local file under `name` (relative to the version, e.g. "twin/spam.safetensors").
+  // INVALID_ARGUMENT for a bad name or version ("manifest.json" is reserved), ALREADY_EXISTS
+  // for a name staged twice, NOT_FOUND for a missing local file.
   absl::Status AddFile(const std::string& name, const std::string& local_path);
   // Uploads staged blobs, fills manifest.blobs/version, writes manifest.json, then LATEST.
+  // Before uploading anything it checks that every blob the manifest names is staged
+  // (FAILED_PRECONDITION naming it), that the version has no manifest yet (ALREADY_EXISTS) and
+  // that the completed manifest passes Manifest::FromJson. manifest.blobs is replaced by exactly
+  // the staged blobs.
   absl::Status Publish(Manifest manifest, bool update_latest = true);
 
  private:

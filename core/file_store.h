@@ -2,7 +2,12 @@
 //
 // Objects are files under the root; writes go to "<key>.tmp.<random>" in the same directory
 // and are renamed into place (atomic on POSIX), then the directory is fsynced.
-// Temporary files are never listed.
+// Temporary files are never listed. Delete also removes parent directories it leaves empty
+// (never the root).
+//
+// Errors: NOT_FOUND naming the object's URI for a missing key (or a key that names a
+// directory); other I/O failures are UNAVAILABLE when a retry may help (EAGAIN, EINTR, EBUSY,
+// ETIMEDOUT), otherwise INTERNAL, with the path and strerror.
 //
 // Thread-safety: safe to use concurrently (each call works on its own files).
 #ifndef TWIN_CORE_FILE_STORE_H_

@@ -6,16 +6,21 @@
 //   ASSIGN_OR_RETURN(Manifest m, Manifest::FromJson(text));   // validates structure
 //   std::string text = m.ToJson();
 //
+// The JSON layout is documented at the top of manifest.cc. FromJson requires every field that
+// ToJson writes and ignores unknown ones (forward compatible within a schema version); a
+// different schema_version is FAILED_PRECONDITION, any other problem INVALID_ARGUMENT naming
+// the field path (e.g. "tasks[1].labels").
+//
 // Thread-safety: a plain value type.
 #ifndef TWIN_CORE_MANIFEST_H_
 #define TWIN_CORE_MANIFEST_H_
 
 #include <cstdint>
 #include <map>
-#include <string>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -116,6 +121,11 @@ struct Manifest {
 
   std::string ToJson() const;  // pretty-printed, stable key order
   static absl::StatusOr<Manifest> FromJson(const std::string& text);
+
+  // The blobs this manifest names in its fields, as (field path, blob name) pairs:
+  // architecture_blob, shared_blob, every task's twin_blob, router.blob and report_blob when
+  // not empty. Publishing requires each to be uploaded; reading requires each in `blobs`.
+  std::vector<std::pair<std::string, std::string>> NamedBlobs() const;
 
   // Index of the task named `name`, or -1.
   int TaskIndex(const std::string& name) const;

@@ -10,6 +10,12 @@
 //                    DARE first: drop each entry of tau_t with probability drop_rate_t and
 //                    rescale survivors by 1 / (1 - drop_rate_t); then task arithmetic, or
 //                    TIES' sign election and disjoint mean (no extra trim)
+// TIES keeps ceil(density * numel) entries (at least 1); entries tied in magnitude with the
+// last kept one are all kept, so a few more may survive when magnitudes repeat.
+// DARE masks are Bernoulli draws on the CPU from a generator seeded by a mix of
+// (seed, tensor_index, expert index): reproducible and independent of tensor order.
+// Inputs must have equal shapes, floating dtypes and finite values, else INVALID_ARGUMENT
+// naming the expert. Negative weights are accepted only by the task arithmetic methods.
 // All math in float32 (float64 inputs stay float64); the result has the base's dtype.
 //
 //   MergeOptions opts; opts.method = MergeMethod::kTies; opts.lambda = 1.0;

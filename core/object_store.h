@@ -9,8 +9,11 @@
 // Contract:
 //   - Put/PutFile are atomic per key: readers see the old object or the new one, never a part.
 //   - Get of a missing key is NOT_FOUND naming the key; Head likewise.
-//   - List returns keys (not URIs) under a prefix, sorted, recursively.
+//   - List returns keys (not URIs) under a prefix, sorted, recursively. The prefix is a plain
+//     string prefix of keys, as in S3: "v1" matches "v1/a" and "v10/b"; "v1/" only the first.
 //   - Keys are validated: non-empty, no "..", no leading '/', no empty segments.
+//     Also refused: "." segments, '\\' and NUL bytes, and names of the temporary-file pattern
+//     "<name>.tmp.<16 hex digits>" that backends use for in-flight writes and never list.
 // Thread-safety: implementations are safe to call concurrently.
 #ifndef TWIN_CORE_OBJECT_STORE_H_
 #define TWIN_CORE_OBJECT_STORE_H_
@@ -52,8 +55,13 @@ class ObjectStore {
   std::string UriOf(absl::string_view key) const;
 };
 
-// Checks a key as described in the contract above.
+// Checks a key as described in the contract above; INVALID_ARGUMENT naming the key.
 absl::Status ValidateObjectKey(absl::string_view key);
+
+// The reserved temporary-file pattern: "<name>.tmp.<16 lowercase hex digits>".
+bool IsTemporaryObjectName(absl::string_view name);
+// A fresh temporary name for `name` (random suffix), matching IsTemporaryObjectName.
+std::string TemporaryObjectName(absl::string_view name);
 
 // Opens a store from a URI: "file:///abs/dir", "file://rel/dir" or a plain directory path.
 // Unknown schemes are INVALID_ARGUMENT naming the scheme.

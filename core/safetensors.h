@@ -2,9 +2,11 @@
 // (8-byte little-endian header length, JSON header, raw little-endian data).
 //
 // SafetensorsReader memory-maps the file and validates the whole header before any tensor is
-// handed out: header length bounded (kMaxHeaderBytes), JSON well formed, every dtype known,
-// shape * element size == byte length, offsets inside the data section, no two tensors
-// overlapping, and the data section fully accounted for. Errors name the file and tensor.
+// handed out: header length bounded (kMaxSafetensorsHeaderBytes), JSON well formed, every
+// dtype known, shape * element size == byte length, offsets inside the data section, no two
+// tensors overlapping, and the data section fully accounted for. Errors name the file and
+// tensor: DATA_LOSS for a truncated file, INVALID_ARGUMENT for a malformed one, NOT_FOUND for a
+// missing file or tensor.
 //
 // SafetensorsWriter streams: each Add() appends the tensor's bytes to a side file, so peak
 // memory is one tensor; Finish() writes header + data to the destination and renames it into
@@ -18,13 +20,16 @@
 //   RETURN_IF_ERROR(writer->Finish());
 //
 // Thread-safety: a reader is immutable after Open() and safe to share; Get() may be called
-// concurrently. A writer is not thread-safe.
+// concurrently. A writer is not thread-safe. A file must not be modified in place while a
+// reader has it open (replace it by rename, as the writer does).
 #ifndef TWIN_CORE_SAFETENSORS_H_
 #define TWIN_CORE_SAFETENSORS_H_
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -106,11 +111,12 @@ class SafetensorsWriter {
   std::FILE* data_file_ = nullptr;
   uint64_t data_bytes_ = 0;
   bool finished_ = false;
-  std::vector<TensorInfo> infos_;
+  std::vector<TensorInfo> infos_;  // in Add() order, which is the header and data order
+  std::set<std::string> added_names_;
   std::map<std::string, std::string> metadata_;
 };
 
-// Convenience: writes all tensors of `tensors` (in map order) to `path`.
+// Convenience: writes all of `tensors`, in the given order, to `path`.
 absl::Status WriteSafetensors(const std::string& path,
                               const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                               const std::map<std::string, std::string>& metadata = {});

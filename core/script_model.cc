@@ -1,1 +1,152 @@
-// Implementation pending.
+#include "core/script_model.h"
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/status_macros.h"
+
+namespace twin {
+namespace {
+
+constexpr const char* kRequiredMethods[] = {"embed", "forward"};
+
+// Splits "a.b.weight" into the owning submodule path and the attribute name.
+std::pair<std::string, std::string> SplitOwner(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos) return {"", name};
+  return {name.substr(0, dot), name.substr(dot + 1)};
+}
+
+absl::StatusOr<torch::jit::Module> FindSubmodule(const torch::jit::Module& root,
+                                                 const std::string& path) {
+  torch::jit::Module current = root;
+  if (path.empty()) return current;
+  for (absl::string_view part : absl::StrSplit(path, '.')) {
+    auto child = current.attr(std::string(part), c10::IValue());
+    if (!child.isModule()) {
+      return absl::NotFoundError(absl::StrCat("no submodule '", part, "' in '", path, "'"));
+    }
+    current = child.toModule();
+  }
+  return current;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ScriptModel>> ScriptModel::Load(const std::string& path,
+                                                               c10::Device device) {
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, device);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load TorchScript model ", path, ": ", what));
+  }
+  return Wrap(std::move(module), path);
+}
+
+absl::StatusOr<std::unique_ptr<ScriptModel>> ScriptModel::Wrap(torch::jit::Module module,
+                                                               std::string label) {
+  for (const char* method : kRequiredMethods) {
+    if (!module.find_method(method).has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model ", label, " has no method '", method,
+          "' (the model convention needs embed(input_ids, attention_mask) and "
+          "forward(input_ids, attention_mask))"));
+    }
+  }
+  module.eval();
+  return std::unique_ptr<ScriptModel>(new ScriptModel(std::move(module), std::move(label)));
+}
+
+std::vector<std::pair<std::string, at::Tensor>> ScriptModel::NamedParameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : module_.named_parameters(/*recurse=*/true)) {
+    out.emplace_back(p.name, p.value);
+  }
+  return out;
+}
+
+absl::StatusOr<at::Tensor> ScriptModel::Parameter(const std::string& name) const {
+  for (const auto& p : module_.named_parameters(/*recurse=*/true)) {
+    if (p.name == name) return p.value;
+  }
+  return absl::NotFoundError(absl::StrCat("model ", label_, " has no parameter '", name, "'"));
+}
+
+absl::Status ScriptModel::SetParameter(const std::string& name, const at::Tensor& value) {
+  auto [owner_path, attr] = SplitOwner(name);
+  auto owner = FindSubmodule(module_, owner_path);
+  if (!owner.ok()) {
+    return absl::NotFoundError(absl::StrCat("model ", label_, " has no parameter '", name, "'"));
+  }
+  try {
+    if (!owner->hasattr(attr) || !owner->type()->hasAttribute(attr) ||
+        !owner->type()->is_parameter(owner->type()->getAttributeSlot(attr))) {
+      return absl::NotFoundError(
+          absl::StrCat("model ", label_, " has no parameter '", name, "'"));
+    }
+    at::Tensor detached = value.detach();
+    owner->register_parameter(attr, detached, /*is_buffer=*/false);
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("cannot set parameter '", name, "' of ", label_, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ScriptModel::SetParameters(
+    const std::vector<std::pair<std::string, at::Tensor>>& values) {
+  for (const auto& [name, value] : values) RETURN_IF_ERROR(SetParameter(name, value));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> ScriptModel::Call(const char* method, const at::Tensor& ids,
+                                             const at::Tensor& mask) {
+  try {
+    c10::InferenceMode guard;
+    c10::IValue out = module_.get_method(method)({ids, mask});
+    if (!out.isTensor()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model ", label_, ": ", method, "() did not return a tensor"));
+    }
+    return out.toTensor();
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", label_, ": ", method, "() failed: ", what));
+  }
+}
+
+absl::StatusOr<at::Tensor> ScriptModel::Embed(const at::Tensor& input_ids,
+                                              const at::Tensor& attention_mask) {
+  return Call("embed", input_ids, attention_mask);
+}
+
+absl::StatusOr<at::Tensor> ScriptModel::Forward(const at::Tensor& input_ids,
+                                                const at::Tensor& attention_mask) {
+  return Call("forward", input_ids, attention_mask);
+}
+
+absl::Status ScriptModel::Save(const std::string& path) {
+  try {
+    module_.save(path);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("cannot save model to ", path, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ScriptModel>> ScriptModel::Clone() const {
+  try {
+    return std::unique_ptr<ScriptModel>(new ScriptModel(module_.deepcopy(), label_));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("cannot clone model ", label_, ": ", e.what()));
+  }
+}
+
+}  // namespace twin

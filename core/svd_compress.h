@@ -40,7 +40,8 @@ absl::Status ValidateRankPolicy(const RankPolicy& policy);
 // Whether the policy needs the full spectrum before choosing ranks (kEnergy, kBudget).
 bool PolicyNeedsSpectrum(const RankPolicy& policy);
 
-// Rank for one [m, n] tensor under kRatio / kRank / kEnergy. `singular_values` (descending)
+// Rank for one [m, n] tensor under kRatio / kRank / kEnergy (0 for kBudget, which
+// AllocateBudgetRanks decides). `singular_values` (descending)
 // is only read by kEnergy.
 int64_t ChooseRank(const RankPolicy& policy, int64_t m, int64_t n,
                    const at::Tensor& singular_values);
@@ -70,10 +71,13 @@ struct Factorization {
   bool randomized = false;
 };
 
-// Descending singular values of the 2-D view of `delta` (float32, float64 fallback).
+// Descending singular values of the 2-D view of `delta` (float32; float64 when the float32
+// solver failed).
 absl::StatusOr<at::Tensor> SingularValues(const at::Tensor& delta);
 
-// Factors the 2-D view of `delta` at `rank` (0 <= rank <= min(m, n)).
+// Factors the 2-D view of `delta` at `rank` (0 <= rank <= min(m, n)). A zero delta gives
+// rank 0 whatever `rank` asks, since there is nothing to store. NaN/Inf in `delta` or a 1-D
+// delta is INVALID_ARGUMENT; a solver failure in both precisions is INTERNAL naming the shape.
 absl::StatusOr<Factorization> CompressDelta(const at::Tensor& delta, int64_t rank,
                                             const SvdOptions& options);
 

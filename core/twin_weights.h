@@ -52,7 +52,9 @@ class TwinWeights {
   const NamedTensors& shared() const { return shared_; }
   const NamedTensors& head(size_t task) const { return tasks_[task].head; }
 
-  // theta(w) for every shared tensor, in shared() order. weights.size() == num_tasks().
+  // theta(w) for every shared tensor, in shared() order. weights.size() == num_tasks() and
+  // every weight finite, else INVALID_ARGUMENT. A tensor that no task with w_t != 0 touches is
+  // theta*'s own tensor, not a copy: callers must not modify fused tensors in place.
   absl::StatusOr<NamedTensors> Fuse(const std::vector<double>& weights) const;
   absl::StatusOr<at::Tensor> FuseTensor(const std::string& name,
                                         const std::vector<double>& weights) const;

@@ -1,1 +1,520 @@
-// Implementation pending.
+#include "merge_offline/merge_job.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <regex>
+#include <set>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/artifact_set.h"
+#include "core/object_store.h"
+#include "core/router.h"
+#include "core/safetensors.h"
+#include "core/script_model.h"
+#include "core/status_macros.h"
+#include "core/svd_compress.h"
+#include "core/torch_runtime.h"
+#include "merge_offline/internal/inputs.h"
+#include "merge_offline/progress.h"
+#include "merge_offline/report.h"
+
+#ifndef TWIN_VERSION_STRING
+#define TWIN_VERSION_STRING "0.1.0"
+#endif
+
+namespace twin {
+namespace {
+
+using merge_internal::InputModel;
+using merge_internal::ModelLayout;
+using merge_internal::TokenExamples;
+
+constexpr int64_t kProbeSequenceLength = 4;
+constexpr int64_t kEmbedBatchSize = 256;
+
+// Scratch directory, removed on every exit path unless kept.
+class WorkDir {
+ public:
+  static absl::StatusOr<std::unique_ptr<WorkDir>> Create(const std::string& requested, bool keep) {
+    std::string path = requested;
+    if (path.empty()) {
+      const char* tmp = std::getenv("TMPDIR");
+      std::string templ = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/twin-merge-XXXXXX");
+      if (mkdtemp(templ.data()) == nullptr) {
+        return absl::InternalError(absl::StrCat("cannot create a work directory under ", templ));
+      }
+      path = templ;
+    } else {
+      std::error_code ec;
+      std::filesystem::create_directories(path, ec);
+      if (ec) return absl::InternalError(absl::StrCat("cannot create ", path, ": ", ec.message()));
+    }
+    return std::unique_ptr<WorkDir>(new WorkDir(path, keep));
+  }
+  ~WorkDir() {
+    if (keep_) return;
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  WorkDir(std::string path, bool keep) : path_(std::move(path)), keep_(keep) {}
+  std::string path_;
+  bool keep_;
+};
+
+struct Job {
+  const MergeJobConfig& config;
+  Progress progress;
+  std::string work;
+  std::unique_ptr<ObjectStore> store;
+  std::string version;
+  InputModel base;
+  std::vector<InputModel> experts;
+  ModelLayout layout;
+  std::unique_ptr<ScriptModel> architecture;
+  std::vector<std::vector<std::string>> labels;
+  std::vector<TokenExamples> router_examples;
+  int64_t embed_dim = 0;
+  int64_t num_parameters = 0;
+  uint64_t expert_bytes = 0;
+  Manifest manifest;
+};
+
+std::string DefaultVersion() {
+  std::random_device rd;
+  return absl::StrCat(absl::FormatTime("%Y%m%dT%H%M%SZ", absl::Now(), absl::UTCTimeZone()), "-",
+                      absl::StrFormat("%04x", rd() & 0xffff));
+}
+
+absl::StatusOr<at::Tensor> ReadFinite(const InputModel& model, const std::string& name) {
+  ASSIGN_OR_RETURN(at::Tensor t, model.reader->Get(name));
+  try {
+    if (t.is_floating_point() && !at::isfinite(t).all().item<bool>()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(model.path, ": tensor '", name, "' has NaN or Inf values"));
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(model.path, ": tensor '", name, "': ", e.what()));
+  }
+  return t;
+}
+
+
+using Named = std::vector<std::pair<std::string, at::Tensor>>;
+
+absl::StatusOr<Named> HeadOf(const InputModel& model, const ModelLayout& layout) {
+  Named head;
+  for (const auto& name : layout.head) {
+    ASSIGN_OR_RETURN(at::Tensor t, ReadFinite(model, name));
+    head.emplace_back(name, t);
+  }
+  return head;
+}
+
+at::Tensor ProbeIds() { return at::zeros({1, kProbeSequenceLength}, at::kLong); }
+at::Tensor ProbeMask() { return at::ones({1, kProbeSequenceLength}, at::kLong); }
+
+// Config, inputs, names/shapes, heads, router data, output store. Writes only scratch files.
+absl::Status Validate(Job& job) {
+  const MergeJobConfig& c = job.config;
+  job.progress.Stage("validate");
+  if (c.output.empty() && !job.store) {
+    return absl::InvalidArgumentError("merge config: output is required (an object store URI)");
+  }
+  if (!c.output.empty()) {
+    ASSIGN_OR_RETURN(job.store, OpenObjectStore(c.output));
+    job.version = c.version.empty() ? DefaultVersion() : c.version;
+    RETURN_IF_ERROR(ValidateVersionName(job.version));
+    auto existing = job.store->Head(absl::StrCat(job.version, "/", kManifestName));
+    if (existing.ok()) {
+      return absl::AlreadyExistsError(absl::StrCat("version ", job.version,
+                                                   " is already published in ", c.output));
+    }
+    if (existing.status().code() != absl::StatusCode::kNotFound) return existing.status();
+  }
+
+  ASSIGN_OR_RETURN(job.base, merge_internal::OpenInputModel(c.base_model, job.work, "base"));
+  for (size_t i = 0; i < c.experts.size(); ++i) {
+    job.progress.Step(i + 1, c.experts.size(), c.experts[i].path);
+    ASSIGN_OR_RETURN(InputModel e, merge_internal::OpenInputModel(
+                                       c.experts[i].path, job.work, absl::StrCat("expert", i)));
+    job.experts.push_back(std::move(e));
+  }
+  std::regex head_pattern(c.head_pattern);
+  ASSIGN_OR_RETURN(job.layout, merge_internal::CheckLayout(job.base, job.experts, head_pattern));
+
+  const std::string arch_path = c.architecture.empty() ? c.base_model : c.architecture;
+  ASSIGN_OR_RETURN(job.architecture, ScriptModel::Load(arch_path));
+  std::set<std::string> arch_names;
+  for (const auto& [name, t] : job.architecture->NamedParameters()) arch_names.insert(name);
+  const std::set<std::string> base_names(job.base.reader->names().begin(),
+                                         job.base.reader->names().end());
+  if (arch_names != base_names) {
+    return absl::InvalidArgumentError(absl::StrCat("architecture ", arch_path,
+                                                   ": its parameter names differ from the base "
+                                                   "model's tensors in ",
+                                                   c.base_model));
+  }
+  for (const auto& name : job.base.reader->names()) {
+    ASSIGN_OR_RETURN(TensorInfo info, job.base.reader->Info(name));
+    int64_t numel = 1;
+    for (int64_t d : info.shape) numel *= d;
+    job.num_parameters += numel;
+  }
+  job.expert_bytes = static_cast<uint64_t>(job.num_parameters) * sizeof(float);
+
+  // Each expert's head decides its number of classes.
+  for (size_t i = 0; i < job.experts.size(); ++i) {
+    ASSIGN_OR_RETURN(Named head, HeadOf(job.experts[i], job.layout));
+    RETURN_IF_ERROR(Annotate(job.architecture->SetParameters(head), job.experts[i].path));
+    auto logits = job.architecture->Forward(ProbeIds(), ProbeMask());
+    if (!logits.ok()) {
+      return Annotate(logits.status(),
+                      absl::StrCat("expert ", job.experts[i].path, " with its own head"));
+    }
+    if (logits->dim() != 2 || logits->size(0) != 1 || logits->size(1) < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expert ", job.experts[i].path, ": forward() must return [B, C] logits"));
+    }
+    const int64_t classes = logits->size(1);
+    std::vector<std::string> labels = c.experts[i].labels;
+    if (labels.empty()) {
+      for (int64_t k = 0; k < classes; ++k) labels.push_back(absl::StrCat(k));
+    } else if (static_cast<int64_t>(labels.size()) != classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "models[", i, "].labels: ", labels.size(), " labels but expert ",
+          job.experts[i].path, " has ", classes, " classes"));
+    }
+    job.labels.push_back(std::move(labels));
+  }
+  ASSIGN_OR_RETURN(at::Tensor probe, job.architecture->Embed(ProbeIds(), ProbeMask()));
+  if (probe.dim() != 2 || probe.size(0) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("architecture ", arch_path, ": embed() must return [B, d] features"));
+  }
+  job.embed_dim = probe.size(1);
+
+  for (size_t i = 0; i < c.experts.size(); ++i) {
+    ASSIGN_OR_RETURN(TokenExamples ex,
+                     merge_internal::LoadRouterExamples(c.experts[i].router_data, c.tokenizer,
+                                                        c.router_max_examples_per_task,
+                                                        c.seed + i));
+    if (ex.input_ids.size(0) < 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "router data ", c.experts[i].router_data, ": needs at least 2 examples"));
+    }
+    job.router_examples.push_back(std::move(ex));
+  }
+  return absl::OkStatus();
+}
+
+// Reads tensor `name` of the base and every expert (finite-checked) and merges it.
+absl::StatusOr<at::Tensor> MergeOne(Job& job, const std::string& name, size_t index,
+                                    std::vector<at::Tensor>* experts_out) {
+  ASSIGN_OR_RETURN(at::Tensor base, ReadFinite(job.base, name));
+  std::vector<at::Tensor> experts;
+  for (const auto& e : job.experts) {
+    ASSIGN_OR_RETURN(at::Tensor t, ReadFinite(e, name));
+    experts.push_back(t);
+  }
+  auto merged = MergeTensor(base, experts, job.config.ToMergeOptions(), index);
+  if (!merged.ok()) return Annotate(merged.status(), absl::StrCat("tensor '", name, "'"));
+  *experts_out = std::move(experts);
+  return merged;
+}
+
+// Dry run: read every tensor once (finite check), merge nothing.
+absl::Status ScanAll(Job& job) {
+  job.progress.Stage("scan");
+  const auto& names = job.base.reader->names();
+  for (size_t i = 0; i < names.size(); ++i) {
+    job.progress.Step(i + 1, names.size(), names[i]);
+    RETURN_IF_ERROR(ReadFinite(job.base, names[i]).status());
+    for (const auto& e : job.experts) RETURN_IF_ERROR(ReadFinite(e, names[i]).status());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<int64_t>>> BudgetRanks(Job& job) {
+  job.progress.Stage("spectra (budget rank policy)");
+  const size_t tasks = job.experts.size();
+  std::vector<at::Tensor> spectra;
+  std::vector<std::pair<int64_t, int64_t>> dims;
+  std::vector<std::pair<size_t, size_t>> owner;  // (task, tensor index)
+  for (size_t i = 0; i < job.layout.merged.size(); ++i) {
+    const std::string& name = job.layout.merged[i];
+    job.progress.Step(i + 1, job.layout.merged.size(), name);
+    std::vector<at::Tensor> experts;
+    ASSIGN_OR_RETURN(at::Tensor shared, MergeOne(job, name, i, &experts));
+    if (shared.dim() < 2) continue;
+    ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
+    for (size_t t = 0; t < tasks; ++t) {
+      ASSIGN_OR_RETURN(at::Tensor s, SingularValues(experts[t].to(at::kFloat) -
+                                                    shared.to(at::kFloat)));
+      spectra.push_back(s);
+      dims.push_back(md);
+      owner.emplace_back(t, i);
+    }
+  }
+  const size_t elem = job.config.twin_dtype == "F16" ? 2 : 4;
+  std::vector<int64_t> ranks =
+      AllocateBudgetRanks(spectra, dims, job.config.rank_policy.budget_bytes, elem);
+  std::vector<std::vector<int64_t>> out(tasks,
+                                        std::vector<int64_t>(job.layout.merged.size(), 0));
+  for (size_t k = 0; k < ranks.size(); ++k) out[owner[k].first][owner[k].second] = ranks[k];
+  return out;
+}
+
+struct Outputs {
+  std::string shared_path;
+  std::vector<std::string> twin_paths;
+};
+
+absl::Status MergeAndCompress(Job& job, Outputs* out) {
+  const MergeJobConfig& c = job.config;
+  const size_t tasks = job.experts.size();
+  std::vector<std::vector<int64_t>> budget;
+  if (c.rank_policy.kind == RankPolicy::kBudget) {
+    ASSIGN_OR_RETURN(budget, BudgetRanks(job));
+  }
+
+  out->shared_path = job.work + "/shared.safetensors";
+  ASSIGN_OR_RETURN(auto shared_writer, SafetensorsWriter::Create(out->shared_path));
+  std::vector<std::unique_ptr<SafetensorsWriter>> twin_writers;
+  std::filesystem::create_directories(job.work + "/twin");
+  for (size_t t = 0; t < tasks; ++t) {
+    out->twin_paths.push_back(
+        absl::StrCat(job.work, "/twin/", c.experts[t].name, ".safetensors"));
+    ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create(out->twin_paths.back()));
+    twin_writers.push_back(std::move(w));
+  }
+  const c10::ScalarType twin_type = c.twin_dtype == "F16" ? at::kHalf : at::kFloat;
+  SvdOptions svd;
+  svd.seed = c.seed;
+
+  job.progress.Stage("merge + compress");
+  const auto& names = job.layout.merged;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    job.progress.Step(i + 1, names.size(), name);
+    std::vector<at::Tensor> experts;
+    ASSIGN_OR_RETURN(at::Tensor shared, MergeOne(job, name, i, &experts));
+    RETURN_IF_ERROR(shared_writer->Add(name, shared));
+    const at::Tensor shared_f = shared.to(at::kFloat);
+    for (size_t t = 0; t < tasks; ++t) {
+      const at::Tensor delta = experts[t].to(at::kFloat) - shared_f;
+      if (shared.dim() < 2) {
+        if (delta.abs().max().item<double>() > 0) {
+          RETURN_IF_ERROR(twin_writers[t]->Add(name + ".delta", delta.to(twin_type)));
+        }
+        continue;
+      }
+      ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
+      int64_t rank = 0;
+      if (c.rank_policy.kind == RankPolicy::kBudget) {
+        rank = budget[t][i];
+      } else if (c.rank_policy.kind == RankPolicy::kEnergy) {
+        ASSIGN_OR_RETURN(at::Tensor s, SingularValues(delta));
+        rank = ChooseRank(c.rank_policy, md.first, md.second, s);
+      } else {
+        rank = ChooseRank(c.rank_policy, md.first, md.second, at::Tensor());
+      }
+      ASSIGN_OR_RETURN(Factorization f, CompressDelta(delta, rank, svd));
+      TwinTensorEntry entry;
+      entry.task = c.experts[t].name;
+      entry.name = name;
+      entry.shape = shared.sizes().vec();
+      entry.rows = md.first;
+      entry.cols = md.second;
+      entry.rank = f.norm > 0 ? f.rank : 0;
+      entry.rel_error = f.rel_error;
+      entry.delta_norm = f.norm;
+      if (entry.rank > 0) {
+        RETURN_IF_ERROR(twin_writers[t]->Add(name + ".us", f.us.to(twin_type)));
+        RETURN_IF_ERROR(twin_writers[t]->Add(name + ".v", f.v.to(twin_type)));
+      }
+      job.manifest.twin_tensors.push_back(std::move(entry));
+    }
+  }
+  for (size_t t = 0; t < tasks; ++t) {
+    ASSIGN_OR_RETURN(Named head, HeadOf(job.experts[t], job.layout));
+    TaskEntry& task = job.manifest.tasks[t];
+    for (const auto& [name, tensor] : head) {
+      RETURN_IF_ERROR(twin_writers[t]->Add(name, tensor));
+      task.head_tensors.push_back(name);
+    }
+    twin_writers[t]->SetMetadata("task", task.name);
+    RETURN_IF_ERROR(twin_writers[t]->Finish());
+  }
+  shared_writer->SetMetadata("format", "twin-merging shared expert");
+  return shared_writer->Finish();
+}
+
+absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_path) {
+  job.progress.Stage("router");
+  ASSIGN_OR_RETURN(auto shared, SafetensorsReader::Open(out.shared_path));
+  for (const auto& name : shared->names()) {
+    ASSIGN_OR_RETURN(at::Tensor t, shared->Get(name));
+    RETURN_IF_ERROR(job.architecture->SetParameter(name, t));
+  }
+  std::vector<at::Tensor> features, ids;
+  for (size_t t = 0; t < job.router_examples.size(); ++t) {
+    const TokenExamples& ex = job.router_examples[t];
+    const int64_t n = ex.input_ids.size(0);
+    for (int64_t b = 0; b < n; b += kEmbedBatchSize) {
+      const int64_t e = std::min(n, b + kEmbedBatchSize);
+      auto f = job.architecture->Embed(ex.input_ids.slice(0, b, e),
+                                       ex.attention_mask.slice(0, b, e));
+      if (!f.ok()) {
+        return Annotate(f.status(),
+                        absl::StrCat("router data ", job.config.experts[t].router_data));
+      }
+      features.push_back(f->to(at::kFloat));
+    }
+    ids.push_back(at::full({n}, static_cast<int64_t>(t), at::kLong));
+    job.progress.Step(t + 1, job.router_examples.size(), "features");
+  }
+  RouterTrainOptions options = job.config.router;
+  options.seed = job.config.seed;
+  ASSIGN_OR_RETURN(RouterTrainResult result,
+                   TrainRouter(at::cat(features), at::cat(ids),
+                               static_cast<int64_t>(job.experts.size()), options));
+  job.manifest.router = result.entry;
+  job.progress.Info(absl::StrFormat("router: held-out accuracy %.4f after %d epochs",
+                                    result.entry.validation_accuracy, result.entry.epochs_run));
+  *router_path = job.work + "/router.safetensors";
+  return WriteSafetensors(*router_path, result.router->tensors());
+}
+
+// The architecture with every parameter emptied: weights come from shared + twin blobs.
+absl::Status WriteStrippedArchitecture(Job& job, const std::string& path) {
+  for (const auto& [name, t] : job.architecture->NamedParameters()) {
+    RETURN_IF_ERROR(job.architecture->SetParameter(name, at::empty({0}, t.options())));
+  }
+  return job.architecture->Save(path);
+}
+
+void FillManifest(Job& job) {
+  const MergeJobConfig& c = job.config;
+  Manifest& m = job.manifest;
+  m.version = job.version;
+  m.created_at = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
+  m.tool_version = TWIN_VERSION_STRING;
+  m.head_pattern = c.head_pattern;
+  m.tokenizer = c.tokenizer;
+  m.embed_dim = job.embed_dim;
+  m.num_parameters = job.num_parameters;
+  m.base_model = {c.base_model, job.base.sha256};
+  m.merge_method = MergeMethodName(c.method);
+  nlohmann::json params = {{"lambda", c.lambda}, {"seed", c.seed}};
+  for (const auto& e : c.experts) {
+    params["weight"][e.name] = e.weight;
+    if (c.method == MergeMethod::kTies) params["density"][e.name] = e.density;
+    if (c.method == MergeMethod::kDareTaskArithmetic || c.method == MergeMethod::kDareTies) {
+      params["drop_rate"][e.name] = e.drop_rate;
+    }
+  }
+  m.merge_parameters = params;
+  const RankPolicy& p = c.rank_policy;
+  nlohmann::json policy = {{"policy", RankPolicyKindName(p.kind)}};
+  switch (p.kind) {
+    case RankPolicy::kRatio: policy["ratio"] = p.ratio; break;
+    case RankPolicy::kRank: policy["rank"] = p.rank; break;
+    case RankPolicy::kEnergy: policy["energy"] = p.energy; break;
+    case RankPolicy::kBudget: policy["budget_bytes"] = p.budget_bytes; break;
+  }
+  m.rank_policy = policy;
+  m.twin_dtype = c.twin_dtype;
+  for (size_t t = 0; t < c.experts.size(); ++t) {
+    TaskEntry task;
+    task.name = c.experts[t].name;
+    task.labels = job.labels[t];
+    task.source = {c.experts[t].path, job.experts[t].sha256};
+    task.twin_blob = absl::StrCat("twin/", task.name, ".safetensors");
+    m.tasks.push_back(std::move(task));
+  }
+}
+
+uint64_t FileBytes(const std::string& path) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  return ec ? 0 : size;
+}
+
+}  // namespace
+
+absl::StatusOr<MergeJobResult> RunMergeJob(const MergeJobConfig& config,
+                                           const MergeJobOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  Job job{config, Progress(options.quiet)};
+  job.progress.Info(ConfigureTorchRuntime({config.threads}));
+  ASSIGN_OR_RETURN(auto work, WorkDir::Create(options.work_dir, options.keep_work_dir));
+  job.work = work->path();
+
+  RETURN_IF_ERROR(Validate(job));
+  MergeJobResult result;
+  if (options.dry_run) {
+    RETURN_IF_ERROR(ScanAll(job));
+    job.progress.Info(absl::StrCat("dry run: ", config.experts.size(), " experts, ",
+                                   job.layout.merged.size(), " merged tensors, ",
+                                   job.layout.head.size(), " head tensors; all inputs valid"));
+    return result;
+  }
+
+  FillManifest(job);
+  Outputs out;
+  RETURN_IF_ERROR(MergeAndCompress(job, &out));
+  std::string router_path;
+  RETURN_IF_ERROR(TrainRouterStage(job, out, &router_path));
+  const std::string arch_path = job.work + "/architecture.pt";
+  RETURN_IF_ERROR(WriteStrippedArchitecture(job, arch_path));
+
+  ReportSizes sizes;
+  sizes.expert_bytes = job.expert_bytes;
+  sizes.shared_bytes = FileBytes(out.shared_path);
+  for (const auto& p : out.twin_paths) sizes.twin_bytes += FileBytes(p);
+  sizes.router_bytes = FileBytes(router_path);
+  sizes.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string report = RenderReport(job.manifest, sizes);
+  const std::string report_path = job.work + "/report.md";
+  {
+    std::FILE* f = std::fopen(report_path.c_str(), "wb");
+    if (f == nullptr || std::fwrite(report.data(), 1, report.size(), f) != report.size()) {
+      if (f) std::fclose(f);
+      return absl::InternalError(absl::StrCat("cannot write ", report_path));
+    }
+    std::fclose(f);
+  }
+
+  job.progress.Stage("publish");
+  ArtifactPublisher publisher(job.store.get(), job.version);
+  RETURN_IF_ERROR(publisher.AddFile(job.manifest.architecture_blob, arch_path));
+  RETURN_IF_ERROR(publisher.AddFile(job.manifest.shared_blob, out.shared_path));
+  for (size_t t = 0; t < out.twin_paths.size(); ++t) {
+    RETURN_IF_ERROR(publisher.AddFile(job.manifest.tasks[t].twin_blob, out.twin_paths[t]));
+  }
+  RETURN_IF_ERROR(publisher.AddFile(job.manifest.router.blob, router_path));
+  RETURN_IF_ERROR(publisher.AddFile(job.manifest.report_blob, report_path));
+  RETURN_IF_ERROR(publisher.Publish(job.manifest));
+
+  ASSIGN_OR_RETURN(std::string manifest_text,
+                   job.store->Get(absl::StrCat(job.version, "/", kManifestName)));
+  ASSIGN_OR_RETURN(result.manifest, Manifest::FromJson(manifest_text));
+  result.version = job.version;
+  result.uri = job.store->UriOf(job.version);
+  result.report_markdown = report;
+  job.progress.Info(absl::StrCat("published ", result.uri));
+  return result;
+}
+
+}  // namespace twin

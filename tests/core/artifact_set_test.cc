@@ -1,1 +1,330 @@
+#include "core/artifact_set.h"
+
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/file_store.h"
+#include "core/sha256.h"
+
+namespace twin {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+std::string ReadLocal(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void WriteLocal(const std::string& path, const std::string& bytes) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+std::string Message(const absl::Status& status) { return std::string(status.message()); }
+
+// Blob name -> content of the files a version is published from.
+const std::map<std::string, std::string>& BlobContents() {
+  static const auto* contents = new std::map<std::string, std::string>{
+      {"architecture.pt", "torchscript module bytes"},
+      {"shared.safetensors", std::string(70000, 's')},
+      {"twin/spam.safetensors", "spam twin vector"},
+      {"twin/lang.safetensors", "lang twin vector, a little longer"},
+      {"router.safetensors", "router weights"},
+      {"report.md", "# report\n"},
+  };
+  return *contents;
+}
+
+Manifest TwoTaskManifest() {
+  Manifest m;
+  m.created_at = "2024-05-01T00:00:00Z";
+  m.tool_version = "0.1.0";
+  m.merge_method = "task_arithmetic";
+  m.tasks = {TaskEntry{"spam", {"ham", "spam"}, {}, "twin/spam.safetensors", {"head.weight"}},
+             TaskEntry{"lang", {"en", "de"}, {}, "twin/lang.safetensors", {"head.weight"}}};
+  m.router.spec.input_dim = 4;
+  m.router.spec.hidden_dim = 8;
+  m.router.spec.num_tasks = 2;
+  return m;
+}
+
+class ArtifactSetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/artifact_set_test.XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    tmp_ = pattern;
+    auto store = FileObjectStore::Create(tmp_ + "/store");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    for (const auto& [name, content] : BlobContents()) WriteLocal(StagedPath(name), content);
+  }
+  void TearDown() override { fs::remove_all(tmp_); }
+
+  std::string StagedPath(const std::string& name) const { return tmp_ + "/stage/" + name; }
+  std::string StorePath(const std::string& key) const { return tmp_ + "/store/" + key; }
+  std::string CacheDir() const { return tmp_ + "/cache"; }
+
+  absl::Status PublishVersion(const std::string& version, bool update_latest = true) {
+    ArtifactPublisher publisher(store_.get(), version);
+    for (const auto& [name, content] : BlobContents()) {
+      absl::Status added = publisher.AddFile(name, StagedPath(name));
+      if (!added.ok()) return added;
+    }
+    return publisher.Publish(TwoTaskManifest(), update_latest);
+  }
+
+  std::vector<std::string> StoreKeys() {
+    std::vector<std::string> keys;
+    auto listed = store_->List("");
+    EXPECT_TRUE(listed.ok()) << listed.status();
+    if (listed.ok()) {
+      for (const ObjectInfo& o : *listed) keys.push_back(o.key);
+    }
+    return keys;
+  }
+
+  std::string tmp_;
+  std::unique_ptr<FileObjectStore> store_;
+};
+
+TEST(VersionNameTest, AcceptsAndRejects) {
+  for (const std::string& ok :
+       std::vector<std::string>{"v1", "2024-05-01_a", "1.2.3", "A-b_c.d", std::string(128, 'x')}) {
+    EXPECT_TRUE(ValidateVersionName(ok).ok()) << ok;
+  }
+  for (const std::string& bad : std::vector<std::string>{"", ".", "..", "v/1", "v 1", "v1\n",
+                                                         "LATEST", "ü", std::string(129, 'x')}) {
+    const absl::Status status = ValidateVersionName(bad);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_THAT(Message(ValidateVersionName("v/1")), HasSubstr("\"v/1\""));
+}
+
+TEST_F(ArtifactSetTest, PublishUploadsBlobsThenManifestThenLatest) {
+  const absl::Status published = PublishVersion("v1");
+  ASSERT_TRUE(published.ok()) << published;
+  EXPECT_THAT(StoreKeys(),
+              ElementsAre("LATEST", "v1/architecture.pt", "v1/manifest.json", "v1/report.md",
+                          "v1/router.safetensors", "v1/shared.safetensors",
+                          "v1/twin/lang.safetensors", "v1/twin/spam.safetensors"));
+  EXPECT_EQ(ReadLocal(StorePath("LATEST")), "v1\n");
+  EXPECT_EQ(ReadLocal(StorePath("v1/twin/spam.safetensors")), "spam twin vector");
+
+  auto text = store_->Get("v1/manifest.json");
+  ASSERT_TRUE(text.ok());
+  auto manifest = Manifest::FromJson(*text);
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  EXPECT_EQ(manifest->version, "v1");
+  ASSERT_EQ(manifest->blobs.size(), BlobContents().size());
+  for (const auto& [name, content] : BlobContents()) {
+    uint64_t size_bytes = 0;
+    auto digest = Sha256File(StagedPath(name), &size_bytes);
+    ASSERT_TRUE(digest.ok());
+    EXPECT_EQ(manifest->blobs.at(name).sha256, *digest) << name;
+    EXPECT_EQ(manifest->blobs.at(name).size_bytes, content.size()) << name;
+    EXPECT_EQ(size_bytes, content.size());
+  }
+}
+
+TEST_F(ArtifactSetTest, RepublishingAVersionIsAlreadyExists) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  const std::string manifest_before = ReadLocal(StorePath("v1/manifest.json"));
+  const absl::Status again = PublishVersion("v1");
+  EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(Message(again), HasSubstr("v1"));
+  EXPECT_EQ(ReadLocal(StorePath("v1/manifest.json")), manifest_before);
+}
+
+TEST_F(ArtifactSetTest, MissingNamedBlobUploadsNothing) {
+  ArtifactPublisher publisher(store_.get(), "v1");
+  for (const auto& [name, content] : BlobContents()) {
+    if (name == "router.safetensors") continue;
+    ASSERT_TRUE(publisher.AddFile(name, StagedPath(name)).ok());
+  }
+  const absl::Status status = publisher.Publish(TwoTaskManifest());
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Message(status), HasSubstr("router.safetensors"));
+  EXPECT_THAT(StoreKeys(), IsEmpty());
+}
+
+TEST_F(ArtifactSetTest, InvalidManifestIsRefusedBeforeUpload) {
+  ArtifactPublisher publisher(store_.get(), "v1");
+  for (const auto& [name, content] : BlobContents()) {
+    ASSERT_TRUE(publisher.AddFile(name, StagedPath(name)).ok());
+  }
+  Manifest manifest = TwoTaskManifest();
+  manifest.router.spec.num_tasks = 3;
+  const absl::Status status = publisher.Publish(manifest);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(status), HasSubstr("router.spec.num_tasks"));
+  EXPECT_THAT(StoreKeys(), IsEmpty());
+}
+
+TEST_F(ArtifactSetTest, AddFileRejectsBadInput) {
+  ArtifactPublisher publisher(store_.get(), "v1");
+  ASSERT_TRUE(publisher.AddFile("shared.safetensors", StagedPath("shared.safetensors")).ok());
+  const absl::Status duplicate = publisher.AddFile("shared.safetensors", StagedPath("report.md"));
+  EXPECT_EQ(duplicate.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(Message(duplicate), HasSubstr("shared.safetensors"));
+
+  const absl::Status bad_name = publisher.AddFile("../escape", StagedPath("report.md"));
+  EXPECT_EQ(bad_name.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(bad_name), HasSubstr("../escape"));
+
+  const absl::Status reserved = publisher.AddFile("manifest.json", StagedPath("report.md"));
+  EXPECT_EQ(reserved.code(), absl::StatusCode::kInvalidArgument);
+
+  const absl::Status missing = publisher.AddFile("extra.bin", tmp_ + "/nope.bin");
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Message(missing), HasSubstr("nope.bin"));
+
+  ArtifactPublisher bad_version(store_.get(), "../v1");
+  const absl::Status version = bad_version.AddFile("report.md", StagedPath("report.md"));
+  EXPECT_EQ(version.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(version), HasSubstr("../v1"));
+  EXPECT_EQ(bad_version.Publish(TwoTaskManifest()).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ArtifactSetTest, PublishWithoutUpdatingLatest) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ASSERT_TRUE(PublishVersion("v2", /*update_latest=*/false).ok());
+  EXPECT_EQ(ReadLocal(StorePath("LATEST")), "v1\n");
+  auto latest = ResolveVersion(store_.get(), "LATEST");
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(*latest, "v1");
+}
+
+TEST_F(ArtifactSetTest, ResolveVersion) {
+  auto none = ResolveVersion(store_.get(), "");
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Message(none.status()), HasSubstr("no published version in " + store_->uri()));
+
+  ASSERT_TRUE(store_->Put("LATEST", "  v2 \n").ok());
+  for (const std::string alias : {"", "LATEST"}) {
+    auto resolved = ResolveVersion(store_.get(), alias);
+    ASSERT_TRUE(resolved.ok()) << resolved.status();
+    EXPECT_EQ(*resolved, "v2");
+  }
+  auto explicit_version = ResolveVersion(store_.get(), "v9");
+  ASSERT_TRUE(explicit_version.ok());
+  EXPECT_EQ(*explicit_version, "v9");
+  EXPECT_EQ(ResolveVersion(store_.get(), "v/9").status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  ASSERT_TRUE(store_->Put("LATEST", "../etc\n").ok());
+  EXPECT_EQ(ResolveVersion(store_.get(), "").status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ArtifactSetTest, ListVersionsOnlyCountsPublishedOnes) {
+  ASSERT_TRUE(PublishVersion("v2").ok());
+  ASSERT_TRUE(PublishVersion("v1-2").ok());
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ASSERT_TRUE(store_->Put("v3/shared.safetensors", "incomplete").ok());
+  ASSERT_TRUE(store_->Put("misc/deep/manifest.json", "{}").ok());
+  auto versions = ListVersions(store_.get());
+  ASSERT_TRUE(versions.ok()) << versions.status();
+  EXPECT_THAT(*versions, ElementsAre("v1", "v1-2", "v2"));
+}
+
+TEST_F(ArtifactSetTest, FetchVerifiesAndWritesEveryBlobAndTheManifest) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  auto set = FetchArtifactSet(store_.get(), "LATEST", CacheDir());
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->version, "v1");
+  EXPECT_EQ(set->dir, CacheDir() + "/v1");
+  EXPECT_EQ(set->manifest.version, "v1");
+  EXPECT_EQ(set->manifest.tasks.size(), 2u);
+  for (const auto& [name, content] : BlobContents()) {
+    EXPECT_EQ(ReadLocal(set->PathOf(name)), content) << name;
+  }
+  EXPECT_EQ(ReadLocal(set->PathOf("manifest.json")), ReadLocal(StorePath("v1/manifest.json")));
+}
+
+TEST_F(ArtifactSetTest, FetchDetectsACorruptedBlob) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  std::string bytes = ReadLocal(StorePath("v1/shared.safetensors"));
+  bytes[1000] ^= 0x01;
+  WriteLocal(StorePath("v1/shared.safetensors"), bytes);
+
+  auto set = FetchArtifactSet(store_.get(), "v1", CacheDir());
+  EXPECT_EQ(set.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(Message(set.status()), HasSubstr("blob shared.safetensors of version v1"));
+  EXPECT_THAT(Message(set.status()), HasSubstr("sha256 mismatch"));
+  EXPECT_FALSE(fs::exists(CacheDir() + "/v1/shared.safetensors"));
+  EXPECT_FALSE(fs::exists(CacheDir() + "/v1/manifest.json"));
+}
+
+TEST_F(ArtifactSetTest, FetchDetectsATruncatedBlob) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  WriteLocal(StorePath("v1/twin/lang.safetensors"), "lang twin");
+  auto set = FetchArtifactSet(store_.get(), "v1", CacheDir());
+  EXPECT_EQ(set.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(Message(set.status()), HasSubstr("twin/lang.safetensors"));
+  EXPECT_THAT(Message(set.status()), HasSubstr("size mismatch"));
+  EXPECT_FALSE(fs::exists(CacheDir() + "/v1/manifest.json"));
+}
+
+TEST_F(ArtifactSetTest, FetchOfABlobMissingFromTheStoreIsDataLoss) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ASSERT_TRUE(store_->Delete("v1/report.md").ok());
+  auto set = FetchArtifactSet(store_.get(), "v1", CacheDir());
+  EXPECT_EQ(set.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(Message(set.status()), HasSubstr("report.md"));
+}
+
+TEST_F(ArtifactSetTest, VersionWithoutManifestIsNotFound) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ASSERT_TRUE(store_->Put("v2/shared.safetensors", "half published").ok());
+  auto set = FetchArtifactSet(store_.get(), "v2", CacheDir());
+  EXPECT_EQ(set.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Message(set.status()),
+              HasSubstr("version v2 has no manifest (unpublished or incomplete)"));
+  auto versions = ListVersions(store_.get());
+  ASSERT_TRUE(versions.ok());
+  EXPECT_THAT(*versions, ElementsAre("v1"));
+}
+
+TEST_F(ArtifactSetTest, ManifestUnderTheWrongVersionIsDataLoss) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ASSERT_TRUE(store_->Put("v9/manifest.json", ReadLocal(StorePath("v1/manifest.json"))).ok());
+  auto set = FetchArtifactSet(store_.get(), "v9", CacheDir());
+  EXPECT_EQ(set.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(Message(set.status()), HasSubstr("\"v1\""));
+}
+
+TEST_F(ArtifactSetTest, VerifiedCachedBlobsAreReused) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ASSERT_TRUE(FetchArtifactSet(store_.get(), "v1", CacheDir()).ok());
+  // The store copy is gone; the verified local copy is enough.
+  ASSERT_TRUE(store_->Delete("v1/twin/spam.safetensors").ok());
+  auto again = FetchArtifactSet(store_.get(), "v1", CacheDir());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ReadLocal(again->PathOf("twin/spam.safetensors")), "spam twin vector");
+}
+
+TEST_F(ArtifactSetTest, DamagedCachedBlobIsFetchedAgain) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ASSERT_TRUE(FetchArtifactSet(store_.get(), "v1", CacheDir()).ok());
+  const std::string cached = CacheDir() + "/v1/router.safetensors";
+  WriteLocal(cached, "router weightz");  // same size, other bytes
+  auto again = FetchArtifactSet(store_.get(), "v1", CacheDir());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ReadLocal(cached), "router weights");
+}
+
+}  // namespace
+}  // namespace twin

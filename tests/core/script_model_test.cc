@@ -1,1 +1,95 @@
+#include "core/script_model.h"
+
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/tiny_models.h"
+
+namespace twin {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
+using twin::testing::MakeTinyModel;
+using twin::testing::TempDir;
+
+TEST(ScriptModelTest, ListsAndReplacesParametersAndRuns) {
+  TempDir dir;
+  ASSERT_NO_THROW(MakeTinyModel({32, 8, 3, 1}).save(dir.Join("m.pt")));
+  auto model = ScriptModel::Load(dir.Join("m.pt"));
+  ASSERT_TRUE(model.ok()) << model.status();
+
+  std::vector<std::string> names;
+  for (const auto& [name, t] : (*model)->NamedParameters()) names.push_back(name);
+  EXPECT_THAT(names, UnorderedElementsAre("emb.weight", "enc.weight", "enc.bias", "head.weight",
+                                          "head.bias"));
+
+  at::Tensor ids = at::randint(32, {4, 6}, at::kLong);
+  at::Tensor mask = at::ones({4, 6}, at::kLong);
+  auto logits = (*model)->Forward(ids, mask);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  EXPECT_EQ(logits->sizes(), (std::vector<int64_t>{4, 3}));
+  auto features = (*model)->Embed(ids, mask);
+  ASSERT_TRUE(features.ok());
+  EXPECT_EQ(features->sizes(), (std::vector<int64_t>{4, 8}));
+
+  // A head with a different number of classes can be swapped in.
+  at::Tensor w = at::zeros({5, 8});
+  at::Tensor b = at::arange(5, at::kFloat);
+  ASSERT_TRUE((*model)->SetParameters({{"head.weight", w}, {"head.bias", b}}).ok());
+  auto swapped = (*model)->Forward(ids, mask);
+  ASSERT_TRUE(swapped.ok()) << swapped.status();
+  ASSERT_EQ(swapped->sizes(), (std::vector<int64_t>{4, 5}));
+  EXPECT_TRUE(at::allclose(*swapped, b.expand({4, 5})));
+
+  // Save + reload keeps the replaced parameters.
+  ASSERT_TRUE((*model)->Save(dir.Join("m2.pt")).ok());
+  auto reloaded = ScriptModel::Load(dir.Join("m2.pt"));
+  ASSERT_TRUE(reloaded.ok());
+  auto head = (*reloaded)->Parameter("head.bias");
+  ASSERT_TRUE(head.ok());
+  EXPECT_TRUE(at::equal(*head, b));
+}
+
+TEST(ScriptModelTest, ErrorsNameTheProblem) {
+  TempDir dir;
+  auto missing = ScriptModel::Load(dir.Join("nope.pt"));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("nope.pt"));
+
+  twin::testing::WriteFileOrDie(dir.Join("junk.pt"), "not a zip archive");
+  EXPECT_FALSE(ScriptModel::Load(dir.Join("junk.pt")).ok());
+
+  torch::jit::Module no_embed("NoEmbed");
+  no_embed.define("def forward(self, a: Tensor, b: Tensor) -> Tensor:\n  return a\n");
+  auto wrapped = ScriptModel::Wrap(no_embed, "no_embed");
+  ASSERT_FALSE(wrapped.ok());
+  EXPECT_THAT(std::string(wrapped.status().message()), HasSubstr("embed"));
+
+  auto model = ScriptModel::Wrap(MakeTinyModel({32, 8, 2, 1}), "tiny");
+  ASSERT_TRUE(model.ok());
+  auto bad = (*model)->SetParameter("enc.nothing", at::zeros({1}));
+  EXPECT_EQ(bad.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("enc.nothing"));
+  EXPECT_EQ((*model)->SetParameter("nomodule.weight", at::zeros({1})).code(),
+            absl::StatusCode::kNotFound);
+
+  // Out-of-range token ids fail with a status, not an exception.
+  auto oob = (*model)->Forward(at::full({1, 3}, 1000, at::kLong), at::ones({1, 3}, at::kLong));
+  EXPECT_FALSE(oob.ok());
+  EXPECT_THAT(std::string(oob.status().message()), HasSubstr("forward"));
+}
+
+TEST(ScriptModelTest, CloneIsIndependent) {
+  auto model = ScriptModel::Wrap(MakeTinyModel({32, 8, 2, 1}), "tiny");
+  ASSERT_TRUE(model.ok());
+  auto clone = (*model)->Clone();
+  ASSERT_TRUE(clone.ok());
+  ASSERT_TRUE((*clone)->SetParameter("enc.bias", at::ones({8})).ok());
+  EXPECT_TRUE(at::equal(*(*model)->Parameter("enc.bias"), at::zeros({8})));
+  EXPECT_TRUE(at::equal(*(*clone)->Parameter("enc.bias"), at::ones({8})));
+}
+
+}  // namespace
+}  // namespace twin

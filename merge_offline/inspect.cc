@@ -1,0 +1,108 @@
+#include "merge_offline/inspect.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/artifact_set.h"
+#include "core/router.h"
+#include "core/safetensors.h"
+#include "core/script_model.h"
+#include "core/status_macros.h"
+#include "core/twin_weights.h"
+
+namespace twin {
+namespace {
+
+double Accuracy(const at::Tensor& logits, const at::Tensor& labels) {
+  return logits.argmax(1).eq(labels).to(at::kDouble).mean().item<double>();
+}
+
+absl::StatusOr<TaskEvaluation> EvaluateTask(const LocalArtifactSet& set, const TwinWeights& tw,
+                                            const Router& router, size_t t,
+                                            const InspectOptions& options) {
+  const std::string& task = set.manifest.tasks[t].name;
+  TaskEvaluation ev;
+  ev.task = task;
+  ASSIGN_OR_RETURN(auto test,
+                   SafetensorsReader::Open(absl::StrCat(options.zoo_dir, "/", task,
+                                                        ".test.safetensors")));
+  ASSIGN_OR_RETURN(at::Tensor ids, test->Get("input_ids", at::kLong));
+  ASSIGN_OR_RETURN(at::Tensor mask, test->Get("attention_mask", at::kLong));
+  ASSIGN_OR_RETURN(at::Tensor labels, test->Get("labels", at::kLong));
+  const int64_t n = std::min<int64_t>(ids.size(0), options.max_examples);
+  ids = ids.slice(0, 0, n);
+  mask = mask.slice(0, 0, n);
+  labels = labels.slice(0, 0, n);
+  ev.examples = n;
+
+  ASSIGN_OR_RETURN(auto expert,
+                   ScriptModel::Load(absl::StrCat(options.zoo_dir, "/", task, ".pt")));
+  ASSIGN_OR_RETURN(at::Tensor expert_logits, expert->Forward(ids, mask));
+  ev.expert_accuracy = Accuracy(expert_logits, labels);
+
+  ASSIGN_OR_RETURN(auto model, ScriptModel::Load(set.PathOf(set.manifest.architecture_blob)));
+  RETURN_IF_ERROR(model->SetParameters(tw.shared()));
+  RETURN_IF_ERROR(model->SetParameters(tw.head(t)));
+  ASSIGN_OR_RETURN(at::Tensor shared_logits, model->Forward(ids, mask));
+  ev.shared_accuracy = Accuracy(shared_logits, labels);
+
+  ASSIGN_OR_RETURN(at::Tensor features, model->Embed(ids, mask));
+  ASSIGN_OR_RETURN(at::Tensor weights, router.Weights(features, 1.0));
+  ev.routing_accuracy =
+      weights.argmax(1).eq(static_cast<int64_t>(t)).to(at::kDouble).mean().item<double>();
+  int64_t correct = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    at::Tensor w = weights[i].to(at::kDouble).contiguous();
+    std::vector<double> wv(w.data_ptr<double>(), w.data_ptr<double>() + w.numel());
+    ASSIGN_OR_RETURN(auto fused, tw.Fuse(wv));
+    RETURN_IF_ERROR(model->SetParameters(fused));
+    ASSIGN_OR_RETURN(at::Tensor logits,
+                     model->Forward(ids.slice(0, i, i + 1), mask.slice(0, i, i + 1)));
+    correct += logits.argmax(1).item<int64_t>() == labels[i].item<int64_t>();
+  }
+  ev.twin_accuracy = n ? static_cast<double>(correct) / n : 0.0;
+  return ev;
+}
+
+}  // namespace
+
+absl::StatusOr<InspectResult> InspectArtifactSet(ObjectStore* store,
+                                                 const InspectOptions& options) {
+  if (options.cache_dir.empty()) return absl::InvalidArgumentError("cache_dir is required");
+  ASSIGN_OR_RETURN(LocalArtifactSet set,
+                   FetchArtifactSet(store, options.version, options.cache_dir));
+  const Manifest& m = set.manifest;
+  InspectResult result;
+  result.version = set.version;
+  result.summary = absl::StrFormat(
+      "version %s (%s, %s): %d tasks, merge %s, %d blobs (%.2f MiB), all digests verified\n"
+      "router: held-out routing accuracy %.4f on %d examples\n",
+      set.version, m.created_at, m.tool_version, m.tasks.size(), m.merge_method, m.blobs.size(),
+      m.TotalBlobBytes() / 1048576.0, m.router.validation_accuracy,
+      m.router.validation_examples);
+  if (options.zoo_dir.empty()) return result;
+
+  ASSIGN_OR_RETURN(auto tw, TwinWeights::Load(set, c10::kCPU));
+  ASSIGN_OR_RETURN(auto router_file, SafetensorsReader::Open(set.PathOf(m.router.blob)));
+  std::vector<std::pair<std::string, at::Tensor>> router_tensors;
+  for (const auto& name : router_file->names()) {
+    ASSIGN_OR_RETURN(at::Tensor t, router_file->Get(name, at::kFloat));
+    router_tensors.emplace_back(name, t);
+  }
+  ASSIGN_OR_RETURN(auto router, Router::Create(m.router.spec, router_tensors));
+  absl::StrAppend(&result.summary,
+                  "| task | examples | expert | shared only | Twin-Merging | routing |\n"
+                  "|---|---|---|---|---|---|\n");
+  for (size_t t = 0; t < m.tasks.size(); ++t) {
+    ASSIGN_OR_RETURN(TaskEvaluation ev, EvaluateTask(set, *tw, *router, t, options));
+    absl::StrAppend(&result.summary,
+                    absl::StrFormat("| %s | %d | %.4f | %.4f | %.4f | %.4f |\n", ev.task,
+                                    ev.examples, ev.expert_accuracy, ev.shared_accuracy,
+                                    ev.twin_accuracy, ev.routing_accuracy));
+    result.evaluations.push_back(ev);
+  }
+  return result;
+}
+
+}  // namespace twin

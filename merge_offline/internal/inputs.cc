@@ -1,0 +1,145 @@
+#include "merge_offline/internal/inputs.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/script_model.h"
+#include "core/sha256.h"
+#include "core/status_macros.h"
+#include "core/tokenizer.h"
+
+namespace twin::merge_internal {
+namespace {
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) absl::StrAppend(&s, i ? ", " : "", shape[i]);
+  return s + "]";
+}
+
+at::Tensor TakeRows(const at::Tensor& t, const at::Tensor& rows) { return t.index_select(0, rows); }
+
+}  // namespace
+
+absl::StatusOr<InputModel> OpenInputModel(const std::string& path, const std::string& work_dir,
+                                          const std::string& stem) {
+  InputModel model;
+  model.path = path;
+  if (!std::filesystem::exists(path)) {
+    return absl::NotFoundError(absl::StrCat("model file ", path, " does not exist"));
+  }
+  ASSIGN_OR_RETURN(model.sha256, Sha256File(path));
+  std::string tensors_path = path;
+  if (absl::EndsWith(path, ".pt") || absl::EndsWith(path, ".pth")) {
+    ASSIGN_OR_RETURN(auto script, ScriptModel::Load(path));
+    tensors_path = absl::StrCat(work_dir, "/", stem, ".safetensors");
+    RETURN_IF_ERROR(WriteSafetensors(tensors_path, script->NamedParameters()));
+  } else if (!absl::EndsWith(path, ".safetensors")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model file ", path, ": unsupported format (expected .pt or .safetensors)"));
+  }
+  ASSIGN_OR_RETURN(model.reader, SafetensorsReader::Open(tensors_path));
+  return model;
+}
+
+absl::StatusOr<ModelLayout> CheckLayout(const InputModel& base,
+                                        const std::vector<InputModel>& experts,
+                                        const std::regex& head_pattern) {
+  ModelLayout layout;
+  for (const auto& name : base.reader->names()) {
+    (std::regex_search(name, head_pattern) ? layout.head : layout.merged).push_back(name);
+  }
+  if (layout.head.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "base model ", base.path, ": no tensor matches the head pattern (set head_pattern)"));
+  }
+  if (layout.merged.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base model ", base.path, ": every tensor matches the head pattern"));
+  }
+  const std::set<std::string> base_names(base.reader->names().begin(),
+                                         base.reader->names().end());
+  for (const auto& expert : experts) {
+    for (const auto& name : expert.reader->names()) {
+      if (!base_names.count(name)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "expert ", expert.path, ": tensor '", name, "' is not in the base model ", base.path));
+      }
+    }
+    for (const auto& name : base.reader->names()) {
+      if (!expert.reader->Contains(name)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("expert ", expert.path, ": tensor '", name, "' of the base is missing"));
+      }
+    }
+    for (const auto& name : layout.merged) {
+      ASSIGN_OR_RETURN(TensorInfo b, base.reader->Info(name));
+      ASSIGN_OR_RETURN(TensorInfo e, expert.reader->Info(name));
+      if (b.shape != e.shape) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "expert ", expert.path, ": tensor '", name, "' has shape ", ShapeString(e.shape),
+            " but the base has ", ShapeString(b.shape)));
+      }
+      if (e.dtype != DType::kF32 && e.dtype != DType::kF16 && e.dtype != DType::kBF16 &&
+          e.dtype != DType::kF64) {
+        return absl::InvalidArgumentError(absl::StrCat("expert ", expert.path, ": tensor '",
+                                                       name, "' is not floating point (",
+                                                       DTypeName(e.dtype), ")"));
+      }
+    }
+  }
+  return layout;
+}
+
+absl::StatusOr<TokenExamples> LoadRouterExamples(const std::string& path,
+                                                 const TokenizerSpec& tokenizer,
+                                                 int64_t max_examples, uint64_t seed) {
+  TokenExamples ex;
+  if (!std::filesystem::exists(path)) {
+    return absl::NotFoundError(absl::StrCat("router data ", path, " does not exist"));
+  }
+  if (absl::EndsWith(path, ".safetensors")) {
+    ASSIGN_OR_RETURN(auto reader, SafetensorsReader::Open(path));
+    auto ids = reader->Get("input_ids", at::kLong);
+    auto mask = reader->Get("attention_mask", at::kLong);
+    if (!ids.ok() || !mask.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "router data ", path, ": needs tensors 'input_ids' and 'attention_mask'"));
+    }
+    if (ids->dim() != 2 || !ids->sizes().equals(mask->sizes()) || ids->size(0) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "router data ", path, ": input_ids and attention_mask must be equal non-empty [N, L]"));
+    }
+    ex.input_ids = *ids;
+    ex.attention_mask = *mask;
+  } else {
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) lines.push_back(line);
+    }
+    if (lines.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("router data ", path, " has no examples"));
+    }
+    ASSIGN_OR_RETURN(auto tok, Tokenizer::Create(tokenizer));
+    ASSIGN_OR_RETURN(TokenBatch batch, tok->Encode(lines));
+    ex.input_ids = batch.input_ids;
+    ex.attention_mask = batch.attention_mask;
+  }
+  const int64_t n = ex.input_ids.size(0);
+  if (n > max_examples) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    at::Tensor rows = at::randperm(n, gen, at::kLong).slice(0, 0, max_examples);
+    ex.input_ids = TakeRows(ex.input_ids, rows);
+    ex.attention_mask = TakeRows(ex.attention_mask, rows);
+  }
+  return ex;
+}
+
+}  // namespace twin::merge_internal

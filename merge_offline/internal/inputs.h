@@ -1,0 +1,54 @@
+// Inputs of the merge job: model files opened as safetensors readers (TorchScript .pt files are
+// converted once into the work directory so every model streams tensor by tensor), the
+// structural checks across base and experts, and the router's labeled examples.
+//
+// Thread-safety: not thread-safe; used by one job.
+#ifndef TWIN_MERGE_OFFLINE_INTERNAL_INPUTS_H_
+#define TWIN_MERGE_OFFLINE_INTERNAL_INPUTS_H_
+
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/manifest.h"
+#include "core/safetensors.h"
+
+namespace twin::merge_internal {
+
+struct InputModel {
+  std::string path;
+  std::string sha256;
+  std::unique_ptr<SafetensorsReader> reader;
+};
+
+// Opens a .pt (converted under work_dir as <stem>.safetensors) or .safetensors model file.
+absl::StatusOr<InputModel> OpenInputModel(const std::string& path, const std::string& work_dir,
+                                          const std::string& stem);
+
+struct ModelLayout {
+  std::vector<std::string> merged;  // non-head tensors, in base order
+  std::vector<std::string> head;    // head tensors, in base order
+};
+
+// Splits the base's tensors by the head pattern and checks every expert against the base:
+// same tensor names, same shapes for every non-head tensor. Errors name file and tensor.
+absl::StatusOr<ModelLayout> CheckLayout(const InputModel& base,
+                                        const std::vector<InputModel>& experts,
+                                        const std::regex& head_pattern);
+
+struct TokenExamples {
+  at::Tensor input_ids;       // [N, L] int64
+  at::Tensor attention_mask;  // [N, L] int64
+};
+
+// Loads .safetensors (input_ids, attention_mask) or text (.txt: one example a line, empty lines
+// skipped) examples; at most `max_examples`, chosen by a seeded shuffle when there are more.
+absl::StatusOr<TokenExamples> LoadRouterExamples(const std::string& path,
+                                                 const TokenizerSpec& tokenizer,
+                                                 int64_t max_examples, uint64_t seed);
+
+}  // namespace twin::merge_internal
+
+#endif  // TWIN_MERGE_OFFLINE_INTERNAL_INPUTS_H_

@@ -1,0 +1,84 @@
+// merge.yaml: the twin-merge job's configuration, shaped like mergekit's.
+//
+//   merge_method: ties              # linear | task_arithmetic | ties | dare_task_arithmetic | dare_ties
+//   base_model: models/base.pt      # TorchScript .pt, or .safetensors with `architecture`
+//   architecture: models/arch.pt    # needed only when base_model is safetensors
+//   models:
+//     - model: experts/spam.pt      # .pt, or .safetensors with the base's architecture
+//       name: spam                  # default: file name without extension
+//       labels: [ham, spam]         # default: "0", "1", ...
+//       router_data: data/spam.txt  # labeled examples for the router: .txt (one text a line,
+//                                   # tokenized with `tokenizer`) or .safetensors (input_ids,
+//                                   # attention_mask)
+//       parameters: {weight: 1.0, density: 0.2, drop_rate: 0.9}
+//   parameters: {lambda: 0.3, weight: 1.0, density: 0.2, drop_rate: 0.9}
+//   head_pattern: "^(head|classifier)\\."
+//   tokenizer: {type: bytes, max_length: 128}
+//   twin: {rank_policy: ratio, ratio: 0.1, rank: 8, energy: 0.9, budget_bytes: 0, dtype: f32}
+//   router: {hidden_dim: 0, layers: 2, dropout: 0.1, max_epochs: 100, batch_size: 64,
+//            learning_rate: 0.001, weight_decay: 0.01, validation_fraction: 0.2, patience: 10,
+//            max_examples_per_task: 2000}
+//   output: file:///var/lib/twin/artifacts
+//   version: ""                      # default: UTC timestamp, e.g. 20261129T101500Z
+//   seed: 42
+//   threads: 0                       # intra-op threads, 0 = all cores
+//
+// Relative paths are resolved against the directory of the YAML file. Unknown keys anywhere
+// are errors naming the key and its path.
+//
+// Thread-safety: plain value types.
+#ifndef TWIN_MERGE_OFFLINE_MERGE_CONFIG_H_
+#define TWIN_MERGE_OFFLINE_MERGE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/manifest.h"
+#include "core/merge_methods.h"
+#include "core/router.h"
+#include "core/svd_compress.h"
+
+namespace twin {
+
+inline constexpr char kDefaultHeadPattern[] = "^(head|classifier)\\.";
+
+struct ExpertConfig {
+  std::string name;
+  std::string path;
+  std::vector<std::string> labels;  // empty = numbered from the head's size
+  std::string router_data;
+  double weight = 1.0;
+  double density = 0.2;
+  double drop_rate = 0.9;
+};
+
+struct MergeJobConfig {
+  MergeMethod method = MergeMethod::kTaskArithmetic;
+  double lambda = 0.3;  // default per method, see DefaultLambda()
+  std::string base_model;
+  std::string architecture;  // empty = base_model is a .pt
+  std::vector<ExpertConfig> experts;
+  std::string head_pattern = kDefaultHeadPattern;
+  TokenizerSpec tokenizer;
+  RankPolicy rank_policy;
+  std::string twin_dtype = "F32";  // F32 | F16
+  RouterTrainOptions router;
+  int64_t router_max_examples_per_task = 2000;
+  std::string output;   // object store URI; required
+  std::string version;  // empty = timestamp
+  uint64_t seed = 42;
+  int threads = 0;
+
+  MergeOptions ToMergeOptions() const;
+};
+
+// Parses YAML text; `base_dir` resolves relative paths. Errors name the key ("models[2].name").
+absl::StatusOr<MergeJobConfig> ParseMergeConfig(const std::string& yaml_text,
+                                                const std::string& base_dir);
+absl::StatusOr<MergeJobConfig> LoadMergeConfig(const std::string& path);
+
+}  // namespace twin
+
+#endif  // TWIN_MERGE_OFFLINE_MERGE_CONFIG_H_
