@@ -1,0 +1,94 @@
+// The inference engine: one loaded artifact set on one device.
+//
+// It keeps the shared expert theta* resident (as a TorchScript model used for routing
+// features), the twin factors (for fusion), the router, the tokenizer and every task's head.
+// Route() computes router weights for a batch from the shared model's embed(); Fuse() builds a
+// model whose parameters are theta(w); Forward() runs a batch through a fused model with each
+// request's task head.
+//
+//   ASSIGN_OR_RETURN(auto engine, Engine::Load(set, {.device = "cpu"}));
+//   ASSIGN_OR_RETURN(at::Tensor w, engine->RouterWeights(ids, mask, temperatures));
+//   ASSIGN_OR_RETURN(auto fused, engine->Fuse({0.7, 0.3}));
+//   ASSIGN_OR_RETURN(at::Tensor logits, engine->Forward(*fused, ids, mask, task));
+//
+// Thread-safety: an Engine is immutable after Load() and safe to share. A FusedModel
+// serialises its own forwards (head swaps) with an internal mutex.
+#ifndef TWIN_SERVER_ENGINE_H_
+#define TWIN_SERVER_ENGINE_H_
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "core/artifact_set.h"
+#include "core/manifest.h"
+#include "server/fused_cache.h"
+
+namespace twin {
+
+class ScriptModel;
+class Router;
+class Tokenizer;
+class TwinWeights;
+
+struct EngineOptions {
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N
+};
+
+// A model with fused parameters theta(w); cached per cluster key.
+class FusedModel : public FusedValue {
+ public:
+  FusedModel(std::unique_ptr<ScriptModel> model, std::vector<double> weights, uint64_t bytes);
+  ~FusedModel() override;
+  uint64_t bytes() const override { return bytes_; }
+  const std::vector<double>& weights() const { return weights_; }
+
+ private:
+  friend class Engine;
+  std::unique_ptr<ScriptModel> model_;
+  std::vector<double> weights_;
+  uint64_t bytes_;
+  std::mutex mu_;  // head swap + forward
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(const LocalArtifactSet& set,
+                                                      const EngineOptions& options);
+  ~Engine();
+
+  const Manifest& manifest() const { return manifest_; }
+  const std::string& version() const { return manifest_.version; }
+  const std::string& device() const { return device_name_; }
+  int num_tasks() const { return static_cast<int>(manifest_.tasks.size()); }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+
+  // Router weights [B, T] (float32, CPU) for a padded batch; temperatures has B entries (> 0).
+  absl::StatusOr<at::Tensor> RouterWeights(const at::Tensor& input_ids,
+                                           const at::Tensor& attention_mask,
+                                           const std::vector<double>& temperatures) const;
+  // A model with parameters theta(w); weights.size() == num_tasks().
+  absl::StatusOr<std::shared_ptr<FusedModel>> Fuse(const std::vector<double>& weights) const;
+  // Logits [B, C_task] (CPU) of `task`'s head on the fused model.
+  absl::StatusOr<at::Tensor> Forward(FusedModel& model, const at::Tensor& input_ids,
+                                     const at::Tensor& attention_mask, int task) const;
+
+ private:
+  Engine() = default;
+  Manifest manifest_;
+  std::string device_name_;
+  std::unique_ptr<TwinWeights> twin_;
+  std::unique_ptr<Router> router_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ScriptModel> shared_model_;  // theta*, for routing features
+  std::unique_ptr<ScriptModel> template_;      // weights stripped; cloned for each fusion
+  std::string architecture_path_;
+};
+
+}  // namespace twin
+
+#endif  // TWIN_SERVER_ENGINE_H_

@@ -1,0 +1,229 @@
+#include "server/fused_cache.h"
+
+#include <algorithm>
+#include <deque>
+#include <exception>
+#include <iterator>
+#include <list>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace twin {
+namespace {
+
+struct Entry {
+  ClusterKey key;
+  std::shared_ptr<FusedValue> value;
+  uint64_t bytes = 0;
+};
+
+// One fusion in progress; the lookups that join it wait for `done` under the cache mutex.
+struct Flight {
+  bool done = false;
+  absl::StatusOr<std::shared_ptr<FusedValue>> result;
+  double seconds = 0.0;
+  uint64_t generation = 0;  // the cache generation the fusion started in
+};
+
+// Runs `fuse` and turns exceptions and null values into errors, so that a misbehaving fuse
+// function can neither crash the server nor leave waiters blocked forever.
+absl::StatusOr<std::shared_ptr<FusedValue>> RunFuse(const FuseFunction& fuse,
+                                                    const ClusterKey& key) {
+  absl::StatusOr<std::shared_ptr<FusedValue>> result;
+  try {
+    result = fuse(key.weights);
+  } catch (const std::exception& e) {
+    result = absl::InternalError(absl::StrCat("exception: ", e.what()));
+  } catch (...) {
+    result = absl::InternalError("unknown exception");
+  }
+  if (result.ok() && *result == nullptr) result = absl::InternalError("fuse returned no value");
+  if (!result.ok()) {
+    return absl::Status(
+        result.status().code(),
+        absl::StrCat("fusing weights for cluster key ", key.text, ": ", result.status().message()));
+  }
+  return result;
+}
+
+}  // namespace
+
+struct FusedWeightCache::Impl {
+  explicit Impl(FusedCacheOptions o) : options(o) {
+    // Below 1 the rules degenerate; 1 means "every key is popular" / "remember one lookup".
+    options.admit_min_requests = std::max(options.admit_min_requests, 1);
+    options.frequency_window = std::max(options.frequency_window, 1);
+  }
+
+  // Remembers one lookup of `text` and forgets the oldest beyond the window.
+  void RecordLookup(const std::string& text) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    window.push_back(text);
+    ++window_counts[text];
+    while (static_cast<int>(window.size()) > options.frequency_window) {
+      auto it = window_counts.find(window.front());
+      if (--it->second == 0) window_counts.erase(it);
+      window.pop_front();
+    }
+  }
+
+  bool Popular(const std::string& text) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = window_counts.find(text);
+    return it != window_counts.end() && it->second >= options.admit_min_requests;
+  }
+
+  void Touch(std::list<Entry>::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    lru.splice(lru.begin(), lru, it);
+  }
+
+  // The cached entry nearest to `key` within max_nearest_distance; most recently used first
+  // on ties. lru.end() when none is near enough.
+  std::list<Entry>::iterator Nearest(const ClusterKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto best = lru.end();
+    double best_distance = options.max_nearest_distance;
+    for (auto it = lru.begin(); it != lru.end(); ++it) {
+      const double distance = WeightDistance(key.weights, it->key.weights);
+      if (distance < best_distance || (best == lru.end() && distance <= best_distance)) {
+        best = it;
+        best_distance = distance;
+      }
+    }
+    return best;
+  }
+
+  void EvictLru() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const Entry& victim = lru.back();
+    bytes_used -= victim.bytes;
+    index.erase(victim.key.text);
+    lru.pop_back();
+    ++stats.evictions;
+  }
+
+  // Applies the admission rule to a freshly fused value of `key`, whose fusion started in
+  // `started_generation` (a value fused before a Clear() is stale and never kept).
+  void Admit(const ClusterKey& key, const std::shared_ptr<FusedValue>& value,
+             uint64_t started_generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const uint64_t bytes = value->bytes();
+    const uint64_t free_bytes = options.capacity_bytes - bytes_used;
+    const bool keep = started_generation == generation && bytes <= options.capacity_bytes &&
+                      (bytes <= free_bytes || Popular(key.text));
+    if (!keep) {
+      ++stats.rejected_admissions;
+      return;
+    }
+    auto existing = index.find(key.text);
+    if (existing != index.end()) {  // defensive: single flight should make this unreachable
+      bytes_used -= existing->second->bytes;
+      lru.erase(existing->second);
+      index.erase(existing);
+    }
+    while (options.capacity_bytes - bytes_used < bytes) EvictLru();
+    lru.push_front(Entry{key, value, bytes});
+    index[key.text] = lru.begin();
+    bytes_used += bytes;
+  }
+
+  FusedCacheOptions options;
+  mutable absl::Mutex mu;
+  std::list<Entry> lru ABSL_GUARDED_BY(mu);  // most recently used first
+  std::unordered_map<std::string, std::list<Entry>::iterator> index ABSL_GUARDED_BY(mu);
+  uint64_t bytes_used ABSL_GUARDED_BY(mu) = 0;
+  std::deque<std::string> window ABSL_GUARDED_BY(mu);
+  std::unordered_map<std::string, int> window_counts ABSL_GUARDED_BY(mu);
+  std::unordered_map<std::string, std::shared_ptr<Flight>> flights ABSL_GUARDED_BY(mu);
+  uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // bumped by Clear()
+  FusedCacheStats stats ABSL_GUARDED_BY(mu);
+};
+
+FusedWeightCache::FusedWeightCache(FusedCacheOptions options)
+    : impl_(std::make_unique<Impl>(options)) {}
+
+FusedWeightCache::~FusedWeightCache() = default;
+
+absl::StatusOr<CacheLookup> FusedWeightCache::Lookup(const ClusterKey& key,
+                                                     const FuseFunction& fuse) {
+  Impl& s = *impl_;
+  absl::MutexLock lock(&s.mu);
+  s.RecordLookup(key.text);
+
+  if (auto hit = s.index.find(key.text); hit != s.index.end()) {
+    s.Touch(hit->second);
+    ++s.stats.hits;
+    return CacheLookup{hit->second->value, CacheLookup::kHit, key.text, 0.0};
+  }
+  ++s.stats.misses;
+
+  if (s.options.miss_policy == FusedCacheOptions::kNearest && !s.Popular(key.text)) {
+    if (auto near = s.Nearest(key); near != s.lru.end()) {
+      s.Touch(near);
+      ++s.stats.nearest;
+      return CacheLookup{near->value, CacheLookup::kNearest, near->key.text, 0.0};
+    }
+  }
+
+  std::shared_ptr<Flight> flight;
+  if (auto joined = s.flights.find(key.text); joined != s.flights.end()) {
+    flight = joined->second;
+    s.mu.Await(absl::Condition(&flight->done));
+  } else {
+    flight = std::make_shared<Flight>();
+    flight->generation = s.generation;
+    s.flights[key.text] = flight;
+
+    s.mu.Unlock();
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::shared_ptr<FusedValue>> result = RunFuse(fuse, key);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    s.mu.Lock();
+
+    ++s.stats.fusions;
+    s.stats.fusion_seconds += seconds;
+    if (result.ok()) {
+      s.Admit(key, *result, flight->generation);
+    } else {
+      ++s.stats.fusion_failures;
+    }
+    flight->result = std::move(result);
+    flight->seconds = seconds;
+    flight->done = true;
+    // Clear() may have detached this flight and a newer one may own the slot now.
+    if (auto slot = s.flights.find(key.text); slot != s.flights.end() && slot->second == flight) {
+      s.flights.erase(slot);
+    }
+  }
+  if (!flight->result.ok()) return flight->result.status();
+  return CacheLookup{*flight->result, CacheLookup::kFused, key.text, flight->seconds};
+}
+
+FusedCacheStats FusedWeightCache::stats() const {
+  absl::MutexLock lock(&impl_->mu);
+  FusedCacheStats stats = impl_->stats;
+  stats.entries = impl_->lru.size();
+  stats.bytes = impl_->bytes_used;
+  return stats;
+}
+
+void FusedWeightCache::Clear() {
+  absl::MutexLock lock(&impl_->mu);
+  impl_->lru.clear();
+  impl_->index.clear();
+  impl_->bytes_used = 0;
+  // Running fusions keep serving their own waiters; new lookups must not join them.
+  impl_->flights.clear();
+  ++impl_->generation;
+}
+
+std::vector<std::string> FusedWeightCache::Keys() const {
+  absl::MutexLock lock(&impl_->mu);
+  std::vector<std::string> keys;
+  keys.reserve(impl_->lru.size());
+  for (const Entry& entry : impl_->lru) keys.push_back(entry.key.text);
+  return keys;
+}
+
+}  // namespace twin

@@ -1,0 +1,307 @@
+#include "server/infer_processor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/status_macros.h"
+#include "core/tokenizer.h"
+
+namespace twin {
+namespace {
+
+using twinmerge::v1::InferRequest;
+using twinmerge::v1::InferResponse;
+
+InferPayload& PayloadOf(const PendingRequest& r) {
+  return static_cast<InferPayload&>(*r.payload);
+}
+
+double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+int64_t Micros(double seconds) { return static_cast<int64_t>(std::llround(seconds * 1e6)); }
+
+absl::Status Invalid(const std::string& message) {
+  return absl::InvalidArgumentError(message);
+}
+
+absl::Status CheckTokens(const twinmerge::v1::TokenInput& tokens, int64_t max_length,
+                         InferPayload* p) {
+  const int64_t n = tokens.input_ids_size();
+  if (n == 0) return Invalid("tokens.input_ids is empty");
+  if (n > max_length) {
+    return Invalid(absl::StrCat("tokens.input_ids has ", n, " tokens; the limit is ", max_length));
+  }
+  if (tokens.attention_mask_size() != 0 && tokens.attention_mask_size() != n) {
+    return Invalid(absl::StrCat("tokens.attention_mask has ", tokens.attention_mask_size(),
+                                " entries but input_ids has ", n));
+  }
+  at::Tensor ids = at::empty({n}, at::kLong);
+  at::Tensor mask = at::ones({n}, at::kLong);
+  int64_t* id_data = ids.data_ptr<int64_t>();
+  int64_t* mask_data = mask.data_ptr<int64_t>();
+  int64_t live = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (tokens.input_ids(i) < 0) {
+      return Invalid(absl::StrCat("tokens.input_ids[", i, "] is negative"));
+    }
+    id_data[i] = tokens.input_ids(i);
+    if (tokens.attention_mask_size() != 0) {
+      const int64_t m = tokens.attention_mask(i);
+      if (m != 0 && m != 1) {
+        return Invalid(absl::StrCat("tokens.attention_mask[", i, "] is ", m, "; must be 0 or 1"));
+      }
+      mask_data[i] = m;
+    }
+    live += mask_data[i];
+  }
+  if (live == 0) return Invalid("tokens.attention_mask masks every token");
+  p->input_ids = ids;
+  p->attention_mask = mask;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<InferPayload>> MakePayload(const InferRequest& request,
+                                                          std::shared_ptr<const Servable> servable,
+                                                          const ServerConfig& config) {
+  auto p = std::make_shared<InferPayload>();
+  const Engine& engine = *servable->engine;
+  if (static_cast<int>(request.request_id().size()) > config.max_request_id_bytes) {
+    return Invalid(absl::StrCat("request_id is longer than ", config.max_request_id_bytes,
+                                " bytes"));
+  }
+  p->request_id = request.request_id();
+  const int64_t max_length =
+      config.max_input_length > 0 ? config.max_input_length : engine.tokenizer().spec().max_length;
+  switch (request.input_case()) {
+    case InferRequest::kText: {
+      const std::string& text = request.text();
+      if (text.empty()) return Invalid("text is empty");
+      if (static_cast<int>(text.size()) > config.max_text_bytes) {
+        return Invalid(absl::StrCat("text is ", text.size(), " bytes; the limit is ",
+                                    config.max_text_bytes));
+      }
+      ASSIGN_OR_RETURN(TokenBatch batch, engine.tokenizer().Encode({text}));
+      p->input_ids = batch.input_ids[0];
+      p->attention_mask = batch.attention_mask[0];
+      break;
+    }
+    case InferRequest::kTokens:
+      RETURN_IF_ERROR(CheckTokens(request.tokens(), max_length, p.get()));
+      break;
+    default:
+      return Invalid("request has no input (set text or tokens)");
+  }
+  if (!request.task().empty()) {
+    auto it = servable->task_index.find(request.task());
+    if (it == servable->task_index.end()) {
+      std::vector<std::string> names;
+      for (const auto& [name, index] : servable->task_index) names.push_back(name);
+      return Invalid(absl::StrCat("unknown task '", request.task(), "' (tasks: ",
+                                  absl::StrJoin(names, ", "), ")"));
+    }
+    p->task = it->second;
+  }
+  const int num_tasks = engine.num_tasks();
+  const int max_top_k = config.max_top_k > 0 ? std::min(config.max_top_k, num_tasks) : num_tasks;
+  const int top_k = request.routing().top_k();
+  if (top_k < 0 || top_k > max_top_k) {
+    return Invalid(absl::StrCat("routing.top_k is ", top_k, "; must be in [0, ", max_top_k, "]"));
+  }
+  p->top_k = top_k == 0 ? config.cluster_key.top_k : top_k;
+  const double temperature = request.routing().temperature();
+  if (std::isnan(temperature) || temperature < 0 ||
+      (temperature != 0 &&
+       (temperature < config.min_temperature || temperature > config.max_temperature))) {
+    return Invalid(absl::StrCat("routing.temperature is ", temperature, "; must be 0 (default) or in [",
+                                config.min_temperature, ", ", config.max_temperature, "]"));
+  }
+  p->temperature = temperature == 0 ? config.default_temperature : temperature;
+  p->servable = std::move(servable);
+  return p;
+}
+
+void PadBatch(const std::vector<InferPayload*>& group, at::Tensor* ids, at::Tensor* mask) {
+  int64_t longest = 1;
+  for (const InferPayload* p : group) longest = std::max(longest, p->input_ids.size(0));
+  const int64_t pad = group.front()->servable->engine->tokenizer().spec().pad_id;
+  *ids = at::full({static_cast<int64_t>(group.size()), longest}, pad, at::kLong);
+  *mask = at::zeros({static_cast<int64_t>(group.size()), longest}, at::kLong);
+  for (size_t i = 0; i < group.size(); ++i) {
+    const int64_t n = group[i]->input_ids.size(0);
+    (*ids)[i].slice(0, 0, n).copy_(group[i]->input_ids);
+    (*mask)[i].slice(0, 0, n).copy_(group[i]->attention_mask);
+  }
+}
+
+void InferProcessor::Fail(InferPayload& payload, const absl::Status& status) {
+  std::string task;
+  if (payload.servable && payload.task >= 0) {
+    task = payload.servable->engine->manifest().tasks[payload.task].name;
+  }
+  metrics_->RecordRequest(task, absl::StatusCodeToString(status.code()), {});
+  payload.reply(status);
+}
+
+absl::Status InferProcessor::RouteGroup(std::vector<InferPayload*>& group) {
+  const absl::Time start = absl::Now();
+  const Engine& engine = *group.front()->servable->engine;
+  at::Tensor ids, mask;
+  PadBatch(group, &ids, &mask);
+  std::vector<double> temperatures;
+  for (const InferPayload* p : group) temperatures.push_back(p->temperature);
+  ASSIGN_OR_RETURN(at::Tensor weights, engine.RouterWeights(ids, mask, temperatures));
+  at::Tensor w64 = weights.to(at::kDouble).contiguous();
+  const double* data = w64.data_ptr<double>();
+  const int t = engine.num_tasks();
+  const absl::Time end = absl::Now();
+  for (size_t i = 0; i < group.size(); ++i) {
+    InferPayload* p = group[i];
+    p->router_weights.assign(data + i * t, data + (i + 1) * t);
+    p->key = QuantizeWeights(p->router_weights, {p->top_k, config_.cluster_key.grid});
+    p->route_s = Seconds(end - start);
+    p->routed = end;
+    metrics_->RecordRoute(engine.manifest().tasks[p->key.top_task].name);
+  }
+  return absl::OkStatus();
+}
+
+void InferProcessor::Route(std::vector<PendingRequest>& requests, std::vector<std::string>* keys) {
+  keys->assign(requests.size(), "");
+  std::map<const Servable*, std::vector<size_t>> by_servable;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    by_servable[PayloadOf(requests[i]).servable.get()].push_back(i);
+  }
+  for (auto& [servable, indices] : by_servable) {
+    std::vector<InferPayload*> group;
+    for (size_t i : indices) group.push_back(&PayloadOf(requests[i]));
+    absl::Status status = RouteGroup(group);
+    if (!status.ok() && group.size() > 1) {
+      // Find the culprit(s): route each request alone.
+      for (size_t k = 0; k < group.size(); ++k) {
+        std::vector<InferPayload*> one = {group[k]};
+        absl::Status single = RouteGroup(one);
+        if (single.ok()) {
+          (*keys)[indices[k]] = absl::StrCat(servable->engine->version(), "|", group[k]->key.text);
+        } else {
+          Fail(*group[k], single);
+        }
+      }
+      continue;
+    }
+    for (size_t k = 0; k < group.size(); ++k) {
+      if (status.ok()) {
+        (*keys)[indices[k]] = absl::StrCat(servable->engine->version(), "|", group[k]->key.text);
+      } else {
+        Fail(*group[k], status);
+      }
+    }
+  }
+}
+
+absl::Status InferProcessor::RunGroup(const Servable& servable, FusedModel& model,
+                                      std::vector<InferPayload*>& group, int task, double fuse_s,
+                                      bool cache_hit) {
+  const Engine& engine = *servable.engine;
+  at::Tensor ids, mask;
+  PadBatch(group, &ids, &mask);
+  const absl::Time start = absl::Now();
+  ASSIGN_OR_RETURN(at::Tensor logits, engine.Forward(model, ids, mask, task));
+  const absl::Time end = absl::Now();
+  const TaskEntry& entry = engine.manifest().tasks[task];
+  if (logits.dim() != 2 || logits.size(0) != static_cast<int64_t>(group.size()) ||
+      logits.size(1) != static_cast<int64_t>(entry.labels.size())) {
+    return absl::InternalError(absl::StrCat("task ", entry.name, ": the head returned shape ",
+                                            logits.sizes().vec().size(), "-d logits not [B, ",
+                                            entry.labels.size(), "]"));
+  }
+  at::Tensor probs = at::softmax(logits.to(at::kFloat), 1).contiguous();
+  const float* pd = probs.data_ptr<float>();
+  const int64_t c = probs.size(1);
+  const double forward_s = Seconds(end - start);
+  for (size_t i = 0; i < group.size(); ++i) {
+    InferPayload* p = group[i];
+    InferResponse r;
+    r.set_request_id(p->request_id);
+    r.set_task(entry.name);
+    const float* row = pd + i * c;
+    const int best = static_cast<int>(std::max_element(row, row + c) - row);
+    r.set_label_index(best);
+    r.set_label(entry.labels[best]);
+    for (int64_t k = 0; k < c; ++k) r.add_probabilities(row[k]);
+    std::vector<std::pair<double, int>> kept;
+    for (int k = 0; k < static_cast<int>(p->key.weights.size()); ++k) {
+      if (p->key.weights[k] > 0) kept.emplace_back(p->key.weights[k], k);
+    }
+    std::sort(kept.begin(), kept.end(), [](auto& a, auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    for (const auto& [w, k] : kept) {
+      auto* rw = r.add_router_weights();
+      rw->set_task(engine.manifest().tasks[k].name);
+      rw->set_weight(static_cast<float>(w));
+    }
+    r.set_cluster_key(p->key.text);
+    r.set_cache_hit(cache_hit);
+    r.set_artifact_version(engine.version());
+    StageTimes t;
+    t.route_s = p->route_s;
+    t.fuse_s = fuse_s;
+    t.forward_s = forward_s;
+    t.total_s = Seconds(end - p->received);
+    t.queue_s = std::max(0.0, t.total_s - t.route_s - t.fuse_s - t.forward_s);
+    auto* timing = r.mutable_timing();
+    timing->set_queue_us(Micros(t.queue_s));
+    timing->set_route_us(Micros(t.route_s));
+    timing->set_fuse_us(Micros(t.fuse_s));
+    timing->set_forward_us(Micros(t.forward_s));
+    timing->set_total_us(Micros(t.total_s));
+    metrics_->RecordRequest(entry.name, "OK", t);
+    p->reply(std::move(r));
+  }
+  return absl::OkStatus();
+}
+
+void InferProcessor::Run(std::vector<PendingRequest> batch) {
+  if (batch.empty()) return;
+  std::vector<InferPayload*> payloads;
+  for (auto& r : batch) payloads.push_back(&PayloadOf(r));
+  const Servable& servable = *payloads.front()->servable;
+  metrics_->RecordBatch(static_cast<int>(payloads.size()));
+  const Engine* engine = servable.engine.get();
+  auto lookup = servable.cache->Lookup(
+      payloads.front()->key,
+      [engine](const std::vector<double>& w) -> absl::StatusOr<std::shared_ptr<FusedValue>> {
+        ASSIGN_OR_RETURN(std::shared_ptr<FusedModel> model, engine->Fuse(w));
+        return std::shared_ptr<FusedValue>(std::move(model));
+      });
+  metrics_->UpdateCache(servable.cache->stats());
+  if (!lookup.ok()) {
+    for (InferPayload* p : payloads) Fail(*p, lookup.status());
+    return;
+  }
+  auto* model = static_cast<FusedModel*>(lookup->value.get());
+  const bool hit = lookup->source != CacheLookup::kFused;
+  std::map<int, std::vector<InferPayload*>> by_task;
+  for (InferPayload* p : payloads) by_task[p->task >= 0 ? p->task : p->key.top_task].push_back(p);
+  for (auto& [task, group] : by_task) {
+    absl::Status status = RunGroup(servable, *model, group, task, lookup->fuse_seconds, hit);
+    if (status.ok()) continue;
+    if (group.size() == 1) {
+      Fail(*group.front(), status);
+      continue;
+    }
+    for (InferPayload* p : group) {
+      std::vector<InferPayload*> one = {p};
+      absl::Status single = RunGroup(servable, *model, one, task, lookup->fuse_seconds, hit);
+      if (!single.ok()) Fail(*p, single);
+    }
+  }
+}
+
+}  // namespace twin

@@ -1,0 +1,83 @@
+// The request path between the gRPC service and the engine.
+//
+// MakePayload() validates a twinmerge.v1.InferRequest against the servable and the limits and
+// turns it into an InferPayload (token ids, task, routing options, reply callback).
+// InferProcessor implements BatchProcessor: Route() computes router weights for a batch with
+// the shared model and quantises them to cluster keys; Run() gets the fused model for the
+// batch's key from the cache (fusing on a miss), runs each task's head over its requests and
+// completes them. A batch that fails as a whole is retried request by request, so one bad
+// input never fails its neighbours.
+//
+// Thread-safety: InferProcessor is thread-safe (it is shared by the batch workers).
+#ifndef TWIN_SERVER_INFER_PROCESSOR_H_
+#define TWIN_SERVER_INFER_PROCESSOR_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/batch_workers.h"
+#include "server/cluster_key.h"
+#include "server/metrics.h"
+#include "server/servable.h"
+#include "server/server_config.h"
+#include "twinmerge/v1/twinmerge.pb.h"
+
+namespace twin {
+
+using InferReply = std::function<void(absl::StatusOr<twinmerge::v1::InferResponse>)>;
+
+struct InferPayload : public RequestPayload {
+  std::shared_ptr<const Servable> servable;
+  at::Tensor input_ids;  // [L] int64
+  at::Tensor attention_mask;  // [L] int64
+  int task = -1;              // requested task, -1 = router's top task
+  int top_k = 0;
+  double temperature = 1.0;
+  std::string request_id;
+  absl::Time received;
+  // Filled by routing.
+  ClusterKey key;
+  std::vector<double> router_weights;
+  double route_s = 0.0;
+  absl::Time routed;
+  // Called exactly once.
+  InferReply reply;
+};
+
+// Validates `request` and builds its payload. Errors are INVALID_ARGUMENT naming the field.
+absl::StatusOr<std::shared_ptr<InferPayload>> MakePayload(
+    const twinmerge::v1::InferRequest& request, std::shared_ptr<const Servable> servable,
+    const ServerConfig& config);
+
+class InferProcessor : public BatchProcessor {
+ public:
+  InferProcessor(const ServerConfig& config, ServerMetrics* metrics)
+      : config_(config), metrics_(metrics) {}
+
+  void Route(std::vector<PendingRequest>& requests, std::vector<std::string>* keys) override;
+  void Run(std::vector<PendingRequest> batch) override;
+
+  // Completes a request with an error (and records it).
+  void Fail(InferPayload& payload, const absl::Status& status);
+
+ private:
+  absl::Status RouteGroup(std::vector<InferPayload*>& group);
+  absl::Status RunGroup(const Servable& servable, FusedModel& model,
+                        std::vector<InferPayload*>& group, int task, double fuse_s,
+                        bool cache_hit);
+  const ServerConfig& config_;
+  ServerMetrics* metrics_;
+};
+
+// Pads 1-D id/mask tensors into [B, Lmax] batches.
+void PadBatch(const std::vector<InferPayload*>& group, at::Tensor* ids, at::Tensor* mask);
+
+}  // namespace twin
+
+#endif  // TWIN_SERVER_INFER_PROCESSOR_H_

@@ -1,0 +1,109 @@
+// twin-server: serves a Twin-Merging artifact set over gRPC.
+//
+//   twin-server --config server.yaml [--artifact_uri file:///data/store] [--listen 0.0.0.0:50051]
+
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/clock.h"
+#include "core/torch_runtime.h"
+#include "server/server_config.h"
+#include "server/twin_server.h"
+
+ABSL_FLAG(std::string, config, "", "Path to server.yaml (optional; flags override it).");
+ABSL_FLAG(std::string, artifact_uri, "", "Object store URI of the artifact sets.");
+ABSL_FLAG(std::string, artifact_version, "", "Version to serve (default LATEST).");
+ABSL_FLAG(std::string, listen, "", "gRPC listen address, e.g. 0.0.0.0:50051.");
+ABSL_FLAG(std::string, metrics_listen, "", "Prometheus listen address; 'off' disables it.");
+ABSL_FLAG(std::string, cache_dir, "", "Local directory for verified blobs.");
+ABSL_FLAG(std::string, device, "", "auto | cpu | cuda | cuda:N.");
+ABSL_FLAG(int, threads, -1, "LibTorch intra-op threads (0 = all cores).");
+ABSL_FLAG(int, load_retry_ms, 2000, "Wait between attempts while the artifact set cannot load.");
+
+namespace {
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "[twin-server] %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Serves a Twin-Merging artifact set over gRPC.\n"
+                               "Usage: twin-server --config server.yaml");
+  absl::ParseCommandLine(argc, argv);
+
+  twin::ServerConfig config;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    auto loaded = twin::LoadServerConfig(absl::GetFlag(FLAGS_config));
+    if (!loaded.ok()) {
+      Log(loaded.status().ToString());
+      return 2;
+    }
+    config = *loaded;
+  }
+  if (!absl::GetFlag(FLAGS_artifact_uri).empty()) config.artifact_uri = absl::GetFlag(FLAGS_artifact_uri);
+  if (!absl::GetFlag(FLAGS_artifact_version).empty()) {
+    config.artifact_version = absl::GetFlag(FLAGS_artifact_version);
+  }
+  if (!absl::GetFlag(FLAGS_listen).empty()) config.listen_address = absl::GetFlag(FLAGS_listen);
+  if (absl::GetFlag(FLAGS_metrics_listen) == "off") {
+    config.metrics_address.clear();
+  } else if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    config.metrics_address = absl::GetFlag(FLAGS_metrics_listen);
+  }
+  if (!absl::GetFlag(FLAGS_cache_dir).empty()) config.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  if (!absl::GetFlag(FLAGS_device).empty()) config.device = absl::GetFlag(FLAGS_device);
+  if (absl::GetFlag(FLAGS_threads) >= 0) config.intra_op_threads = absl::GetFlag(FLAGS_threads);
+  if (absl::Status valid = twin::ValidateServerConfig(config); !valid.ok()) {
+    Log(valid.ToString());
+    return 2;
+  }
+
+  // SIGTERM / SIGINT are handled by a dedicated thread (blocked everywhere else).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  Log(twin::ConfigureTorchRuntime({config.intra_op_threads}));
+  auto server = twin::TwinServer::Start(config);
+  if (!server.ok()) {
+    Log(server.status().ToString());
+    return 1;
+  }
+  Log("gRPC on port " + std::to_string((*server)->port()) + ", metrics on port " +
+      std::to_string((*server)->metrics_port()) + "; NOT_SERVING until loaded");
+
+  std::atomic<bool> stop{false};
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    Log(std::string("signal ") + std::to_string(sig) + ": draining");
+    stop = true;
+    (*server)->Shutdown();
+  });
+
+  while (!stop) {
+    absl::Status loaded = (*server)->LoadVersion();
+    if (loaded.ok()) {
+      Log("serving version " + (*server)->version());
+      break;
+    }
+    Log("load failed (retrying): " + loaded.ToString());
+    for (int waited = 0; waited < absl::GetFlag(FLAGS_load_retry_ms) && !stop; waited += 100) {
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  }
+  (*server)->Wait();
+  signal_thread.join();
+  Log("stopped");
+  return 0;
+}

@@ -1,0 +1,74 @@
+// Prometheus metrics of twin-server (prometheus-cpp), served on their own port at /metrics.
+//
+// Names (all prefixed twin_):
+//   requests_total{task,code}            counter   finished requests by answering task and status
+//   request_latency_seconds{stage}       histogram queue | route | fuse | forward | total
+//   batch_size                           histogram requests per forward batch
+//   cache_hits_total, cache_misses_total, cache_nearest_total, cache_evictions_total,
+//   cache_rejected_admissions_total      counters
+//   cache_entries, cache_bytes           gauges
+//   fusions_total, fusion_failures_total counters; fusion_seconds_total counter
+//   router_top_task_total{task}          counter   router's top task per routed request
+//   in_flight_requests                   gauge     accepted and not yet answered
+//   queue_waiting                        gauge
+//   artifact_info{version}               gauge (1 for the serving version)
+//   ready                                gauge     1 when serving
+//
+// Thread-safety: all methods are thread-safe (prometheus-cpp metrics are atomic).
+#ifndef TWIN_SERVER_METRICS_H_
+#define TWIN_SERVER_METRICS_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/fused_cache.h"
+
+namespace prometheus {
+class Registry;
+class Counter;
+class Gauge;
+class Histogram;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
+namespace twin {
+
+struct StageTimes {
+  double queue_s = 0, route_s = 0, fuse_s = 0, forward_s = 0, total_s = 0;
+};
+
+class ServerMetrics {
+ public:
+  // Serves /metrics over HTTP on `address` ("0.0.0.0:9090"; port 0 picks one); an empty
+  // address means no HTTP endpoint.
+  static absl::StatusOr<std::unique_ptr<ServerMetrics>> Create(const std::string& address);
+  ~ServerMetrics();
+
+  // The port the exposer listens on (resolved when the address asked for port 0).
+  int port() const { return port_; }
+
+  void RecordRequest(const std::string& task, const std::string& code, const StageTimes& t);
+  void RecordBatch(int size);
+  void RecordRoute(const std::string& top_task);
+  void UpdateCache(const FusedCacheStats& stats);
+  void SetInFlight(int64_t n);
+  void SetQueueWaiting(int64_t n);
+  void SetVersion(const std::string& version);
+  void SetReady(bool ready);
+  // The text exposition of every metric (what /metrics serves).
+  std::string Scrape() const;
+
+ private:
+  ServerMetrics() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int port_ = 0;
+};
+
+}  // namespace twin
+
+#endif  // TWIN_SERVER_METRICS_H_

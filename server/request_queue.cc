@@ -1,0 +1,267 @@
+#include "server/request_queue.h"
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace twin {
+namespace {
+
+// A request leaving the queue without being handed out, with the status its `done` gets.
+// Completions are collected under the mutex and run after it is released, so a callback may
+// re-enter the queue (or take its own locks) without deadlocking.
+struct Completion {
+  PendingRequest request;
+  absl::Status status;
+};
+
+void RunCompletions(std::vector<Completion>& completions) {
+  for (Completion& c : completions) c.request.done(c.status);
+  completions.clear();
+}
+
+bool IsCancelled(const PendingRequest& r) { return r.cancelled != nullptr && r.cancelled->load(); }
+
+// OK while the request may still be served; otherwise the status it is completed with.
+absl::Status DropReason(const PendingRequest& r, absl::Time now) {
+  if (IsCancelled(r)) return absl::CancelledError("request cancelled while queued");
+  if (r.deadline <= now) {
+    return absl::DeadlineExceededError(absl::StrCat("deadline exceeded after waiting ",
+                                                    absl::ToInt64Milliseconds(now - r.enqueued),
+                                                    "ms in queue"));
+  }
+  return absl::OkStatus();
+}
+
+RequestQueueOptions Sanitize(RequestQueueOptions options) {
+  options.max_queue_size = std::max(options.max_queue_size, 1);
+  options.max_batch_size = std::max(options.max_batch_size, 1);
+  options.max_queue_delay_us = std::max<int64_t>(options.max_queue_delay_us, 0);
+  return options;
+}
+
+}  // namespace
+
+absl::Status ValidateRequestQueueOptions(const RequestQueueOptions& options) {
+  if (options.max_queue_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_queue_size must be at least 1, got ", options.max_queue_size));
+  }
+  if (options.max_batch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_batch_size must be at least 1, got ", options.max_batch_size));
+  }
+  if (options.max_queue_delay_us < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_queue_delay_us must not be negative, got ", options.max_queue_delay_us));
+  }
+  return absl::OkStatus();
+}
+
+struct RequestQueue::State {
+  std::deque<PendingRequest> unrouted;
+  // Per key, in arrival (id) order. The number of distinct keys is small (bounded by the
+  // cluster-key grid and by the queue size), so scanning all groups is cheap.
+  std::map<std::string, std::deque<PendingRequest>> groups;
+  int64_t routed = 0;
+  int64_t in_routing = 0;
+  uint64_t next_id = 1;
+  bool closed = false;
+  absl::Status close_status;
+  uint64_t rejected_full = 0;
+  uint64_t expired = 0;
+  uint64_t cancelled = 0;
+
+  int64_t Occupancy() const { return static_cast<int64_t>(unrouted.size()) + routed + in_routing; }
+
+  // Moves expired and cancelled requests out of `requests` into `out`. Returns how many.
+  int64_t Purge(std::deque<PendingRequest>& requests, absl::Time now,
+                std::vector<Completion>& out) {
+    auto dead = [now](const PendingRequest& r) { return !DropReason(r, now).ok(); };
+    if (std::none_of(requests.begin(), requests.end(), dead)) return 0;  // the common case
+    std::deque<PendingRequest> kept;
+    int64_t removed = 0;
+    for (PendingRequest& r : requests) {
+      absl::Status why = DropReason(r, now);
+      if (why.ok()) {
+        kept.push_back(std::move(r));
+        continue;
+      }
+      ++(absl::IsCancelled(why) ? cancelled : expired);
+      ++removed;
+      out.push_back({std::move(r), std::move(why)});
+    }
+    requests.swap(kept);
+    return removed;
+  }
+
+  void PurgeAll(absl::Time now, std::vector<Completion>& out) {
+    Purge(unrouted, now, out);
+    for (auto it = groups.begin(); it != groups.end();) {
+      routed -= Purge(it->second, now, out);
+      it = it->second.empty() ? groups.erase(it) : std::next(it);
+    }
+  }
+};
+
+RequestQueue::RequestQueue(RequestQueueOptions options)
+    : options_(Sanitize(options)), state_(std::make_unique<State>()) {}
+
+RequestQueue::~RequestQueue() = default;
+
+absl::Status RequestQueue::Enqueue(PendingRequest request, absl::Time now) {
+  if (!request.done) return absl::InvalidArgumentError("request has no done callback");
+  std::vector<Completion> completions;
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    State& s = *state_;
+    s.PurgeAll(now, completions);  // frees the capacity held by dead requests first
+    if (s.closed) {
+      status = absl::UnavailableError("server is shutting down");
+    } else if (IsCancelled(request)) {
+      ++s.cancelled;
+      status = absl::CancelledError("request cancelled before it was queued");
+    } else if (request.deadline <= now) {
+      ++s.expired;
+      status = absl::DeadlineExceededError("deadline passed before the request was queued");
+    } else if (s.Occupancy() >= options_.max_queue_size) {
+      ++s.rejected_full;
+      status = absl::ResourceExhaustedError(
+          absl::StrCat("request queue is full (", s.Occupancy(), " waiting)"));
+    } else {
+      request.id = s.next_id++;
+      request.enqueued = now;
+      s.unrouted.push_back(std::move(request));
+    }
+  }
+  RunCompletions(completions);
+  return status;
+}
+
+std::vector<PendingRequest> RequestQueue::TakeUnrouted(int max_count, absl::Time now) {
+  std::vector<PendingRequest> taken;
+  std::vector<Completion> completions;
+  {
+    absl::MutexLock lock(&mu_);
+    State& s = *state_;
+    s.PurgeAll(now, completions);
+    while (static_cast<int>(taken.size()) < max_count && !s.unrouted.empty()) {
+      taken.push_back(std::move(s.unrouted.front()));
+      s.unrouted.pop_front();
+    }
+    s.in_routing += static_cast<int64_t>(taken.size());
+  }
+  RunCompletions(completions);
+  return taken;
+}
+
+void RequestQueue::AddRouted(PendingRequest request, std::string key, absl::Time now) {
+  std::vector<Completion> completions;
+  {
+    absl::MutexLock lock(&mu_);
+    State& s = *state_;
+    s.in_routing = std::max<int64_t>(s.in_routing - 1, 0);
+    if (s.closed) {
+      completions.push_back({std::move(request), s.close_status});
+    } else {
+      request.key = key;
+      std::deque<PendingRequest>& group = s.groups[std::move(key)];
+      // Routing batches may finish out of order across workers; keep the group sorted by id so
+      // its front is its oldest request. Usually this is an append.
+      auto pos = group.end();
+      while (pos != group.begin() && std::prev(pos)->id > request.id) --pos;
+      group.insert(pos, std::move(request));
+      ++s.routed;
+    }
+  }
+  RunCompletions(completions);
+}
+
+void RequestQueue::DropRouting(int n) {
+  absl::MutexLock lock(&mu_);
+  state_->in_routing = std::max<int64_t>(state_->in_routing - n, 0);
+}
+
+std::vector<PendingRequest> RequestQueue::NextBatch(absl::Time now) {
+  std::vector<PendingRequest> batch;
+  std::vector<Completion> completions;
+  {
+    absl::MutexLock lock(&mu_);
+    State& s = *state_;
+    s.PurgeAll(now, completions);
+    const absl::Duration delay = absl::Microseconds(options_.max_queue_delay_us);
+    auto chosen = s.groups.end();
+    for (auto it = s.groups.begin(); it != s.groups.end(); ++it) {
+      const PendingRequest& head = it->second.front();
+      const bool ready = static_cast<int>(it->second.size()) >= options_.max_batch_size ||
+                         now - head.enqueued >= delay;
+      if (ready && (chosen == s.groups.end() || head.id < chosen->second.front().id)) chosen = it;
+    }
+    if (chosen != s.groups.end()) {
+      std::deque<PendingRequest>& group = chosen->second;
+      while (static_cast<int>(batch.size()) < options_.max_batch_size && !group.empty()) {
+        batch.push_back(std::move(group.front()));
+        group.pop_front();
+      }
+      s.routed -= static_cast<int64_t>(batch.size());
+      if (group.empty()) s.groups.erase(chosen);
+    }
+  }
+  RunCompletions(completions);
+  return batch;
+}
+
+absl::Time RequestQueue::NextReadyTime() const {
+  absl::MutexLock lock(&mu_);
+  const absl::Duration delay = absl::Microseconds(options_.max_queue_delay_us);
+  absl::Time next = absl::InfiniteFuture();
+  for (const auto& [key, group] : state_->groups) {
+    const absl::Time head = group.front().enqueued;
+    const bool full = static_cast<int>(group.size()) >= options_.max_batch_size;
+    next = std::min(next, full ? head : head + delay);
+  }
+  return next;
+}
+
+bool RequestQueue::HasUnrouted() const {
+  absl::MutexLock lock(&mu_);
+  return !state_->unrouted.empty();
+}
+
+void RequestQueue::Close(const absl::Status& status) {
+  std::vector<Completion> completions;
+  {
+    absl::MutexLock lock(&mu_);
+    State& s = *state_;
+    s.closed = true;
+    s.close_status = status.ok() ? absl::UnavailableError("server is shutting down") : status;
+    for (PendingRequest& r : s.unrouted) completions.push_back({std::move(r), s.close_status});
+    s.unrouted.clear();
+    for (auto& [key, group] : s.groups) {
+      for (PendingRequest& r : group) completions.push_back({std::move(r), s.close_status});
+    }
+    s.groups.clear();
+    s.routed = 0;
+  }
+  RunCompletions(completions);
+}
+
+RequestQueueStats RequestQueue::stats() const {
+  absl::MutexLock lock(&mu_);
+  const State& s = *state_;
+  RequestQueueStats stats;
+  stats.unrouted = static_cast<int64_t>(s.unrouted.size());
+  stats.waiting = stats.unrouted + s.routed;
+  stats.in_routing = s.in_routing;
+  stats.groups = static_cast<int64_t>(s.groups.size());
+  stats.rejected_full = s.rejected_full;
+  stats.expired = s.expired;
+  stats.cancelled = s.cancelled;
+  return stats;
+}
+
+}  // namespace twin

@@ -1,0 +1,118 @@
+// The request queue behind the batcher: one bounded queue, two stages.
+//
+// A request enters unrouted (Enqueue). A worker takes unrouted requests in arrival order
+// (TakeUnrouted), computes their router weights in one batch, and hands each back with its
+// cluster key (AddRouted). NextBatch then forms batches of requests that share a key: a group
+// is ready when it holds max_batch_size requests or its oldest request has waited
+// max_queue_delay; among ready groups the one with the oldest request goes first.
+// Requests past their deadline or cancelled are removed whenever the queue is touched, and
+// completed with DEADLINE_EXCEEDED or CANCELLED through their `done` callback, exactly once.
+// Requests taken by TakeUnrouted keep counting against max_queue_size until they come back
+// (AddRouted) or the worker gives up on them (DropRouting), so routing cannot overfill it.
+//
+// The queue has no threads and takes `now` as an argument, so tests drive it deterministically;
+// BatchWorkers (batch_workers.h) runs it with threads.
+//
+//   RequestQueue q({.max_queue_size = 1024, .max_batch_size = 8, .max_queue_delay_us = 2000});
+//   RETURN_IF_ERROR(q.Enqueue(request, now));        // RESOURCE_EXHAUSTED when full
+//   auto unrouted = q.TakeUnrouted(64, now);
+//   q.AddRouted(std::move(r), "g10:0=10", now);
+//   std::vector<PendingRequest> batch = q.NextBatch(now);
+//
+// Thread-safety: thread-safe (one internal mutex); `done` callbacks run without it held.
+#ifndef TWIN_SERVER_REQUEST_QUEUE_H_
+#define TWIN_SERVER_REQUEST_QUEUE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace twin {
+
+// The payload the server attaches (input tensors, options, reply slot); opaque here.
+class RequestPayload {
+ public:
+  virtual ~RequestPayload() = default;
+};
+
+struct PendingRequest {
+  uint64_t id = 0;                         // assigned by Enqueue
+  absl::Time enqueued;                     // set by Enqueue
+  absl::Time deadline = absl::InfiniteFuture();
+  std::shared_ptr<std::atomic<bool>> cancelled;  // may be null
+  std::string key;                         // cluster key, set by AddRouted
+  std::shared_ptr<RequestPayload> payload;
+  // Called once with a non-OK status when the queue drops the request (deadline, cancel,
+  // shutdown). Not called for requests handed out by TakeUnrouted/NextBatch.
+  std::function<void(const absl::Status&)> done;
+};
+
+struct RequestQueueOptions {
+  int max_queue_size = 1024;        // unrouted + being routed + routed requests
+  int max_batch_size = 8;
+  int64_t max_queue_delay_us = 2000;
+};
+
+// INVALID_ARGUMENT naming the field when a size is below 1 or the delay is negative. The
+// RequestQueue constructor raises such values to the nearest valid one instead; config loaders
+// call this first to report the mistake.
+absl::Status ValidateRequestQueueOptions(const RequestQueueOptions& options);
+
+struct RequestQueueStats {
+  int64_t waiting = 0;  // unrouted + routed
+  int64_t unrouted = 0;
+  int64_t in_routing = 0;  // taken by TakeUnrouted, not yet back through AddRouted/DropRouting
+  int64_t groups = 0;
+  uint64_t rejected_full = 0;
+  uint64_t expired = 0;
+  uint64_t cancelled = 0;
+};
+
+class RequestQueue {
+ public:
+  explicit RequestQueue(RequestQueueOptions options);
+  ~RequestQueue();  // defined where State is complete
+
+  // On error the request was not queued and `done` is not called: the caller answers it.
+  // INVALID_ARGUMENT without `done`; DEADLINE_EXCEEDED / CANCELLED if already so;
+  // UNAVAILABLE after Close; RESOURCE_EXHAUSTED when full.
+  absl::Status Enqueue(PendingRequest request, absl::Time now);
+  // Up to max_count unrouted requests, oldest first.
+  std::vector<PendingRequest> TakeUnrouted(int max_count, absl::Time now);
+  // Returns the request to the queue in its key's group (keeps its enqueue time; does not count
+  // against max_queue_size twice). Within a group requests stay in arrival order even when
+  // routed out of order. After Close the request is completed with the close status instead.
+  void AddRouted(PendingRequest request, std::string key, absl::Time now);
+  // Releases the capacity of `n` requests taken by TakeUnrouted that will not come back
+  // (their router failed and completed them).
+  void DropRouting(int n);
+  // Up to max_batch_size requests of one key, or empty if no group is ready.
+  std::vector<PendingRequest> NextBatch(absl::Time now);
+  // When the next group becomes ready by delay (InfiniteFuture if nothing is routed). A full
+  // group is ready already and reports its oldest request's enqueue time.
+  absl::Time NextReadyTime() const;
+  bool HasUnrouted() const;
+  // Completes every waiting request with `status` (shutdown; an OK status is replaced by
+  // UNAVAILABLE) and refuses new ones.
+  void Close(const absl::Status& status);
+  RequestQueueStats stats() const;
+  const RequestQueueOptions& options() const { return options_; }
+
+ private:
+  struct State;
+  const RequestQueueOptions options_;
+  mutable absl::Mutex mu_;
+  std::unique_ptr<State> state_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace twin
+
+#endif  // TWIN_SERVER_REQUEST_QUEUE_H_

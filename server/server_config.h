@@ -1,0 +1,73 @@
+// server.yaml: twin-server's configuration. Every field has a default; unknown keys are errors.
+//
+//   listen_address: 0.0.0.0:50051       # gRPC
+//   metrics_address: 0.0.0.0:9090       # Prometheus /metrics ("" = off)
+//   artifact_uri: file:///var/lib/twin/store
+//   artifact_version: LATEST
+//   cache_dir: /var/cache/twin          # local copies of verified blobs
+//   device: auto                        # auto | cpu | cuda | cuda:N
+//   intra_op_threads: 0                 # LibTorch threads, 0 = all cores
+//   workers: 1                          # batch worker threads
+//   batching: {max_batch_size: 16, max_queue_delay_us: 2000, max_queue_size: 1024,
+//              max_route_batch: 64}
+//   cache: {capacity_bytes: 1073741824, policy: fuse, admit_min_requests: 2,
+//           frequency_window: 1000, max_nearest_distance: 0.4}
+//   cluster_key: {top_k: 2, grid: 10}
+//   routing: {max_top_k: 0, default_temperature: 1.0, min_temperature: 0.05,
+//             max_temperature: 20.0}
+//   limits: {max_input_length: 0, max_message_bytes: 4194304, max_request_id_bytes: 128,
+//            max_text_bytes: 65536}
+//   max_connection_age_ms: 300000       # GOAWAY after this, so L4 balancers rebalance
+//   drain_timeout_ms: 30000
+//   warmup_requests: 4
+//   log_level: info                     # debug | info | warning | error
+//
+// Thread-safety: plain value types.
+#ifndef TWIN_SERVER_SERVER_CONFIG_H_
+#define TWIN_SERVER_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/cluster_key.h"
+#include "server/fused_cache.h"
+#include "server/request_queue.h"
+
+namespace twin {
+
+struct ServerConfig {
+  std::string listen_address = "0.0.0.0:50051";
+  std::string metrics_address = "0.0.0.0:9090";
+  std::string artifact_uri;
+  std::string artifact_version = "LATEST";
+  std::string cache_dir = "/tmp/twin-server-cache";
+  std::string device = "auto";
+  int intra_op_threads = 0;
+  int workers = 1;
+  RequestQueueOptions queue;
+  int max_route_batch = 64;
+  FusedCacheOptions cache;
+  ClusterKeyOptions cluster_key;
+  int max_top_k = 0;  // 0 = number of tasks
+  double default_temperature = 1.0;
+  double min_temperature = 0.05;
+  double max_temperature = 20.0;
+  int max_input_length = 0;  // 0 = the tokenizer's max_length
+  int max_message_bytes = 4 << 20;
+  int max_request_id_bytes = 128;
+  int max_text_bytes = 64 << 10;
+  int64_t max_connection_age_ms = 300000;
+  int64_t drain_timeout_ms = 30000;
+  int warmup_requests = 4;
+  std::string log_level = "info";
+};
+
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text);
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
+// Range checks (also run by the parsers); errors name the field.
+absl::Status ValidateServerConfig(const ServerConfig& config);
+
+}  // namespace twin
+
+#endif  // TWIN_SERVER_SERVER_CONFIG_H_

@@ -1,0 +1,41 @@
+// The gRPC callback service for twinmerge.v1.TwinMerge. Handlers never run a model: they
+// validate, hand the request to TwinServer::Submit (which enqueues it) and return; the reply
+// is written from the batch worker's completion. Every reactor always Finishes.
+//
+// Thread-safety: gRPC calls handlers concurrently; the service holds no mutable state.
+#ifndef TWIN_SERVER_TWIN_SERVICE_H_
+#define TWIN_SERVER_TWIN_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "twinmerge/v1/twinmerge.grpc.pb.h"
+
+namespace twin {
+
+class TwinServer;
+
+// The one mapping from absl::Status to grpc::Status (message bounded to kMaxStatusMessageBytes).
+inline constexpr size_t kMaxStatusMessageBytes = 1024;
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class TwinService final : public twinmerge::v1::TwinMerge::CallbackService {
+ public:
+  explicit TwinService(TwinServer* server) : server_(server) {}
+
+  grpc::ServerUnaryReactor* Infer(grpc::CallbackServerContext* context,
+                                  const twinmerge::v1::InferRequest* request,
+                                  twinmerge::v1::InferResponse* response) override;
+  grpc::ServerBidiReactor<twinmerge::v1::InferRequest, twinmerge::v1::InferResponse>*
+  InferStream(grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const twinmerge::v1::GetModelInfoRequest* request,
+                                         twinmerge::v1::ModelInfo* response) override;
+
+ private:
+  TwinServer* server_;
+};
+
+}  // namespace twin
+
+#endif  // TWIN_SERVER_TWIN_SERVICE_H_

@@ -1,0 +1,91 @@
+#include "server/server_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace twin {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ServerConfigTest, ParsesEveryField) {
+  auto c = ParseServerConfig(R"YAML(
+listen_address: 127.0.0.1:7000
+metrics_address: ""
+artifact_uri: file:///data/store
+artifact_version: v3
+cache_dir: /tmp/c
+device: cpu
+intra_op_threads: 3
+workers: 2
+batching: {max_batch_size: 32, max_queue_delay_us: 500, max_queue_size: 10, max_route_batch: 8}
+cache: {capacity_bytes: 1000, policy: nearest, admit_min_requests: 3, frequency_window: 50,
+        max_nearest_distance: 0.2}
+cluster_key: {top_k: 1, grid: 4}
+routing: {max_top_k: 2, default_temperature: 0.5, min_temperature: 0.1, max_temperature: 2}
+limits: {max_input_length: 64, max_message_bytes: 2048, max_request_id_bytes: 16,
+         max_text_bytes: 100}
+max_connection_age_ms: 1000
+drain_timeout_ms: 500
+warmup_requests: 0
+log_level: debug
+)YAML");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->listen_address, "127.0.0.1:7000");
+  EXPECT_EQ(c->metrics_address, "");
+  EXPECT_EQ(c->artifact_version, "v3");
+  EXPECT_EQ(c->workers, 2);
+  EXPECT_EQ(c->queue.max_batch_size, 32);
+  EXPECT_EQ(c->queue.max_queue_delay_us, 500);
+  EXPECT_EQ(c->max_route_batch, 8);
+  EXPECT_EQ(c->cache.capacity_bytes, 1000u);
+  EXPECT_EQ(c->cache.miss_policy, FusedCacheOptions::kNearest);
+  EXPECT_EQ(c->cluster_key.top_k, 1);
+  EXPECT_EQ(c->cluster_key.grid, 4);
+  EXPECT_DOUBLE_EQ(c->default_temperature, 0.5);
+  EXPECT_EQ(c->max_input_length, 64);
+  EXPECT_EQ(c->max_connection_age_ms, 1000);
+  EXPECT_EQ(c->log_level, "debug");
+  EXPECT_TRUE(ValidateServerConfig(*c).ok());
+}
+
+TEST(ServerConfigTest, EmptyDocumentGivesDefaultsThatNeedAnArtifactUri) {
+  auto c = ParseServerConfig("");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->listen_address, "0.0.0.0:50051");
+  EXPECT_THAT(std::string(ValidateServerConfig(*c).message()), HasSubstr("artifact_uri"));
+  c->artifact_uri = "file:///x";
+  EXPECT_TRUE(ValidateServerConfig(*c).ok());
+}
+
+TEST(ServerConfigTest, RejectsUnknownKeysBadTypesAndRanges) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"bogus: 1", "bogus"},
+      {"batching: {max_batch: 3}", "batching.max_batch"},
+      {"workers: many", "workers"},
+      {"cache: {policy: random}", "cache.policy"},
+      {"[unclosed", "bad YAML"},
+  };
+  for (const auto& [yaml, needle] : cases) {
+    auto c = ParseServerConfig(yaml);
+    ASSERT_FALSE(c.ok()) << yaml;
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(needle)) << yaml;
+  }
+  ServerConfig c;
+  c.artifact_uri = "file:///x";
+  c.workers = 0;
+  EXPECT_THAT(std::string(ValidateServerConfig(c).message()), HasSubstr("workers"));
+  c.workers = 1;
+  c.cluster_key.grid = 5000;
+  EXPECT_THAT(std::string(ValidateServerConfig(c).message()), HasSubstr("grid"));
+  c.cluster_key.grid = 10;
+  c.default_temperature = 100;
+  EXPECT_THAT(std::string(ValidateServerConfig(c).message()), HasSubstr("default_temperature"));
+}
+
+TEST(ServerConfigTest, MissingFileIsNotFound) {
+  EXPECT_EQ(LoadServerConfig("/nonexistent.yaml").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace twin

@@ -1,0 +1,450 @@
+// twin-server end to end, in process on loopback: tiny experts trained here, merged by the
+// offline job, served, and called through the generated gRPC stub.
+#include "server/twin_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/artifact_set.h"
+#include "core/file_store.h"
+#include "core/router.h"
+#include "core/safetensors.h"
+#include "core/script_model.h"
+#include "core/twin_weights.h"
+#include "merge_offline/merge_config.h"
+#include "merge_offline/merge_job.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/tiny_models.h"
+#include "twinmerge/v1/twinmerge.grpc.pb.h"
+
+namespace twin {
+namespace {
+
+using ::testing::HasSubstr;
+using twin::testing::TempDir;
+using twinmerge::v1::InferRequest;
+using twinmerge::v1::InferResponse;
+
+// Builds the tiny zoo and publishes it once per test binary.
+class Artifacts {
+ public:
+  static Artifacts& Get() {
+    static Artifacts* a = new Artifacts();
+    return *a;
+  }
+  std::string store() const { return dir_.Join("store"); }
+  const twin::testing::TinyZoo& zoo() const { return zoo_; }
+
+ private:
+  Artifacts() {
+    twin::testing::TinyZooOptions zoo_options;
+    zoo_options.vocab = 288;  // byte-tokenized text (ids 1..259) is valid input too
+    auto zoo = twin::testing::BuildTinyZoo(dir_.path(), zoo_options);
+    EXPECT_TRUE(zoo.ok()) << zoo.status();
+    zoo_ = *zoo;
+    std::string y = absl::StrCat("base_model: ", zoo_.base_path, "\nmodels:\n");
+    for (size_t t = 0; t < zoo_.task_names.size(); ++t) {
+      absl::StrAppend(&y, "  - {model: ", zoo_.expert_paths[t], ", name: ", zoo_.task_names[t],
+                      ", router_data: ", zoo_.router_data[t], "}\n");
+    }
+    absl::StrAppend(&y, "output: ", store(), "\ntwin: {rank_policy: ratio, ratio: 0.5}\n",
+                    "router: {max_epochs: 40}\nversion: v1\n");
+    auto config = ParseMergeConfig(y, dir_.path());
+    EXPECT_TRUE(config.ok()) << config.status();
+    MergeJobOptions options;
+    options.quiet = true;
+    auto result = RunMergeJob(*config, options);
+    EXPECT_TRUE(result.ok()) << result.status();
+  }
+  TempDir dir_;
+  twin::testing::TinyZoo zoo_;
+};
+
+ServerConfig TestConfig(const std::string& cache_dir) {
+  ServerConfig c;
+  c.listen_address = "127.0.0.1:0";
+  c.metrics_address = "127.0.0.1:0";
+  c.artifact_uri = Artifacts::Get().store();
+  c.cache_dir = cache_dir;
+  c.device = "cpu";
+  c.cluster_key = {0, 0};  // exact routing
+  c.warmup_requests = 1;
+  c.drain_timeout_ms = 2000;
+  return c;
+}
+
+InferRequest TokensRequest(const at::Tensor& ids, const at::Tensor& mask, const std::string& task) {
+  InferRequest r;
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    if (mask[i].item<int64_t>() == 0) break;
+    r.mutable_tokens()->add_input_ids(ids[i].item<int64_t>());
+  }
+  r.set_task(task);
+  return r;
+}
+
+class TwinServerTest : public ::testing::Test {
+ protected:
+  void StartServer(const ServerConfig& config, bool load = true) {
+    auto server = TwinServer::Start(config);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    if (load) {
+      absl::Status loaded = server_->LoadVersion();
+      ASSERT_TRUE(loaded.ok()) << loaded;
+    }
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = twinmerge::v1::TwinMerge::NewStub(channel_);
+  }
+  grpc::Status Call(const InferRequest& request, InferResponse* response,
+                    int timeout_ms = 10000) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(timeout_ms));
+    return stub_->Infer(&context, request, response);
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TwinServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<twinmerge::v1::TwinMerge::Stub> stub_;
+};
+
+// Probabilities the core library gives for one input with exact router weights.
+at::Tensor ExpectedProbabilities(const std::string& cache, const at::Tensor& ids,
+                                 const at::Tensor& mask, int task) {
+  auto store = FileObjectStore::Create(Artifacts::Get().store());
+  auto set = FetchArtifactSet(store->get(), "v1", cache);
+  EXPECT_TRUE(set.ok());
+  auto tw = TwinWeights::Load(*set, c10::kCPU);
+  auto router_file = SafetensorsReader::Open(set->PathOf(set->manifest.router.blob));
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& n : (*router_file)->names()) tensors.emplace_back(n, *(*router_file)->Get(n));
+  auto router = Router::Create(set->manifest.router.spec, tensors);
+  auto model = ScriptModel::Load(set->PathOf(set->manifest.architecture_blob));
+  EXPECT_TRUE((*model)->SetParameters((*tw)->shared()).ok());
+  EXPECT_TRUE((*model)->SetParameters((*tw)->head(task)).ok());
+  at::Tensor features = *(*model)->Embed(ids.unsqueeze(0), mask.unsqueeze(0));
+  at::Tensor w = (*(*router)->Weights(features, 1.0))[0].to(at::kDouble);
+  std::vector<double> wv(w.data_ptr<double>(), w.data_ptr<double>() + w.numel());
+  EXPECT_TRUE((*model)->SetParameters(*(*tw)->Fuse(wv)).ok());
+  return at::softmax(*(*model)->Forward(ids.unsqueeze(0), mask.unsqueeze(0)), 1)[0];
+}
+
+TEST_F(TwinServerTest, ExactRoutingReproducesTheCoreLibraryAndCaches) {
+  StartServer(TestConfig(dir_.Join("cache")));
+  const auto& zoo = Artifacts::Get().zoo();
+  for (int task = 0; task < 3; ++task) {
+    const auto& data = zoo.test_data[task];
+    at::Tensor ids = data.input_ids[0];
+    at::Tensor mask = data.attention_mask[0];
+    const int64_t n = mask.sum().item<int64_t>();
+    InferResponse reply;
+    ASSERT_TRUE(Call(TokensRequest(ids, mask, zoo.task_names[task]), &reply).ok());
+    EXPECT_EQ(reply.task(), zoo.task_names[task]);
+    EXPECT_EQ(reply.artifact_version(), "v1");
+    at::Tensor expected =
+        ExpectedProbabilities(dir_.Join("cache2"), ids.slice(0, 0, n), mask.slice(0, 0, n), task);
+    ASSERT_EQ(reply.probabilities_size(), expected.size(0));
+    for (int k = 0; k < reply.probabilities_size(); ++k) {
+      EXPECT_NEAR(reply.probabilities(k), expected[k].item<float>(), 1e-4);
+    }
+    EXPECT_EQ(reply.label_index(), expected.argmax().item<int64_t>());
+    EXPECT_EQ(reply.label(), absl::StrCat(reply.label_index()));
+    EXPECT_FALSE(reply.cache_hit());
+    EXPECT_FALSE(reply.cluster_key().empty());
+    // The same input again has the same key and hits the cache.
+    InferResponse again;
+    ASSERT_TRUE(Call(TokensRequest(ids, mask, zoo.task_names[task]), &again).ok());
+    EXPECT_TRUE(again.cache_hit());
+    EXPECT_EQ(again.cluster_key(), reply.cluster_key());
+    EXPECT_EQ(again.timing().fuse_us(), 0);
+  }
+}
+
+// The router's top task for one input, computed with the core library.
+int ExpectedTopTask(const std::string& cache, const at::Tensor& ids, const at::Tensor& mask) {
+  auto store = FileObjectStore::Create(Artifacts::Get().store());
+  auto set = FetchArtifactSet(store->get(), "v1", cache);
+  auto tw = TwinWeights::Load(*set, c10::kCPU);
+  auto router_file = SafetensorsReader::Open(set->PathOf(set->manifest.router.blob));
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& n : (*router_file)->names()) tensors.emplace_back(n, *(*router_file)->Get(n));
+  auto router = Router::Create(set->manifest.router.spec, tensors);
+  auto model = ScriptModel::Load(set->PathOf(set->manifest.architecture_blob));
+  EXPECT_TRUE((*model)->SetParameters((*tw)->shared()).ok());
+  at::Tensor features = *(*model)->Embed(ids.unsqueeze(0), mask.unsqueeze(0));
+  return static_cast<int>((*(*router)->Weights(features, 1.0))[0].argmax().item<int64_t>());
+}
+
+TEST_F(TwinServerTest, TaskUnknownUsesTheRoutersTopTask) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.cluster_key = {1, 10};  // one-hot keys
+  StartServer(config);
+  const auto& zoo = Artifacts::Get().zoo();
+  for (int task = 0; task < 3; ++task) {
+    for (int i = 0; i < 5; ++i) {
+      const at::Tensor ids = zoo.test_data[task].input_ids[i];
+      const at::Tensor mask = zoo.test_data[task].attention_mask[i];
+      InferResponse reply;
+      ASSERT_TRUE(Call(TokensRequest(ids, mask, ""), &reply).ok());
+      ASSERT_EQ(reply.router_weights_size(), 1);
+      EXPECT_EQ(reply.router_weights(0).task(), reply.task());
+      EXPECT_FLOAT_EQ(reply.router_weights(0).weight(), 1.0f);
+      const int64_t n = mask.sum().item<int64_t>();
+      const int expected =
+          ExpectedTopTask(dir_.Join("cache2"), ids.slice(0, 0, n), mask.slice(0, 0, n));
+      EXPECT_EQ(reply.task(), zoo.task_names[expected]);
+    }
+  }
+}
+
+TEST_F(TwinServerTest, ConcurrentClientsAreAllAnsweredCorrectly) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.cluster_key = {2, 10};
+  config.queue.max_batch_size = 8;
+  config.queue.max_queue_size = 4096;
+  StartServer(config);
+  const auto& zoo = Artifacts::Get().zoo();
+  // Reference labels from one sequential pass.
+  constexpr int kInputs = 12;
+  std::vector<InferRequest> requests;
+  std::vector<int> labels;
+  for (int i = 0; i < kInputs; ++i) {
+    const int task = i % 3;
+    requests.push_back(TokensRequest(zoo.test_data[task].input_ids[i],
+                                     zoo.test_data[task].attention_mask[i], zoo.task_names[task]));
+    InferResponse reply;
+    ASSERT_TRUE(Call(requests.back(), &reply).ok());
+    labels.push_back(reply.label_index());
+  }
+  constexpr int kClients = 16, kPerClient = 200;
+  std::atomic<int> ok{0}, wrong{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      auto stub = twinmerge::v1::TwinMerge::NewStub(channel_);
+      for (int k = 0; k < kPerClient; ++k) {
+        const int i = (c + k) % kInputs;
+        InferRequest request = requests[i];
+        request.set_request_id(absl::StrCat(c, "-", k));
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+        InferResponse reply;
+        grpc::Status status = stub->Infer(&context, request, &reply);
+        if (!status.ok()) {
+          ++failed;
+        } else if (reply.label_index() != labels[i] ||
+                   reply.request_id() != request.request_id()) {
+          ++wrong;
+        } else {
+          ++ok;
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(ok.load(), kClients * kPerClient);
+}
+
+TEST_F(TwinServerTest, BadInputsGetTheirCodesAndTheServerKeepsServing) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.max_text_bytes = 64;
+  StartServer(config);
+  struct Case {
+    std::string name;
+    InferRequest request;
+    grpc::StatusCode code;
+    std::string needle;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"no input", InferRequest(), grpc::INVALID_ARGUMENT, "no input"});
+  InferRequest empty;
+  empty.mutable_tokens();
+  cases.push_back({"empty tokens", empty, grpc::INVALID_ARGUMENT, "empty"});
+  InferRequest empty_text;
+  empty_text.set_text("");
+  cases.push_back({"empty text", empty_text, grpc::INVALID_ARGUMENT, "text"});
+  InferRequest long_text;
+  long_text.set_text(std::string(65, 'x'));
+  cases.push_back({"long text", long_text, grpc::INVALID_ARGUMENT, "limit"});
+  InferRequest too_long;
+  for (int i = 0; i < 1000; ++i) too_long.mutable_tokens()->add_input_ids(5);
+  cases.push_back({"oversized", too_long, grpc::INVALID_ARGUMENT, "limit"});
+  InferRequest negative;
+  negative.mutable_tokens()->add_input_ids(-1);
+  cases.push_back({"negative id", negative, grpc::INVALID_ARGUMENT, "negative"});
+  InferRequest bad_mask;
+  bad_mask.mutable_tokens()->add_input_ids(3);
+  bad_mask.mutable_tokens()->add_attention_mask(2);
+  cases.push_back({"bad mask", bad_mask, grpc::INVALID_ARGUMENT, "attention_mask"});
+  InferRequest short_mask;
+  short_mask.mutable_tokens()->add_input_ids(3);
+  short_mask.mutable_tokens()->add_input_ids(4);
+  short_mask.mutable_tokens()->add_attention_mask(1);
+  cases.push_back({"mask length", short_mask, grpc::INVALID_ARGUMENT, "attention_mask"});
+  InferRequest unknown_task;
+  unknown_task.set_text("hi");
+  unknown_task.set_task("nope");
+  cases.push_back({"unknown task", unknown_task, grpc::INVALID_ARGUMENT, "nope"});
+  InferRequest bad_k = unknown_task;
+  bad_k.clear_task();
+  bad_k.mutable_routing()->set_top_k(99);
+  cases.push_back({"top_k", bad_k, grpc::INVALID_ARGUMENT, "top_k"});
+  InferRequest bad_t = bad_k;
+  bad_t.mutable_routing()->set_top_k(0);
+  bad_t.mutable_routing()->set_temperature(-1);
+  cases.push_back({"temperature", bad_t, grpc::INVALID_ARGUMENT, "temperature"});
+  InferRequest oov;
+  oov.mutable_tokens()->add_input_ids(1 << 30);
+  cases.push_back({"id out of vocabulary", oov, grpc::INVALID_ARGUMENT, ""});
+  for (const auto& c : cases) {
+    InferResponse reply;
+    grpc::Status status = Call(c.request, &reply);
+    EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.needle)) << c.name;
+  }
+  // A deadline that has already passed.
+  InferRequest fine;
+  fine.set_text("hello");
+  InferResponse reply;
+  EXPECT_EQ(Call(fine, &reply, /*timeout_ms=*/0).error_code(), grpc::DEADLINE_EXCEEDED);
+  // Still serving everyone else.
+  EXPECT_TRUE(Call(fine, &reply).ok());
+}
+
+TEST_F(TwinServerTest, FullQueueAndDeadlines) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.queue.max_queue_size = 2;
+  config.queue.max_batch_size = 64;
+  config.queue.max_queue_delay_us = 30'000'000;  // batches never fill: requests wait
+  StartServer(config);
+  InferRequest request;
+  request.set_text("waiting");
+  std::vector<std::thread> waiters;
+  std::atomic<int> deadline_exceeded{0};
+  for (int i = 0; i < 2; ++i) {
+    waiters.emplace_back([&] {
+      InferResponse reply;
+      if (Call(request, &reply, 4000).error_code() == grpc::DEADLINE_EXCEEDED) {
+        ++deadline_exceeded;
+      }
+    });
+  }
+  // Wait until both are queued, then the third is refused.
+  for (int i = 0; i < 150 && server_->metrics().Scrape().find("twin_queue_waiting 2") ==
+                                 std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  InferResponse reply;
+  grpc::Status full = Call(request, &reply, 5000);
+  EXPECT_EQ(full.error_code(), grpc::RESOURCE_EXHAUSTED) << full.error_message();
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(deadline_exceeded.load(), 2);
+}
+
+TEST_F(TwinServerTest, StreamAnswersEveryRequest) {
+  StartServer(TestConfig(dir_.Join("cache")));
+  grpc::ClientContext context;
+  auto stream = stub_->InferStream(&context);
+  constexpr int kRequests = 50;
+  for (int i = 0; i < kRequests; ++i) {
+    InferRequest r;
+    r.set_request_id(absl::StrCat("s", i));
+    if (i == 7) {
+      r.set_task("unknown");  // one bad request does not break the stream
+    }
+    r.set_text(absl::StrCat("stream text ", i));
+    ASSERT_TRUE(stream->Write(r));
+  }
+  stream->WritesDone();
+  std::set<std::string> ids;
+  int errors = 0;
+  InferResponse reply;
+  while (stream->Read(&reply)) {
+    ids.insert(reply.request_id());
+    if (reply.error_code() != 0) {
+      ++errors;
+      EXPECT_EQ(reply.request_id(), "s7");
+      EXPECT_EQ(reply.error_code(), grpc::INVALID_ARGUMENT);
+    }
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kRequests));
+  EXPECT_EQ(errors, 1);
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
+  close(fd);
+  return out;
+}
+
+TEST_F(TwinServerTest, MetricsModelInfoAndHealthTransitions) {
+  StartServer(TestConfig(dir_.Join("cache")), /*load=*/false);
+  EXPECT_FALSE(server_->serving());
+  InferRequest request;
+  request.set_text("before load");
+  request.set_task("task0");
+  InferResponse reply;
+  EXPECT_EQ(Call(request, &reply).error_code(), grpc::UNAVAILABLE);
+  EXPECT_THAT(HttpGet(server_->metrics_port(), "/metrics"), HasSubstr("twin_ready 0"));
+
+  ASSERT_TRUE(server_->LoadVersion().ok());
+  EXPECT_TRUE(server_->serving());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Call(request, &reply).ok());
+  const std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("twin_ready 1"));
+  EXPECT_THAT(metrics, HasSubstr("twin_requests_total{code=\"OK\",task=\"task0\"} 3"));
+  EXPECT_THAT(metrics, HasSubstr("twin_artifact_info{version=\"v1\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("twin_cache_hits_total 2"));
+  EXPECT_THAT(metrics, HasSubstr("twin_fusions_total 1"));
+  EXPECT_THAT(metrics, HasSubstr("twin_request_latency_seconds_count{stage=\"total\"} 3"));
+
+  grpc::ClientContext context;
+  twinmerge::v1::ModelInfo info;
+  ASSERT_TRUE(stub_->GetModelInfo(&context, {}, &info).ok());
+  EXPECT_EQ(info.artifact_version(), "v1");
+  ASSERT_EQ(info.tasks_size(), 3);
+  EXPECT_EQ(info.tasks(1).name(), "task1");
+  EXPECT_EQ(info.tasks(1).labels_size(), 3);
+  EXPECT_EQ(info.device(), "cpu");
+  EXPECT_GT(info.router_validation_accuracy(), 0.5);
+
+  server_->Shutdown();
+  EXPECT_FALSE(server_->serving());
+  EXPECT_THAT(server_->metrics().Scrape(), HasSubstr("twin_ready 0"));
+}
+
+}  // namespace
+}  // namespace twin
