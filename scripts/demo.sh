@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs dependencies, builds, then runs the merge job end to end on the embedded defaults:
-# small models built here -> twin-merge -> local file:// object store -> verified read-back.
+# Installs dependencies, builds, then runs the system end to end on the embedded defaults:
+# small models built here -> twin-merge -> local file:// object store -> verified read-back
+# -> twin-server -> twin-client bench with mixed-task traffic (accuracy and latency).
 #   scripts/demo.sh                 # everything under ./out/demo
+#   PORT=50051 METRICS_PORT=9090 scripts/demo.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
@@ -10,7 +12,7 @@ OUT="${OUT:-$ROOT/out/demo}"
 "$ROOT/scripts/install-deps.sh"
 export OPENBLAS_NUM_THREADS=1
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD_DIR" -j "$(nproc)" --target twin-merge twin-zoo twin-inspect
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target twin-merge twin-zoo twin-inspect twin-server twin-client
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 echo "== building the small demo models (base + 4 fine-tuned experts) in $OUT/zoo"
@@ -21,3 +23,30 @@ echo "== reading the published version back (every digest verified) and fusing"
 "$BUILD_DIR/bin/twin-inspect" --store "file://$OUT/store" --cache "$OUT/cache" --zoo "$OUT/zoo"
 echo "== report: $OUT/report.md"
 sed -n '1,40p' "$OUT/report.md"
+
+PORT="${PORT:-50151}"
+METRICS_PORT="${METRICS_PORT:-9191}"
+echo "== twin-server on 127.0.0.1:$PORT (metrics on :$METRICS_PORT)"
+"$BUILD_DIR/bin/twin-server" --artifact_uri "file://$OUT/store" --cache_dir "$OUT/server-cache" \
+  --listen "127.0.0.1:$PORT" --metrics_listen "127.0.0.1:$METRICS_PORT" --device cpu \
+  > "$OUT/server.log" 2>&1 &
+SERVER_PID=$!
+trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
+CLIENT=("$BUILD_DIR/bin/twin-client" --target "127.0.0.1:$PORT")
+for _ in $(seq 1 120); do
+  if "${CLIENT[@]}" health >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then cat "$OUT/server.log"; exit 1; fi
+  sleep 0.5
+done
+"${CLIENT[@]}" health
+"${CLIENT[@]}" info
+echo "== mixed-task traffic, task unknown (the router picks the head): 8 concurrent clients"
+"${CLIENT[@]}" bench --data "$OUT/zoo" --concurrency 8 --requests 2000
+echo "== mixed-task traffic, task given by the client"
+"${CLIENT[@]}" bench --data "$OUT/zoo" --concurrency 8 --requests 2000 --send_task
+echo "== a few server metrics"
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E "^twin_(cache_hits|cache_misses|fusions|batch_size_(sum|count))" || true
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID" || true
+trap - EXIT
+echo "== server stopped (drained on SIGTERM); log: $OUT/server.log"
