@@ -7,6 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -25,6 +28,7 @@
 #include "merge_offline/merge_job.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_models.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "twinmerge/v1/twinmerge.grpc.pb.h"
 
 namespace twin {
@@ -410,9 +414,24 @@ std::string HttpGet(int port, const std::string& path) {
   return out;
 }
 
+// grpc.health.v1 status of `service` ("" = the whole server).
+std::string HealthOf(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return "error " + std::to_string(status.error_code());
+  return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+}
+
 TEST_F(TwinServerTest, MetricsModelInfoAndHealthTransitions) {
   StartServer(TestConfig(dir_.Join("cache")), /*load=*/false);
   EXPECT_FALSE(server_->serving());
+  EXPECT_EQ(HealthOf(channel_, ""), "NOT_SERVING");
+  EXPECT_EQ(HealthOf(channel_, "twinmerge.v1.TwinMerge"), "NOT_SERVING");
   InferRequest request;
   request.set_text("before load");
   request.set_task("task0");
@@ -422,6 +441,8 @@ TEST_F(TwinServerTest, MetricsModelInfoAndHealthTransitions) {
 
   ASSERT_TRUE(server_->LoadVersion().ok());
   EXPECT_TRUE(server_->serving());
+  EXPECT_EQ(HealthOf(channel_, ""), "SERVING");
+  EXPECT_EQ(HealthOf(channel_, "twinmerge.v1.TwinMerge"), "SERVING");
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(Call(request, &reply).ok());
   const std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_THAT(metrics, HasSubstr("twin_ready 1"));
@@ -444,6 +465,77 @@ TEST_F(TwinServerTest, MetricsModelInfoAndHealthTransitions) {
   server_->Shutdown();
   EXPECT_FALSE(server_->serving());
   EXPECT_THAT(server_->metrics().Scrape(), HasSubstr("twin_ready 0"));
+}
+
+TEST_F(TwinServerTest, CancelledRequestsLeaveTheQueue) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.queue.max_batch_size = 64;
+  config.queue.max_queue_delay_us = 30'000'000;  // requests wait until cancelled
+  StartServer(config);
+  InferRequest request;
+  request.set_text("to be cancelled");
+  grpc::ClientContext context;
+  InferResponse reply;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub_->async()->Infer(&context, &request, &reply, [&](grpc::Status s) {
+    std::lock_guard<std::mutex> lock(mu);
+    status = s;
+    done = true;
+    cv.notify_all();
+  });
+  for (int i = 0; i < 150 && server_->metrics().Scrape().find("twin_queue_waiting 1") ==
+                                 std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  context.TryCancel();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; }));
+  }
+  EXPECT_EQ(status.error_code(), grpc::CANCELLED);
+  // The server dropped it from the queue (its own record of the request says CANCELLED).
+  bool recorded = false;
+  for (int i = 0; i < 150 && !recorded; ++i) {
+    recorded = server_->metrics().Scrape().find("code=\"CANCELLED\"") != std::string::npos;
+    if (!recorded) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(recorded);
+}
+
+TEST_F(TwinServerTest, ShutdownAnswersEverythingAlreadyAccepted) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.queue.max_batch_size = 4;
+  config.queue.max_queue_delay_us = 200'000;
+  StartServer(config);
+  constexpr int kRequests = 24;
+  std::atomic<int> ok{0}, unavailable{0}, other{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kRequests; ++i) {
+    clients.emplace_back([&, i] {
+      InferRequest request;
+      request.set_text(absl::StrCat("drain ", i));
+      InferResponse reply;
+      grpc::Status s = Call(request, &reply, 20000);
+      if (s.ok()) {
+        ++ok;
+      } else if (s.error_code() == grpc::UNAVAILABLE) {
+        ++unavailable;
+      } else {
+        ++other;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  server_->Shutdown();
+  for (auto& t : clients) t.join();
+  // Accepted requests finish; requests arriving during shutdown are refused, never lost.
+  EXPECT_EQ(ok + unavailable, kRequests);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_GT(ok.load(), 0);
 }
 
 }  // namespace
