@@ -2,6 +2,9 @@
 //
 //   twin-server --config server.yaml [--artifact_uri file:///data/store] [--listen 0.0.0.0:50051]
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -26,6 +29,18 @@ ABSL_FLAG(int, threads, -1, "LibTorch intra-op threads (0 = all cores).");
 ABSL_FLAG(int, load_retry_ms, 2000, "Wait between attempts while the artifact set cannot load.");
 
 namespace {
+
+// SIGTERM/SIGINT write one byte here; a thread reads it and drains. A handler (rather than a
+// blocked signal mask) is needed because libraries start threads before main() runs, and a
+// signal delivered to one of them would otherwise take its default action and kill the process.
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void OnSignal(int sig) {
+  const unsigned char byte = static_cast<unsigned char>(sig);
+  const int saved = errno;
+  (void)!write(g_signal_pipe[1], &byte, 1);
+  errno = saved;
+}
 
 void Log(const std::string& line) {
   std::fprintf(stderr, "[twin-server] %s\n", line.c_str());
@@ -66,12 +81,17 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // SIGTERM / SIGINT are handled by a dedicated thread (blocked everywhere else).
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (pipe(g_signal_pipe) != 0) {
+    Log("cannot create the signal pipe");
+    return 1;
+  }
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  signal(SIGPIPE, SIG_IGN);
 
   Log(twin::ConfigureTorchRuntime({config.intra_op_threads}));
   auto server = twin::TwinServer::Start(config);
@@ -84,8 +104,10 @@ int main(int argc, char** argv) {
 
   std::atomic<bool> stop{false};
   std::thread signal_thread([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
+    unsigned char sig = 0;
+    while (read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
+    if (sig == 0) return;  // woken by main at exit
     Log(std::string("signal ") + std::to_string(sig) + ": draining");
     stop = true;
     (*server)->Shutdown();
@@ -103,6 +125,10 @@ int main(int argc, char** argv) {
     }
   }
   (*server)->Wait();
+  if (!stop) {
+    const unsigned char wake = 0;
+    (void)!write(g_signal_pipe[1], &wake, 1);
+  }
   signal_thread.join();
   Log("stopped");
   return 0;

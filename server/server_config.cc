@@ -79,6 +79,7 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_connection_age_ms < 0) return Bad("max_connection_age_ms", "must be >= 0");
   if (c.drain_timeout_ms < 0) return Bad("drain_timeout_ms", "must be >= 0");
   if (c.warmup_requests < 0) return Bad("warmup_requests", "must be >= 0");
+  if (c.kserve_model_name.empty()) return Bad("kserve.model_name", "must not be empty");
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
   if (!kLevels.count(c.log_level)) return Bad("log_level", "must be debug|info|warning|error");
   return absl::OkStatus();
@@ -98,7 +99,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
                              "artifact_version", "cache_dir", "device", "intra_op_threads",
                              "workers", "batching", "cache", "cluster_key", "routing", "limits",
                              "max_connection_age_ms", "drain_timeout_ms", "warmup_requests",
-                             "log_level"}));
+                             "log_level", "kserve"}));
   RETURN_IF_ERROR(Read(root, "listen_address", "", &c.listen_address));
   RETURN_IF_ERROR(Read(root, "metrics_address", "", &c.metrics_address));
   RETURN_IF_ERROR(Read(root, "artifact_uri", "", &c.artifact_uri));
@@ -152,6 +153,10 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     RETURN_IF_ERROR(Read(l, "max_message_bytes", "limits", &c.max_message_bytes));
     RETURN_IF_ERROR(Read(l, "max_request_id_bytes", "limits", &c.max_request_id_bytes));
     RETURN_IF_ERROR(Read(l, "max_text_bytes", "limits", &c.max_text_bytes));
+  }
+  if (const YAML::Node k = root["kserve"]) {
+    RETURN_IF_ERROR(CheckKeys(k, "kserve", {"model_name"}));
+    RETURN_IF_ERROR(Read(k, "model_name", "kserve", &c.kserve_model_name));
   }
   RETURN_IF_ERROR(Read(root, "max_connection_age_ms", "", &c.max_connection_age_ms));
   RETURN_IF_ERROR(Read(root, "drain_timeout_ms", "", &c.drain_timeout_ms));

@@ -20,6 +20,7 @@
 //   max_connection_age_ms: 300000       # GOAWAY after this, so L4 balancers rebalance
 //   drain_timeout_ms: 30000
 //   warmup_requests: 4
+//   kserve: {model_name: twin-merging}  # model name on the Open Inference Protocol service
 //   log_level: info                     # debug | info | warning | error
 //
 // Thread-safety: plain value types.
@@ -61,6 +62,8 @@ struct ServerConfig {
   int64_t drain_timeout_ms = 30000;
   int warmup_requests = 4;
   std::string log_level = "info";
+  // The one model that inference.GRPCInferenceService (KServe v2) serves.
+  std::string kserve_model_name = "twin-merging";
 };
 
 absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text);

@@ -12,6 +12,7 @@
 #include "core/tokenizer.h"
 #include <ATen/ATen.h>
 #include "server/batch_workers.h"
+#include "server/kserve_service.h"
 #include "server/request_queue.h"
 #include "server/twin_service.h"
 
@@ -39,6 +40,10 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
                                                     server->processor_.get(), worker_options);
   server->workers_->Start();
   server->service_ = std::make_unique<TwinService>(server.get());
+  KServeOptions kserve_options;
+  kserve_options.model_name = config.kserve_model_name;
+  kserve_options.max_rows = config.queue.max_queue_size;  // every row is queued
+  server->kserve_service_ = std::make_unique<KServeService>(server.get(), kserve_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -46,6 +51,7 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
   builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(),
                            &server->port_);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->kserve_service_.get());
   builder.SetMaxReceiveMessageSize(config.max_message_bytes);
   builder.SetMaxSendMessageSize(config.max_message_bytes);
   if (config.max_connection_age_ms > 0) {

@@ -32,6 +32,7 @@ class Server;
 namespace twin {
 
 class BatchWorkers;
+class KServeService;
 class RequestQueue;
 class TwinService;
 
@@ -73,6 +74,7 @@ class TwinServer {
   std::unique_ptr<InferProcessor> processor_;
   std::unique_ptr<BatchWorkers> workers_;
   std::unique_ptr<TwinService> service_;
+  std::unique_ptr<KServeService> kserve_service_;  // inference.GRPCInferenceService
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
 

@@ -42,11 +42,13 @@ def load_safetensors(path):
         header = json.loads(f.read(header_bytes))
         data = bytearray(os.path.getsize(path) - 8 - header_bytes)
         if f.readinto(data) != len(data):
-            sys.exit(f"{path}: truncated data section")
+            raise ValueError(f"{path}: truncated data section")
     tensors = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
+        if info["dtype"] not in DTYPES:
+            raise ValueError(f"{path}: tensor '{name}' has unknown dtype {info['dtype']}")
         dtype = DTYPES[info["dtype"]]
         begin, end = info["data_offsets"]
         count = (end - begin) // torch.tensor([], dtype=dtype).element_size()
@@ -105,6 +107,9 @@ def main():
         if head.search(name):
             continue
         theta0 = theta0.float()
+        missing = [p for p, e in zip(args.experts, experts) if name not in e]
+        if missing:
+            raise KeyError(f"{missing[0]}: tensor '{name}' of the base is missing")
         tau = sum(e[name].float() - theta0 for e in experts)
         merged[name] = theta0 + args.lam * tau
     save_safetensors(os.path.join(args.out, "shared.safetensors"), merged)
@@ -119,6 +124,8 @@ def main():
                 if head.search(name):
                     factors[name] = theta
                     continue
+                if name not in merged:
+                    raise KeyError(f"{args.experts[t]}: tensor '{name}' is not in the base")
                 v = theta.float() - merged[name]
                 if v.dim() < 2:
                     factors[name + ".delta"] = v
@@ -141,4 +148,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        sys.exit(f"reference_merge: {type(e).__name__}: {e}")

@@ -1,7 +1,10 @@
-// twin-zoo: builds the tiny zoo (a base model and fine-tuned experts on synthetic token tasks)
-// and a merge.yaml for it.
+// twin-zoo: builds a zoo (a base model, fine-tuned experts, router examples, test splits) and
+// a merge.yaml for it.
 //
 //   twin-zoo --out DIR [--store file:///DIR/store] [--tasks 4] [--dim 32] [--seed 7]
+//       the tiny zoo: synthetic token tasks, seconds (tests and the demo)
+//   twin-zoo --size lite|full --data DIR --out DIR [--store URI] [--seed 7] [--threads 0]
+//       the byte-level Transformer zoo on the corpora written by bench/zoo/prepare_data.sh
 
 #include <cstdio>
 #include <filesystem>
@@ -12,7 +15,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "bench/zoo/byte_zoo.h"
 #include "bench/zoo/tiny_zoo.h"
+#include "core/torch_runtime.h"
+#include "torch/csrc/jit/python/update_graph_executor_opt.h"
 
 ABSL_FLAG(std::string, out, "", "Output directory (required).");
 ABSL_FLAG(std::string, store, "", "Object store URI written into merge.yaml (default: OUT/store).");
@@ -21,17 +28,81 @@ ABSL_FLAG(int, dim, 32, "Model width.");
 ABSL_FLAG(int, vocab, 128, "Vocabulary size.");
 ABSL_FLAG(int, seed, 7, "Seed for data and training.");
 ABSL_FLAG(std::string, merge_method, "task_arithmetic", "merge_method written into merge.yaml.");
-ABSL_FLAG(double, ratio, 0.25, "Twin rank ratio written into merge.yaml.");
+ABSL_FLAG(double, ratio, 0.25, "Twin rank ratio written into merge.yaml (tiny zoo).");
+ABSL_FLAG(std::string, size, "", "Byte-level zoo size: lite or full (empty: the tiny zoo).");
+ABSL_FLAG(std::string, data, "", "Directory with <task>.{train,validation,test}.tsv (--size).");
+ABSL_FLAG(std::string, zoo_tasks, twin::zoo::kDefaultZooTasks, "Tasks of the byte-level zoo.");
+ABSL_FLAG(int, threads, 0, "Intra-op threads (0 = all cores).");
+ABSL_FLAG(int, max_train, 0,
+          "Byte-level zoo: at most this many train examples per task (0 = all).");
+ABSL_FLAG(int, pretrain_steps, 0, "Byte-level zoo: override the size's pretraining steps.");
+ABSL_FLAG(int, finetune_steps, 0, "Byte-level zoo: override the size's fine-tuning steps.");
+ABSL_FLAG(int, measure_steps, 0,
+          "Byte-level zoo: only time this many training steps of the size and print s/step.");
+ABSL_FLAG(bool, jit_optimize, false,
+          "Let the TorchScript graph executor profile and specialise (slower here: every new "
+          "batch length is a new shape).");
+
+namespace {
+
+int BuildByteLevelZoo(const std::string& out) {
+  if (absl::GetFlag(FLAGS_data).empty()) {
+    std::fprintf(stderr, "twin-zoo: --size needs --data (run bench/zoo/prepare_data.sh)\n");
+    return 2;
+  }
+  auto options = twin::zoo::ByteZooPreset(absl::GetFlag(FLAGS_size));
+  if (!options.ok()) {
+    std::fprintf(stderr, "twin-zoo: %s\n", options.status().ToString().c_str());
+    return 2;
+  }
+  options->tasks = absl::StrSplit(absl::GetFlag(FLAGS_zoo_tasks), ',', absl::SkipEmpty());
+  options->seed = absl::GetFlag(FLAGS_seed);
+  options->store = absl::GetFlag(FLAGS_store);
+  options->max_train_per_task = absl::GetFlag(FLAGS_max_train);
+  if (absl::GetFlag(FLAGS_pretrain_steps) > 0) {
+    options->pretrain.steps = absl::GetFlag(FLAGS_pretrain_steps);
+  }
+  if (absl::GetFlag(FLAGS_finetune_steps) > 0) {
+    options->finetune.steps = absl::GetFlag(FLAGS_finetune_steps);
+  }
+  std::fprintf(stderr, "twin-zoo: %s\n",
+               twin::ConfigureTorchRuntime({absl::GetFlag(FLAGS_threads)}).c_str());
+  torch::jit::setGraphExecutorOptimize(absl::GetFlag(FLAGS_jit_optimize));
+  if (absl::GetFlag(FLAGS_measure_steps) > 0) {
+    auto times = twin::zoo::MeasureStepTimes(absl::GetFlag(FLAGS_data), *options,
+                                             absl::GetFlag(FLAGS_measure_steps));
+    if (!times.ok()) {
+      std::fprintf(stderr, "twin-zoo: %s\n", times.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("%s: %.3f s/step pretraining, %.3f s/step fine-tuning (batch %lld)\n",
+                options->size.c_str(), times->pretrain_seconds, times->finetune_seconds,
+                static_cast<long long>(options->pretrain.batch_size));
+    return 0;
+  }
+  auto report = twin::zoo::BuildByteZoo(absl::GetFlag(FLAGS_data), out, *options);
+  if (!report.ok()) {
+    std::fprintf(stderr, "twin-zoo: %s\n", report.status().ToString().c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "twin-zoo: built in %.1f s\n", report->seconds);
+  std::printf("%s/merge.yaml\n", out.c_str());
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Builds the tiny zoo and its merge.yaml.\n"
-                               "Usage: twin-zoo --out DIR");
+  absl::SetProgramUsageMessage(
+      "Builds a zoo of experts and its merge.yaml.\n"
+      "Usage: twin-zoo --out DIR [--size lite|full --data DIR]");
   absl::ParseCommandLine(argc, argv);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
     std::fprintf(stderr, "twin-zoo: --out is required\n");
     return 2;
   }
+  if (!absl::GetFlag(FLAGS_size).empty()) return BuildByteLevelZoo(out);
   if (absl::GetFlag(FLAGS_tasks) < 2 || absl::GetFlag(FLAGS_dim) < 2 ||
       absl::GetFlag(FLAGS_vocab) < 2 * absl::GetFlag(FLAGS_tasks) * 3) {
     std::fprintf(stderr, "twin-zoo: need --tasks >= 2, --dim >= 2, --vocab >= 6 * tasks\n");
@@ -52,7 +123,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::string store = absl::GetFlag(FLAGS_store);
-  if (store.empty()) store = absl::StrCat("file://", std::filesystem::absolute(out).string(), "/store");
+  if (store.empty())
+    store = absl::StrCat("file://", std::filesystem::absolute(out).string(), "/store");
   std::ofstream yaml(out + "/merge.yaml");
   yaml << "# Twin-Merging of the tiny zoo (written by twin-zoo).\n"
        << "merge_method: " << absl::GetFlag(FLAGS_merge_method) << "\n"

@@ -1,0 +1,346 @@
+#include "bench/zoo/byte_zoo.h"
+
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/manifest.h"
+#include "core/safetensors.h"
+#include "core/status_macros.h"
+#include "core/tokenizer.h"
+
+namespace twin::zoo {
+namespace {
+
+constexpr char kSplits[][12] = {"train", "validation", "test"};
+constexpr int64_t kBaseClasses = 2;  // the base model's head is a placeholder
+
+struct TaskData {
+  std::string name;
+  std::vector<std::string> labels;
+  TextSplit split[3];  // train, validation, test
+};
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+absl::StatusOr<TaskData> ReadTask(const std::string& dir, const std::string& task,
+                                  int64_t max_train) {
+  TaskData data;
+  data.name = task;
+  for (int s = 0; s < 3; ++s) {
+    ASSIGN_OR_RETURN(
+        data.split[s],
+        ReadTsvSplit(absl::StrCat(dir, "/", task, ".", kSplits[s], ".tsv"), &data.labels));
+  }
+  TextSplit& train = data.split[0];
+  if (max_train > 0 && static_cast<int64_t>(train.texts.size()) > max_train) {
+    train.texts.resize(max_train);
+    train.labels.resize(max_train);
+  }
+  if (data.labels.size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task ", task, ": needs at least 2 labels in ", dir, "/", task, ".train.tsv"));
+  }
+  return data;
+}
+
+absl::StatusOr<TokenizedExamples> Tokenize(const Tokenizer& tokenizer, const TextSplit& split) {
+  ASSIGN_OR_RETURN(TokenBatch batch, tokenizer.Encode(split.texts));
+  TokenizedExamples out{batch.input_ids, batch.attention_mask, {}};
+  if (!split.labels.empty()) {
+    out.labels = at::tensor(split.labels, at::kLong);
+  }
+  return out;
+}
+
+absl::Status Save(torch::jit::Module& module, const std::string& path) {
+  try {
+    module.eval();
+    module.save(path);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("cannot save ", path, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+std::string Quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream out(path);
+  out << content;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
+                      const std::string& store) {
+  std::string y = absl::StrCat(
+      "# Twin-Merging of the byte-level benchmark zoo (written by "
+      "twin-zoo --size ",
+      o.size, ").\n", "merge_method: task_arithmetic\nbase_model: base.pt\nmodels:\n");
+  for (const ByteZooTask& t : report.tasks) {
+    std::vector<std::string> labels;
+    for (const auto& l : t.labels) labels.push_back(Quoted(l));
+    absl::StrAppend(&y, "  - model: ", t.name, ".pt\n    name: ", t.name, "\n    labels: [",
+                    absl::StrJoin(labels, ", "), "]\n    router_data: ", t.name,
+                    ".router.safetensors\n");
+  }
+  absl::StrAppend(
+      &y, "parameters: {lambda: 0.3}\n", "tokenizer: {type: bytes, max_length: ", o.model.max_len,
+      ", pad_id: 0, bos_id: 1, offset: ", kByteOffset, "}\n",
+      "twin: {rank_policy: ratio, ratio: ", o.twin_ratio, "}\n",
+      "router: {max_epochs: 100, patience: 10}\n", "output: ", store, "\nseed: ", o.seed, "\n");
+  return y;
+}
+
+std::string Summary(const ByteZooOptions& o, const ByteZooReport& r) {
+  const ByteTransformerOptions& m = o.model;
+  std::string s = absl::StrFormat(
+      "# Byte-level zoo (%s)\n\n"
+      "Encoder: %d layers, width %d, %d heads, feed-forward %d, %d bytes, dropout %.2f; "
+      "%d parameters per expert.\n\n"
+      "Pretraining (masked bytes, %.0f%% of positions): %d texts, %d steps of %d, "
+      "lr %.1e, final loss %.3f, %.1f s (%.3f s/step).\n\n"
+      "Fine-tuning: %d steps of %d per task, lr %.1e.\n\n"
+      "| task | classes | train | validation | test | expert validation accuracy | seconds |\n"
+      "|---|---|---|---|---|---|---|\n",
+      o.size, m.layers, m.dim, m.heads, m.ff_dim, m.max_len, m.dropout, r.parameters,
+      100 * o.pretrain.mask_fraction, r.pretrain_texts, r.pretraining.steps, o.pretrain.batch_size,
+      o.pretrain.learning_rate, r.pretraining.final_loss, r.pretraining.seconds,
+      r.pretraining.seconds_per_step, o.finetune.steps, o.finetune.batch_size,
+      o.finetune.learning_rate);
+  for (const ByteZooTask& t : r.tasks) {
+    absl::StrAppendFormat(&s, "| %s | %d | %d | %d | %d | %.4f | %.1f |\n", t.name, t.labels.size(),
+                          t.train_examples, t.validation_examples, t.test_examples,
+                          t.validation_accuracy, t.training.seconds);
+  }
+  absl::StrAppendFormat(&s, "\nTotal: %.1f s.\n", r.seconds);
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> UnescapeTsvText(std::string_view escaped) {
+  std::string out;
+  out.reserve(escaped.size());
+  for (size_t i = 0; i < escaped.size(); ++i) {
+    if (escaped[i] != '\\') {
+      out += escaped[i];
+      continue;
+    }
+    const char next = i + 1 < escaped.size() ? escaped[i + 1] : '\0';
+    if (next == 'n') {
+      out += '\n';
+    } else if (next == 't') {
+      out += '\t';
+    } else if (next == '\\') {
+      out += '\\';
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid escape '\\", std::string(1, next), "' at byte ", i));
+    }
+    ++i;
+  }
+  return out;
+}
+
+absl::StatusOr<TextSplit> ReadTsvSplit(const std::string& path,
+                                       std::vector<std::string>* label_names) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::vector<std::pair<std::string, std::string>> rows;
+  int64_t line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line.empty()) continue;
+    const size_t tab = line.find('\t');
+    if (tab == std::string::npos || tab == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": expected 'label<TAB>text'"));
+    }
+    auto text = UnescapeTsvText(std::string_view(line).substr(tab + 1));
+    if (!text.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": ", text.status().message()));
+    }
+    rows.emplace_back(line.substr(0, tab), *std::move(text));
+  }
+  if (rows.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " has no examples"));
+  if (label_names->empty()) {
+    std::set<std::string> names;
+    for (const auto& row : rows) names.insert(row.first);
+    label_names->assign(names.begin(), names.end());
+  }
+  TextSplit split;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    auto it = std::find(label_names->begin(), label_names->end(), rows[i].first);
+    if (it == label_names->end()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": label '", rows[i].first,
+                                                     "' is not one of the train split's labels [",
+                                                     absl::StrJoin(*label_names, ", "), "]"));
+    }
+    split.labels.push_back(it - label_names->begin());
+    split.texts.push_back(std::move(rows[i].second));
+  }
+  return split;
+}
+
+absl::StatusOr<ByteZooOptions> ByteZooPreset(const std::string& size) {
+  ByteZooOptions o;
+  o.size = size;
+  o.tasks = absl::StrSplit(kDefaultZooTasks, ',');
+  ByteTransformerOptions& m = o.model;
+  if (size == "lite") {
+    m.layers = 2, m.dim = 64, m.heads = 4, m.ff_dim = 128, m.max_len = 64;
+    o.pretrain.steps = 800, o.pretrain.learning_rate = 2e-3;
+    o.finetune.steps = 250, o.finetune.learning_rate = 1e-3;
+  } else if (size == "full") {
+    m.layers = 4, m.dim = 192, m.heads = 6, m.ff_dim = 768, m.max_len = 128;
+    o.pretrain.steps = 1000, o.pretrain.learning_rate = 1e-3;
+    o.finetune.steps = 250, o.finetune.learning_rate = 3e-4;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown zoo size '", size, "' (expected lite or full)"));
+  }
+  return o;
+}
+
+absl::StatusOr<StepTimes> MeasureStepTimes(const std::string& data_dir, const ByteZooOptions& o,
+                                           int64_t steps) {
+  if (o.tasks.empty() || steps < 1) {
+    return absl::InvalidArgumentError("measuring needs a task and at least one step");
+  }
+  ASSIGN_OR_RETURN(TaskData task, ReadTask(data_dir, o.tasks[0], o.max_train_per_task));
+  TokenizerSpec spec;
+  spec.max_length = o.model.max_len;
+  ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(spec));
+  ASSIGN_OR_RETURN(TokenizedExamples train, Tokenize(*tokenizer, task.split[0]));
+  ByteTransformerOptions model = o.model;
+  model.with_mlm = true;
+  model.num_classes = static_cast<int64_t>(task.labels.size());
+  ASSIGN_OR_RETURN(torch::jit::Module module, MakeByteTransformer(model));
+  StepTimes times;
+  for (int phase = 0; phase < 2; ++phase) {
+    TrainOptions t = phase == 0 ? o.pretrain : o.finetune;
+    t.steps = 1;  // the first step also compiles the graph
+    if (phase == 0) {
+      RETURN_IF_ERROR(PretrainMaskedBytes(module, train, t).status());
+    } else {
+      RETURN_IF_ERROR(FineTune(module, train, t).status());
+    }
+    t.steps = steps;
+    ASSIGN_OR_RETURN(TrainStats s, phase == 0 ? PretrainMaskedBytes(module, train, t)
+                                              : FineTune(module, train, t));
+    (phase == 0 ? times.pretrain_seconds : times.finetune_seconds) = s.seconds_per_step;
+  }
+  return times;
+}
+
+absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const std::string& out_dir,
+                                           const ByteZooOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+  std::vector<TaskData> tasks;
+  for (const std::string& task : o.tasks) {
+    ASSIGN_OR_RETURN(TaskData data, ReadTask(data_dir, task, o.max_train_per_task));
+    tasks.push_back(std::move(data));
+  }
+  if (tasks.size() < 2) return absl::InvalidArgumentError("the zoo needs at least 2 tasks");
+  TokenizerSpec spec;
+  spec.max_length = o.model.max_len;
+  spec.offset = kByteOffset;
+  ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(spec));
+
+  ByteZooReport report;
+  TextSplit corpus;  // unlabeled: the train splits' text only
+  for (const TaskData& t : tasks) {
+    corpus.texts.insert(corpus.texts.end(), t.split[0].texts.begin(), t.split[0].texts.end());
+  }
+  report.pretrain_texts = static_cast<int64_t>(corpus.texts.size());
+  ASSIGN_OR_RETURN(TokenizedExamples corpus_tokens, Tokenize(*tokenizer, corpus));
+  ByteTransformerOptions model = o.model;
+  model.with_mlm = true;
+  model.seed = o.seed;
+  ASSIGN_OR_RETURN(torch::jit::Module pretrained, MakeByteTransformer(model));
+  TrainOptions pretrain = o.pretrain;
+  pretrain.seed = o.seed;
+  std::fprintf(stderr, "twin-zoo: pretraining on %lld texts, %lld steps\n",
+               static_cast<long long>(report.pretrain_texts),
+               static_cast<long long>(pretrain.steps));
+  ASSIGN_OR_RETURN(report.pretraining, PretrainMaskedBytes(pretrained, corpus_tokens, pretrain));
+  std::fprintf(stderr, "twin-zoo: pretraining loss %.3f, %.1f s\n", report.pretraining.final_loss,
+               report.pretraining.seconds);
+
+  model.num_classes = kBaseClasses;
+  ASSIGN_OR_RETURN(torch::jit::Module base, ExportClassifier(pretrained, model));
+  RETURN_IF_ERROR(Save(base, out_dir + "/base.pt"));
+
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const TaskData& t = tasks[i];
+    ByteZooTask result;
+    result.name = t.name;
+    result.labels = t.labels;
+    ASSIGN_OR_RETURN(TokenizedExamples train, Tokenize(*tokenizer, t.split[0]));
+    ASSIGN_OR_RETURN(TokenizedExamples validation, Tokenize(*tokenizer, t.split[1]));
+    ASSIGN_OR_RETURN(TokenizedExamples test, Tokenize(*tokenizer, t.split[2]));
+    result.train_examples = train.input_ids.size(0);
+    result.validation_examples = validation.input_ids.size(0);
+    result.test_examples = test.input_ids.size(0);
+
+    model.num_classes = static_cast<int64_t>(t.labels.size());
+    model.seed = o.seed + 1 + i;  // the head's initialisation
+    ASSIGN_OR_RETURN(torch::jit::Module expert, ExportClassifier(pretrained, model));
+    TrainOptions finetune = o.finetune;
+    finetune.seed = o.seed + 1 + i;
+    ASSIGN_OR_RETURN(result.training, FineTune(expert, train, finetune));
+    ASSIGN_OR_RETURN(result.validation_accuracy, ClassifierAccuracy(expert, validation));
+    std::fprintf(stderr, "twin-zoo: %s: validation accuracy %.4f (%zu classes), %.1f s\n",
+                 t.name.c_str(), result.validation_accuracy, t.labels.size(),
+                 result.training.seconds);
+    if (report.parameters == 0) {
+      for (const auto& p : expert.parameters()) report.parameters += p.numel();
+    }
+    const std::string prefix = absl::StrCat(out_dir, "/", t.name);
+    RETURN_IF_ERROR(Save(expert, prefix + ".pt"));
+    RETURN_IF_ERROR(WriteSafetensors(
+        prefix + ".router.safetensors",
+        {{"input_ids", validation.input_ids}, {"attention_mask", validation.attention_mask}}));
+    RETURN_IF_ERROR(
+        WriteSafetensors(prefix + ".test.safetensors", {{"input_ids", test.input_ids},
+                                                        {"attention_mask", test.attention_mask},
+                                                        {"labels", test.labels}}));
+    report.tasks.push_back(std::move(result));
+  }
+  std::string store = o.store;
+  if (store.empty()) {
+    store = absl::StrCat("file://", std::filesystem::absolute(out_dir).string(), "/store");
+  }
+  RETURN_IF_ERROR(WriteFile(out_dir + "/merge.yaml", MergeYaml(o, report, store)));
+  report.seconds = SecondsSince(start);
+  RETURN_IF_ERROR(WriteFile(out_dir + "/zoo.md", Summary(o, report)));
+  return report;
+}
+
+}  // namespace twin::zoo
