@@ -7,6 +7,10 @@
 #include <random>
 #include <regex>
 #include <set>
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <thread>
 
 #include <ATen/ATen.h>
 
@@ -90,6 +94,7 @@ struct Job {
   std::vector<std::vector<std::string>> labels;
   std::vector<TokenExamples> router_examples;
   int64_t embed_dim = 0;
+  int compress_workers = 1;
   int64_t num_parameters = 0;
   uint64_t expert_bytes = 0;
   Manifest manifest;
@@ -285,6 +290,71 @@ struct Outputs {
   std::vector<std::string> twin_paths;
 };
 
+// Runs fn(0..n-1) on up to `workers` threads (inline when workers <= 1).
+void ParallelFor(size_t n, int workers, const std::function<void(size_t)>& fn) {
+  const size_t threads = std::min<size_t>(n, static_cast<size_t>(std::max(1, workers)));
+  if (threads <= 1) {
+    for (size_t k = 0; k < n; ++k) fn(k);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+  for (size_t w = 0; w < threads; ++w) {
+    pool.emplace_back([&] {
+      for (size_t k; (k = next.fetch_add(1)) < n;) fn(k);
+    });
+  }
+  for (auto& th : pool) th.join();
+}
+
+// Twin vector of task t for tensor `name`: dense for 1-D tensors, factored otherwise.
+absl::Status CompressTwin(const Job& job, const std::string& name, size_t index,
+                          const at::Tensor& shared, const at::Tensor& shared_f,
+                          const at::Tensor& expert, size_t t,
+                          const std::vector<std::vector<int64_t>>& budget, const SvdOptions& svd,
+                          c10::ScalarType twin_type, SafetensorsWriter* writer,
+                          std::optional<TwinTensorEntry>* entry_out) {
+  const MergeJobConfig& c = job.config;
+  try {
+    const at::Tensor delta = expert.to(at::kFloat) - shared_f;
+    if (shared.dim() < 2) {
+      if (delta.abs().max().item<double>() > 0) {
+        RETURN_IF_ERROR(writer->Add(name + ".delta", delta.to(twin_type)));
+      }
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
+    int64_t rank = 0;
+    if (c.rank_policy.kind == RankPolicy::kBudget) {
+      rank = budget[t][index];
+    } else if (c.rank_policy.kind == RankPolicy::kEnergy) {
+      ASSIGN_OR_RETURN(at::Tensor s, SingularValues(delta));
+      rank = ChooseRank(c.rank_policy, md.first, md.second, s);
+    } else {
+      rank = ChooseRank(c.rank_policy, md.first, md.second, at::Tensor());
+    }
+    ASSIGN_OR_RETURN(Factorization f, CompressDelta(delta, rank, svd));
+    TwinTensorEntry entry;
+    entry.task = c.experts[t].name;
+    entry.name = name;
+    entry.shape = shared.sizes().vec();
+    entry.rows = md.first;
+    entry.cols = md.second;
+    entry.rank = f.norm > 0 ? f.rank : 0;
+    entry.rel_error = f.rel_error;
+    entry.delta_norm = f.norm;
+    if (entry.rank > 0) {
+      RETURN_IF_ERROR(writer->Add(name + ".us", f.us.to(twin_type)));
+      RETURN_IF_ERROR(writer->Add(name + ".v", f.v.to(twin_type)));
+    }
+    *entry_out = std::move(entry);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("tensor '", name, "' of task ", c.experts[t].name,
+                                            ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status MergeAndCompress(Job& job, Outputs* out) {
   const MergeJobConfig& c = job.config;
   const size_t tasks = job.experts.size();
@@ -317,39 +387,18 @@ absl::Status MergeAndCompress(Job& job, Outputs* out) {
     ASSIGN_OR_RETURN(at::Tensor shared, MergeOne(job, name, i, &experts));
     RETURN_IF_ERROR(shared_writer->Add(name, shared));
     const at::Tensor shared_f = shared.to(at::kFloat);
+    // The T twin vectors of a tensor are independent: compress them on parallel workers
+    // (the SVD itself runs single-threaded under OPENBLAS_NUM_THREADS=1). Each task writes only
+    // its own file; manifest entries are appended in task order afterwards.
+    std::vector<absl::Status> statuses(tasks);
+    std::vector<std::optional<TwinTensorEntry>> entries(tasks);
+    ParallelFor(tasks, job.compress_workers, [&](size_t t) {
+      statuses[t] = CompressTwin(job, name, i, shared, shared_f, experts[t], t, budget, svd,
+                                 twin_type, twin_writers[t].get(), &entries[t]);
+    });
     for (size_t t = 0; t < tasks; ++t) {
-      const at::Tensor delta = experts[t].to(at::kFloat) - shared_f;
-      if (shared.dim() < 2) {
-        if (delta.abs().max().item<double>() > 0) {
-          RETURN_IF_ERROR(twin_writers[t]->Add(name + ".delta", delta.to(twin_type)));
-        }
-        continue;
-      }
-      ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
-      int64_t rank = 0;
-      if (c.rank_policy.kind == RankPolicy::kBudget) {
-        rank = budget[t][i];
-      } else if (c.rank_policy.kind == RankPolicy::kEnergy) {
-        ASSIGN_OR_RETURN(at::Tensor s, SingularValues(delta));
-        rank = ChooseRank(c.rank_policy, md.first, md.second, s);
-      } else {
-        rank = ChooseRank(c.rank_policy, md.first, md.second, at::Tensor());
-      }
-      ASSIGN_OR_RETURN(Factorization f, CompressDelta(delta, rank, svd));
-      TwinTensorEntry entry;
-      entry.task = c.experts[t].name;
-      entry.name = name;
-      entry.shape = shared.sizes().vec();
-      entry.rows = md.first;
-      entry.cols = md.second;
-      entry.rank = f.norm > 0 ? f.rank : 0;
-      entry.rel_error = f.rel_error;
-      entry.delta_norm = f.norm;
-      if (entry.rank > 0) {
-        RETURN_IF_ERROR(twin_writers[t]->Add(name + ".us", f.us.to(twin_type)));
-        RETURN_IF_ERROR(twin_writers[t]->Add(name + ".v", f.v.to(twin_type)));
-      }
-      job.manifest.twin_tensors.push_back(std::move(entry));
+      RETURN_IF_ERROR(statuses[t]);
+      if (entries[t]) job.manifest.twin_tensors.push_back(std::move(*entries[t]));
     }
   }
   for (size_t t = 0; t < tasks; ++t) {
@@ -466,6 +515,9 @@ absl::StatusOr<MergeJobResult> RunMergeJob(const MergeJobConfig& config,
   job.progress.Info(ConfigureTorchRuntime({config.threads}));
   ASSIGN_OR_RETURN(auto work, WorkDir::Create(options.work_dir, options.keep_work_dir));
   job.work = work->path();
+  job.compress_workers =
+      config.threads > 0 ? config.threads
+                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
   RETURN_IF_ERROR(Validate(job));
   MergeJobResult result;
