@@ -12,38 +12,29 @@
 #include "absl/strings/str_join.h"
 #include "core/artifact_set.h"
 #include "core/status_macros.h"
+#include "core/yaml_fields.h"
 
 namespace twin {
 namespace {
 
-absl::Status Bad(const std::string& path, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat("merge config: ", path, ": ", what));
+const YamlFields& Fields() {
+  static const YamlFields* fields = new YamlFields("merge config");
+  return *fields;
+}
+
+absl::Status Bad(const std::string& field, const std::string& what) {
+  return Fields().Bad(field, what);
 }
 
 absl::Status CheckKeys(const YAML::Node& node, const std::string& path,
                        const std::set<std::string>& allowed) {
-  if (!node.IsMap()) return Bad(path.empty() ? "(top level)" : path, "expected a mapping");
-  for (const auto& kv : node) {
-    const std::string key = kv.first.as<std::string>();
-    if (!allowed.count(key)) {
-      return Bad(path.empty() ? key : path + "." + key,
-                 absl::StrCat("unknown key (allowed: ", absl::StrJoin(allowed, ", "), ")"));
-    }
-  }
-  return absl::OkStatus();
+  return Fields().CheckKeys(node, path, allowed);
 }
 
 template <typename T>
 absl::Status Read(const YAML::Node& node, const std::string& key, const std::string& path,
                   T* out) {
-  const YAML::Node v = node[key];
-  if (!v) return absl::OkStatus();
-  try {
-    *out = v.as<T>();
-  } catch (const YAML::Exception&) {
-    return Bad(path.empty() ? key : path + "." + key, "has the wrong type");
-  }
-  return absl::OkStatus();
+  return Fields().Read(node, key, path, out);
 }
 
 std::string Resolve(const std::string& base_dir, const std::string& p) {

@@ -137,12 +137,11 @@ def main():
 
     cpu_share = max(summary[t]["tw_cpu"] / summary[t]["tw_wall"] for t in tasks)
     w("## Findings\n")
-    w(f"- twin-merge's CPU time stays below its wall time (CPU / wall at most {cpu_share:.2f} "
-      f"in these runs): `--threads {a.threads}` does not run the SVD work in parallel, as it is "
-      "BLAS/LAPACK calls that run single-threaded under `OPENBLAS_NUM_THREADS=1` (as does the "
-      "reference's gesdd). Compressing the T deltas of a tensor concurrently, one BLAS-bound "
-      "task per intra-op thread, is the largest remaining lever on wall time. CPU time is "
-      "also the steadier measure here: wall times swing with the machine's load.")
+    w(f"- twin-merge compresses the T deltas of each tensor on `--threads {a.threads}` workers "
+      f"(each SVD is single-threaded BLAS/LAPACK under `OPENBLAS_NUM_THREADS=1`, as is the "
+      f"reference's gesdd). Its CPU / wall ratio, at most {cpu_share:.2f} in these runs, shows "
+      "how much of that parallelism the machine gave; on a shared machine wall times swing with "
+      "the load, so CPU time is the steadier measure.")
     w("- At the time of writing (perf, T = 8) the randomized SVD is about half of twin-merge's "
       "CPU time: the 10 [m, n] x [n, 113] products about a third, the Householder QRs that "
       "re-orthonormalise each power-iteration step about a sixth. The rest is reading, "

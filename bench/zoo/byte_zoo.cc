@@ -216,8 +216,8 @@ absl::StatusOr<ByteZooOptions> ByteZooPreset(const std::string& size) {
     o.finetune.steps = 250, o.finetune.learning_rate = 1e-3;
   } else if (size == "full") {
     m.layers = 4, m.dim = 192, m.heads = 6, m.ff_dim = 768, m.max_len = 128;
-    o.pretrain.steps = 1000, o.pretrain.learning_rate = 1e-3;
-    o.finetune.steps = 250, o.finetune.learning_rate = 3e-4;
+    o.pretrain.steps = 1400, o.pretrain.learning_rate = 1e-3;
+    o.finetune.steps = 250, o.finetune.learning_rate = 5e-4;
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown zoo size '", size, "' (expected lite or full)"));

@@ -3,7 +3,7 @@
 //
 //   twin-zoo --out DIR [--store file:///DIR/store] [--tasks 4] [--dim 32] [--seed 7]
 //       the tiny zoo: synthetic token tasks, seconds (tests and the demo)
-//   twin-zoo --size lite|full --data DIR --out DIR [--store URI] [--seed 7] [--threads 0]
+//   twin-zoo --size lite|full --data DIR --out DIR [--store URI] [--seed 7] [--threads 1]
 //       the byte-level Transformer zoo on the corpora written by bench/zoo/prepare_data.sh
 
 #include <cstdio>
@@ -32,7 +32,9 @@ ABSL_FLAG(double, ratio, 0.25, "Twin rank ratio written into merge.yaml (tiny zo
 ABSL_FLAG(std::string, size, "", "Byte-level zoo size: lite or full (empty: the tiny zoo).");
 ABSL_FLAG(std::string, data, "", "Directory with <task>.{train,validation,test}.tsv (--size).");
 ABSL_FLAG(std::string, zoo_tasks, twin::zoo::kDefaultZooTasks, "Tasks of the byte-level zoo.");
-ABSL_FLAG(int, threads, 0, "Intra-op threads (0 = all cores).");
+ABSL_FLAG(int, threads, 1,
+          "Byte-level zoo: intra-op threads (0 = all cores). 1 by default: on a shared 2-core "
+          "machine two threads measured 4-10x slower per step than one");
 ABSL_FLAG(int, max_train, 0,
           "Byte-level zoo: at most this many train examples per task (0 = all).");
 ABSL_FLAG(int, pretrain_steps, 0, "Byte-level zoo: override the size's pretraining steps.");

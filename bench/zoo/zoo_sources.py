@@ -165,15 +165,17 @@ XREF = re.compile(r"([\w.:+-]+)\([1-9][a-zA-Z+]*\)")
 NAMES_SECTION = re.compile(r"(?i)\b(sections?\s+[1-9]|man[1-9]\b|manual\s+section)")
 
 
+GROFF = ["groff", "-t", "-k", "-man", "-Tutf8", "-P-cbou", "-rHY=0", "-rLL=" + MAN_WIDTH]
+
+
 def render_page(raw, cache_dir):
-    key = hashlib.sha256(raw).hexdigest()
+    """Plain text: no bold/underline overstriking, no hyphenation, MAN_WIDTH wide."""
+    key = hashlib.sha256(" ".join(GROFF).encode() + b"\0" + raw).hexdigest()
     cached = os.path.join(cache_dir, key + ".txt") if cache_dir else None
     if cached and os.path.exists(cached):
         with open(cached, encoding="utf-8") as f:
             return f.read()
-    out = subprocess.run(
-        ["groff", "-t", "-k", "-man", "-Tutf8", "-P-c", "-rHY=0", "-rLL=" + MAN_WIDTH],
-        input=raw, capture_output=True, timeout=60)
+    out = subprocess.run(GROFF, input=raw, capture_output=True, timeout=60)
     text = out.stdout.decode("utf-8", "replace")
     if cached:
         os.makedirs(cache_dir, exist_ok=True)
@@ -185,7 +187,7 @@ def render_page(raw, cache_dir):
 
 def page_paragraphs(rendered):
     """Body paragraphs without header, footer, headings or cross-reference section numbers."""
-    lines = rendered.split("\n")
+    lines = OVERSTRIKE.sub("", rendered).split("\n")
     nonblank = [i for i, line in enumerate(lines) if line.strip()]
     if len(nonblank) < 3:
         return []
@@ -242,6 +244,7 @@ def manual_items(man_dir, cache_dir, want):
 
 WINDOW_LINES = 20
 WINDOWS_PER_FILE = 3
+MIN_LETTER_SHARE = 0.3
 MODELINE = re.compile(r"-\*-|\bvim?:|\bex:\s")
 SHELLS = re.compile(rb"^#!\s*/(usr/)?bin/(env\s+)?(ba|da|k)?sh\b")
 CPP_INCLUDE_DIRS = ["c++", "absl", "torch", "ATen", "c10", "grpcpp", "google/protobuf",
@@ -324,6 +327,9 @@ def code_windows(source):
         if sum(1 for l in window if l.strip()) < 8 or max(len(l) for l in window) > 200:
             continue
         text = "\n".join(window)
+        visible = sum(1 for c in text if not c.isspace())
+        if sum(1 for c in text if c.isalpha()) < MIN_LETTER_SHARE * visible:
+            continue  # data tables, not code
         if len(text) <= 2000:
             out.append(text)
         if len(out) == WINDOWS_PER_FILE:

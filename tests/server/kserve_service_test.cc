@@ -14,6 +14,7 @@
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"
 #include "server/twin_server.h"
+#include "tests/testing/served_artifacts.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_models.h"
 #include "twinmerge/v1/twinmerge.grpc.pb.h"
@@ -30,52 +31,10 @@ using twin::testing::TempDir;
 
 constexpr char kModel[] = "twin-merging";
 
-// Builds the tiny zoo and publishes it once per test binary.
-class Artifacts {
- public:
-  static Artifacts& Get() {
-    static Artifacts* a = new Artifacts();
-    return *a;
-  }
-  std::string store() const { return dir_.Join("store"); }
-  const twin::testing::TinyZoo& zoo() const { return zoo_; }
-
- private:
-  Artifacts() {
-    twin::testing::TinyZooOptions zoo_options;
-    zoo_options.vocab = 288;  // byte-tokenized text (ids 1..259) is valid input too
-    auto zoo = twin::testing::BuildTinyZoo(dir_.path(), zoo_options);
-    EXPECT_TRUE(zoo.ok()) << zoo.status();
-    zoo_ = *zoo;
-    std::string y = absl::StrCat("base_model: ", zoo_.base_path, "\nmodels:\n");
-    for (size_t t = 0; t < zoo_.task_names.size(); ++t) {
-      absl::StrAppend(&y, "  - {model: ", zoo_.expert_paths[t], ", name: ", zoo_.task_names[t],
-                      ", router_data: ", zoo_.router_data[t], "}\n");
-    }
-    absl::StrAppend(&y, "output: ", store(), "\ntwin: {rank_policy: ratio, ratio: 0.5}\n",
-                    "router: {max_epochs: 40}\nversion: v1\n");
-    auto config = ParseMergeConfig(y, dir_.path());
-    EXPECT_TRUE(config.ok()) << config.status();
-    MergeJobOptions options;
-    options.quiet = true;
-    auto result = RunMergeJob(*config, options);
-    EXPECT_TRUE(result.ok()) << result.status();
-  }
-  TempDir dir_;
-  twin::testing::TinyZoo zoo_;
-};
+using Artifacts = twin::testing::ServedArtifacts;
 
 ServerConfig TestConfig(const std::string& cache_dir) {
-  ServerConfig c;
-  c.listen_address = "127.0.0.1:0";
-  c.metrics_address = "127.0.0.1:0";
-  c.artifact_uri = Artifacts::Get().store();
-  c.cache_dir = cache_dir;
-  c.device = "cpu";
-  c.cluster_key = {0, 0};  // exact routing
-  c.warmup_requests = 1;
-  c.drain_timeout_ms = 2000;
-  return c;
+  return twin::testing::LoopbackServerConfig(cache_dir);
 }
 
 // One zoo test row, padded to the split's length, with its mask.

@@ -1,0 +1,37 @@
+// A published tiny-zoo artifact set (version "v1", three tasks, twin rank ratio 0.5) built once
+// per test binary, and a loopback server configuration that serves it.
+//
+//   ServerConfig c = twin::testing::LoopbackServerConfig(dir.Join("cache"));
+//   auto server = TwinServer::Start(c);
+//
+// Thread-safety: ServedArtifacts::Get() is safe to call from tests (built on first use).
+#ifndef TWIN_TESTS_TESTING_SERVED_ARTIFACTS_H_
+#define TWIN_TESTS_TESTING_SERVED_ARTIFACTS_H_
+
+#include <string>
+
+#include "server/server_config.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/tiny_models.h"
+
+namespace twin::testing {
+
+class ServedArtifacts {
+ public:
+  static ServedArtifacts& Get();
+  // file store root holding version v1
+  std::string store() const { return dir_.Join("store"); }
+  const TinyZoo& zoo() const { return zoo_; }
+
+ private:
+  ServedArtifacts();
+  TempDir dir_;
+  TinyZoo zoo_;
+};
+
+// Listens on 127.0.0.1 with OS-chosen ports, CPU, exact routing (no key quantisation).
+ServerConfig LoopbackServerConfig(const std::string& cache_dir);
+
+}  // namespace twin::testing
+
+#endif  // TWIN_TESTS_TESTING_SERVED_ARTIFACTS_H_
