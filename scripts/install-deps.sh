@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the project needs to build, test and run.
-# Idempotent: packages already present are skipped quickly by apt.
+# Idempotent: only missing packages are installed.
+#   scripts/install-deps.sh                 # the build, test and run dependencies
+#   scripts/install-deps.sh --only P1 P2    # just these packages (used by other scripts)
 set -euo pipefail
 
 PACKAGES=(
@@ -11,6 +13,11 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
 )
+
+if [[ "${1:-}" == "--only" ]]; then
+  shift
+  PACKAGES=("$@")
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

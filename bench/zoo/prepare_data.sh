@@ -29,20 +29,7 @@ OUT="${OUT:-$WORK/data-$SIZE}"
 PACKAGES=(fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-pl fortunes-cs
           manpages manpages-dev man-db groff-base python3)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
-if ((${#missing[@]})); then
-  echo "prepare_data: installing ${missing[*]}" >&2
-  SUDO=""
-  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$(dirname "${BASH_SOURCE[0]}")/../../scripts/install-deps.sh" --only "${PACKAGES[@]}"
 
 # The SpamAssassin corpus, pinned, in a folder that git ignores.
 SPAM_VERSION=0.2.3
