@@ -27,12 +27,6 @@ constexpr char kServerName[] = "twin-server";
 // The models are TorchScript modules run by LibTorch; Triton names that platform so.
 constexpr char kPlatform[] = "pytorch_libtorch";
 
-absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
-  const auto deadline = context->deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return absl::FromChrono(deadline);
-}
-
 // Finishes a unary call at once with `status` (OK: the response is already filled).
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
                                     const absl::Status& status) {

@@ -15,12 +15,6 @@ namespace {
 using twinmerge::v1::InferRequest;
 using twinmerge::v1::InferResponse;
 
-absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
-  const auto deadline = context->deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return absl::FromChrono(deadline);
-}
-
 // Unary Infer: Submit in the constructor; the reply callback Finishes.
 class InferReactor final : public grpc::ServerUnaryReactor {
  public:
@@ -133,6 +127,12 @@ class StreamReactor final : public grpc::ServerBidiReactor<InferRequest, InferRe
 };
 
 }  // namespace
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
+  const auto deadline = context->deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(deadline);
+}
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;

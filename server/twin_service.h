@@ -9,6 +9,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "twinmerge/v1/twinmerge.grpc.pb.h"
 
 namespace twin {
@@ -18,6 +19,9 @@ class TwinServer;
 // The one mapping from absl::Status to grpc::Status (message bounded to kMaxStatusMessageBytes).
 inline constexpr size_t kMaxStatusMessageBytes = 1024;
 grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// The call's deadline (InfiniteFuture when the client set none).
+absl::Time DeadlineOf(const grpc::CallbackServerContext* context);
 
 class TwinService final : public twinmerge::v1::TwinMerge::CallbackService {
  public:
