@@ -27,6 +27,7 @@
 #include "core/svd_compress.h"
 #include "core/torch_runtime.h"
 #include "merge_offline/internal/inputs.h"
+#include "merge_offline/internal/twin_compress.h"
 #include "merge_offline/progress.h"
 #include "merge_offline/report.h"
 
@@ -49,39 +50,9 @@ constexpr int64_t kEmbedBatchSize = 256;
 // (bench/results/merge.md).
 constexpr int64_t kSvdPowerIterations = 4;
 
-// Scratch directory, removed on every exit path unless kept.
-class WorkDir {
- public:
-  static absl::StatusOr<std::unique_ptr<WorkDir>> Create(const std::string& requested, bool keep) {
-    std::string path = requested;
-    if (path.empty()) {
-      const char* tmp = std::getenv("TMPDIR");
-      std::string templ = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/twin-merge-XXXXXX");
-      if (mkdtemp(templ.data()) == nullptr) {
-        return absl::InternalError(absl::StrCat("cannot create a work directory under ", templ));
-      }
-      path = templ;
-    } else {
-      std::error_code ec;
-      std::filesystem::create_directories(path, ec);
-      if (ec) return absl::InternalError(absl::StrCat("cannot create ", path, ": ", ec.message()));
-    }
-    return std::unique_ptr<WorkDir>(new WorkDir(path, keep));
-  }
-  ~WorkDir() {
-    if (keep_) return;
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  WorkDir(std::string path, bool keep) : path_(std::move(path)), keep_(keep) {}
-  std::string path_;
-  bool keep_;
-};
 
 struct Job {
+  Job(const MergeJobConfig& c, bool quiet) : config(c), progress(quiet) {}
   const MergeJobConfig& config;
   Progress progress;
   std::string work;
@@ -290,71 +261,6 @@ struct Outputs {
   std::vector<std::string> twin_paths;
 };
 
-// Runs fn(0..n-1) on up to `workers` threads (inline when workers <= 1).
-void ParallelFor(size_t n, int workers, const std::function<void(size_t)>& fn) {
-  const size_t threads = std::min<size_t>(n, static_cast<size_t>(std::max(1, workers)));
-  if (threads <= 1) {
-    for (size_t k = 0; k < n; ++k) fn(k);
-    return;
-  }
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (size_t w = 0; w < threads; ++w) {
-    pool.emplace_back([&] {
-      for (size_t k; (k = next.fetch_add(1)) < n;) fn(k);
-    });
-  }
-  for (auto& th : pool) th.join();
-}
-
-// Twin vector of task t for tensor `name`: dense for 1-D tensors, factored otherwise.
-absl::Status CompressTwin(const Job& job, const std::string& name, size_t index,
-                          const at::Tensor& shared, const at::Tensor& shared_f,
-                          const at::Tensor& expert, size_t t,
-                          const std::vector<std::vector<int64_t>>& budget, const SvdOptions& svd,
-                          c10::ScalarType twin_type, SafetensorsWriter* writer,
-                          std::optional<TwinTensorEntry>* entry_out) {
-  const MergeJobConfig& c = job.config;
-  try {
-    const at::Tensor delta = expert.to(at::kFloat) - shared_f;
-    if (shared.dim() < 2) {
-      if (delta.abs().max().item<double>() > 0) {
-        RETURN_IF_ERROR(writer->Add(name + ".delta", delta.to(twin_type)));
-      }
-      return absl::OkStatus();
-    }
-    ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
-    int64_t rank = 0;
-    if (c.rank_policy.kind == RankPolicy::kBudget) {
-      rank = budget[t][index];
-    } else if (c.rank_policy.kind == RankPolicy::kEnergy) {
-      ASSIGN_OR_RETURN(at::Tensor s, SingularValues(delta));
-      rank = ChooseRank(c.rank_policy, md.first, md.second, s);
-    } else {
-      rank = ChooseRank(c.rank_policy, md.first, md.second, at::Tensor());
-    }
-    ASSIGN_OR_RETURN(Factorization f, CompressDelta(delta, rank, svd));
-    TwinTensorEntry entry;
-    entry.task = c.experts[t].name;
-    entry.name = name;
-    entry.shape = shared.sizes().vec();
-    entry.rows = md.first;
-    entry.cols = md.second;
-    entry.rank = f.norm > 0 ? f.rank : 0;
-    entry.rel_error = f.rel_error;
-    entry.delta_norm = f.norm;
-    if (entry.rank > 0) {
-      RETURN_IF_ERROR(writer->Add(name + ".us", f.us.to(twin_type)));
-      RETURN_IF_ERROR(writer->Add(name + ".v", f.v.to(twin_type)));
-    }
-    *entry_out = std::move(entry);
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("tensor '", name, "' of task ", c.experts[t].name,
-                                            ": ", e.what()));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status MergeAndCompress(Job& job, Outputs* out) {
   const MergeJobConfig& c = job.config;
   const size_t tasks = job.experts.size();
@@ -392,9 +298,10 @@ absl::Status MergeAndCompress(Job& job, Outputs* out) {
     // its own file; manifest entries are appended in task order afterwards.
     std::vector<absl::Status> statuses(tasks);
     std::vector<std::optional<TwinTensorEntry>> entries(tasks);
-    ParallelFor(tasks, job.compress_workers, [&](size_t t) {
-      statuses[t] = CompressTwin(job, name, i, shared, shared_f, experts[t], t, budget, svd,
-                                 twin_type, twin_writers[t].get(), &entries[t]);
+    merge_internal::ParallelFor(tasks, job.compress_workers, [&](size_t t) {
+      statuses[t] = merge_internal::CompressTwin(c, name, i, shared, shared_f, experts[t], t,
+                                                 budget, svd, twin_type, twin_writers[t].get(),
+                                                 &entries[t]);
     });
     for (size_t t = 0; t < tasks; ++t) {
       RETURN_IF_ERROR(statuses[t]);
@@ -511,9 +418,10 @@ uint64_t FileBytes(const std::string& path) {
 absl::StatusOr<MergeJobResult> RunMergeJob(const MergeJobConfig& config,
                                            const MergeJobOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  Job job{config, Progress(options.quiet)};
+  Job job(config, options.quiet);
   job.progress.Info(ConfigureTorchRuntime({config.threads}));
-  ASSIGN_OR_RETURN(auto work, WorkDir::Create(options.work_dir, options.keep_work_dir));
+  ASSIGN_OR_RETURN(auto work,
+                   merge_internal::WorkDir::Create(options.work_dir, options.keep_work_dir));
   job.work = work->path();
   job.compress_workers =
       config.threads > 0 ? config.threads
