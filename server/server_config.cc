@@ -1,10 +1,10 @@
 #include "server/server_config.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <fstream>
 #include <set>
 #include <sstream>
-
-#include <yaml-cpp/yaml.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,60 +19,50 @@ const YamlFields& Fields() {
   return *fields;
 }
 
-absl::Status Bad(const std::string& field, const std::string& what) {
-  return Fields().Bad(field, what);
-}
-
-absl::Status CheckKeys(const YAML::Node& node, const std::string& path,
-                       const std::set<std::string>& allowed) {
-  return Fields().CheckKeys(node, path, allowed);
-}
-
-template <typename T>
-absl::Status Read(const YAML::Node& node, const std::string& key, const std::string& path,
-                  T* out) {
-  return Fields().Read(node, key, path, out);
-}
-
 }  // namespace
 
 absl::Status ValidateServerConfig(const ServerConfig& c) {
-  if (c.listen_address.empty()) return Bad("listen_address", "is required");
-  if (c.artifact_uri.empty()) return Bad("artifact_uri", "is required");
-  if (c.cache_dir.empty()) return Bad("cache_dir", "is required");
-  if (c.intra_op_threads < 0) return Bad("intra_op_threads", "must be >= 0");
-  if (c.workers < 1) return Bad("workers", "must be >= 1");
-  if (c.queue.max_batch_size < 1) return Bad("batching.max_batch_size", "must be >= 1");
-  if (c.queue.max_queue_delay_us < 0) return Bad("batching.max_queue_delay_us", "must be >= 0");
-  if (c.queue.max_queue_size < 1) return Bad("batching.max_queue_size", "must be >= 1");
-  if (c.max_route_batch < 1) return Bad("batching.max_route_batch", "must be >= 1");
-  if (c.cache.admit_min_requests < 1) return Bad("cache.admit_min_requests", "must be >= 1");
-  if (c.cache.frequency_window < 1) return Bad("cache.frequency_window", "must be >= 1");
+  if (c.listen_address.empty()) return Fields().Bad("listen_address", "is required");
+  if (c.artifact_uri.empty()) return Fields().Bad("artifact_uri", "is required");
+  if (c.cache_dir.empty()) return Fields().Bad("cache_dir", "is required");
+  if (c.intra_op_threads < 0) return Fields().Bad("intra_op_threads", "must be >= 0");
+  if (c.workers < 1) return Fields().Bad("workers", "must be >= 1");
+  if (c.queue.max_batch_size < 1) return Fields().Bad("batching.max_batch_size", "must be >= 1");
+  if (c.queue.max_queue_delay_us < 0)
+    return Fields().Bad("batching.max_queue_delay_us", "must be >= 0");
+  if (c.queue.max_queue_size < 1) return Fields().Bad("batching.max_queue_size", "must be >= 1");
+  if (c.max_route_batch < 1) return Fields().Bad("batching.max_route_batch", "must be >= 1");
+  if (c.cache.admit_min_requests < 1)
+    return Fields().Bad("cache.admit_min_requests", "must be >= 1");
+  if (c.cache.frequency_window < 1) return Fields().Bad("cache.frequency_window", "must be >= 1");
   if (!(c.cache.max_nearest_distance >= 0 && c.cache.max_nearest_distance <= 2)) {
-    return Bad("cache.max_nearest_distance", "must be in [0, 2]");
+    return Fields().Bad("cache.max_nearest_distance", "must be in [0, 2]");
   }
-  if (c.cluster_key.top_k < 0) return Bad("cluster_key.top_k", "must be >= 0");
+  if (c.cluster_key.top_k < 0) return Fields().Bad("cluster_key.top_k", "must be >= 0");
   if (c.cluster_key.grid < 0 || c.cluster_key.grid > 1000) {
-    return Bad("cluster_key.grid", "must be in [0, 1000]");
+    return Fields().Bad("cluster_key.grid", "must be in [0, 1000]");
   }
-  if (c.max_top_k < 0) return Bad("routing.max_top_k", "must be >= 0");
+  if (c.max_top_k < 0) return Fields().Bad("routing.max_top_k", "must be >= 0");
   if (!(c.min_temperature > 0) || !(c.max_temperature >= c.min_temperature)) {
-    return Bad("routing", "need 0 < min_temperature <= max_temperature");
+    return Fields().Bad("routing", "need 0 < min_temperature <= max_temperature");
   }
-  if (!(c.default_temperature >= c.min_temperature &&
-        c.default_temperature <= c.max_temperature)) {
-    return Bad("routing.default_temperature", "must lie in [min_temperature, max_temperature]");
+  if (!(c.default_temperature >= c.min_temperature && c.default_temperature <= c.max_temperature)) {
+    return Fields().Bad("routing.default_temperature",
+                        "must lie in [min_temperature, max_temperature]");
   }
-  if (c.max_input_length < 0) return Bad("limits.max_input_length", "must be >= 0");
-  if (c.max_message_bytes < 1024) return Bad("limits.max_message_bytes", "must be >= 1024");
-  if (c.max_request_id_bytes < 0) return Bad("limits.max_request_id_bytes", "must be >= 0");
-  if (c.max_text_bytes < 1) return Bad("limits.max_text_bytes", "must be >= 1");
-  if (c.max_connection_age_ms < 0) return Bad("max_connection_age_ms", "must be >= 0");
-  if (c.drain_timeout_ms < 0) return Bad("drain_timeout_ms", "must be >= 0");
-  if (c.warmup_requests < 0) return Bad("warmup_requests", "must be >= 0");
-  if (c.kserve_model_name.empty()) return Bad("kserve.model_name", "must not be empty");
+  if (c.max_input_length < 0) return Fields().Bad("limits.max_input_length", "must be >= 0");
+  if (c.max_message_bytes < 1024)
+    return Fields().Bad("limits.max_message_bytes", "must be >= 1024");
+  if (c.max_request_id_bytes < 0)
+    return Fields().Bad("limits.max_request_id_bytes", "must be >= 0");
+  if (c.max_text_bytes < 1) return Fields().Bad("limits.max_text_bytes", "must be >= 1");
+  if (c.max_connection_age_ms < 0) return Fields().Bad("max_connection_age_ms", "must be >= 0");
+  if (c.drain_timeout_ms < 0) return Fields().Bad("drain_timeout_ms", "must be >= 0");
+  if (c.warmup_requests < 0) return Fields().Bad("warmup_requests", "must be >= 0");
+  if (c.kserve_model_name.empty()) return Fields().Bad("kserve.model_name", "must not be empty");
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
-  if (!kLevels.count(c.log_level)) return Bad("log_level", "must be debug|info|warning|error");
+  if (!kLevels.count(c.log_level))
+    return Fields().Bad("log_level", "must be debug|info|warning|error");
   return absl::OkStatus();
 }
 
@@ -85,74 +75,79 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     return absl::InvalidArgumentError(absl::StrCat("server config: bad YAML: ", e.what()));
   }
   if (!root || root.IsNull()) return c;  // all defaults (artifact_uri from flags)
-  RETURN_IF_ERROR(CheckKeys(root, "",
-                            {"listen_address", "metrics_address", "artifact_uri",
-                             "artifact_version", "cache_dir", "device", "intra_op_threads",
-                             "workers", "batching", "cache", "cluster_key", "routing", "limits",
-                             "max_connection_age_ms", "drain_timeout_ms", "warmup_requests",
-                             "log_level", "kserve"}));
-  RETURN_IF_ERROR(Read(root, "listen_address", "", &c.listen_address));
-  RETURN_IF_ERROR(Read(root, "metrics_address", "", &c.metrics_address));
-  RETURN_IF_ERROR(Read(root, "artifact_uri", "", &c.artifact_uri));
-  RETURN_IF_ERROR(Read(root, "artifact_version", "", &c.artifact_version));
-  RETURN_IF_ERROR(Read(root, "cache_dir", "", &c.cache_dir));
-  RETURN_IF_ERROR(Read(root, "device", "", &c.device));
-  RETURN_IF_ERROR(Read(root, "intra_op_threads", "", &c.intra_op_threads));
-  RETURN_IF_ERROR(Read(root, "workers", "", &c.workers));
+  RETURN_IF_ERROR(
+      Fields().CheckKeys(root, "",
+                         {"listen_address", "metrics_address", "artifact_uri", "artifact_version",
+                          "cache_dir", "device", "intra_op_threads", "workers", "batching", "cache",
+                          "cluster_key", "routing", "limits", "max_connection_age_ms",
+                          "drain_timeout_ms", "warmup_requests", "log_level", "kserve"}));
+  RETURN_IF_ERROR(Fields().Read(root, "listen_address", "", &c.listen_address));
+  RETURN_IF_ERROR(Fields().Read(root, "metrics_address", "", &c.metrics_address));
+  RETURN_IF_ERROR(Fields().Read(root, "artifact_uri", "", &c.artifact_uri));
+  RETURN_IF_ERROR(Fields().Read(root, "artifact_version", "", &c.artifact_version));
+  RETURN_IF_ERROR(Fields().Read(root, "cache_dir", "", &c.cache_dir));
+  RETURN_IF_ERROR(Fields().Read(root, "device", "", &c.device));
+  RETURN_IF_ERROR(Fields().Read(root, "intra_op_threads", "", &c.intra_op_threads));
+  RETURN_IF_ERROR(Fields().Read(root, "workers", "", &c.workers));
   if (const YAML::Node b = root["batching"]) {
-    RETURN_IF_ERROR(CheckKeys(b, "batching", {"max_batch_size", "max_queue_delay_us",
-                                              "max_queue_size", "max_route_batch"}));
-    RETURN_IF_ERROR(Read(b, "max_batch_size", "batching", &c.queue.max_batch_size));
-    RETURN_IF_ERROR(Read(b, "max_queue_delay_us", "batching", &c.queue.max_queue_delay_us));
-    RETURN_IF_ERROR(Read(b, "max_queue_size", "batching", &c.queue.max_queue_size));
-    RETURN_IF_ERROR(Read(b, "max_route_batch", "batching", &c.max_route_batch));
+    RETURN_IF_ERROR(Fields().CheckKeys(
+        b, "batching",
+        {"max_batch_size", "max_queue_delay_us", "max_queue_size", "max_route_batch"}));
+    RETURN_IF_ERROR(Fields().Read(b, "max_batch_size", "batching", &c.queue.max_batch_size));
+    RETURN_IF_ERROR(
+        Fields().Read(b, "max_queue_delay_us", "batching", &c.queue.max_queue_delay_us));
+    RETURN_IF_ERROR(Fields().Read(b, "max_queue_size", "batching", &c.queue.max_queue_size));
+    RETURN_IF_ERROR(Fields().Read(b, "max_route_batch", "batching", &c.max_route_batch));
   }
   if (const YAML::Node k = root["cache"]) {
-    RETURN_IF_ERROR(CheckKeys(k, "cache", {"capacity_bytes", "policy", "admit_min_requests",
-                                           "frequency_window", "max_nearest_distance"}));
-    RETURN_IF_ERROR(Read(k, "capacity_bytes", "cache", &c.cache.capacity_bytes));
+    RETURN_IF_ERROR(Fields().CheckKeys(k, "cache",
+                                       {"capacity_bytes", "policy", "admit_min_requests",
+                                        "frequency_window", "max_nearest_distance"}));
+    RETURN_IF_ERROR(Fields().Read(k, "capacity_bytes", "cache", &c.cache.capacity_bytes));
     std::string policy = "fuse";
-    RETURN_IF_ERROR(Read(k, "policy", "cache", &policy));
+    RETURN_IF_ERROR(Fields().Read(k, "policy", "cache", &policy));
     if (policy == "fuse") {
       c.cache.miss_policy = FusedCacheOptions::kFuse;
     } else if (policy == "nearest") {
       c.cache.miss_policy = FusedCacheOptions::kNearest;
     } else {
-      return Bad("cache.policy", absl::StrCat("'", policy, "' is not fuse or nearest"));
+      return Fields().Bad("cache.policy", absl::StrCat("'", policy, "' is not fuse or nearest"));
     }
-    RETURN_IF_ERROR(Read(k, "admit_min_requests", "cache", &c.cache.admit_min_requests));
-    RETURN_IF_ERROR(Read(k, "frequency_window", "cache", &c.cache.frequency_window));
-    RETURN_IF_ERROR(Read(k, "max_nearest_distance", "cache", &c.cache.max_nearest_distance));
+    RETURN_IF_ERROR(Fields().Read(k, "admit_min_requests", "cache", &c.cache.admit_min_requests));
+    RETURN_IF_ERROR(Fields().Read(k, "frequency_window", "cache", &c.cache.frequency_window));
+    RETURN_IF_ERROR(
+        Fields().Read(k, "max_nearest_distance", "cache", &c.cache.max_nearest_distance));
   }
   if (const YAML::Node k = root["cluster_key"]) {
-    RETURN_IF_ERROR(CheckKeys(k, "cluster_key", {"top_k", "grid"}));
-    RETURN_IF_ERROR(Read(k, "top_k", "cluster_key", &c.cluster_key.top_k));
-    RETURN_IF_ERROR(Read(k, "grid", "cluster_key", &c.cluster_key.grid));
+    RETURN_IF_ERROR(Fields().CheckKeys(k, "cluster_key", {"top_k", "grid"}));
+    RETURN_IF_ERROR(Fields().Read(k, "top_k", "cluster_key", &c.cluster_key.top_k));
+    RETURN_IF_ERROR(Fields().Read(k, "grid", "cluster_key", &c.cluster_key.grid));
   }
   if (const YAML::Node r = root["routing"]) {
-    RETURN_IF_ERROR(CheckKeys(r, "routing", {"max_top_k", "default_temperature",
-                                             "min_temperature", "max_temperature"}));
-    RETURN_IF_ERROR(Read(r, "max_top_k", "routing", &c.max_top_k));
-    RETURN_IF_ERROR(Read(r, "default_temperature", "routing", &c.default_temperature));
-    RETURN_IF_ERROR(Read(r, "min_temperature", "routing", &c.min_temperature));
-    RETURN_IF_ERROR(Read(r, "max_temperature", "routing", &c.max_temperature));
+    RETURN_IF_ERROR(Fields().CheckKeys(
+        r, "routing", {"max_top_k", "default_temperature", "min_temperature", "max_temperature"}));
+    RETURN_IF_ERROR(Fields().Read(r, "max_top_k", "routing", &c.max_top_k));
+    RETURN_IF_ERROR(Fields().Read(r, "default_temperature", "routing", &c.default_temperature));
+    RETURN_IF_ERROR(Fields().Read(r, "min_temperature", "routing", &c.min_temperature));
+    RETURN_IF_ERROR(Fields().Read(r, "max_temperature", "routing", &c.max_temperature));
   }
   if (const YAML::Node l = root["limits"]) {
-    RETURN_IF_ERROR(CheckKeys(l, "limits", {"max_input_length", "max_message_bytes",
-                                            "max_request_id_bytes", "max_text_bytes"}));
-    RETURN_IF_ERROR(Read(l, "max_input_length", "limits", &c.max_input_length));
-    RETURN_IF_ERROR(Read(l, "max_message_bytes", "limits", &c.max_message_bytes));
-    RETURN_IF_ERROR(Read(l, "max_request_id_bytes", "limits", &c.max_request_id_bytes));
-    RETURN_IF_ERROR(Read(l, "max_text_bytes", "limits", &c.max_text_bytes));
+    RETURN_IF_ERROR(Fields().CheckKeys(
+        l, "limits",
+        {"max_input_length", "max_message_bytes", "max_request_id_bytes", "max_text_bytes"}));
+    RETURN_IF_ERROR(Fields().Read(l, "max_input_length", "limits", &c.max_input_length));
+    RETURN_IF_ERROR(Fields().Read(l, "max_message_bytes", "limits", &c.max_message_bytes));
+    RETURN_IF_ERROR(Fields().Read(l, "max_request_id_bytes", "limits", &c.max_request_id_bytes));
+    RETURN_IF_ERROR(Fields().Read(l, "max_text_bytes", "limits", &c.max_text_bytes));
   }
   if (const YAML::Node k = root["kserve"]) {
-    RETURN_IF_ERROR(CheckKeys(k, "kserve", {"model_name"}));
-    RETURN_IF_ERROR(Read(k, "model_name", "kserve", &c.kserve_model_name));
+    RETURN_IF_ERROR(Fields().CheckKeys(k, "kserve", {"model_name"}));
+    RETURN_IF_ERROR(Fields().Read(k, "model_name", "kserve", &c.kserve_model_name));
   }
-  RETURN_IF_ERROR(Read(root, "max_connection_age_ms", "", &c.max_connection_age_ms));
-  RETURN_IF_ERROR(Read(root, "drain_timeout_ms", "", &c.drain_timeout_ms));
-  RETURN_IF_ERROR(Read(root, "warmup_requests", "", &c.warmup_requests));
-  RETURN_IF_ERROR(Read(root, "log_level", "", &c.log_level));
+  RETURN_IF_ERROR(Fields().Read(root, "max_connection_age_ms", "", &c.max_connection_age_ms));
+  RETURN_IF_ERROR(Fields().Read(root, "drain_timeout_ms", "", &c.drain_timeout_ms));
+  RETURN_IF_ERROR(Fields().Read(root, "warmup_requests", "", &c.warmup_requests));
+  RETURN_IF_ERROR(Fields().Read(root, "log_level", "", &c.log_level));
   return c;
 }
 

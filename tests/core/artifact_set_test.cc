@@ -14,6 +14,7 @@
 
 #include "core/file_store.h"
 #include "core/sha256.h"
+#include "tests/testing/temp_dir.h"
 
 namespace twin {
 namespace {
@@ -23,15 +24,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-std::string ReadLocal(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void WriteLocal(const std::string& path, const std::string& bytes) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream(path, std::ios::binary) << bytes;
-}
+using twin::testing::ReadFileOrDie;
+using twin::testing::WriteFileOrDie;
 
 std::string Message(const absl::Status& status) { return std::string(status.message()); }
 
@@ -70,7 +64,7 @@ class ArtifactSetTest : public ::testing::Test {
     auto store = FileObjectStore::Create(tmp_ + "/store");
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    for (const auto& [name, content] : BlobContents()) WriteLocal(StagedPath(name), content);
+    for (const auto& [name, content] : BlobContents()) WriteFileOrDie(StagedPath(name), content);
   }
   void TearDown() override { fs::remove_all(tmp_); }
 
@@ -121,8 +115,8 @@ TEST_F(ArtifactSetTest, PublishUploadsBlobsThenManifestThenLatest) {
               ElementsAre("LATEST", "v1/architecture.pt", "v1/manifest.json", "v1/report.md",
                           "v1/router.safetensors", "v1/shared.safetensors",
                           "v1/twin/lang.safetensors", "v1/twin/spam.safetensors"));
-  EXPECT_EQ(ReadLocal(StorePath("LATEST")), "v1\n");
-  EXPECT_EQ(ReadLocal(StorePath("v1/twin/spam.safetensors")), "spam twin vector");
+  EXPECT_EQ(ReadFileOrDie(StorePath("LATEST")), "v1\n");
+  EXPECT_EQ(ReadFileOrDie(StorePath("v1/twin/spam.safetensors")), "spam twin vector");
 
   auto text = store_->Get("v1/manifest.json");
   ASSERT_TRUE(text.ok());
@@ -142,11 +136,11 @@ TEST_F(ArtifactSetTest, PublishUploadsBlobsThenManifestThenLatest) {
 
 TEST_F(ArtifactSetTest, RepublishingAVersionIsAlreadyExists) {
   ASSERT_TRUE(PublishVersion("v1").ok());
-  const std::string manifest_before = ReadLocal(StorePath("v1/manifest.json"));
+  const std::string manifest_before = ReadFileOrDie(StorePath("v1/manifest.json"));
   const absl::Status again = PublishVersion("v1");
   EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(Message(again), HasSubstr("v1"));
-  EXPECT_EQ(ReadLocal(StorePath("v1/manifest.json")), manifest_before);
+  EXPECT_EQ(ReadFileOrDie(StorePath("v1/manifest.json")), manifest_before);
 }
 
 TEST_F(ArtifactSetTest, MissingNamedBlobUploadsNothing) {
@@ -202,7 +196,7 @@ TEST_F(ArtifactSetTest, AddFileRejectsBadInput) {
 TEST_F(ArtifactSetTest, PublishWithoutUpdatingLatest) {
   ASSERT_TRUE(PublishVersion("v1").ok());
   ASSERT_TRUE(PublishVersion("v2", /*update_latest=*/false).ok());
-  EXPECT_EQ(ReadLocal(StorePath("LATEST")), "v1\n");
+  EXPECT_EQ(ReadFileOrDie(StorePath("LATEST")), "v1\n");
   auto latest = ResolveVersion(store_.get(), "LATEST");
   ASSERT_TRUE(latest.ok());
   EXPECT_EQ(*latest, "v1");
@@ -249,16 +243,16 @@ TEST_F(ArtifactSetTest, FetchVerifiesAndWritesEveryBlobAndTheManifest) {
   EXPECT_EQ(set->manifest.version, "v1");
   EXPECT_EQ(set->manifest.tasks.size(), 2u);
   for (const auto& [name, content] : BlobContents()) {
-    EXPECT_EQ(ReadLocal(set->PathOf(name)), content) << name;
+    EXPECT_EQ(ReadFileOrDie(set->PathOf(name)), content) << name;
   }
-  EXPECT_EQ(ReadLocal(set->PathOf("manifest.json")), ReadLocal(StorePath("v1/manifest.json")));
+  EXPECT_EQ(ReadFileOrDie(set->PathOf("manifest.json")), ReadFileOrDie(StorePath("v1/manifest.json")));
 }
 
 TEST_F(ArtifactSetTest, FetchDetectsACorruptedBlob) {
   ASSERT_TRUE(PublishVersion("v1").ok());
-  std::string bytes = ReadLocal(StorePath("v1/shared.safetensors"));
+  std::string bytes = ReadFileOrDie(StorePath("v1/shared.safetensors"));
   bytes[1000] ^= 0x01;
-  WriteLocal(StorePath("v1/shared.safetensors"), bytes);
+  WriteFileOrDie(StorePath("v1/shared.safetensors"), bytes);
 
   auto set = FetchArtifactSet(store_.get(), "v1", CacheDir());
   EXPECT_EQ(set.status().code(), absl::StatusCode::kDataLoss);
@@ -270,7 +264,7 @@ TEST_F(ArtifactSetTest, FetchDetectsACorruptedBlob) {
 
 TEST_F(ArtifactSetTest, FetchDetectsATruncatedBlob) {
   ASSERT_TRUE(PublishVersion("v1").ok());
-  WriteLocal(StorePath("v1/twin/lang.safetensors"), "lang twin");
+  WriteFileOrDie(StorePath("v1/twin/lang.safetensors"), "lang twin");
   auto set = FetchArtifactSet(store_.get(), "v1", CacheDir());
   EXPECT_EQ(set.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(Message(set.status()), HasSubstr("twin/lang.safetensors"));
@@ -300,7 +294,7 @@ TEST_F(ArtifactSetTest, VersionWithoutManifestIsNotFound) {
 
 TEST_F(ArtifactSetTest, ManifestUnderTheWrongVersionIsDataLoss) {
   ASSERT_TRUE(PublishVersion("v1").ok());
-  ASSERT_TRUE(store_->Put("v9/manifest.json", ReadLocal(StorePath("v1/manifest.json"))).ok());
+  ASSERT_TRUE(store_->Put("v9/manifest.json", ReadFileOrDie(StorePath("v1/manifest.json"))).ok());
   auto set = FetchArtifactSet(store_.get(), "v9", CacheDir());
   EXPECT_EQ(set.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(Message(set.status()), HasSubstr("\"v1\""));
@@ -313,17 +307,17 @@ TEST_F(ArtifactSetTest, VerifiedCachedBlobsAreReused) {
   ASSERT_TRUE(store_->Delete("v1/twin/spam.safetensors").ok());
   auto again = FetchArtifactSet(store_.get(), "v1", CacheDir());
   ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(ReadLocal(again->PathOf("twin/spam.safetensors")), "spam twin vector");
+  EXPECT_EQ(ReadFileOrDie(again->PathOf("twin/spam.safetensors")), "spam twin vector");
 }
 
 TEST_F(ArtifactSetTest, DamagedCachedBlobIsFetchedAgain) {
   ASSERT_TRUE(PublishVersion("v1").ok());
   ASSERT_TRUE(FetchArtifactSet(store_.get(), "v1", CacheDir()).ok());
   const std::string cached = CacheDir() + "/v1/router.safetensors";
-  WriteLocal(cached, "router weightz");  // same size, other bytes
+  WriteFileOrDie(cached, "router weightz");  // same size, other bytes
   auto again = FetchArtifactSet(store_.get(), "v1", CacheDir());
   ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(ReadLocal(cached), "router weights");
+  EXPECT_EQ(ReadFileOrDie(cached), "router weights");
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/object_store.h"
+#include "tests/testing/temp_dir.h"
 
 namespace twin {
 namespace {
@@ -22,15 +23,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-std::string ReadLocal(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void WriteLocal(const std::string& path, const std::string& bytes) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream(path, std::ios::binary) << bytes;
-}
+using twin::testing::ReadFileOrDie;
+using twin::testing::WriteFileOrDie;
 
 std::vector<std::string> KeysOf(const std::vector<ObjectInfo>& objects) {
   std::vector<std::string> keys;
@@ -71,7 +65,7 @@ TEST_F(FileStoreTest, PutThenGetReturnsSameBytes) {
   auto got = store_->Get("blob.bin");
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, bytes);
-  EXPECT_EQ(ReadLocal(root_ + "/blob.bin"), bytes);
+  EXPECT_EQ(ReadFileOrDie(root_ + "/blob.bin"), bytes);
 }
 
 TEST_F(FileStoreTest, EmptyObjectRoundTrips) {
@@ -86,7 +80,7 @@ TEST_F(FileStoreTest, EmptyObjectRoundTrips) {
 
 TEST_F(FileStoreTest, NestedKeysCreateDirectories) {
   ASSERT_TRUE(store_->Put("v1/twin/spam.safetensors", "spam").ok());
-  EXPECT_EQ(ReadLocal(root_ + "/v1/twin/spam.safetensors"), "spam");
+  EXPECT_EQ(ReadFileOrDie(root_ + "/v1/twin/spam.safetensors"), "spam");
   auto got = store_->Get("v1/twin/spam.safetensors");
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(*got, "spam");
@@ -149,7 +143,7 @@ TEST_F(FileStoreTest, ListIsRecursiveSortedAndRelativeToRoot) {
 
 TEST_F(FileStoreTest, ListSkipsTemporaryFilesAndDirectories) {
   ASSERT_TRUE(store_->Put("v1/blob", "x").ok());
-  WriteLocal(root_ + "/v1/blob.tmp.0123456789abcdef", "half written");
+  WriteFileOrDie(root_ + "/v1/blob.tmp.0123456789abcdef", "half written");
   fs::create_directories(root_ + "/v1/empty_dir");
   auto listed = store_->List("");
   ASSERT_TRUE(listed.ok());
@@ -215,7 +209,7 @@ TEST_F(FileStoreTest, PutFileAndGetToFileStreamSeveralMiB) {
   std::mt19937 rng(42);
   for (char& c : bytes) c = static_cast<char>(rng());
   const std::string input = tmp_ + "/input.bin";
-  WriteLocal(input, bytes);
+  WriteFileOrDie(input, bytes);
 
   ASSERT_TRUE(store_->PutFile("v1/shared.safetensors", input).ok());
   auto info = store_->Head("v1/shared.safetensors");
@@ -225,7 +219,7 @@ TEST_F(FileStoreTest, PutFileAndGetToFileStreamSeveralMiB) {
   const std::string output = tmp_ + "/cache/deep/shared.safetensors";
   const absl::Status fetched = store_->GetToFile("v1/shared.safetensors", output);
   ASSERT_TRUE(fetched.ok()) << fetched;
-  EXPECT_EQ(ReadLocal(output), bytes);
+  EXPECT_EQ(ReadFileOrDie(output), bytes);
   EXPECT_THAT(FilesUnder(tmp_ + "/cache"), ElementsAre("shared.safetensors"));
 }
 
@@ -251,7 +245,7 @@ TEST_F(FileStoreTest, UriIsFileSchemeOverAbsoluteRoot) {
 }
 
 TEST_F(FileStoreTest, CreateOverAFileFails) {
-  WriteLocal(tmp_ + "/plain_file", "x");
+  WriteFileOrDie(tmp_ + "/plain_file", "x");
   EXPECT_FALSE(FileObjectStore::Create(tmp_ + "/plain_file").ok());
   EXPECT_EQ(FileObjectStore::Create("").status().code(), absl::StatusCode::kInvalidArgument);
 }
