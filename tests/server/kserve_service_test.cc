@@ -148,13 +148,9 @@ Decoded DecodeOutputs(const ModelInferResponse& r) {
 class KServeServiceTest : public ::testing::Test {
  protected:
   void StartServer(const ServerConfig& config, bool load = true) {
-    auto server = TwinServer::Start(config);
+    auto server = twin::testing::StartServer(config, load);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
-    if (load) {
-      absl::Status loaded = server_->LoadVersion();
-      ASSERT_TRUE(loaded.ok()) << loaded;
-    }
     auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
                                        grpc::InsecureChannelCredentials());
     stub_ = GRPCInferenceService::NewStub(channel);

@@ -59,13 +59,9 @@ InferRequest TokensRequest(const at::Tensor& ids, const at::Tensor& mask, const 
 class TwinServerTest : public ::testing::Test {
  protected:
   void StartServer(const ServerConfig& config, bool load = true) {
-    auto server = TwinServer::Start(config);
+    auto server = twin::testing::StartServer(config, load);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
-    if (load) {
-      absl::Status loaded = server_->LoadVersion();
-      ASSERT_TRUE(loaded.ok()) << loaded;
-    }
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
                                    grpc::InsecureChannelCredentials());
     stub_ = twinmerge::v1::TwinMerge::NewStub(channel_);

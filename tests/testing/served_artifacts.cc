@@ -48,4 +48,12 @@ ServerConfig LoopbackServerConfig(const std::string& cache_dir) {
   return c;
 }
 
+absl::StatusOr<std::unique_ptr<TwinServer>> StartServer(const ServerConfig& config, bool load) {
+  auto server = TwinServer::Start(config);
+  if (!server.ok() || !load) return server;
+  absl::Status loaded = (*server)->LoadVersion();
+  if (!loaded.ok()) return loaded;
+  return server;
+}
+
 }  // namespace twin::testing

@@ -10,7 +10,11 @@
 
 #include <string>
 
+#include <memory>
+
+#include "absl/status/statusor.h"
 #include "server/server_config.h"
+#include "server/twin_server.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_models.h"
 
@@ -31,6 +35,9 @@ class ServedArtifacts {
 
 // Listens on 127.0.0.1 with OS-chosen ports, CPU, exact routing (no key quantisation).
 ServerConfig LoopbackServerConfig(const std::string& cache_dir);
+
+// Starts a TwinServer with `config` and, when `load`, loads and warms up its artifact version.
+absl::StatusOr<std::unique_ptr<TwinServer>> StartServer(const ServerConfig& config, bool load);
 
 }  // namespace twin::testing
 
