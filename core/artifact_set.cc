@@ -35,24 +35,51 @@ bool IsVersionChar(char c) {
   return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
 }
 
-// Brings blob `name` of `version` into `local_path`, verified against `ref`. A file already
-// there with the right size and digest is kept; otherwise the blob is downloaded to a temporary
-// name, checked, and only then renamed into place, so the final path never holds bytes that
-// failed verification.
-absl::Status FetchBlob(ObjectStore* store, const std::string& version, const std::string& name,
-                       const BlobRef& ref, const std::string& local_path) {
+// A verified file: it exists with exactly `ref.size_bytes` bytes whose sha256 is `ref.sha256`.
+bool HoldsBlob(const std::string& path, const BlobRef& ref) {
   std::error_code ec;
-  const uintmax_t cached_bytes = fs::file_size(local_path, ec);
-  if (!ec && cached_bytes == ref.size_bytes) {
-    uint64_t hashed_bytes = 0;
-    absl::StatusOr<std::string> digest = Sha256File(local_path, &hashed_bytes);
-    if (digest.ok() && *digest == ref.sha256 && hashed_bytes == ref.size_bytes) {
-      return absl::OkStatus();
-    }
-  }
+  const uintmax_t bytes = fs::file_size(path, ec);
+  if (ec || bytes != ref.size_bytes) return false;
+  uint64_t hashed_bytes = 0;
+  absl::StatusOr<std::string> digest = Sha256File(path, &hashed_bytes);
+  return digest.ok() && *digest == ref.sha256 && hashed_bytes == ref.size_bytes;
+}
 
+// Makes `link_path` name the same file as `blob_path`: a hard link put in place by rename (so
+// the path never holds a partial file), or a copy where the filesystem refuses links.
+absl::Status LinkInto(const std::string& blob_path, const std::string& link_path,
+                      const std::string& context) {
+  std::error_code ec;
+  fs::create_directories(fs::path(link_path).parent_path(), ec);
+  const std::string temp_path = TemporaryObjectName(link_path);
+  fs::create_hard_link(blob_path, temp_path, ec);
+  if (ec) {
+    ec.clear();
+    fs::copy_file(blob_path, temp_path, fs::copy_options::overwrite_existing, ec);
+  }
+  if (!ec) fs::rename(temp_path, link_path, ec);
+  if (ec) {
+    std::remove(temp_path.c_str());
+    return absl::InternalError(absl::StrCat(context, ": cannot place ", blob_path, " at ",
+                                            link_path, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+// Brings blob `name` of `version` into `local_path`, verified against `ref`, through the
+// digest-keyed blob cache: a file already at `local_path` that verifies is kept; else a cached
+// blob with the same digest that verifies is linked there; else the blob is downloaded to a
+// temporary name in the blob cache, checked, renamed to its digest and linked. A path never
+// holds bytes that failed verification.
+absl::Status FetchBlob(ObjectStore* store, const std::string& version, const std::string& name,
+                       const BlobRef& ref, const std::string& local_path,
+                       const std::string& blob_dir) {
+  if (HoldsBlob(local_path, ref)) return absl::OkStatus();
   const std::string context = absl::StrCat("blob ", name, " of version ", version);
-  const std::string temp_path = TemporaryObjectName(local_path);
+  const std::string blob_path = absl::StrCat(blob_dir, "/", ref.sha256);
+  if (HoldsBlob(blob_path, ref)) return LinkInto(blob_path, local_path, context);
+
+  const std::string temp_path = TemporaryObjectName(blob_path);
   absl::Status status = store->GetToFile(BlobKey(version, name), temp_path);
   if (absl::IsNotFound(status)) {
     // The manifest is only written after every blob, so a missing blob is damage, not a race.
@@ -70,12 +97,15 @@ absl::Status FetchBlob(ObjectStore* store, const std::string& version, const std
   } else if (*digest != ref.sha256) {
     status = absl::DataLossError(
         absl::StrCat(context, ": sha256 mismatch (expected ", ref.sha256, ", got ", *digest, ")"));
-  } else if (std::rename(temp_path.c_str(), local_path.c_str()) != 0) {
+  } else if (std::rename(temp_path.c_str(), blob_path.c_str()) != 0) {
     status = absl::InternalError(absl::StrCat(context, ": cannot rename ", temp_path, " to ",
-                                              local_path, ": ", std::strerror(errno)));
+                                              blob_path, ": ", std::strerror(errno)));
   }
-  if (!status.ok()) std::remove(temp_path.c_str());
-  return status;
+  if (!status.ok()) {
+    std::remove(temp_path.c_str());
+    return status;
+  }
+  return LinkInto(blob_path, local_path, context);
 }
 
 }  // namespace
@@ -211,7 +241,8 @@ absl::StatusOr<std::vector<std::string>> ListVersions(ObjectStore* store) {
 }
 
 absl::StatusOr<LocalArtifactSet> FetchArtifactSet(ObjectStore* store, const std::string& version,
-                                                  const std::string& cache_dir) {
+                                                  const std::string& cache_dir,
+                                                  const FetchOptions& options) {
   if (cache_dir.empty()) return absl::InvalidArgumentError("artifact cache directory is empty");
   ASSIGN_OR_RETURN(std::string resolved, ResolveVersion(store, version));
   const std::string manifest_key = BlobKey(resolved, kManifestName);
@@ -238,13 +269,62 @@ absl::StatusOr<LocalArtifactSet> FetchArtifactSet(ObjectStore* store, const std:
   }
 
   const std::string dir = absl::StrCat(cache_dir, "/", resolved);
+  const std::string blob_dir = absl::StrCat(cache_dir, "/", kBlobCacheDirName);
   ASSIGN_OR_RETURN(std::unique_ptr<FileObjectStore> local, FileObjectStore::Create(dir));
+  std::error_code ec;
+  fs::create_directories(blob_dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot create the blob cache ", blob_dir, ": ", ec.message()));
+  }
   for (const auto& [name, ref] : manifest.blobs) {
-    RETURN_IF_ERROR(FetchBlob(store, resolved, name, ref, absl::StrCat(dir, "/", name)));
+    if (options.cancelled && options.cancelled()) {
+      return absl::CancelledError(absl::StrCat("fetch of version ", resolved, " was cancelled"));
+    }
+    RETURN_IF_ERROR(
+        FetchBlob(store, resolved, name, ref, absl::StrCat(dir, "/", name), blob_dir));
   }
   // Written last, as in the store: a local manifest means every blob beside it was verified.
   RETURN_IF_ERROR(local->Put(kManifestName, *text));
   return LocalArtifactSet{resolved, dir, std::move(manifest)};
+}
+
+
+absl::StatusOr<CachePruneResult> PruneArtifactCache(const std::string& cache_dir,
+                                                    const std::vector<std::string>& keep) {
+  CachePruneResult result;
+  std::error_code ec;
+  if (!fs::is_directory(cache_dir, ec)) return result;
+  for (const fs::directory_entry& entry : fs::directory_iterator(cache_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || !ValidateVersionName(name).ok()) continue;
+    if (std::find(keep.begin(), keep.end(), name) != keep.end()) continue;
+    std::error_code remove_error;
+    fs::remove_all(entry.path(), remove_error);
+    if (remove_error) {
+      return absl::InternalError(absl::StrCat("cannot remove cached version ", entry.path().string(),
+                                              ": ", remove_error.message()));
+    }
+    result.removed_versions.push_back(name);
+  }
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot list ", cache_dir, ": ", ec.message()));
+  }
+  // A blob no kept version links to has a link count of one (the blob cache's own name).
+  const std::string blob_dir = absl::StrCat(cache_dir, "/", kBlobCacheDirName);
+  for (const fs::directory_entry& entry : fs::directory_iterator(blob_dir, ec)) {
+    std::error_code stat_error;
+    if (!entry.is_regular_file(stat_error)) continue;
+    const uintmax_t links = fs::hard_link_count(entry.path(), stat_error);
+    if (stat_error || links > 1) continue;
+    const uintmax_t bytes = fs::file_size(entry.path(), stat_error);
+    if (fs::remove(entry.path(), stat_error)) {
+      ++result.removed_blobs;
+      result.freed_bytes += stat_error ? 0 : bytes;
+    }
+  }
+  std::sort(result.removed_versions.begin(), result.removed_versions.end());
+  return result;
 }
 
 }  // namespace twin

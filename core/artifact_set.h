@@ -9,11 +9,16 @@
 // manifest, then writes manifest.json, then LATEST. A version that already has a manifest is
 // never overwritten (ALREADY_EXISTS). A failure before the manifest leaves no visible version.
 //
-// Reading: ArtifactReader resolves a version ("" or "LATEST" = the one LATEST names), fetches
+// Reading: FetchArtifactSet resolves a version ("" or "LATEST" = the one LATEST names), fetches
 // manifest.json and every blob into a local directory, and verifies each blob's size and sha256
-// before returning; a mismatch is DATA_LOSS naming the blob. Blobs already in the local
-// directory are reused when their size and sha256 match; downloads land under a temporary name
-// and are renamed into place only once verified, and the local manifest.json is written last.
+// before returning; a mismatch is DATA_LOSS naming the blob. The local cache is keyed by digest:
+// every verified blob lives once in <cache_dir>/@sha256/<hex digest>, and a version's directory
+// holds hard links to those files (copies where links are refused), so versions that share a
+// blob (an unchanged router, a re-published shared expert) download and store it once. Blobs
+// already in the cache are reused only after their size and sha256 are checked again; downloads
+// land under a temporary name and are renamed into place only once verified, and the local
+// manifest.json is written last. PruneArtifactCache removes the versions no longer needed and
+// the blobs only they used.
 // A version without manifest.json is NOT_FOUND; a manifest stored under another version's
 // directory, or a listed blob missing from the store, is DATA_LOSS.
 //
@@ -28,6 +33,8 @@
 #ifndef TWIN_CORE_ARTIFACT_SET_H_
 #define TWIN_CORE_ARTIFACT_SET_H_
 
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -40,6 +47,8 @@ namespace twin {
 
 inline constexpr char kManifestName[] = "manifest.json";
 inline constexpr char kLatestName[] = "LATEST";
+// The digest-keyed blob cache inside a cache directory ('@' is not a version character).
+inline constexpr char kBlobCacheDirName[] = "@sha256";
 
 // Versions are [A-Za-z0-9._-]{1,128} and not ".", ".." or "LATEST" (reserved).
 absl::Status ValidateVersionName(const std::string& version);
@@ -76,9 +85,26 @@ struct LocalArtifactSet {
 absl::StatusOr<std::string> ResolveVersion(ObjectStore* store, const std::string& version);
 // Lists versions that have a manifest, sorted.
 absl::StatusOr<std::vector<std::string>> ListVersions(ObjectStore* store);
-// Fetches and verifies a version into `cache_dir`/<version>/.
+struct FetchOptions {
+  // Checked before each blob; when it returns true the fetch stops with CANCELLED.
+  std::function<bool()> cancelled;
+};
+
+// Fetches and verifies a version into `cache_dir`/<version>/ (through the blob cache).
 absl::StatusOr<LocalArtifactSet> FetchArtifactSet(ObjectStore* store, const std::string& version,
-                                                  const std::string& cache_dir);
+                                                  const std::string& cache_dir,
+                                                  const FetchOptions& options = {});
+
+struct CachePruneResult {
+  std::vector<std::string> removed_versions;
+  int64_t removed_blobs = 0;
+  uint64_t freed_bytes = 0;
+};
+
+// Removes every cached version directory not named in `keep`, then every cached blob that no
+// remaining version uses. A missing cache directory is OK (nothing to do).
+absl::StatusOr<CachePruneResult> PruneArtifactCache(const std::string& cache_dir,
+                                                    const std::vector<std::string>& keep);
 
 }  // namespace twin
 

@@ -320,5 +320,93 @@ TEST_F(ArtifactSetTest, DamagedCachedBlobIsFetchedAgain) {
   EXPECT_EQ(ReadFileOrDie(cached), "router weights");
 }
 
+TEST_F(ArtifactSetTest, BlobCacheIsKeyedByDigestAndSharedAcrossVersions) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ASSERT_TRUE(PublishVersion("v2").ok());  // the same blobs under another version
+  auto v1 = FetchArtifactSet(store_.get(), "v1", CacheDir());
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  // v2's blobs all have digests already cached: v2 loads with its store copies gone.
+  for (const auto& [name, content] : BlobContents()) {
+    ASSERT_TRUE(store_->Delete("v2/" + name).ok());
+  }
+  auto v2 = FetchArtifactSet(store_.get(), "v2", CacheDir());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  for (const auto& [name, content] : BlobContents()) {
+    EXPECT_EQ(ReadFileOrDie(v2->PathOf(name)), content) << name;
+    const std::string digest = v2->manifest.blobs.at(name).sha256;
+    const std::string cached = CacheDir() + "/" + kBlobCacheDirName + "/" + digest;
+    EXPECT_TRUE(fs::equivalent(cached, v2->PathOf(name))) << name;
+    EXPECT_TRUE(fs::equivalent(cached, v1->PathOf(name))) << name;
+  }
+}
+
+TEST_F(ArtifactSetTest, DamagedBlobCacheEntryIsNotUsed) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ASSERT_TRUE(PublishVersion("v2").ok());
+  auto v1 = FetchArtifactSet(store_.get(), "v1", CacheDir());
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  const std::string digest = v1->manifest.blobs.at("report.md").sha256;
+  const std::string cached = CacheDir() + "/" + kBlobCacheDirName + "/" + digest;
+  fs::remove_all(CacheDir() + "/v1");
+  WriteFileOrDie(cached, "# repor!\n");  // same size, other bytes
+  auto v2 = FetchArtifactSet(store_.get(), "v2", CacheDir());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(ReadFileOrDie(v2->PathOf("report.md")), "# report\n");
+  EXPECT_EQ(ReadFileOrDie(cached), "# report\n");
+  // And with the store copy gone as well, the damaged entry is refused, not served.
+  fs::remove_all(CacheDir());
+  ASSERT_TRUE(FetchArtifactSet(store_.get(), "v2", CacheDir()).ok());
+  WriteFileOrDie(cached, "# repor!\n");
+  fs::remove_all(CacheDir() + "/v2");
+  ASSERT_TRUE(store_->Delete("v2/report.md").ok());
+  auto again = FetchArtifactSet(store_.get(), "v2", CacheDir());
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(Message(again.status()), HasSubstr("report.md"));
+}
+
+TEST_F(ArtifactSetTest, FetchStopsWhenCancelled) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  int checks = 0;
+  FetchOptions options;
+  options.cancelled = [&checks] { return ++checks > 2; };
+  auto set = FetchArtifactSet(store_.get(), "v1", CacheDir(), options);
+  EXPECT_EQ(set.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(Message(set.status()), HasSubstr("version v1"));
+  EXPECT_FALSE(fs::exists(CacheDir() + "/v1/manifest.json"));
+}
+
+TEST_F(ArtifactSetTest, PruneKeepsNamedVersionsAndTheirBlobs) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  ArtifactPublisher publisher(store_.get(), "v2");
+  WriteFileOrDie(StagedPath("other/report.md"), "# another report\n");
+  for (const auto& [name, content] : BlobContents()) {
+    const std::string path = name == "report.md" ? StagedPath("other/report.md") : StagedPath(name);
+    ASSERT_TRUE(publisher.AddFile(name, path).ok());
+  }
+  ASSERT_TRUE(publisher.Publish(TwoTaskManifest()).ok());
+  auto v1 = FetchArtifactSet(store_.get(), "v1", CacheDir());
+  auto v2 = FetchArtifactSet(store_.get(), "v2", CacheDir());
+  ASSERT_TRUE(v1.ok() && v2.ok());
+  const std::string blob_dir = CacheDir() + "/" + kBlobCacheDirName + "/";
+  const std::string old_report = blob_dir + v1->manifest.blobs.at("report.md").sha256;
+  const std::string shared = blob_dir + v1->manifest.blobs.at("shared.safetensors").sha256;
+
+  auto pruned = PruneArtifactCache(CacheDir(), {"v2"});
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_THAT(pruned->removed_versions, ElementsAre("v1"));
+  EXPECT_EQ(pruned->removed_blobs, 1);  // only v1's report was not shared with v2
+  EXPECT_EQ(pruned->freed_bytes, BlobContents().at("report.md").size());
+  EXPECT_FALSE(fs::exists(CacheDir() + "/v1"));
+  EXPECT_FALSE(fs::exists(old_report));
+  EXPECT_TRUE(fs::exists(shared));
+  auto again = FetchArtifactSet(store_.get(), "v2", CacheDir());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ReadFileOrDie(again->PathOf("report.md")), "# another report\n");
+
+  auto missing = PruneArtifactCache(tmp_ + "/no-such-cache", {});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_THAT(missing->removed_versions, IsEmpty());
+}
+
 }  // namespace
 }  // namespace twin
