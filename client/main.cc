@@ -2,6 +2,8 @@
 //
 //   twin-client info
 //   twin-client health [--service NAME]          exit 0 only when SERVING (container probe)
+//   twin-client reload [--version V]             load V now (pins it) or, without V, LATEST
+//   twin-client status                           serving version, target, reload counts
 //   twin-client infer --text "..." | --ids 1,2,3 [--mask 1,1,0] [--task T] [--top_k K]
 //                     [--temperature X] [--request_id ID]
 //   twin-client bench --data DIR [--concurrency N | --rate R] [--duration_s S | --requests N]
@@ -31,6 +33,9 @@ ABSL_FLAG(std::string, target, "localhost:50051",
 ABSL_FLAG(int64_t, timeout_ms, 5000, "Deadline of each call, in milliseconds");
 ABSL_FLAG(std::string, lb, "", "Client-side load balancing: '' (pick_first) or round_robin");
 ABSL_FLAG(std::string, service, "", "health: the service to check ('' = the whole server)");
+ABSL_FLAG(std::string, version, "",
+          "reload: the version to load and pin ('' = follow LATEST again)");
+ABSL_FLAG(int, reload_timeout_ms, 600000, "reload: how long to wait for the load to finish");
 ABSL_FLAG(std::string, text, "", "infer: input text (tokenized by the server)");
 ABSL_FLAG(std::string, ids, "", "infer: input token ids, e.g. 1,2,3");
 ABSL_FLAG(std::string, mask, "", "infer: attention mask for --ids, e.g. 1,1,0");
@@ -62,6 +67,8 @@ constexpr char kUsage[] =
     "twin-client: client of a TwinMerge server.\n"
     "  twin-client info\n"
     "  twin-client health [--service NAME]\n"
+    "  twin-client reload [--version V]\n"
+    "  twin-client status\n"
     "  twin-client infer --text \"...\" | --ids 1,2,3 [--mask 1,1,0] [--task T] [--top_k K]\n"
     "                    [--temperature X] [--request_id ID]\n"
     "  twin-client bench --data DIR [--concurrency N | --rate R] [--duration_s S | --requests N]\n"
@@ -132,6 +139,32 @@ int RunInfo(TwinClient& client) {
   absl::StatusOr<twinmerge::v1::ModelInfo> info = client.GetModelInfo();
   if (!info.ok()) return RpcFailure(info.status());
   std::cout << FormatModelInfo(*info);
+  return kExitOk;
+}
+
+int RunReload(TwinClient& client) {
+  auto reloaded = client.Reload(absl::GetFlag(FLAGS_version),
+                                absl::Milliseconds(absl::GetFlag(FLAGS_reload_timeout_ms)));
+  if (!reloaded.ok()) return RpcFailure(reloaded.status());
+  if (reloaded->changed()) {
+    std::cout << "serving " << reloaded->version() << " (was "
+              << (reloaded->previous_version().empty() ? "none" : reloaded->previous_version())
+              << ", loaded in " << reloaded->seconds() << " s)\n";
+  } else {
+    std::cout << "serving " << reloaded->version() << " (unchanged)\n";
+  }
+  return kExitOk;
+}
+
+int RunStatus(TwinClient& client) {
+  auto status = client.GetServingStatus();
+  if (!status.ok()) return RpcFailure(status.status());
+  std::cout << "version: " << (status->version().empty() ? "(none)" : status->version()) << "\n"
+            << "serving: " << (status->serving() ? "yes" : "no") << "\n"
+            << "target: " << status->target() << "\n"
+            << "reloads: " << status->reloads() << "\n"
+            << "reload failures: " << status->reload_failures() << "\n";
+  if (!status->last_error().empty()) std::cout << "last error: " << status->last_error() << "\n";
   return kExitOk;
 }
 
@@ -247,13 +280,16 @@ int Main(int argc, char** argv) {
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() != 2) return UsageError("expected exactly one subcommand");
   const std::string command = positional[1];
-  if (command != "info" && command != "health" && command != "infer" && command != "bench") {
+  if (command != "info" && command != "health" && command != "infer" && command != "bench" &&
+      command != "reload" && command != "status") {
     return UsageError(absl::StrCat("unknown subcommand '", command, "'"));
   }
   absl::StatusOr<std::unique_ptr<TwinClient>> client = MakeClient();
   if (!client.ok()) return UsageError(std::string(client.status().message()));
   if (command == "info") return RunInfo(**client);
   if (command == "health") return RunHealth(**client);
+  if (command == "reload") return RunReload(**client);
+  if (command == "status") return RunStatus(**client);
   if (command == "infer") return RunInfer(**client);
   return RunBench(**client);
 }

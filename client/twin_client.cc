@@ -117,6 +117,7 @@ absl::StatusOr<std::unique_ptr<TwinClient>> TwinClient::Create(const ClientOptio
   }
   client->stub_ = twinmerge::v1::TwinMerge::NewStub(client->channel_);
   client->health_stub_ = grpc::health::v1::Health::NewStub(client->channel_);
+  client->admin_stub_ = twinmerge::v1::Admin::NewStub(client->channel_);
   return client;
 }
 
@@ -171,6 +172,29 @@ absl::StatusOr<ModelInfo> TwinClient::GetModelInfo(absl::Duration timeout) {
   grpc::Status status = stub_->GetModelInfo(&context, GetModelInfoRequest(), &info);
   if (!status.ok()) return FromGrpcStatus(status);
   return info;
+}
+
+absl::StatusOr<twinmerge::v1::ReloadResponse> TwinClient::Reload(const std::string& version,
+                                                                 absl::Duration timeout) {
+  grpc::ClientContext context;
+  SetDeadline(&context, timeout);
+  twinmerge::v1::ReloadRequest request;
+  request.set_version(version);
+  twinmerge::v1::ReloadResponse response;
+  grpc::Status status = admin_stub_->Reload(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<twinmerge::v1::ServingStatus> TwinClient::GetServingStatus(
+    absl::Duration timeout) {
+  grpc::ClientContext context;
+  SetDeadline(&context, timeout);
+  twinmerge::v1::ServingStatus status_reply;
+  grpc::Status status = admin_stub_->GetServingStatus(
+      &context, twinmerge::v1::GetServingStatusRequest(), &status_reply);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return status_reply;
 }
 
 absl::StatusOr<std::string> TwinClient::Health(const std::string& service,

@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "twinmerge/v1/admin.grpc.pb.h"
 #include "twinmerge/v1/twinmerge.grpc.pb.h"
 
 namespace twin::client {
@@ -113,6 +114,12 @@ class TwinClient {
                   InferCallback done);
 
   absl::StatusOr<twinmerge::v1::ModelInfo> GetModelInfo(absl::Duration timeout = kDefaultTimeout);
+  // twinmerge.v1.Admin: load `version` now ("" = follow LATEST again) / the serving status.
+  // A reload answers when the load has finished, so give it a timeout that covers one.
+  absl::StatusOr<twinmerge::v1::ReloadResponse> Reload(const std::string& version,
+                                                       absl::Duration timeout);
+  absl::StatusOr<twinmerge::v1::ServingStatus> GetServingStatus(
+      absl::Duration timeout = kDefaultTimeout);
 
   // grpc.health.v1 Check: "SERVING", "NOT_SERVING", "UNKNOWN" or "SERVICE_UNKNOWN" for
   // `service` ("" = the server as a whole). A service the server does not know is NOT_FOUND.
@@ -134,6 +141,7 @@ class TwinClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<twinmerge::v1::TwinMerge::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
+  std::unique_ptr<twinmerge::v1::Admin::Stub> admin_stub_;
 };
 
 }  // namespace twin::client

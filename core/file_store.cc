@@ -202,19 +202,6 @@ absl::Status OpenObject(const std::string& path, const std::string& uri, Fd* fd,
   return absl::OkStatus();
 }
 
-// A list prefix is a key, or the start of one: its directory part must be a valid key (so the
-// walk stays under the root), and the rest may not hold bytes no key may hold.
-absl::Status ValidateListPrefix(absl::string_view prefix) {
-  if (prefix.empty()) return absl::OkStatus();
-  if (prefix.front() == '/' || prefix.find('\0') != absl::string_view::npos ||
-      prefix.find('\\') != absl::string_view::npos) {
-    return Annotate(ValidateObjectKey(prefix), "invalid list prefix");
-  }
-  const size_t last_slash = prefix.rfind('/');
-  if (last_slash == absl::string_view::npos) return absl::OkStatus();
-  return Annotate(ValidateObjectKey(prefix.substr(0, last_slash)), "invalid list prefix");
-}
-
 }  // namespace
 
 absl::StatusOr<std::string> FileObjectStore::Get(absl::string_view key) {

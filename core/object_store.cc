@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/file_store.h"
+#include "core/s3_store.h"
 #include "core/status_macros.h"
 
 namespace twin {
@@ -84,6 +85,17 @@ absl::Status ValidateObjectKey(absl::string_view key) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateListPrefix(absl::string_view prefix) {
+  if (prefix.empty()) return absl::OkStatus();
+  if (prefix.front() == '/' || prefix.find('\0') != absl::string_view::npos ||
+      prefix.find('\\') != absl::string_view::npos) {
+    return Annotate(ValidateObjectKey(prefix), "invalid list prefix");
+  }
+  const size_t last_slash = prefix.rfind('/');
+  if (last_slash == absl::string_view::npos) return absl::OkStatus();
+  return Annotate(ValidateObjectKey(prefix.substr(0, last_slash)), "invalid list prefix");
+}
+
 absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(const std::string& uri) {
   if (uri.empty()) return absl::InvalidArgumentError("object store URI is empty");
   const size_t separator = absl::string_view(uri).find(kSchemeSeparator);
@@ -102,11 +114,15 @@ absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(const std::string& 
     return OpenFileStore(rest);
   }
   if (scheme == "s3") {
-    return absl::UnimplementedError(absl::StrCat("object store scheme \"s3\" (", uri,
-                                                 ") has no backend in this build; use file://"));
+    absl::StatusOr<S3Options> options = S3Options::FromEnvironment();
+    if (!options.ok()) return Annotate(options.status(), absl::StrCat("opening ", uri));
+    ASSIGN_OR_RETURN(std::unique_ptr<S3ObjectStore> store,
+                     S3ObjectStore::Create(uri, *std::move(options)));
+    return std::unique_ptr<ObjectStore>(std::move(store));
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown object store scheme \"", scheme_part,
-                                                 "\" in \"", uri, "\" (supported: file://)"));
+                                                 "\" in \"", uri,
+                                                 "\" (supported: file://, s3://)"));
 }
 
 }  // namespace twin

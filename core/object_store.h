@@ -1,6 +1,6 @@
 // Object store interface: a flat namespace of immutable blobs addressed by '/'-separated keys
-// relative to the store's root URI. Backends: file://DIR (FileObjectStore); s3://bucket/prefix
-// fits the same interface.
+// relative to the store's root URI. Backends: file://DIR (FileObjectStore) and
+// s3://bucket[/prefix] (S3ObjectStore, configured from the environment).
 //
 //   ASSIGN_OR_RETURN(auto store, OpenObjectStore("file:///var/lib/twin/artifacts"));
 //   RETURN_IF_ERROR(store->PutFile("v1/shared.safetensors", "/tmp/shared.safetensors"));
@@ -57,14 +57,18 @@ class ObjectStore {
 
 // Checks a key as described in the contract above; INVALID_ARGUMENT naming the key.
 absl::Status ValidateObjectKey(absl::string_view key);
+// Checks a List prefix: empty, or the start of a key (its part up to the last '/' a valid key,
+// no leading '/', NUL or '\\'); INVALID_ARGUMENT naming it.
+absl::Status ValidateListPrefix(absl::string_view prefix);
 
 // The reserved temporary-file pattern: "<name>.tmp.<16 lowercase hex digits>".
 bool IsTemporaryObjectName(absl::string_view name);
 // A fresh temporary name for `name` (random suffix), matching IsTemporaryObjectName.
 std::string TemporaryObjectName(absl::string_view name);
 
-// Opens a store from a URI: "file:///abs/dir", "file://rel/dir" or a plain directory path.
-// Unknown schemes are INVALID_ARGUMENT naming the scheme.
+// Opens a store from a URI: "file:///abs/dir", "file://rel/dir" or a plain directory path, or
+// "s3://bucket[/prefix]" (S3Options::FromEnvironment(): endpoint, region and credentials from
+// the environment; see core/s3_store.h). Unknown schemes are INVALID_ARGUMENT naming the scheme.
 absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(const std::string& uri);
 
 }  // namespace twin

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages the project needs to build, test and run.
-# Idempotent: only missing packages are installed.
+# Installs the Debian 12 packages the project needs to build, test and run, and the npm
+# packages the tests use (NPM_DIRS). Idempotent: only missing packages are installed.
 #   scripts/install-deps.sh                 # the build, test and run dependencies
-#   scripts/install-deps.sh --only P1 P2    # just these packages (used by other scripts)
+#   scripts/install-deps.sh --only P1 P2    # just these Debian packages (used by other scripts)
 set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
@@ -12,11 +14,20 @@ PACKAGES=(
   libabsl-dev prometheus-cpp-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
+  python3-boto3 python3-grpcio python3-grpc-tools
 )
+# npm packages pinned by each folder's package-lock.json (tests/s3: the s3rver test server).
+NPM_DIRS=(tests/s3)
 
+ONLY=0
 if [[ "${1:-}" == "--only" ]]; then
   shift
   PACKAGES=("$@")
+  ONLY=1
+fi
+# Node.js may come from elsewhere than Debian (e.g. a nodejs package that bundles npm).
+if ((!ONLY)) && ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
 fi
 
 missing=()
@@ -35,4 +46,18 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: all packages present" >&2
+fi
+
+# `npm ci` only when package-lock.json changed since the last install; --prefer-offline takes
+# the packages from the npm cache when it holds them.
+if ((!ONLY)); then
+  for dir in "${NPM_DIRS[@]}"; do
+    stamp="$ROOT/$dir/node_modules/.package-lock.sha256"
+    want="$(sha256sum "$ROOT/$dir/package-lock.json" | cut -d' ' -f1)"
+    if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+      echo "install-deps: npm ci in $dir" >&2
+      (cd "$ROOT/$dir" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null)
+      echo "$want" >"$stamp"
+    fi
+  done
 fi

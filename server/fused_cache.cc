@@ -226,4 +226,14 @@ std::vector<std::string> FusedWeightCache::Keys() const {
   return keys;
 }
 
+std::vector<ClusterKey> FusedWeightCache::HotKeys(size_t max) const {
+  absl::MutexLock lock(&impl_->mu);
+  std::vector<ClusterKey> keys;
+  for (const Entry& entry : impl_->lru) {
+    if (keys.size() >= max) break;
+    keys.push_back(entry.key);
+  }
+  return keys;
+}
+
 }  // namespace twin

@@ -90,6 +90,9 @@ class FusedWeightCache {
   void Clear();
   // Keys currently cached, most recently used first.
   std::vector<std::string> Keys() const;
+  // Up to `max` cached cluster keys, most recently used first (to pre-fuse them in a new
+  // version's cache before it serves).
+  std::vector<ClusterKey> HotKeys(size_t max) const;
 
  private:
   struct Impl;

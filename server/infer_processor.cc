@@ -274,13 +274,8 @@ void InferProcessor::Run(std::vector<PendingRequest> batch) {
   const Servable& servable = *payloads.front()->servable;
   metrics_->RecordBatch(static_cast<int>(payloads.size()));
   const Engine* engine = servable.engine.get();
-  auto lookup = servable.cache->Lookup(
-      payloads.front()->key,
-      [engine](const std::vector<double>& w) -> absl::StatusOr<std::shared_ptr<FusedValue>> {
-        ASSIGN_OR_RETURN(std::shared_ptr<FusedModel> model, engine->Fuse(w));
-        return std::shared_ptr<FusedValue>(std::move(model));
-      });
-  metrics_->UpdateCache(servable.cache->stats());
+  auto lookup = servable.cache->Lookup(payloads.front()->key, FuserOf(engine));
+  metrics_->UpdateCache(servable.cache.get(), servable.cache->stats());
   if (!lookup.ok()) {
     for (InferPayload* p : payloads) Fail(*p, lookup.status());
     return;

@@ -13,8 +13,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/time/clock.h"
 #include "core/torch_runtime.h"
+#include "server/log.h"
 #include "server/server_config.h"
 #include "server/twin_server.h"
 
@@ -26,7 +26,10 @@ ABSL_FLAG(std::string, metrics_listen, "", "Prometheus listen address; 'off' dis
 ABSL_FLAG(std::string, cache_dir, "", "Local directory for verified blobs.");
 ABSL_FLAG(std::string, device, "", "auto | cpu | cuda | cuda:N.");
 ABSL_FLAG(int, threads, -1, "LibTorch intra-op threads (0 = all cores).");
-ABSL_FLAG(int, load_retry_ms, 2000, "Wait between attempts while the artifact set cannot load.");
+ABSL_FLAG(int, load_retry_ms, -1,
+          "Wait between attempts while the first version cannot load (reload.retry_interval_ms).");
+ABSL_FLAG(int, poll_interval_ms, -1,
+          "Re-check the artifact version this often; 0 = never (reload.poll_interval_ms).");
 
 namespace {
 
@@ -42,10 +45,8 @@ extern "C" void OnSignal(int sig) {
   errno = saved;
 }
 
-void Log(const std::string& line) {
-  std::fprintf(stderr, "[twin-server] %s\n", line.c_str());
-  std::fflush(stderr);
-}
+void Log(const std::string& line) { twin::LogLine(twin::LogLevel::kInfo, line); }
+void LogError(const std::string& line) { twin::LogLine(twin::LogLevel::kError, line); }
 
 }  // namespace
 
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_config).empty()) {
     auto loaded = twin::LoadServerConfig(absl::GetFlag(FLAGS_config));
     if (!loaded.ok()) {
-      Log(loaded.status().ToString());
+      LogError(loaded.status().ToString());
       return 2;
     }
     config = *loaded;
@@ -76,13 +77,19 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_cache_dir).empty()) config.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   if (!absl::GetFlag(FLAGS_device).empty()) config.device = absl::GetFlag(FLAGS_device);
   if (absl::GetFlag(FLAGS_threads) >= 0) config.intra_op_threads = absl::GetFlag(FLAGS_threads);
+  if (absl::GetFlag(FLAGS_load_retry_ms) >= 0) {
+    config.reload.retry_interval_ms = absl::GetFlag(FLAGS_load_retry_ms);
+  }
+  if (absl::GetFlag(FLAGS_poll_interval_ms) >= 0) {
+    config.reload.poll_interval_ms = absl::GetFlag(FLAGS_poll_interval_ms);
+  }
   if (absl::Status valid = twin::ValidateServerConfig(config); !valid.ok()) {
-    Log(valid.ToString());
+    LogError(valid.ToString());
     return 2;
   }
 
   if (pipe(g_signal_pipe) != 0) {
-    Log("cannot create the signal pipe");
+    LogError("cannot create the signal pipe");
     return 1;
   }
   struct sigaction action {};
@@ -96,7 +103,7 @@ int main(int argc, char** argv) {
   Log(twin::ConfigureTorchRuntime({config.intra_op_threads}));
   auto server = twin::TwinServer::Start(config);
   if (!server.ok()) {
-    Log(server.status().ToString());
+    LogError(server.status().ToString());
     return 1;
   }
   Log("gRPC on port " + std::to_string((*server)->port()) + ", metrics on port " +
@@ -113,17 +120,9 @@ int main(int argc, char** argv) {
     (*server)->Shutdown();
   });
 
-  while (!stop) {
-    absl::Status loaded = (*server)->LoadVersion();
-    if (loaded.ok()) {
-      Log("serving version " + (*server)->version());
-      break;
-    }
-    Log("load failed (retrying): " + loaded.ToString());
-    for (int waited = 0; waited < absl::GetFlag(FLAGS_load_retry_ms) && !stop; waited += 100) {
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-  }
+  // Loads in the background: retries until the store answers and the version verifies, then
+  // follows artifact_version (LATEST) every reload.poll_interval_ms; Admin.Reload on demand.
+  (*server)->StartWatching();
   (*server)->Wait();
   if (!stop) {
     const unsigned char wake = 0;

@@ -6,7 +6,10 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <exception>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -69,8 +72,23 @@ struct ServerMetrics::Impl {
       prometheus::BuildGauge().Name("twin_artifact_info")
           .Help("The artifact version being served (value 1)").Register(*registry);
 
+  prometheus::Family<prometheus::Counter>& reloads =
+      prometheus::BuildCounter().Name("twin_reloads_total")
+          .Help("Version checks and loads by outcome: loaded, unchanged, failed")
+          .Register(*registry);
+  prometheus::Counter& reload_failures =
+      Counter("twin_reload_failures_total", "Loads of an artifact version that failed");
+  prometheus::Histogram& reload_seconds =
+      prometheus::BuildHistogram().Name("twin_reload_duration_seconds")
+          .Help("Fetch, verify, load and warm-up time of versions swapped in")
+          .Register(*registry).Add({}, prometheus::Histogram::BucketBoundaries{
+                                           0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300});
+  prometheus::Gauge& loaded_at =
+      Gauge("twin_artifact_loaded_timestamp_seconds", "When the serving version was swapped in");
+
   absl::Mutex mu;
-  FusedCacheStats last_cache ABSL_GUARDED_BY(mu);
+  // Last stats seen per cache (each servable has its own cache; a few versions may overlap).
+  std::vector<std::pair<const void*, FusedCacheStats>> last_cache ABSL_GUARDED_BY(mu);
   prometheus::Gauge* version_gauge ABSL_GUARDED_BY(mu) = nullptr;
 
   prometheus::Counter& Counter(const std::string& name, const std::string& help) {
@@ -115,11 +133,20 @@ void ServerMetrics::RecordRoute(const std::string& top_task) {
   impl_->router_top.Add({{"task", top_task}}).Increment();
 }
 
-void ServerMetrics::UpdateCache(const FusedCacheStats& s) {
+void ServerMetrics::UpdateCache(const void* cache, const FusedCacheStats& s) {
   absl::MutexLock lock(&impl_->mu);
-  FusedCacheStats& last = impl_->last_cache;
-  // Cache stats are cumulative; counters advance by the difference. A reset cache (new
-  // version) starts from zero again.
+  auto& seen = impl_->last_cache;
+  auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& e) { return e.first == cache; });
+  if (it == seen.end()) {
+    // A cache not seen before (a new version's) starts from zero. Few versions overlap.
+    constexpr size_t kMaxCachesTracked = 4;
+    if (seen.size() == kMaxCachesTracked) seen.erase(seen.begin());
+    seen.emplace_back(cache, FusedCacheStats{});
+    it = seen.end() - 1;
+  }
+  FusedCacheStats& last = it->second;
+  // Cache stats are cumulative; counters advance by the difference (a stat that went down
+  // belongs to a new cache at a reused address: count it from zero).
   auto delta = [](uint64_t now, uint64_t before) { return now >= before ? now - before : now; };
   impl_->cache_hits.Increment(delta(s.hits, last.hits));
   impl_->cache_misses.Increment(delta(s.misses, last.misses));
@@ -134,6 +161,15 @@ void ServerMetrics::UpdateCache(const FusedCacheStats& s) {
   impl_->cache_entries.Set(static_cast<double>(s.entries));
   impl_->cache_bytes.Set(static_cast<double>(s.bytes));
   last = s;
+}
+
+void ServerMetrics::RecordReload(const std::string& outcome, double seconds) {
+  impl_->reloads.Add({{"outcome", outcome}}).Increment();
+  if (outcome == "failed") impl_->reload_failures.Increment();
+  if (outcome == "loaded") {
+    impl_->reload_seconds.Observe(seconds);
+    impl_->loaded_at.SetToCurrentTime();
+  }
 }
 
 void ServerMetrics::SetInFlight(int64_t n) { impl_->in_flight.Set(static_cast<double>(n)); }

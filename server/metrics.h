@@ -12,6 +12,10 @@
 //   in_flight_requests                   gauge     accepted and not yet answered
 //   queue_waiting                        gauge
 //   artifact_info{version}               gauge (1 for the serving version)
+//   artifact_loaded_timestamp_seconds    gauge     when the serving version was swapped in
+//   reloads_total{outcome}               counter   loaded | unchanged | failed (version checks)
+//   reload_failures_total                counter   failed loads (the old version kept serving)
+//   reload_duration_seconds              histogram fetch + verify + load + warm-up, loaded ones
 //   ready                                gauge     1 when serving
 //
 // Thread-safety: all methods are thread-safe (prometheus-cpp metrics are atomic).
@@ -54,7 +58,10 @@ class ServerMetrics {
   void RecordRequest(const std::string& task, const std::string& code, const StageTimes& t);
   void RecordBatch(int size);
   void RecordRoute(const std::string& top_task);
-  void UpdateCache(const FusedCacheStats& stats);
+  // `cache` identifies the servable's cache the stats come from (one per loaded version).
+  void UpdateCache(const void* cache, const FusedCacheStats& stats);
+  // outcome: "loaded", "unchanged" or "failed".
+  void RecordReload(const std::string& outcome, double seconds);
   void SetInFlight(int64_t n);
   void SetQueueWaiting(int64_t n);
   void SetVersion(const std::string& version);

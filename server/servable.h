@@ -9,11 +9,21 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "server/engine.h"
 #include "server/fused_cache.h"
 
 namespace twin {
+
+// The fuse function the fused-weight cache calls on a miss: theta(w) through `engine`.
+inline FuseFunction FuserOf(const Engine* engine) {
+  return [engine](const std::vector<double>& w) -> absl::StatusOr<std::shared_ptr<FusedValue>> {
+    absl::StatusOr<std::shared_ptr<FusedModel>> model = engine->Fuse(w);
+    if (!model.ok()) return model.status();
+    return std::shared_ptr<FusedValue>(*std::move(model));
+  };
+}
 
 struct Servable {
   std::unique_ptr<Engine> engine;

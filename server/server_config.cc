@@ -59,6 +59,12 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_connection_age_ms < 0) return Fields().Bad("max_connection_age_ms", "must be >= 0");
   if (c.drain_timeout_ms < 0) return Fields().Bad("drain_timeout_ms", "must be >= 0");
   if (c.warmup_requests < 0) return Fields().Bad("warmup_requests", "must be >= 0");
+  if (c.reload.poll_interval_ms < 0) return Fields().Bad("reload.poll_interval_ms", "must be >= 0");
+  if (c.reload.retry_interval_ms < 1) {
+    return Fields().Bad("reload.retry_interval_ms", "must be >= 1");
+  }
+  if (c.reload.keep_versions < 0) return Fields().Bad("reload.keep_versions", "must be >= 0");
+  if (c.reload.warm_cache_keys < 0) return Fields().Bad("reload.warm_cache_keys", "must be >= 0");
   if (c.kserve_model_name.empty()) return Fields().Bad("kserve.model_name", "must not be empty");
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
   if (!kLevels.count(c.log_level))
@@ -80,7 +86,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
                          {"listen_address", "metrics_address", "artifact_uri", "artifact_version",
                           "cache_dir", "device", "intra_op_threads", "workers", "batching", "cache",
                           "cluster_key", "routing", "limits", "max_connection_age_ms",
-                          "drain_timeout_ms", "warmup_requests", "log_level", "kserve"}));
+                          "drain_timeout_ms", "warmup_requests", "log_level", "kserve", "reload"}));
   RETURN_IF_ERROR(Fields().Read(root, "listen_address", "", &c.listen_address));
   RETURN_IF_ERROR(Fields().Read(root, "metrics_address", "", &c.metrics_address));
   RETURN_IF_ERROR(Fields().Read(root, "artifact_uri", "", &c.artifact_uri));
@@ -143,6 +149,14 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
   if (const YAML::Node k = root["kserve"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(k, "kserve", {"model_name"}));
     RETURN_IF_ERROR(Fields().Read(k, "model_name", "kserve", &c.kserve_model_name));
+  }
+  if (const YAML::Node r = root["reload"]) {
+    RETURN_IF_ERROR(Fields().CheckKeys(
+        r, "reload", {"poll_interval_ms", "retry_interval_ms", "keep_versions", "warm_cache_keys"}));
+    RETURN_IF_ERROR(Fields().Read(r, "poll_interval_ms", "reload", &c.reload.poll_interval_ms));
+    RETURN_IF_ERROR(Fields().Read(r, "retry_interval_ms", "reload", &c.reload.retry_interval_ms));
+    RETURN_IF_ERROR(Fields().Read(r, "keep_versions", "reload", &c.reload.keep_versions));
+    RETURN_IF_ERROR(Fields().Read(r, "warm_cache_keys", "reload", &c.reload.warm_cache_keys));
   }
   RETURN_IF_ERROR(Fields().Read(root, "max_connection_age_ms", "", &c.max_connection_age_ms));
   RETURN_IF_ERROR(Fields().Read(root, "drain_timeout_ms", "", &c.drain_timeout_ms));

@@ -21,6 +21,11 @@
 //   drain_timeout_ms: 30000
 //   warmup_requests: 4
 //   kserve: {model_name: twin-merging}  # model name on the Open Inference Protocol service
+//   reload: {poll_interval_ms: 30000,   # re-check artifact_version (LATEST) this often; 0 = never
+//            retry_interval_ms: 2000,   # between attempts until the first load succeeds
+//            keep_versions: 2,          # versions kept in cache_dir (the serving one included);
+//                                       # 0 = never prune
+//            warm_cache_keys: 16}       # hottest cluster keys pre-fused in a new version
 //   log_level: info                     # debug | info | warning | error
 //
 // Thread-safety: plain value types.
@@ -36,6 +41,13 @@
 #include "server/request_queue.h"
 
 namespace twin {
+
+struct ReloadConfig {
+  int64_t poll_interval_ms = 30000;
+  int64_t retry_interval_ms = 2000;
+  int keep_versions = 2;
+  int warm_cache_keys = 16;
+};
 
 struct ServerConfig {
   std::string listen_address = "0.0.0.0:50051";
@@ -64,6 +76,7 @@ struct ServerConfig {
   std::string log_level = "info";
   // The one model that inference.GRPCInferenceService (KServe v2) serves.
   std::string kserve_model_name = "twin-merging";
+  ReloadConfig reload;
 };
 
 absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text);

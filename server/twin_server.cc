@@ -4,15 +4,19 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/artifact_set.h"
 #include "core/object_store.h"
 #include "core/status_macros.h"
 #include "core/tokenizer.h"
-#include <ATen/ATen.h>
+#include "server/admin_service.h"
 #include "server/batch_workers.h"
 #include "server/kserve_service.h"
+#include "server/log.h"
 #include "server/request_queue.h"
 #include "server/twin_service.h"
 
@@ -23,13 +27,17 @@ constexpr char kServiceName[] = "twinmerge.v1.TwinMerge";
 
 }  // namespace
 
-TwinServer::TwinServer(const ServerConfig& config) : config_(config) {}
+TwinServer::TwinServer(const ServerConfig& config, ObjectStoreFactory open_store)
+    : config_(config),
+      open_store_(open_store ? std::move(open_store) : ObjectStoreFactory(OpenObjectStore)) {}
 
 TwinServer::~TwinServer() { Shutdown(); }
 
-absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig& config) {
+absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig& config,
+                                                              ObjectStoreFactory open_store) {
   RETURN_IF_ERROR(ValidateServerConfig(config));
-  std::unique_ptr<TwinServer> server(new TwinServer(config));
+  SetLogLevel(config.log_level);
+  std::unique_ptr<TwinServer> server(new TwinServer(config, std::move(open_store)));
   ASSIGN_OR_RETURN(server->metrics_, ServerMetrics::Create(config.metrics_address));
   server->queue_ = std::make_unique<RequestQueue>(config.queue);
   server->processor_ = std::make_unique<InferProcessor>(server->config_, server->metrics_.get());
@@ -44,6 +52,14 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
   kserve_options.model_name = config.kserve_model_name;
   kserve_options.max_rows = config.queue.max_queue_size;  // every row is queued
   server->kserve_service_ = std::make_unique<KServeService>(server.get(), kserve_options);
+  server->admin_service_ = std::make_unique<AdminService>(server.get());
+  VersionWatcherOptions watch;
+  watch.target = config.artifact_version;
+  watch.retry_interval = absl::Milliseconds(config.reload.retry_interval_ms);
+  watch.poll_interval = absl::Milliseconds(config.reload.poll_interval_ms);
+  TwinServer* raw = server.get();
+  server->watcher_ = std::make_unique<VersionWatcher>(
+      watch, [raw](const std::string& version) { return raw->Load(version); });
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -52,6 +68,7 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
                            &server->port_);
   builder.RegisterService(server->service_.get());
   builder.RegisterService(server->kserve_service_.get());
+  builder.RegisterService(server->admin_service_.get());
   builder.SetMaxReceiveMessageSize(config.max_message_bytes);
   builder.SetMaxSendMessageSize(config.max_message_bytes);
   if (config.max_connection_age_ms > 0) {
@@ -101,12 +118,74 @@ bool TwinServer::serving() const {
 
 int TwinServer::metrics_port() const { return metrics_->port(); }
 
-absl::Status TwinServer::LoadVersion(const std::string& requested) {
+bool TwinServer::ShuttingDown() const {
+  absl::MutexLock lock(&mu_);
+  return shutting_down_;
+}
+
+absl::StatusOr<LoadOutcome> TwinServer::Load(const std::string& requested) {
   absl::MutexLock load_lock(&load_mu_);
   const std::string version = requested.empty() ? config_.artifact_version : requested;
-  ASSIGN_OR_RETURN(auto store, OpenObjectStore(config_.artifact_uri));
-  ASSIGN_OR_RETURN(LocalArtifactSet set, FetchArtifactSet(store.get(), version, config_.cache_dir));
-  if (set.version == this->version()) return absl::OkStatus();
+  const absl::Time start = absl::Now();
+  absl::StatusOr<LoadOutcome> outcome = LoadLocked(version);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (!outcome.ok()) {
+    metrics_->RecordReload("failed", seconds);
+    const std::string serving = this->version();
+    {
+      absl::MutexLock lock(&mu_);
+      ++reload_failures_;
+      last_error_ = outcome.status().ToString();
+    }
+    LogLine(serving.empty() ? LogLevel::kWarning : LogLevel::kError,
+            absl::StrCat("load of version ", version, " failed",
+                         serving.empty() ? "" : absl::StrCat(" (still serving ", serving, ")"),
+                         ": ", outcome.status().ToString()));
+    return outcome.status();
+  }
+  outcome->seconds = seconds;
+  {
+    absl::MutexLock lock(&mu_);
+    last_error_.clear();
+    if (outcome->changed) {
+      ++reloads_;
+      last_reload_ = absl::Now();
+    }
+  }
+  metrics_->RecordReload(outcome->changed ? "loaded" : "unchanged", seconds);
+  if (outcome->changed) {
+    LogLine(LogLevel::kInfo,
+            absl::StrFormat("serving version %s%s after %.2f s", outcome->version,
+                            outcome->previous_version.empty()
+                                ? ""
+                                : absl::StrCat(" (was ", outcome->previous_version, ")"),
+                            seconds));
+    PruneCache(outcome->version, outcome->previous_version);
+  } else {
+    LogLine(LogLevel::kDebug, absl::StrCat("version ", outcome->version, " is already serving"));
+  }
+  return outcome;
+}
+
+absl::StatusOr<LoadOutcome> TwinServer::LoadLocked(const std::string& version) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, open_store_(config_.artifact_uri));
+  ASSIGN_OR_RETURN(std::string resolved, ResolveVersion(store.get(), version));
+  const std::shared_ptr<const Servable> previous = Current();
+  LoadOutcome outcome;
+  outcome.previous_version = previous ? previous->engine->version() : "";
+  outcome.version = resolved;
+  if (resolved == outcome.previous_version) return outcome;
+  if (ShuttingDown()) return absl::UnavailableError("server is shutting down");
+  LogLine(LogLevel::kInfo, absl::StrCat("loading version ", resolved,
+                                        outcome.previous_version.empty()
+                                            ? ""
+                                            : absl::StrCat(" (serving ", outcome.previous_version,
+                                                           ")")));
+
+  FetchOptions fetch;
+  fetch.cancelled = [this] { return ShuttingDown(); };
+  ASSIGN_OR_RETURN(LocalArtifactSet set,
+                   FetchArtifactSet(store.get(), resolved, config_.cache_dir, fetch));
   auto servable = std::make_shared<Servable>();
   EngineOptions engine_options;
   engine_options.device = config_.device;
@@ -116,15 +195,88 @@ absl::Status TwinServer::LoadVersion(const std::string& requested) {
   for (int t = 0; t < servable->engine->num_tasks(); ++t) {
     servable->task_index[set.manifest.tasks[t].name] = t;
   }
-  RETURN_IF_ERROR(Annotate(WarmUp(*servable), "warm-up"));
+  RETURN_IF_ERROR(Annotate(WarmUp(*servable), absl::StrCat("warm-up of version ", resolved)));
+  WarmCache(previous.get(), *servable);
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return absl::UnavailableError("server is shutting down");
-    servable_ = std::move(servable);
+    servable_ = servable;
   }
   metrics_->SetVersion(set.version);
+  metrics_->UpdateCache(servable->cache.get(), servable->cache->stats());
   SetServing(true);
-  return absl::OkStatus();
+  outcome.changed = true;
+  return outcome;
+}
+
+void TwinServer::WarmCache(const Servable* previous, const Servable& next) {
+  if (previous == nullptr || config_.reload.warm_cache_keys <= 0) return;
+  // Cluster keys are weights over task indices: they carry over only to the same task list.
+  if (previous->engine->manifest().tasks.size() != next.engine->manifest().tasks.size()) return;
+  for (size_t t = 0; t < next.engine->manifest().tasks.size(); ++t) {
+    if (previous->engine->manifest().tasks[t].name != next.engine->manifest().tasks[t].name) {
+      return;
+    }
+  }
+  int warmed = 0;
+  for (const ClusterKey& key : previous->cache->HotKeys(config_.reload.warm_cache_keys)) {
+    if (ShuttingDown()) return;
+    absl::StatusOr<CacheLookup> fused = next.cache->Lookup(key, FuserOf(next.engine.get()));
+    if (fused.ok()) {
+      ++warmed;
+    } else {
+      LogLine(LogLevel::kWarning, absl::StrCat("pre-fusing cluster ", key.text, " of version ",
+                                               next.engine->version(), " failed: ",
+                                               fused.status().ToString()));
+    }
+  }
+  LogLine(LogLevel::kDebug, absl::StrCat("pre-fused ", warmed, " cluster keys of version ",
+                                         next.engine->version()));
+}
+
+void TwinServer::PruneCache(const std::string& serving, const std::string& previous) {
+  if (config_.reload.keep_versions <= 0) return;
+  std::vector<std::string> keep = {serving};
+  if (config_.reload.keep_versions >= 2 && !previous.empty()) keep.push_back(previous);
+  absl::StatusOr<CachePruneResult> pruned = PruneArtifactCache(config_.cache_dir, keep);
+  if (!pruned.ok()) {
+    LogLine(LogLevel::kWarning, absl::StrCat("pruning ", config_.cache_dir, " failed: ",
+                                             pruned.status().ToString()));
+  } else if (!pruned->removed_versions.empty()) {
+    LogLine(LogLevel::kInfo,
+            absl::StrCat("removed cached versions ", absl::StrJoin(pruned->removed_versions, ", "),
+                         " (", pruned->removed_blobs, " blobs, ", pruned->freed_bytes, " bytes)"));
+  }
+}
+
+void TwinServer::StartWatching() {
+  if (watching_.exchange(true)) return;
+  watcher_->Start();
+}
+
+void TwinServer::RequestReload(const std::string& version, VersionWatcher::Done done) {
+  if (watching_) {
+    watcher_->RequestReload(version, std::move(done));
+    return;
+  }
+  if (ShuttingDown()) {
+    done(absl::UnavailableError("server is shutting down"));
+    return;
+  }
+  done(Load(version));
+}
+
+twinmerge::v1::ServingStatus TwinServer::ServingStatus() const {
+  twinmerge::v1::ServingStatus status;
+  status.set_version(version());
+  status.set_target(watcher_->target());
+  absl::MutexLock lock(&mu_);
+  status.set_serving(serving_);
+  status.set_reloads(reloads_);
+  status.set_reload_failures(reload_failures_);
+  status.set_last_error(last_error_);
+  if (last_reload_ != absl::InfinitePast()) status.set_last_reload_unix_ms(absl::ToUnixMillis(last_reload_));
+  return status;
 }
 
 absl::Status TwinServer::WarmUp(const Servable& servable) {
@@ -132,6 +284,7 @@ absl::Status TwinServer::WarmUp(const Servable& servable) {
   // requests do not pay for lazy initialisation.
   const Engine& engine = *servable.engine;
   for (int i = 0; i < config_.warmup_requests; ++i) {
+    if (ShuttingDown()) return absl::CancelledError("server is shutting down");
     // Token ids of the tokenizer's padding id are valid for any vocabulary.
     constexpr int64_t kWarmUpLength = 8;
     TokenBatch batch{at::full({1, kWarmUpLength}, engine.tokenizer().spec().pad_id, at::kLong),
@@ -249,6 +402,9 @@ void TwinServer::Shutdown() {
   if (grpc_server_ != nullptr) SetServing(false);
   // Everything accepted so far is answered; new requests get UNAVAILABLE from Submit.
   if (workers_ != nullptr) workers_->Drain();
+  // A load in progress stops at its next blob (or is discarded before the swap); queued
+  // operator reloads are answered UNAVAILABLE.
+  if (watcher_ != nullptr) watcher_->Stop();
   if (queue_ != nullptr) queue_->Close(absl::UnavailableError("server is shutting down"));
   if (grpc_server_ != nullptr) {
     grpc_server_->Shutdown(std::chrono::system_clock::now() +

@@ -1,20 +1,29 @@
 // twin-server: the gRPC Twin-Merging inference service and its lifecycle.
 //
 //   ASSIGN_OR_RETURN(auto server, TwinServer::Start(config));  // gRPC up, NOT_SERVING
-//   RETURN_IF_ERROR(server->LoadVersion());                      // fetch, verify, warm up, SERVING
-//   server->Wait();                                              // until Shutdown()
+//   server->StartWatching();   // loads in the background: retries until the store answers,
+//                              // then follows LATEST every reload.poll_interval_ms
+//   server->Wait();            // until Shutdown()
 //
 // Lifecycle: Start() opens the gRPC port (health NOT_SERVING) and the metrics port.
-// LoadVersion() fetches and verifies the artifact set, builds the engine, warms it up and
-// swaps it in (health SERVING). Shutdown() reports NOT_SERVING, refuses new requests with
-// UNAVAILABLE, finishes everything already accepted (up to drain_timeout_ms), then stops.
+// A load (Load/LoadVersion, the watcher, or an Admin.Reload request) resolves the version,
+// and when it is not already serving fetches it through the digest-keyed local cache,
+// verifies every blob, builds the engine, warms it up, pre-fuses the previous version's
+// hottest cluster keys into the new version's own fused-weight cache, then swaps it in
+// atomically (health SERVING) and prunes the cache to reload.keep_versions versions. A failed
+// load changes nothing: the previous version keeps serving, and the failure is counted
+// (twin_reload_failures_total), logged and reported by Admin.GetServingStatus.
+// Shutdown() reports NOT_SERVING, refuses new requests with UNAVAILABLE, finishes everything
+// already accepted, cancels a load in progress (between blobs), then stops.
 //
 // Thread-safety: all public methods are thread-safe. The serving version is a
 // shared_ptr<const Servable> swapped under a mutex; requests keep the one they started with.
+// Loads never overlap (one at a time, under load_mu_).
 #ifndef TWIN_SERVER_TWIN_SERVER_H_
 #define TWIN_SERVER_TWIN_SERVER_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -22,7 +31,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/infer_processor.h"
+#include "core/object_store.h"
 #include "server/server_config.h"
+#include "server/version_watcher.h"
+#include "twinmerge/v1/admin.pb.h"
 #include "twinmerge/v1/twinmerge.pb.h"
 
 namespace grpc {
@@ -31,19 +43,32 @@ class Server;
 
 namespace twin {
 
+class AdminService;
 class BatchWorkers;
 class KServeService;
 class RequestQueue;
 class TwinService;
 
+// Opens the artifact store for a URI (OpenObjectStore by default; tests inject faults).
+using ObjectStoreFactory =
+    std::function<absl::StatusOr<std::unique_ptr<ObjectStore>>(const std::string& uri)>;
+
 class TwinServer {
  public:
-  static absl::StatusOr<std::unique_ptr<TwinServer>> Start(const ServerConfig& config);
+  static absl::StatusOr<std::unique_ptr<TwinServer>> Start(const ServerConfig& config,
+                                                           ObjectStoreFactory open_store = nullptr);
   ~TwinServer();
 
-  // Fetches, verifies, loads and warms up `version` ("" = config's artifact_version), then
-  // serves it. On failure the current version (if any) keeps serving.
-  absl::Status LoadVersion(const std::string& version = "");
+  // Loads `version` ("" = config's artifact_version) as described above and reports what
+  // changed. A version already serving is a cheap no-op (changed = false).
+  absl::StatusOr<LoadOutcome> Load(const std::string& version = "");
+  absl::Status LoadVersion(const std::string& version = "") { return Load(version).status(); }
+  // Starts the background watcher (first load with retries, then polling). Idempotent.
+  void StartWatching();
+  // An operator reload (Admin.Reload): runs on the watcher thread when it is running,
+  // otherwise on the calling thread. `done` is called exactly once.
+  void RequestReload(const std::string& version, VersionWatcher::Done done);
+  twinmerge::v1::ServingStatus ServingStatus() const;
   // The version being served, or "" before the first load.
   std::string version() const;
   bool serving() const;
@@ -63,18 +88,28 @@ class TwinServer {
   void Wait();
 
  private:
-  explicit TwinServer(const ServerConfig& config);
+  TwinServer(const ServerConfig& config, ObjectStoreFactory open_store);
   std::shared_ptr<const Servable> Current() const;
+  absl::StatusOr<LoadOutcome> LoadLocked(const std::string& version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
   absl::Status WarmUp(const Servable& servable);
+  // Pre-fuses the previous version's hottest cluster keys into `next`'s cache.
+  void WarmCache(const Servable* previous, const Servable& next);
+  void PruneCache(const std::string& serving, const std::string& previous);
   void SetServing(bool serving);
+  bool ShuttingDown() const;
 
   const ServerConfig config_;
+  const ObjectStoreFactory open_store_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<RequestQueue> queue_;
   std::unique_ptr<InferProcessor> processor_;
   std::unique_ptr<BatchWorkers> workers_;
   std::unique_ptr<TwinService> service_;
   std::unique_ptr<KServeService> kserve_service_;  // inference.GRPCInferenceService
+  std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<VersionWatcher> watcher_;
+  std::atomic<bool> watching_{false};
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
 
@@ -83,6 +118,10 @@ class TwinServer {
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t reloads_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reload_failures_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_reload_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Mutex load_mu_;  // one load at a time
   std::atomic<int64_t> in_flight_{0};
 };

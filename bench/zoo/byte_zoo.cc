@@ -225,6 +225,29 @@ absl::StatusOr<ByteZooOptions> ByteZooPreset(const std::string& size) {
   return o;
 }
 
+absl::Status WriteRouterData(const std::string& data_dir, const ByteZooOptions& o,
+                             const std::string& out_dir, const std::string& split) {
+  int index = -1;
+  if (split == "train") index = 0;
+  if (split == "validation") index = 1;
+  if (index < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router split '", split, "' is not train or validation"));
+  }
+  TokenizerSpec spec;
+  spec.max_length = o.model.max_len;
+  spec.offset = kByteOffset;
+  ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(spec));
+  for (const std::string& task : o.tasks) {
+    ASSIGN_OR_RETURN(TaskData data, ReadTask(data_dir, task, o.max_train_per_task));
+    ASSIGN_OR_RETURN(TokenizedExamples examples, Tokenize(*tokenizer, data.split[index]));
+    RETURN_IF_ERROR(WriteSafetensors(
+        absl::StrCat(out_dir, "/", task, ".router.safetensors"),
+        {{"input_ids", examples.input_ids}, {"attention_mask", examples.attention_mask}}));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<StepTimes> MeasureStepTimes(const std::string& data_dir, const ByteZooOptions& o,
                                            int64_t steps) {
   if (o.tasks.empty() || steps < 1) {
@@ -324,9 +347,11 @@ absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const st
     }
     const std::string prefix = absl::StrCat(out_dir, "/", t.name);
     RETURN_IF_ERROR(Save(expert, prefix + ".pt"));
+    // The router learns from the train split (several times the validation split; twin-merge
+    // holds out part of it for early stopping); validation stays free for choosing lambdas.
     RETURN_IF_ERROR(WriteSafetensors(
         prefix + ".router.safetensors",
-        {{"input_ids", validation.input_ids}, {"attention_mask", validation.attention_mask}}));
+        {{"input_ids", train.input_ids}, {"attention_mask", train.attention_mask}}));
     RETURN_IF_ERROR(
         WriteSafetensors(prefix + ".test.safetensors", {{"input_ids", test.input_ids},
                                                         {"attention_mask", test.attention_mask},

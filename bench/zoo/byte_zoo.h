@@ -58,6 +58,13 @@ struct ByteZooOptions {
 // "lite" (whole zoo in under 2 minutes on 2 cores) or "full" (about 45 minutes).
 absl::StatusOr<ByteZooOptions> ByteZooPreset(const std::string& size);
 
+// Writes <out_dir>/<task>.router.safetensors (input_ids, attention_mask) for every task from
+// `split` ("train" or "validation"), tokenized as the zoo tokenizes. BuildByteZoo writes the
+// train split (several times more examples than validation, which stays free for choosing
+// merge hyper-parameters). Only tokenizes: no training.
+absl::Status WriteRouterData(const std::string& data_dir, const ByteZooOptions& options,
+                             const std::string& out_dir, const std::string& split);
+
 struct ByteZooTask {
   std::string name;
   std::vector<std::string> labels;

@@ -41,6 +41,9 @@ ABSL_FLAG(int, pretrain_steps, 0, "Byte-level zoo: override the size's pretraini
 ABSL_FLAG(int, finetune_steps, 0, "Byte-level zoo: override the size's fine-tuning steps.");
 ABSL_FLAG(int, measure_steps, 0,
           "Byte-level zoo: only time this many training steps of the size and print s/step.");
+ABSL_FLAG(std::string, router_data_only, "",
+          "Byte-level zoo: only (re)write <out>/<task>.router.safetensors from this split "
+          "(train or validation) and exit; no training.");
 ABSL_FLAG(bool, jit_optimize, false,
           "Let the TorchScript graph executor profile and specialise (slower here: every new "
           "batch length is a new shape).");
@@ -66,6 +69,15 @@ int BuildByteLevelZoo(const std::string& out) {
   }
   if (absl::GetFlag(FLAGS_finetune_steps) > 0) {
     options->finetune.steps = absl::GetFlag(FLAGS_finetune_steps);
+  }
+  if (!absl::GetFlag(FLAGS_router_data_only).empty()) {
+    absl::Status written = twin::zoo::WriteRouterData(absl::GetFlag(FLAGS_data), *options, out,
+                                                      absl::GetFlag(FLAGS_router_data_only));
+    if (!written.ok()) {
+      std::fprintf(stderr, "twin-zoo: %s\n", written.ToString().c_str());
+      return 1;
+    }
+    return 0;
   }
   std::fprintf(stderr, "twin-zoo: %s\n",
                twin::ConfigureTorchRuntime({absl::GetFlag(FLAGS_threads)}).c_str());

@@ -2,7 +2,8 @@
 # Smoke test of the byte-level benchmark zoo, end to end on a small subset:
 #   prepare_data.sh (small caps) -> twin-zoo --size lite (fewer steps) -> twin-merge ->
 #   twin-inspect --zoo, then checks that every expert beats chance and that Twin-Merging's mean
-#   accuracy beats the shared expert's (task arithmetic alone) mean accuracy.
+#   accuracy beats the shared expert's (task arithmetic alone) mean accuracy; then twin-eval on
+#   the first 64 test rows per task, with loose sanity checks on its JSON.
 #   tests/bench/zoo_smoke_test.sh BUILD_BIN_DIR
 # Installs the corpora's packages on first use (bench/zoo/prepare_data.sh).
 set -euo pipefail
@@ -36,6 +37,37 @@ print(f"mean accuracy: expert {mean(2):.4f}, shared only {mean(3):.4f}, "
       f"Twin-Merging {mean(4):.4f}, routing {mean(5):.4f}")
 if mean(4) <= mean(3):
     failures.append(f"Twin-Merging {mean(4):.4f} is not above shared only {mean(3):.4f}")
+if failures:
+    sys.exit("FAILED: " + "; ".join(failures))
+print("zoo smoke test: twin-inspect checks passed")
+PY
+
+"$BIN/twin-eval" --zoo "$TMP/zoo" --data "$TMP/data" --cache "$TMP/cache" --max_test 64 \
+  --max_val 32 --threads 1 --out_md "$TMP/quality.md" --out_json "$TMP/quality.json" --quiet
+python3 - "$TMP/quality.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+methods = {m["id"]: m for m in r["methods"]}
+failures = []
+for m in r["methods"]:
+    for mode in ("given", "unknown"):
+        if not all(0.0 <= a <= 1.0 for a in m[mode].values()):
+            failures.append(f"{m['id']}: accuracy outside [0, 1] ({mode})")
+mean = lambda i, mode="given": methods[i]["mean_" + mode]
+if mean("expert") < mean("base"):
+    failures.append(f"experts {mean('expert'):.4f} below the base with heads {mean('base'):.4f}")
+for task, acc in methods["expert"]["given"].items():
+    oracle = methods["twin:ratio=1:oracle"]["given"][task]
+    if abs(oracle - acc) > 0.03:
+        failures.append(f"{task}: oracle Twin-Merging at full rank {oracle:.4f}, "
+                        f"expert {acc:.4f}")
+twin, ta = mean("twin:ratio=0.1:router"), mean("task_arithmetic")
+unknown = mean("twin:ratio=0.1:router", "unknown")
+print(f"twin-eval: experts {mean('expert'):.4f}, task arithmetic {ta:.4f}, "
+      f"Twin-Merging (ratio 0.1, router) {twin:.4f} given, {unknown:.4f} unknown")
+if twin <= ta:
+    failures.append(f"Twin-Merging (ratio 0.1, task given) {twin:.4f} is not above "
+                    f"task arithmetic {ta:.4f}")
 if failures:
     sys.exit("FAILED: " + "; ".join(failures))
 print("zoo smoke test: all checks passed")

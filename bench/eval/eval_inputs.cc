@@ -1,0 +1,166 @@
+#include "bench/eval/eval_inputs.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <map>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "bench/zoo/byte_zoo.h"
+#include "core/artifact_set.h"
+#include "core/object_store.h"
+#include "core/safetensors.h"
+#include "core/script_model.h"
+#include "core/status_macros.h"
+#include "core/tokenizer.h"
+
+namespace twin::eval {
+namespace {
+
+LabeledRows FirstRows(LabeledRows rows, int64_t max_rows) {
+  if (max_rows <= 0 || rows.size() <= max_rows) return rows;
+  rows.input_ids = rows.input_ids.slice(0, 0, max_rows);
+  rows.attention_mask = rows.attention_mask.slice(0, 0, max_rows);
+  rows.labels = rows.labels.slice(0, 0, max_rows);
+  return rows;
+}
+
+absl::StatusOr<LabeledRows> ReadTestRows(const std::string& path, int64_t num_classes,
+                                         int64_t max_rows) {
+  ASSIGN_OR_RETURN(auto file, SafetensorsReader::Open(path));
+  LabeledRows rows;
+  ASSIGN_OR_RETURN(rows.input_ids, file->Get("input_ids", at::kLong));
+  ASSIGN_OR_RETURN(rows.attention_mask, file->Get("attention_mask", at::kLong));
+  ASSIGN_OR_RETURN(rows.labels, file->Get("labels", at::kLong));
+  if (rows.input_ids.dim() != 2 || !rows.input_ids.sizes().equals(rows.attention_mask.sizes()) ||
+      rows.labels.dim() != 1 || rows.labels.size(0) != rows.input_ids.size(0) ||
+      rows.labels.size(0) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected input_ids and attention_mask [N, L] and labels [N], N > 0"));
+  }
+  if (rows.labels.min().item<int64_t>() < 0 || rows.labels.max().item<int64_t>() >= num_classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": labels outside [0, ", num_classes, ")"));
+  }
+  return FirstRows(std::move(rows), max_rows);
+}
+
+absl::StatusOr<LabeledRows> ReadValidationRows(const std::string& path,
+                                               std::vector<std::string> label_names,
+                                               const Tokenizer& tokenizer, int64_t max_rows) {
+  ASSIGN_OR_RETURN(zoo::TextSplit split, zoo::ReadTsvSplit(path, &label_names));
+  if (max_rows > 0 && static_cast<int64_t>(split.texts.size()) > max_rows) {
+    split.texts.resize(max_rows);
+    split.labels.resize(max_rows);
+  }
+  auto batch = tokenizer.Encode(split.texts);
+  if (!batch.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", batch.status().message()));
+  }
+  LabeledRows rows;
+  rows.input_ids = batch->input_ids;
+  rows.attention_mask = batch->attention_mask;
+  rows.labels = at::tensor(split.labels, at::kLong);
+  return rows;
+}
+
+absl::StatusOr<NamedTensors> ModelParameters(const std::string& path) {
+  ASSIGN_OR_RETURN(auto model, ScriptModel::Load(path));
+  return model->NamedParameters();
+}
+
+absl::StatusOr<std::unique_ptr<Router>> LoadRouter(const LocalArtifactSet& set) {
+  ASSIGN_OR_RETURN(auto file, SafetensorsReader::Open(set.PathOf(set.manifest.router.blob)));
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& name : file->names()) {
+    ASSIGN_OR_RETURN(at::Tensor t, file->Get(name, at::kFloat));
+    tensors.emplace_back(name, t);
+  }
+  return Router::Create(set.manifest.router.spec, tensors);
+}
+
+}  // namespace
+
+absl::Status SplitParameters(const NamedTensors& params, const NamedTensors& order,
+                             const std::string& head_pattern, const std::string& label,
+                             NamedTensors* merged, NamedTensors* head) {
+  std::regex head_re;
+  try {
+    head_re = std::regex(head_pattern);
+  } catch (const std::regex_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("head pattern '", head_pattern, "': ", e.what()));
+  }
+  std::map<std::string, at::Tensor> by_name;
+  for (const auto& [name, t] : params) {
+    if (std::regex_search(name, head_re)) {
+      head->emplace_back(name, t);
+    } else {
+      by_name[name] = t;
+    }
+  }
+  for (const auto& [name, want] : order) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(label, " has no tensor '", name, "'"));
+    }
+    if (!it->second.sizes().equals(want.sizes())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": tensor '", name, "' has shape ", c10::str(it->second.sizes()),
+                       ", the shared expert's is ", c10::str(want.sizes())));
+    }
+    merged->emplace_back(name, it->second.to(at::kFloat));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
+  if (s.zoo_dir.empty()) return absl::InvalidArgumentError("the zoo directory is required");
+  const std::string zoo = std::filesystem::absolute(s.zoo_dir).string();
+  const std::string uri =
+      s.store_uri.empty() ? absl::StrCat("file://", zoo, "/store") : s.store_uri;
+  ASSIGN_OR_RETURN(auto store, OpenObjectStore(uri));
+  ASSIGN_OR_RETURN(
+      LocalArtifactSet set,
+      FetchArtifactSet(store.get(), s.version, s.cache_dir.empty() ? zoo + "/cache" : s.cache_dir));
+  const Manifest& m = set.manifest;
+  EvalInputs in;
+  in.version = set.version;
+  in.shared_method = m.merge_method;
+  in.architecture_path = set.PathOf(m.architecture_blob);
+  ASSIGN_OR_RETURN(auto published, TwinWeights::Load(set, c10::kCPU));
+  for (const auto& [name, t] : published->shared()) in.shared.emplace_back(name, t.to(at::kFloat));
+  ASSIGN_OR_RETURN(in.router, LoadRouter(set));
+  ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(m.tokenizer));
+
+  NamedTensors base_head;
+  ASSIGN_OR_RETURN(NamedTensors base, ModelParameters(zoo + "/base.pt"));
+  RETURN_IF_ERROR(
+      SplitParameters(base, in.shared, m.head_pattern, zoo + "/base.pt", &in.base, &base_head));
+  for (const TaskEntry& entry : m.tasks) {
+    EvalTask task;
+    task.name = entry.name;
+    task.labels = entry.labels;
+    const std::string expert_path = absl::StrCat(zoo, "/", entry.name, ".pt");
+    ASSIGN_OR_RETURN(NamedTensors params, ModelParameters(expert_path));
+    NamedTensors merged, head;
+    RETURN_IF_ERROR(
+        SplitParameters(params, in.shared, m.head_pattern, expert_path, &merged, &head));
+    in.experts.push_back(std::move(merged));
+    in.heads.push_back(std::move(head));
+    ASSIGN_OR_RETURN(task.test,
+                     ReadTestRows(absl::StrCat(zoo, "/", entry.name, ".test.safetensors"),
+                                  static_cast<int64_t>(entry.labels.size()), s.max_test));
+    if (!s.data_dir.empty()) {
+      ASSIGN_OR_RETURN(
+          task.validation,
+          ReadValidationRows(absl::StrCat(s.data_dir, "/", entry.name, ".validation.tsv"),
+                             entry.labels, *tokenizer, s.max_validation));
+    }
+    in.tasks.push_back(std::move(task));
+  }
+  return in;
+}
+
+}  // namespace twin::eval

@@ -1,0 +1,255 @@
+#include "bench/eval/eval_report.h"
+
+#include <sys/utsname.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace twin::eval {
+namespace {
+
+constexpr double kMiB = 1048576.0;
+
+std::string Header(const std::vector<std::string>& cells) {
+  std::string out = absl::StrCat("| ", absl::StrJoin(cells, " | "), " |\n|");
+  for (size_t i = 0; i < cells.size(); ++i) out += "---|";
+  return out + "\n";
+}
+
+std::string Row(const std::vector<std::string>& cells) {
+  return absl::StrCat("| ", absl::StrJoin(cells, " | "), " |\n");
+}
+
+std::string MethodTable(const EvalResult& r, bool unknown) {
+  std::vector<std::string> head = {"method", "lambda"};
+  head.insert(head.end(), r.tasks.begin(), r.tasks.end());
+  head.insert(head.end(), {"mean", "normalized"});
+  std::string out = Header(head);
+  const MethodResult* expert = r.Find("expert");
+  for (const MethodResult& m : r.methods) {
+    const std::vector<double>& acc = unknown ? m.unknown : m.given;
+    std::vector<std::string> cells = {m.label,
+                                      m.lambda >= 0 ? absl::StrFormat("%.2f", m.lambda) : ""};
+    for (double a : acc) cells.push_back(absl::StrFormat("%.4f", a));
+    cells.push_back(absl::StrFormat("%.4f", Mean(acc)));
+    cells.push_back(absl::StrFormat("%.1f", NormalizedScore(acc, expert->given)));
+    out += Row(cells);
+  }
+  return out;
+}
+
+std::string SweepTable(const EvalResult& r) {
+  std::vector<std::string> routings;
+  for (const MethodResult& m : r.methods) {
+    if (m.family == "twin" && m.policy == r.storage.front().policy) routings.push_back(m.routing);
+  }
+  std::vector<std::string> head = {"policy", "kept rank", "rel. error"};
+  for (const std::string& routing : routings) head.push_back(routing + " (given / unknown)");
+  head.insert(head.end(), {"bytes (fp32 twin)", "bytes (fp16 twin)", "of T experts"});
+  std::string out = Header(head);
+  const MethodResult* expert = r.Find("expert");
+  for (const StorageResult& s : r.storage) {
+    std::vector<std::string> cells = {s.policy, absl::StrFormat("%.3f", s.kept_rank_fraction),
+                                      absl::StrFormat("%.3f", s.mean_rel_error)};
+    for (const std::string& routing : routings) {
+      const MethodResult* m = r.Find(absl::StrCat("twin:", s.policy, ":", routing));
+      cells.push_back(m == nullptr
+                          ? ""
+                          : absl::StrFormat("%.1f / %.1f", NormalizedScore(m->given, expert->given),
+                                            NormalizedScore(m->unknown, expert->given)));
+    }
+    cells.push_back(absl::StrFormat("%.3f MiB", s.total_bytes() / kMiB));
+    cells.push_back(absl::StrFormat("%.3f MiB", s.total_fp16_bytes() / kMiB));
+    cells.push_back(absl::StrFormat("%.1f%% / %.1f%%", 100.0 * s.total_bytes() / s.experts_bytes,
+                                    100.0 * s.total_fp16_bytes() / s.experts_bytes));
+    out += Row(cells);
+  }
+  return out;
+}
+
+std::string RatioText(double ratio) { return ratio < 0 ? "none" : absl::StrCat(ratio); }
+
+nlohmann::json PerTask(const EvalResult& r, const std::vector<double>& values) {
+  nlohmann::json out = nlohmann::json::object();
+  for (size_t t = 0; t < r.tasks.size() && t < values.size(); ++t) out[r.tasks[t]] = values[t];
+  return out;
+}
+
+nlohmann::json OrNull(double v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); }
+
+}  // namespace
+
+std::string DescribeMachine() {
+  std::string out;
+  struct utsname u;
+  if (uname(&u) == 0) out = absl::StrCat(u.sysname, " ", u.release, " ", u.machine);
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      absl::StrAppend(&out, ", ", line.substr(line.find(':') + 2));
+      break;
+    }
+  }
+  absl::StrAppend(&out, ", ", std::thread::hardware_concurrency(), " CPUs");
+  return out;
+}
+
+std::string NowUtc() {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
+}
+
+std::string CommandLine(int argc, char** argv) {
+  std::vector<std::string> parts;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.find_first_of(" \t\"'$\\`;&|<>*?()") != std::string::npos) {
+      std::string quoted = "'";
+      for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      arg = quoted + "'";
+    }
+    parts.push_back(arg);
+  }
+  return absl::StrJoin(parts, " ");
+}
+
+std::string ResultMarkdown(const EvalResult& r, const RunInfo& info) {
+  std::string out = "# Twin-Merging quality on the byte-level zoo (twin-eval)\n\n";
+  absl::StrAppend(&out, "Command:\n\n```sh\n", info.command, "\n```\n\n");
+  absl::StrAppend(&out, "Machine: ", info.machine, "; ", info.threads,
+                  " intra-op thread(s). Date: ", info.date, ". Total time ",
+                  absl::StrFormat("%.1f", r.seconds), " s.\n\n");
+  absl::StrAppend(&out, "Zoo `", info.zoo_dir, "`, data `", info.data_dir,
+                  "`, artifact set version `", r.version, "` (shared expert: ", r.shared_method,
+                  ").\n\n");
+  std::vector<std::string> rows;
+  for (size_t t = 0; t < r.tasks.size(); ++t) {
+    rows.push_back(absl::StrCat(r.tasks[t], " ", r.test_rows[t], " / ", r.validation_rows[t]));
+  }
+  absl::StrAppend(&out, "Rows per task (test / validation): ", absl::StrJoin(rows, ", "),
+                  ". Normalized = 100 x accuracy / the expert's task-given accuracy, averaged "
+                  "over tasks.\n\n");
+  absl::StrAppend(&out, "## Task given (the client names the task; its head is used)\n\n",
+                  MethodTable(r, false), "\n");
+  absl::StrAppend(&out,
+                  "## Task unknown (the router's top task picks the head; a wrong task counts "
+                  "as wrong)\n\nStatic merges, experts and the exact router use the router's "
+                  "argmax; key modes the cluster key's top task; oracle the true task.\n\n",
+                  MethodTable(r, true), "\n");
+  absl::StrAppend(&out, "## Twin-Merging rank sweep (normalized score)\n\n", SweepTable(r), "\n");
+  std::vector<std::string> mins;
+  for (const EvalResult::MinRatio& m : r.min_ratios) {
+    mins.push_back(absl::StrCat(m.routing, " ", RatioText(m.given), " / ", RatioText(m.unknown)));
+  }
+  absl::StrAppend(&out,
+                  absl::StrFormat("Smallest swept rank ratio from which the normalized "
+                                  "score stays >= %.0f (task given / unknown): ",
+                                  r.target_normalized),
+                  absl::StrJoin(mins, "; "), ".\n\n");
+  std::vector<std::string> head = {"routing"};
+  head.insert(head.end(), r.tasks.begin(), r.tasks.end());
+  head.push_back("mean");
+  absl::StrAppend(&out, "## Routing accuracy (top task = true task)\n\n", Header(head));
+  for (const RoutingResult& rr : r.routing) {
+    std::vector<std::string> cells = {rr.routing};
+    for (double a : rr.accuracy) cells.push_back(absl::StrFormat("%.4f", a));
+    cells.push_back(absl::StrFormat("%.4f", Mean(rr.accuracy)));
+    absl::StrAppend(&out, Row(cells));
+  }
+  absl::StrAppend(&out, "\n## Lambda search (mean validation accuracy over tasks)\n\n");
+  for (const LambdaSearch& s : r.searches) {
+    std::vector<std::string> points;
+    for (size_t i = 0; i < s.validation_mean.size(); ++i) {
+      points.push_back(absl::StrFormat("%.2f: %.4f", s.grid[i], s.validation_mean[i]));
+    }
+    absl::StrAppend(&out, "- ", s.method, ": chosen ", absl::StrFormat("%.2f", s.chosen),
+                    points.empty() ? " (default: no validation rows)" : "",
+                    points.empty() ? "" : " (", absl::StrJoin(points, ", "),
+                    points.empty() ? "" : ")", "\n");
+  }
+  absl::StrAppend(&out, "\n## Storage\n\n",
+                  Header({"policy", "shared", "twin fp32", "twin fp16", "heads", "router", "total",
+                          "total (fp16 twin)", "T experts"}));
+  for (const StorageResult& s : r.storage) {
+    absl::StrAppend(&out, Row({s.policy, absl::StrCat(s.shared_bytes), absl::StrCat(s.twin_bytes),
+                               absl::StrCat(s.twin_fp16_bytes), absl::StrCat(s.head_bytes),
+                               absl::StrCat(s.router_bytes), absl::StrCat(s.total_bytes()),
+                               absl::StrCat(s.total_fp16_bytes()), absl::StrCat(s.experts_bytes)}));
+  }
+  absl::StrAppend(&out, "\nBytes; the shared expert, heads and router are float32.\n");
+  return out;
+}
+
+std::string ResultJson(const EvalResult& r, const RunInfo& info) {
+  nlohmann::json j;
+  j["run"] = {{"command", info.command}, {"machine", info.machine},
+              {"date", info.date},       {"threads", info.threads},
+              {"zoo", info.zoo_dir},     {"data", info.data_dir},
+              {"version", r.version},    {"shared_method", r.shared_method},
+              {"seconds", r.seconds}};
+  j["tasks"] = nlohmann::json::array();
+  for (size_t t = 0; t < r.tasks.size(); ++t) {
+    j["tasks"].push_back({{"name", r.tasks[t]},
+                          {"test_rows", r.test_rows[t]},
+                          {"validation_rows", r.validation_rows[t]}});
+  }
+  const MethodResult* expert = r.Find("expert");
+  j["methods"] = nlohmann::json::array();
+  for (const MethodResult& m : r.methods) {
+    j["methods"].push_back({{"id", m.id},
+                            {"label", m.label},
+                            {"family", m.family},
+                            {"policy", m.policy},
+                            {"routing", m.routing},
+                            {"lambda", OrNull(m.lambda)},
+                            {"fusions", m.fusions},
+                            {"given", PerTask(r, m.given)},
+                            {"unknown", PerTask(r, m.unknown)},
+                            {"mean_given", Mean(m.given)},
+                            {"mean_unknown", Mean(m.unknown)},
+                            {"normalized_given", NormalizedScore(m.given, expert->given)},
+                            {"normalized_unknown", NormalizedScore(m.unknown, expert->given)}});
+  }
+  j["lambda_search"] = nlohmann::json::array();
+  for (const LambdaSearch& s : r.searches) {
+    j["lambda_search"].push_back({{"method", s.method},
+                                  {"grid", s.grid},
+                                  {"validation_mean", s.validation_mean},
+                                  {"chosen", s.chosen}});
+  }
+  j["routing"] = nlohmann::json::array();
+  for (const RoutingResult& rr : r.routing) {
+    j["routing"].push_back({{"routing", rr.routing},
+                            {"accuracy", PerTask(r, rr.accuracy)},
+                            {"mean", Mean(rr.accuracy)}});
+  }
+  j["storage"] = nlohmann::json::array();
+  for (const StorageResult& s : r.storage) {
+    j["storage"].push_back({{"policy", s.policy},
+                            {"kept_rank_fraction", s.kept_rank_fraction},
+                            {"mean_rel_error", s.mean_rel_error},
+                            {"shared_bytes", s.shared_bytes},
+                            {"twin_bytes", s.twin_bytes},
+                            {"twin_fp16_bytes", s.twin_fp16_bytes},
+                            {"head_bytes", s.head_bytes},
+                            {"router_bytes", s.router_bytes},
+                            {"total_bytes", s.total_bytes()},
+                            {"total_fp16_bytes", s.total_fp16_bytes()},
+                            {"experts_bytes", s.experts_bytes}});
+  }
+  j["target_normalized"] = r.target_normalized;
+  j["min_ratio"] = nlohmann::json::array();
+  for (const EvalResult::MinRatio& m : r.min_ratios) {
+    j["min_ratio"].push_back(
+        {{"routing", m.routing}, {"given", OrNull(m.given)}, {"unknown", OrNull(m.unknown)}});
+  }
+  return j.dump(2) + "\n";
+}
+
+}  // namespace twin::eval
