@@ -117,9 +117,8 @@ def main():
       f"reference {summary[lo]['rf_rss']:.0f} -> {summary[hi]['rf_rss']:.0f} MiB "
       f"({slope('rf_rss'):+.1f} MiB per extra expert). One expert is "
       f"{int(params) * 4 / 2**20:.0f} MiB of float32. The reference holds every expert whole; "
-      "twin-merge streams tensor by tensor, so its growth per expert comes from the tensors of "
-      "one name held for all experts at once (the largest, the 16 MiB embedding, sets the "
-      "peak).\n")
+      "twin-merge streams tensor by tensor and, within a tensor, expert by expert (one expert "
+      "tensor in the merge, one per compress worker), so its peak does not depend on T.\n")
 
     w("## Target\n")
     fast = all(summary[t]["speedup"] >= SPEEDUP_TARGET for t in tasks)
@@ -142,18 +141,23 @@ def main():
       f"reference's gesdd). Its CPU / wall ratio, at most {cpu_share:.2f} in these runs, shows "
       "how much of that parallelism the machine gave; on a shared machine wall times swing with "
       "the load, so CPU time is the steadier measure.")
-    w("- At the time of writing (perf, T = 8) the randomized SVD is about half of twin-merge's "
-      "CPU time: the 10 [m, n] x [n, 113] products about a third, the Householder QRs that "
-      "re-orthonormalise each power-iteration step about a sixth. The rest is reading, "
-      "finite checks (each tensor is checked 2-3 times), writing, hashing inputs and blobs, the "
-      "router and start-up; it is roughly fixed per tensor and per job and weighs most at small "
-      "T.")
+    w("- At the time of writing (perf, T = 8) the randomized SVD is about 60% of twin-merge's "
+      "CPU time: the 10 [m, n] x [n, 113] products about 45%, the LU factorisations that "
+      "renormalise the intermediate power-iteration steps, the SVD of the small [113, n] "
+      "product and the final Householder QR about 5%, 5% and 3%. The rest is hashing inputs "
+      "and blobs (about 7%), the router (about 7%), reading and merging (about 4%, each tensor "
+      "checked for NaN/Inf once), writing and start-up; it is roughly fixed per tensor and per "
+      "job and weighs most at small T.")
     w("- With the SvdOptions default of 2 power iterations the randomized SVD's mean error was "
       "0.9-1.6% above the exact truncated SVD's on these deltas (their dense-noise tail decays "
-      "slowly); twin-merge runs 4 (`kSvdPowerIterations` in merge_job.cc), about 1.7x the SVD "
-      "time of 2.")
-    w("- Peak RSS still grows with T because each tensor name is read for every expert at "
-      "once and every task vector of it is materialised before the merge.")
+      "slowly), with 3 about 1.0% at T = 2; twin-merge runs 4 (`kSvdPowerIterations` in "
+      "merge_job.cc). Renormalising the intermediate steps by LU instead of Householder QR left "
+      "the error unchanged.")
+    w("- Peak RSS is flat in T: the experts of a tensor stream through the merge one at a time "
+      "(twice for TIES), each compress worker reads its own expert's tensor, and freed heap "
+      "memory is handed back between tensors (glibc before 2.38 seldom reuses freed "
+      "posix_memalign blocks, LibTorch's tensor allocations, so the heap grew by a tensor per "
+      "read).")
     w("- The stage breakdown below comes from separate runs; on this shared machine absolute "
       "times swing with the load, so read it for proportions.\n")
 

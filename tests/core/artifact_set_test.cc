@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -406,6 +408,78 @@ TEST_F(ArtifactSetTest, PruneKeepsNamedVersionsAndTheirBlobs) {
   auto missing = PruneArtifactCache(tmp_ + "/no-such-cache", {});
   ASSERT_TRUE(missing.ok());
   EXPECT_THAT(missing->removed_versions, IsEmpty());
+}
+
+// A store that kills its process after a number of blob uploads: a publisher killed mid-way.
+class DyingStore : public ObjectStore {
+ public:
+  static std::unique_ptr<DyingStore> Open(const std::string& root, int puts_before_death) {
+    auto inner = FileObjectStore::Create(root);
+    EXPECT_TRUE(inner.ok());
+    return std::unique_ptr<DyingStore>(new DyingStore(std::move(*inner), puts_before_death));
+  }
+  absl::StatusOr<std::string> Get(absl::string_view key) override { return inner_->Get(key); }
+  absl::Status GetToFile(absl::string_view key, const std::string& path) override {
+    return inner_->GetToFile(key, path);
+  }
+  absl::Status Put(absl::string_view key, absl::string_view bytes) override {
+    Tick();
+    return inner_->Put(key, bytes);
+  }
+  absl::Status PutFile(absl::string_view key, const std::string& path) override {
+    Tick();
+    return inner_->PutFile(key, path);
+  }
+  absl::StatusOr<ObjectInfo> Head(absl::string_view key) override { return inner_->Head(key); }
+  absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix) override {
+    return inner_->List(prefix);
+  }
+  absl::Status Delete(absl::string_view key) override { return inner_->Delete(key); }
+  std::string uri() const override { return inner_->uri(); }
+
+ private:
+  DyingStore(std::unique_ptr<FileObjectStore> inner, int puts)
+      : inner_(std::move(inner)), puts_left_(puts) {}
+  void Tick() {
+    if (puts_left_-- == 0) ::raise(SIGKILL);
+  }
+  std::unique_ptr<FileObjectStore> inner_;
+  int puts_left_;
+};
+
+TEST_F(ArtifactSetTest, PublisherKilledMidwayLeavesNothingVisibleAndRepublishes) {
+  ASSERT_TRUE(PublishVersion("v1").ok());
+  for (int puts : {0, 2, static_cast<int>(BlobContents().size())}) {
+    EXPECT_EXIT(
+        {
+          auto dying = DyingStore::Open(tmp_ + "/store", puts);
+          ArtifactPublisher publisher(dying.get(), "v2");
+          for (const auto& [name, content] : BlobContents()) {
+            if (!publisher.AddFile(name, StagedPath(name)).ok()) std::_Exit(3);
+          }
+          (void)publisher.Publish(TwoTaskManifest());
+          std::_Exit(4);  // not reached: killed during the uploads or at the manifest
+        },
+        ::testing::KilledBySignal(SIGKILL), "")
+        << puts;
+    // Never visible: no manifest, LATEST unchanged, not listed, not fetchable.
+    EXPECT_FALSE(fs::exists(StorePath("v2/manifest.json"))) << puts;
+    EXPECT_EQ(ReadFileOrDie(StorePath("LATEST")), "v1\n") << puts;
+    auto versions = ListVersions(store_.get());
+    ASSERT_TRUE(versions.ok());
+    EXPECT_THAT(*versions, ElementsAre("v1")) << puts;
+    EXPECT_EQ(FetchArtifactSet(store_.get(), "v2", CacheDir()).status().code(),
+              absl::StatusCode::kNotFound)
+        << puts;
+  }
+  // The next run publishes the same version cleanly over the leftovers.
+  ASSERT_TRUE(PublishVersion("v2").ok());
+  auto set = FetchArtifactSet(store_.get(), "LATEST", CacheDir());
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->version, "v2");
+  for (const auto& [name, content] : BlobContents()) {
+    EXPECT_EQ(ReadFileOrDie(set->PathOf(name)), content) << name;
+  }
 }
 
 }  // namespace

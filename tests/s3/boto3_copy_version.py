@@ -44,6 +44,9 @@ def main():
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--version", required=True)
     parser.add_argument("--new-version", required=True)
+    parser.add_argument("--corrupt", default="",
+                        help="store this blob of the copy damaged: the manifest declares a "
+                             "digest the stored bytes do not have")
     args = parser.parse_args()
 
     s3 = boto3.client(
@@ -56,7 +59,7 @@ def main():
         return s3.get_object(Bucket=args.bucket, Key=root + key)["Body"].read()
 
     latest = get("LATEST").decode().strip()
-    if latest != args.version:
+    if latest != args.version and not args.corrupt:
         fail(f"LATEST names {latest!r}, expected {args.version!r}")
 
     version_dir = f"{args.version}/"
@@ -84,6 +87,15 @@ def main():
           f"{sum(len(d) for d in contents.values())} bytes")
 
     new_dir = f"{args.new_version}/"
+    if args.corrupt:
+        if args.corrupt not in contents:
+            fail(f"--corrupt {args.corrupt}: no such blob")
+        # The manifest declares one new content (so no reader has its digest cached yet), the
+        # store gets another of the same size: a reader that downloads it must refuse it.
+        declared = contents[args.corrupt] + b"\n"
+        blobs[args.corrupt] = {"sha256": hashlib.sha256(declared).hexdigest(),
+                               "size_bytes": len(declared)}
+        contents[args.corrupt] = contents[args.corrupt] + b"\0"
     for name, data in contents.items():
         s3.put_object(Bucket=args.bucket, Key=root + new_dir + name, Body=data)
     manifest["version"] = args.new_version

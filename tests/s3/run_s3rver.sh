@@ -55,7 +55,9 @@ trap 'exit 130' INT TERM
 NODE_FLAGS=()
 if node --openssl-legacy-provider -e 0 2>/dev/null; then NODE_FLAGS=(--openssl-legacy-provider); fi
 # Port 0: s3rver binds a free port itself and prints it, so no other process can take it first.
-node "${NODE_FLAGS[@]}" "$S3RVER" --directory "$WORK/data" --address 127.0.0.1 --port 0 --silent \
+# S3RVER_PORT picks the port instead (a test that starts its clients before the store).
+node "${NODE_FLAGS[@]}" "$S3RVER" --directory "$WORK/data" --address 127.0.0.1 \
+  --port "${S3RVER_PORT:-0}" --silent \
   --configure-bucket "$BUCKET" >"$WORK/s3rver.log" 2>&1 &
 SERVER_PID=$!
 PORT=""
