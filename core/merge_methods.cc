@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -91,30 +93,33 @@ at::Tensor DareMask(const at::Tensor& tau, double drop_rate, uint64_t seed) {
   return tau * keep.to(tau.device()) * (1.0 / (1.0 - drop_rate));
 }
 
-// Elects the sign of sum_t w_t tau_t per entry, then averages (weighted) the entries whose
-// sign agrees; entries with no agreeing expert, or a zero sum, stay 0.
-at::Tensor DisjointMean(const std::vector<at::Tensor>& taus, const std::vector<double>& w) {
-  at::Tensor total = at::zeros_like(taus[0]);
-  for (size_t t = 0; t < taus.size(); ++t) total.add_(taus[t], w[t]);
-  const at::Tensor elected = total.sign();
-  at::Tensor numerator = at::zeros_like(taus[0]);
-  at::Tensor denominator = at::zeros_like(taus[0]);
-  for (size_t t = 0; t < taus.size(); ++t) {
-    at::Tensor agree = (taus[t].sign() == elected).logical_and_(elected != 0);
-    at::Tensor agree_f = agree.to(taus[t].scalar_type());
-    numerator.add_(taus[t] * agree_f, w[t]);
-    denominator.add_(agree_f, w[t]);
+// Entries with |x| <= max are finite; NaN fails every comparison. Blocks let a bad tensor
+// stop early while the inner loop stays branch-free.
+template <typename T>
+bool AllFiniteValues(const T* values, int64_t count) {
+  constexpr int64_t kBlock = 1 << 14;
+  const T largest = std::numeric_limits<T>::max();
+  for (int64_t begin = 0; begin < count; begin += kBlock) {
+    const int64_t end = std::min(count, begin + kBlock);
+    int bad = 0;
+    for (int64_t i = begin; i < end; ++i) bad |= !(std::abs(values[i]) <= largest);
+    if (bad) return false;
   }
-  return at::where(denominator > 0, numerator / denominator.clamp_min(1e-30),
-                   at::zeros_like(numerator));
+  return true;
 }
 
-absl::Status CheckInputs(const at::Tensor& base, const std::vector<at::Tensor>& experts) {
+absl::Status CheckBaseType(const at::Tensor& base) {
   if (!base.defined()) return absl::InvalidArgumentError("base tensor is undefined");
   if (!at::isFloatingType(base.scalar_type())) {
     return absl::InvalidArgumentError(
         absl::StrCat("base has non-floating dtype ", c10::toString(base.scalar_type())));
   }
+  return absl::OkStatus();
+}
+
+// Shapes and dtypes of all inputs first, then their values.
+absl::Status CheckInputs(const at::Tensor& base, const std::vector<at::Tensor>& experts) {
+  RETURN_IF_ERROR(CheckBaseType(base));
   for (size_t i = 0; i < experts.size(); ++i) {
     const at::Tensor& e = experts[i];
     if (!e.defined())
@@ -129,55 +134,13 @@ absl::Status CheckInputs(const at::Tensor& base, const std::vector<at::Tensor>& 
           absl::StrCat("expert ", i, " has non-floating dtype ", c10::toString(e.scalar_type())));
     }
   }
-  if (!base.isfinite().all().item<bool>()) return absl::InvalidArgumentError("base has NaN/Inf");
+  if (!AllFinite(base)) return absl::InvalidArgumentError("base has NaN/Inf");
   for (size_t i = 0; i < experts.size(); ++i) {
-    if (!experts[i].isfinite().all().item<bool>()) {
+    if (!AllFinite(experts[i])) {
       return absl::InvalidArgumentError(absl::StrCat("expert ", i, " has NaN/Inf"));
     }
   }
   return absl::OkStatus();
-}
-
-at::Tensor MergeChecked(const at::Tensor& base, const std::vector<at::Tensor>& experts,
-                        const MergeOptions& options, uint64_t tensor_index) {
-  bool any_double = base.scalar_type() == at::kDouble;
-  for (const at::Tensor& e : experts) any_double |= e.scalar_type() == at::kDouble;
-  const at::ScalarType compute = any_double ? at::kDouble : at::kFloat;
-  const size_t n = experts.size();
-  std::vector<double> w(n);
-  for (size_t t = 0; t < n; ++t) w[t] = ValueOr(options.weights, t, kDefaultWeight);
-  const at::Tensor theta0 = base.to(compute);
-
-  if (options.method == MergeMethod::kLinear) {
-    double weight_sum = 0.0;
-    at::Tensor acc = at::zeros_like(theta0);
-    for (size_t t = 0; t < n; ++t) {
-      acc.add_(experts[t].to(base.device(), compute), w[t]);
-      weight_sum += w[t];
-    }
-    return acc.div_(weight_sum).to(base.scalar_type());
-  }
-
-  // Task vectors, after DARE's drop-and-rescale or TIES' trim where the method asks for it.
-  std::vector<at::Tensor> taus(n);
-  for (size_t t = 0; t < n; ++t) {
-    at::Tensor tau = experts[t].to(base.device(), compute) - theta0;
-    if (UsesDare(options.method)) {
-      tau = DareMask(tau, ValueOr(options.drop_rates, t, kDefaultDropRate),
-                     DareSeed(options.seed, tensor_index, t));
-    } else if (options.method == MergeMethod::kTies) {
-      tau = Trim(tau, ValueOr(options.densities, t, kDefaultDensity));
-    }
-    taus[t] = tau;
-  }
-  at::Tensor delta;
-  if (UsesTies(options.method)) {
-    delta = DisjointMean(taus, w);
-  } else {
-    delta = at::zeros_like(theta0);
-    for (size_t t = 0; t < n; ++t) delta.add_(taus[t], w[t]);
-  }
-  return theta0.add(delta, options.lambda).to(base.scalar_type());
 }
 
 }  // namespace
@@ -262,12 +225,188 @@ absl::StatusOr<at::Tensor> MergeTensor(const at::Tensor& base,
   try {
     at::NoGradGuard no_grad;
     RETURN_IF_ERROR(CheckInputs(base, experts));
-    if (base.numel() == 0) return base.clone();
-    return MergeChecked(base, experts, options, tensor_index);
+    TensorMergerOptions merger_options;
+    merger_options.check_finite = false;  // CheckInputs did
+    for (const at::Tensor& e : experts) {
+      merger_options.float64_math |= e.scalar_type() == at::kDouble;
+    }
+    ASSIGN_OR_RETURN(auto merger, TensorMerger::Create(base, options, tensor_index,
+                                                       experts.size(), merger_options));
+    for (int pass = 0; pass < merger->passes(); ++pass) {
+      for (size_t t = 0; t < experts.size(); ++t) RETURN_IF_ERROR(merger->Add(t, experts[t]));
+    }
+    return merger->Finish();
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(MergeMethodName(options.method), " merge of tensor ",
                                             tensor_index, " (shape ", ShapeString(base),
                                             ") failed: ", e.what()));
+  }
+}
+
+bool AllFinite(const at::Tensor& t) {
+  if (!t.defined() || !at::isFloatingType(t.scalar_type())) return true;
+  if (t.device().is_cpu() && t.is_contiguous()) {
+    if (t.scalar_type() == at::kFloat) return AllFiniteValues(t.data_ptr<float>(), t.numel());
+    if (t.scalar_type() == at::kDouble) return AllFiniteValues(t.data_ptr<double>(), t.numel());
+  }
+  return t.isfinite().all().item<bool>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// TensorMerger
+
+absl::StatusOr<std::unique_ptr<TensorMerger>> TensorMerger::Create(
+    const at::Tensor& base, const MergeOptions& options, uint64_t tensor_index,
+    size_t num_experts, const TensorMergerOptions& merger_options) {
+  RETURN_IF_ERROR(ValidateMergeOptions(options, num_experts));
+  RETURN_IF_ERROR(CheckBaseType(base));
+  std::unique_ptr<TensorMerger> m(new TensorMerger());
+  m->options_ = options;
+  m->tensor_index_ = tensor_index;
+  m->num_experts_ = num_experts;
+  m->check_finite_ = merger_options.check_finite;
+  m->passes_ = UsesTies(options.method) ? 2 : 1;
+  m->added_.assign(num_experts, false);
+  for (size_t t = 0; t < num_experts; ++t) {
+    m->weights_.push_back(ValueOr(options.weights, t, kDefaultWeight));
+  }
+  m->base_ = base;
+  m->compute_ =
+      merger_options.float64_math || base.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  try {
+    at::NoGradGuard no_grad;
+    if (m->check_finite_ && !AllFinite(base)) {
+      return absl::InvalidArgumentError("base has NaN/Inf");
+    }
+    if (base.numel() > 0) {
+      m->theta0_ = base.to(m->compute_);
+      m->sum_ = at::zeros_like(m->theta0_);
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(m->Describe(), " failed: ", e.what()));
+  }
+  return m;
+}
+
+std::string TensorMerger::Describe() const {
+  return absl::StrCat(MergeMethodName(options_.method), " merge of tensor ", tensor_index_,
+                      " (shape ", ShapeString(base_), ")");
+}
+
+absl::Status TensorMerger::CheckExpert(size_t expert, const at::Tensor& tensor) const {
+  if (expert >= num_experts_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert ", expert, " is out of range (", num_experts_, " experts)"));
+  }
+  if (added_[expert]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert ", expert, " was already added in pass ", pass_ + 1));
+  }
+  if (!tensor.defined()) {
+    return absl::InvalidArgumentError(absl::StrCat("expert ", expert, " is undefined"));
+  }
+  if (!tensor.sizes().equals(base_.sizes())) {
+    return absl::InvalidArgumentError(absl::StrCat("expert ", expert, " has shape ",
+                                                   ShapeString(tensor), " but the base has shape ",
+                                                   ShapeString(base_)));
+  }
+  if (!at::isFloatingType(tensor.scalar_type())) {
+    return absl::InvalidArgumentError(absl::StrCat("expert ", expert, " has non-floating dtype ",
+                                                   c10::toString(tensor.scalar_type())));
+  }
+  if (tensor.scalar_type() == at::kDouble && compute_ != at::kDouble) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert ", expert, " is float64 but the merger computes in float32 (set float64_math)"));
+  }
+  if (check_finite_ && pass_ == 0 && !AllFinite(tensor)) {
+    return absl::InvalidArgumentError(absl::StrCat("expert ", expert, " has NaN/Inf"));
+  }
+  return absl::OkStatus();
+}
+
+at::Tensor TensorMerger::TaskVector(size_t expert, const at::Tensor& theta) const {
+  at::Tensor tau = theta - theta0_;
+  if (UsesDare(options_.method)) {
+    return DareMask(tau, ValueOr(options_.drop_rates, expert, kDefaultDropRate),
+                    DareSeed(options_.seed, tensor_index_, expert));
+  }
+  if (options_.method == MergeMethod::kTies) {
+    return Trim(tau, ValueOr(options_.densities, expert, kDefaultDensity));
+  }
+  return tau;
+}
+
+void TensorMerger::Accumulate(size_t expert, const at::Tensor& tensor) {
+  const double w = weights_[expert];
+  const at::Tensor theta = tensor.to(base_.device(), compute_);
+  if (options_.method == MergeMethod::kLinear) {
+    sum_.add_(theta, w);
+    return;
+  }
+  const at::Tensor tau = TaskVector(expert, theta);
+  if (pass_ == 0) {
+    sum_.add_(tau, w);
+    return;
+  }
+  // TIES, pass 2: sum_ holds the elected sign; entries with no sign take no votes.
+  const at::Tensor agree = (tau.sign() == sum_).logical_and_(sum_ != 0).to(tau.scalar_type());
+  numerator_.add_(tau * agree, w);
+  denominator_.add_(agree, w);
+}
+
+absl::Status TensorMerger::Add(size_t expert, const at::Tensor& tensor) {
+  if (finished_) return absl::FailedPreconditionError(Describe() + ": Add() after Finish()");
+  RETURN_IF_ERROR(CheckExpert(expert, tensor));
+  try {
+    at::NoGradGuard no_grad;
+    if (base_.numel() > 0) Accumulate(expert, tensor);
+    added_[expert] = true;
+    if (++added_count_ < num_experts_) return absl::OkStatus();
+    // The pass is complete.
+    if (base_.numel() > 0 && passes_ == 2 && pass_ == 0) {
+      sum_ = sum_.sign();
+      numerator_ = at::zeros_like(theta0_);
+      denominator_ = at::zeros_like(theta0_);
+    }
+    ++pass_;
+    added_.assign(num_experts_, false);
+    added_count_ = 0;
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat(Describe(), " failed at expert ", expert, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> TensorMerger::Finish() {
+  if (finished_) return absl::FailedPreconditionError(Describe() + ": Finish() called twice");
+  if (pass_ < passes_) {
+    return absl::FailedPreconditionError(absl::StrCat(Describe(), ": pass ", pass_ + 1, " of ",
+                                                      passes_, " has ", added_count_, " of ",
+                                                      num_experts_, " experts"));
+  }
+  finished_ = true;
+  try {
+    at::NoGradGuard no_grad;
+    if (base_.numel() == 0) return base_.clone();
+    at::Tensor merged;
+    if (options_.method == MergeMethod::kLinear) {
+      double weight_sum = 0.0;
+      for (double w : weights_) weight_sum += w;
+      merged = sum_.div_(weight_sum);
+    } else if (passes_ == 2) {
+      // Disjoint mean: entries with no agreeing expert, or no elected sign, stay 0.
+      const at::Tensor mean =
+          at::where(denominator_ > 0, numerator_ / denominator_.clamp_min(1e-30),
+                    at::zeros_like(numerator_));
+      merged = theta0_.add(mean, options_.lambda);
+    } else {
+      merged = theta0_.add(sum_, options_.lambda);
+    }
+    sum_ = numerator_ = denominator_ = theta0_ = at::Tensor();
+    return merged.to(base_.scalar_type());
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(Describe(), " failed: ", e.what()));
   }
 }
 

@@ -21,11 +21,15 @@
 //   MergeOptions opts; opts.method = MergeMethod::kTies; opts.lambda = 1.0;
 //   ASSIGN_OR_RETURN(at::Tensor merged, MergeTensor(base, experts, opts, /*tensor_index=*/i));
 //
-// Thread-safety: pure functions.
+// TensorMerger is the streaming form for callers that hold one expert at a time: memory stays
+// at a few tensors of the base's size whatever the number of experts. MergeTensor runs on it.
+//
+// Thread-safety: the functions are pure; a TensorMerger is not thread-safe (one per tensor).
 #ifndef TWIN_CORE_MERGE_METHODS_H_
 #define TWIN_CORE_MERGE_METHODS_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -60,6 +64,79 @@ absl::Status ValidateMergeOptions(const MergeOptions& options, size_t num_expert
 absl::StatusOr<at::Tensor> MergeTensor(const at::Tensor& base,
                                        const std::vector<at::Tensor>& experts,
                                        const MergeOptions& options, uint64_t tensor_index);
+
+// True when no entry is NaN or Inf (always true for non-floating tensors). One pass over the
+// data without temporaries for contiguous CPU tensors.
+bool AllFinite(const at::Tensor& t);
+
+struct TensorMergerOptions {
+  // Do the math in float64. MergeTensor sets it when the base or any expert is float64; a
+  // float64 base always computes in float64. A float64 expert added to a float32 merger is
+  // INVALID_ARGUMENT rather than silently rounded.
+  bool float64_math = false;
+  // Check the base (in Create) and each expert (in its first pass) for NaN/Inf. Turn it off
+  // only when the caller has checked them already.
+  bool check_finite = true;
+};
+
+// Merges one tensor from experts added one at a time; the result equals MergeTensor's.
+// Linear and the task arithmetic methods take one pass: Add() each expert once. The TIES
+// methods take two (passes() == 2), since no entry can be averaged before every expert has
+// voted on its sign: Add() every expert once (trimmed / dropped task vectors summed with their
+// weights elect the sign), then every expert again with the same tensor (sum and weight of the
+// entries that agree). Each pass recomputes the expert's trim or DARE mask, which depend only
+// on (options, tensor_index, expert). Within a pass experts may come in any order: in index
+// order the result is bit-identical to MergeTensor's, in another it differs by float rounding.
+//
+//   ASSIGN_OR_RETURN(auto merger, TensorMerger::Create(base, options, i, experts.size()));
+//   for (int pass = 0; pass < merger->passes(); ++pass) {
+//     for (size_t t = 0; t < experts.size(); ++t) RETURN_IF_ERROR(merger->Add(t, Read(t)));
+//   }
+//   ASSIGN_OR_RETURN(at::Tensor merged, merger->Finish());
+//
+// Errors (INVALID_ARGUMENT) name the expert index: shape or dtype unlike the base's, NaN/Inf,
+// an index out of range or added twice in a pass. Finish() before every pass is complete is
+// FAILED_PRECONDITION. Holds about three tensors of the base's size in the compute dtype.
+class TensorMerger {
+ public:
+  static absl::StatusOr<std::unique_ptr<TensorMerger>> Create(
+      const at::Tensor& base, const MergeOptions& options, uint64_t tensor_index,
+      size_t num_experts, const TensorMergerOptions& merger_options = {});
+
+  // 1, or 2 for kTies and kDareTies.
+  int passes() const { return passes_; }
+  // Adds expert `expert`'s tensor to the current pass; a pass ends once every expert is in.
+  absl::Status Add(size_t expert, const at::Tensor& tensor);
+  // The merged tensor, with the base's dtype. The merger is spent afterwards.
+  absl::StatusOr<at::Tensor> Finish();
+
+ private:
+  TensorMerger() = default;
+  // Task vector of `expert` after DARE's drop-and-rescale or TIES' trim.
+  at::Tensor TaskVector(size_t expert, const at::Tensor& theta) const;
+  void Accumulate(size_t expert, const at::Tensor& tensor);
+  absl::Status CheckExpert(size_t expert, const at::Tensor& tensor) const;
+  std::string Describe() const;
+
+  MergeOptions options_;
+  uint64_t tensor_index_ = 0;
+  size_t num_experts_ = 0;
+  bool check_finite_ = true;
+  int passes_ = 1;
+  int pass_ = 0;
+  bool finished_ = false;
+  std::vector<double> weights_;
+  std::vector<bool> added_;  // in the current pass
+  size_t added_count_ = 0;
+  at::Tensor base_;    // as given: dtype and device of the result
+  at::Tensor theta0_;  // base in the compute dtype
+  at::ScalarType compute_{};
+  // Linear: sum_t w_t theta_t. Task arithmetic: sum_t w_t tau_t. TIES pass 1: sum_t w_t tau_t,
+  // replaced by its sign (the elected sign) when the pass ends.
+  at::Tensor sum_;
+  at::Tensor numerator_;    // TIES pass 2: sum of w_t tau_t over agreeing entries
+  at::Tensor denominator_;  // TIES pass 2: sum of w_t over agreeing entries
+};
 
 }  // namespace twin
 

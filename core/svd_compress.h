@@ -3,8 +3,9 @@
 // A tensor of 2 or more dimensions is viewed as [shape[0], prod(rest)] = [m, n] and stored as
 // factors us = U_r * diag(S_r) [m, r] and v = V_r [n, r], so v_t ~= us @ v^T.
 // SVD runs in float32; if it throws or returns non-finite values it is retried in float64.
-// For ranks well below min(m, n) a randomized range finder (oversampling + power iterations)
-// replaces the full SVD; its error is computed exactly from the projection.
+// For ranks well below min(m, n) a randomized range finder (oversampling + power iterations,
+// renormalised by LU in between and by QR at the end) replaces the full SVD; its error is
+// computed exactly from the projection.
 //
 //   RankPolicy p; p.kind = RankPolicy::kRatio; p.ratio = 0.1;
 //   ASSIGN_OR_RETURN(Factorization f, CompressDelta(delta, ChooseRank(...), SvdOptions{}));

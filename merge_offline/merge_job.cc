@@ -3,13 +3,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <optional>
 #include <random>
 #include <regex>
 #include <set>
-#include <atomic>
-#include <functional>
-#include <optional>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -19,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/artifact_set.h"
+#include "core/merge_methods.h"
 #include "core/object_store.h"
 #include "core/router.h"
 #include "core/safetensors.h"
@@ -49,6 +49,9 @@ constexpr int64_t kEmbedBatchSize = 256;
 // rank ratio 0.1; 4 bring it within ~0.6% and still cost a fraction of a full SVD
 // (bench/results/merge.md).
 constexpr int64_t kSvdPowerIterations = 4;
+// Freed heap memory kept resident before it is handed back (FreeMemoryReleaser): a few of the
+// benchmark's largest tensors (16 MiB), so that small tensors reuse it without page faults.
+constexpr size_t kFreeHeapSlackBytes = size_t{64} << 20;
 
 
 struct Job {
@@ -65,7 +68,9 @@ struct Job {
   std::vector<std::vector<std::string>> labels;
   std::vector<TokenExamples> router_examples;
   int64_t embed_dim = 0;
-  int compress_workers = 1;
+  MergeOptions merge_options;
+  std::unique_ptr<merge_internal::WorkerPool> workers;  // compress workers
+  merge_internal::FreeMemoryReleaser free_memory{kFreeHeapSlackBytes};
   int64_t num_parameters = 0;
   uint64_t expert_bytes = 0;
   Manifest manifest;
@@ -77,26 +82,13 @@ std::string DefaultVersion() {
                       absl::StrFormat("%04x", rd() & 0xffff));
 }
 
-absl::StatusOr<at::Tensor> ReadFinite(const InputModel& model, const std::string& name) {
-  ASSIGN_OR_RETURN(at::Tensor t, model.reader->Get(name));
-  try {
-    if (t.is_floating_point() && !at::isfinite(t).all().item<bool>()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(model.path, ": tensor '", name, "' has NaN or Inf values"));
-    }
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(model.path, ": tensor '", name, "': ", e.what()));
-  }
-  return t;
-}
-
-
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
-absl::StatusOr<Named> HeadOf(const InputModel& model, const ModelLayout& layout) {
+absl::StatusOr<Named> HeadOf(const InputModel& model, const ModelLayout& layout,
+                             bool check_finite) {
   Named head;
   for (const auto& name : layout.head) {
-    ASSIGN_OR_RETURN(at::Tensor t, ReadFinite(model, name));
+    ASSIGN_OR_RETURN(at::Tensor t, merge_internal::ReadTensor(model, name, check_finite));
     head.emplace_back(name, t);
   }
   return head;
@@ -156,7 +148,7 @@ absl::Status Validate(Job& job) {
 
   // Each expert's head decides its number of classes.
   for (size_t i = 0; i < job.experts.size(); ++i) {
-    ASSIGN_OR_RETURN(Named head, HeadOf(job.experts[i], job.layout));
+    ASSIGN_OR_RETURN(Named head, HeadOf(job.experts[i], job.layout, /*check_finite=*/true));
     RETURN_IF_ERROR(Annotate(job.architecture->SetParameters(head), job.experts[i].path));
     auto logits = job.architecture->Forward(ProbeIds(), ProbeMask());
     if (!logits.ok()) {
@@ -184,6 +176,11 @@ absl::Status Validate(Job& job) {
         absl::StrCat("architecture ", arch_path, ": embed() must return [B, d] features"));
   }
   job.embed_dim = probe.size(1);
+  // The architecture's own weights are not used again: the router stage gives it the shared
+  // expert's. Dropping them frees a model's worth of memory during the merge.
+  for (const auto& name : job.layout.merged) {
+    RETURN_IF_ERROR(job.architecture->SetParameter(name, at::empty({0})));
+  }
 
   for (size_t i = 0; i < c.experts.size(); ++i) {
     ASSIGN_OR_RETURN(TokenExamples ex,
@@ -199,29 +196,64 @@ absl::Status Validate(Job& job) {
   return absl::OkStatus();
 }
 
-// Reads tensor `name` of the base and every expert (finite-checked) and merges it.
+// Merges tensor `name` (index `index` in merge order), streaming the experts through a
+// TensorMerger: one expert tensor is held at a time, read again for the TIES methods' second
+// pass. `check_finite` on the first merge of a tensor in the job, off on any later one.
 absl::StatusOr<at::Tensor> MergeOne(Job& job, const std::string& name, size_t index,
-                                    std::vector<at::Tensor>* experts_out) {
-  ASSIGN_OR_RETURN(at::Tensor base, ReadFinite(job.base, name));
-  std::vector<at::Tensor> experts;
+                                    bool check_finite) {
+  ASSIGN_OR_RETURN(at::Tensor base, merge_internal::ReadTensor(job.base, name, check_finite));
+  TensorMergerOptions merger_options;
+  merger_options.check_finite = false;  // ReadTensor checks, naming the file
   for (const auto& e : job.experts) {
-    ASSIGN_OR_RETURN(at::Tensor t, ReadFinite(e, name));
-    experts.push_back(t);
+    ASSIGN_OR_RETURN(TensorInfo info, e.reader->Info(name));
+    merger_options.float64_math |= info.dtype == DType::kF64;
   }
-  auto merged = MergeTensor(base, experts, job.config.ToMergeOptions(), index);
-  if (!merged.ok()) return Annotate(merged.status(), absl::StrCat("tensor '", name, "'"));
-  *experts_out = std::move(experts);
+  const std::string what = absl::StrCat("tensor '", name, "'");
+  auto merger = TensorMerger::Create(base, job.merge_options, index, job.experts.size(),
+                                     merger_options);
+  if (!merger.ok()) return Annotate(merger.status(), what);
+  for (int pass = 0; pass < (*merger)->passes(); ++pass) {
+    for (size_t t = 0; t < job.experts.size(); ++t) {
+      ASSIGN_OR_RETURN(at::Tensor expert, merge_internal::ReadTensor(job.experts[t], name,
+                                                                     check_finite && pass == 0));
+      RETURN_IF_ERROR(Annotate((*merger)->Add(t, expert), what));
+      expert = at::Tensor();
+      job.free_memory.Release();
+    }
+  }
+  auto merged = (*merger)->Finish();
+  if (!merged.ok()) return Annotate(merged.status(), what);
   return merged;
 }
 
-// Dry run: read every tensor once (finite check), merge nothing.
+// Runs fn(t, expert t's tensor `name`) for every task on the compress workers, so at most
+// one expert tensor per worker is alive at a time. The tensors were checked when merged.
+absl::Status ForEachExpert(Job& job, const std::string& name,
+                           const std::function<absl::Status(size_t, at::Tensor)>& fn) {
+  std::vector<absl::Status> statuses(job.experts.size());
+  job.workers->Run(job.experts.size(), [&](size_t t) {
+    auto expert = merge_internal::ReadTensor(job.experts[t], name, /*check_finite=*/false);
+    statuses[t] = expert.ok() ? fn(t, *std::move(expert)) : expert.status();
+    job.free_memory.Release();
+  });
+  for (const absl::Status& status : statuses) RETURN_IF_ERROR(status);
+  return absl::OkStatus();
+}
+
+// Dry run: read every tensor once (finite check), merge nothing. Expert heads were checked in
+// Validate().
 absl::Status ScanAll(Job& job) {
   job.progress.Stage("scan");
-  const auto& names = job.base.reader->names();
+  const auto& names = job.layout.merged;
   for (size_t i = 0; i < names.size(); ++i) {
     job.progress.Step(i + 1, names.size(), names[i]);
-    RETURN_IF_ERROR(ReadFinite(job.base, names[i]).status());
-    for (const auto& e : job.experts) RETURN_IF_ERROR(ReadFinite(e, names[i]).status());
+    RETURN_IF_ERROR(merge_internal::ReadTensor(job.base, names[i], true).status());
+    for (const auto& e : job.experts) {
+      RETURN_IF_ERROR(merge_internal::ReadTensor(e, names[i], true).status());
+    }
+  }
+  for (const auto& name : job.layout.head) {
+    RETURN_IF_ERROR(merge_internal::ReadTensor(job.base, name, true).status());
   }
   return absl::OkStatus();
 }
@@ -235,14 +267,23 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> BudgetRanks(Job& job) {
   for (size_t i = 0; i < job.layout.merged.size(); ++i) {
     const std::string& name = job.layout.merged[i];
     job.progress.Step(i + 1, job.layout.merged.size(), name);
-    std::vector<at::Tensor> experts;
-    ASSIGN_OR_RETURN(at::Tensor shared, MergeOne(job, name, i, &experts));
+    ASSIGN_OR_RETURN(at::Tensor shared, MergeOne(job, name, i, /*check_finite=*/true));
     if (shared.dim() < 2) continue;
     ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
+    const at::Tensor shared_f = shared.to(at::kFloat);
+    std::vector<at::Tensor> tensor_spectra(tasks);
+    RETURN_IF_ERROR(ForEachExpert(job, name, [&](size_t t, at::Tensor expert) -> absl::Status {
+      try {
+        ASSIGN_OR_RETURN(tensor_spectra[t],
+                         SingularValues(merge_internal::TwinDelta(std::move(expert), shared_f)));
+      } catch (const std::exception& e) {
+        return absl::InternalError(absl::StrCat("tensor '", name, "' of task ",
+                                                job.config.experts[t].name, ": ", e.what()));
+      }
+      return absl::OkStatus();
+    }));
     for (size_t t = 0; t < tasks; ++t) {
-      ASSIGN_OR_RETURN(at::Tensor s, SingularValues(experts[t].to(at::kFloat) -
-                                                    shared.to(at::kFloat)));
-      spectra.push_back(s);
+      spectra.push_back(std::move(tensor_spectra[t]));
       dims.push_back(md);
       owner.emplace_back(t, i);
     }
@@ -265,7 +306,8 @@ absl::Status MergeAndCompress(Job& job, Outputs* out) {
   const MergeJobConfig& c = job.config;
   const size_t tasks = job.experts.size();
   std::vector<std::vector<int64_t>> budget;
-  if (c.rank_policy.kind == RankPolicy::kBudget) {
+  const bool budget_policy = c.rank_policy.kind == RankPolicy::kBudget;
+  if (budget_policy) {
     ASSIGN_OR_RETURN(budget, BudgetRanks(job));
   }
 
@@ -289,27 +331,27 @@ absl::Status MergeAndCompress(Job& job, Outputs* out) {
   for (size_t i = 0; i < names.size(); ++i) {
     const std::string& name = names[i];
     job.progress.Step(i + 1, names.size(), name);
-    std::vector<at::Tensor> experts;
-    ASSIGN_OR_RETURN(at::Tensor shared, MergeOne(job, name, i, &experts));
+    // BudgetRanks() merged every tensor already, checking its inputs.
+    ASSIGN_OR_RETURN(at::Tensor shared, MergeOne(job, name, i, !budget_policy));
     RETURN_IF_ERROR(shared_writer->Add(name, shared));
     const at::Tensor shared_f = shared.to(at::kFloat);
     // The T twin vectors of a tensor are independent: compress them on parallel workers
-    // (the SVD itself runs single-threaded under OPENBLAS_NUM_THREADS=1). Each task writes only
-    // its own file; manifest entries are appended in task order afterwards.
-    std::vector<absl::Status> statuses(tasks);
+    // (the SVD itself runs single-threaded under OPENBLAS_NUM_THREADS=1), each reading its own
+    // expert's tensor. Each task writes only its own file; manifest entries are appended in
+    // task order afterwards.
     std::vector<std::optional<TwinTensorEntry>> entries(tasks);
-    merge_internal::ParallelFor(tasks, job.compress_workers, [&](size_t t) {
-      statuses[t] = merge_internal::CompressTwin(c, name, i, shared, shared_f, experts[t], t,
-                                                 budget, svd, twin_type, twin_writers[t].get(),
-                                                 &entries[t]);
-    });
+    RETURN_IF_ERROR(ForEachExpert(job, name, [&](size_t t, at::Tensor expert) {
+      return merge_internal::CompressTwin(c, name, i, shared, shared_f, std::move(expert), t,
+                                          budget, svd, twin_type, twin_writers[t].get(),
+                                          &entries[t]);
+    }));
     for (size_t t = 0; t < tasks; ++t) {
-      RETURN_IF_ERROR(statuses[t]);
       if (entries[t]) job.manifest.twin_tensors.push_back(std::move(*entries[t]));
     }
   }
   for (size_t t = 0; t < tasks; ++t) {
-    ASSIGN_OR_RETURN(Named head, HeadOf(job.experts[t], job.layout));
+    // Checked in Validate().
+    ASSIGN_OR_RETURN(Named head, HeadOf(job.experts[t], job.layout, /*check_finite=*/false));
     TaskEntry& task = job.manifest.tasks[t];
     for (const auto& [name, tensor] : head) {
       RETURN_IF_ERROR(twin_writers[t]->Add(name, tensor));
@@ -324,6 +366,7 @@ absl::Status MergeAndCompress(Job& job, Outputs* out) {
 
 absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_path) {
   job.progress.Stage("router");
+  job.free_memory.Release();
   ASSIGN_OR_RETURN(auto shared, SafetensorsReader::Open(out.shared_path));
   for (const auto& name : shared->names()) {
     ASSIGN_OR_RETURN(at::Tensor t, shared->Get(name));
@@ -342,10 +385,12 @@ absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_
                         absl::StrCat("router data ", job.config.experts[t].router_data));
       }
       features.push_back(f->to(at::kFloat));
+      job.free_memory.Release();  // the batch's activations
     }
     ids.push_back(at::full({n}, static_cast<int64_t>(t), at::kLong));
     job.progress.Step(t + 1, job.router_examples.size(), "features");
   }
+  job.free_memory.Release();
   RouterTrainOptions options = job.config.router;
   options.seed = job.config.seed;
   ASSIGN_OR_RETURN(RouterTrainResult result,
@@ -423,9 +468,10 @@ absl::StatusOr<MergeJobResult> RunMergeJob(const MergeJobConfig& config,
   ASSIGN_OR_RETURN(auto work,
                    merge_internal::WorkDir::Create(options.work_dir, options.keep_work_dir));
   job.work = work->path();
-  job.compress_workers =
+  job.merge_options = config.ToMergeOptions();
+  job.workers = std::make_unique<merge_internal::WorkerPool>(
       config.threads > 0 ? config.threads
-                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 
   RETURN_IF_ERROR(Validate(job));
   MergeJobResult result;

@@ -6,8 +6,9 @@
 // model's embed(), MLP trained on labeled examples, early-stopped on a held-out split) ->
 // publish (blobs, then manifest.json, then LATEST) with a markdown report.
 //
-// Memory: one tensor of each model is held at a time, so peak memory grows with the largest
-// tensor times T, not with the model size times T.
+// Memory: experts stream through the merge one tensor at a time (TensorMerger), and each
+// compress worker holds one expert's copy of one tensor, so peak memory depends on the
+// largest tensor and the number of workers, not on T or the model size.
 // Nothing is published unless every stage succeeds.
 //
 //   ASSIGN_OR_RETURN(MergeJobConfig config, LoadMergeConfig("merge.yaml"));

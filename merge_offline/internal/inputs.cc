@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/merge_methods.h"
 #include "core/script_model.h"
 #include "core/sha256.h"
 #include "core/status_macros.h"
@@ -46,6 +47,21 @@ absl::StatusOr<InputModel> OpenInputModel(const std::string& path, const std::st
   }
   ASSIGN_OR_RETURN(model.reader, SafetensorsReader::Open(tensors_path));
   return model;
+}
+
+absl::StatusOr<at::Tensor> ReadTensor(const InputModel& model, const std::string& name,
+                                      bool check_finite) {
+  ASSIGN_OR_RETURN(at::Tensor t, model.reader->Get(name));
+  if (!check_finite) return t;
+  try {
+    if (!AllFinite(t)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(model.path, ": tensor '", name, "' has NaN or Inf values"));
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(model.path, ": tensor '", name, "': ", e.what()));
+  }
+  return t;
 }
 
 absl::StatusOr<ModelLayout> CheckLayout(const InputModel& base,

@@ -27,6 +27,11 @@ struct InputModel {
 absl::StatusOr<InputModel> OpenInputModel(const std::string& path, const std::string& work_dir,
                                           const std::string& stem);
 
+// Reads tensor `name` of `model`. With `check_finite` (the job checks each tensor the first
+// time it reads it, and only then) NaN/Inf values are INVALID_ARGUMENT naming file and tensor.
+absl::StatusOr<at::Tensor> ReadTensor(const InputModel& model, const std::string& name,
+                                      bool check_finite);
+
 struct ModelLayout {
   std::vector<std::string> merged;  // non-head tensors, in base order
   std::vector<std::string> head;    // head tensors, in base order

@@ -1,6 +1,13 @@
 #include "merge_offline/internal/twin_compress.h"
 
-#include <atomic>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -36,32 +43,92 @@ WorkDir::~WorkDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-// Runs fn(0..n-1) on up to `workers` threads (inline when workers <= 1).
-void ParallelFor(size_t n, int workers, const std::function<void(size_t)>& fn) {
-  const size_t threads = std::min<size_t>(n, static_cast<size_t>(std::max(1, workers)));
-  if (threads <= 1) {
+WorkerPool::WorkerPool(int workers) {
+  if (workers <= 1) return;
+  for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { Work(); });
+}
+
+WorkerPool::~WorkerPool() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  for (auto& thread : threads_) thread.join();
+}
+
+void WorkerPool::Run(size_t n, const std::function<void(size_t)>& fn) {
+  if (threads_.empty()) {
     for (size_t k = 0; k < n; ++k) fn(k);
     return;
   }
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (size_t w = 0; w < threads; ++w) {
-    pool.emplace_back([&] {
-      for (size_t k; (k = next.fetch_add(1)) < n;) fn(k);
-    });
+  absl::MutexLock lock(&mu_);
+  fn_ = &fn;
+  size_ = n;
+  next_ = 0;
+  pending_ = n;
+  mu_.Await(absl::Condition(this, &WorkerPool::AllReturned));
+  fn_ = nullptr;
+  size_ = next_ = 0;
+}
+
+void WorkerPool::Work() {
+  mu_.Lock();
+  for (;;) {
+    mu_.Await(absl::Condition(this, &WorkerPool::HasWorkOrStop));
+    if (next_ >= size_) break;  // stopping, nothing left
+    const size_t k = next_++;
+    const std::function<void(size_t)>* fn = fn_;
+    mu_.Unlock();
+    (*fn)(k);
+    mu_.Lock();
+    --pending_;
   }
-  for (auto& th : pool) th.join();
+  mu_.Unlock();
+}
+
+namespace {
+
+// Resident set size of this process, 0 if unknown.
+size_t ResidentBytes() {
+  long pages = 0, resident = 0;
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  const bool read = std::fscanf(f, "%ld %ld", &pages, &resident) == 2;
+  std::fclose(f);
+  return read && resident > 0 ? static_cast<size_t>(resident) * ::sysconf(_SC_PAGESIZE) : 0;
+}
+
+}  // namespace
+
+void FreeMemoryReleaser::Release() {
+#ifdef __GLIBC__
+  absl::MutexLock lock(&mu_);
+  const size_t resident = ResidentBytes();
+  if (resident == 0) return;
+  baseline_bytes_ = std::min(baseline_bytes_, resident);
+  if (resident <= baseline_bytes_ + slack_bytes_) return;
+  malloc_trim(0);
+  baseline_bytes_ = ResidentBytes();
+#endif
+}
+
+at::Tensor TwinDelta(at::Tensor expert, const at::Tensor& shared_f) {
+  at::Tensor delta = expert.to(at::kFloat);
+  expert = at::Tensor();
+  // Sole owner (the caller gave the tensor up, or to() made a copy): subtract in place.
+  if (delta.use_count() == 1 && delta.storage().use_count() == 1) return delta.sub_(shared_f);
+  return delta - shared_f;
 }
 
 // Twin vector of task t for tensor `name`: dense for 1-D tensors, factored otherwise.
 absl::Status CompressTwin(const MergeJobConfig& c, const std::string& name, size_t index,
                           const at::Tensor& shared, const at::Tensor& shared_f,
-                          const at::Tensor& expert, size_t t,
+                          at::Tensor expert, size_t t,
                           const std::vector<std::vector<int64_t>>& budget, const SvdOptions& svd,
                           c10::ScalarType twin_type, SafetensorsWriter* writer,
                           std::optional<TwinTensorEntry>* entry_out) {
   try {
-    const at::Tensor delta = expert.to(at::kFloat) - shared_f;
+    const at::Tensor delta = TwinDelta(std::move(expert), shared_f);
     if (shared.dim() < 2) {
       if (delta.abs().max().item<double>() > 0) {
         RETURN_IF_ERROR(writer->Add(name + ".delta", delta.to(twin_type)));

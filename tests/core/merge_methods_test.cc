@@ -4,8 +4,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace twin {
@@ -251,6 +256,246 @@ TEST(MergeMethodsTest, ValidatesOptionRanges) {
   MergeOptions linear = Options(MergeMethod::kLinear, 1.0);
   linear.weights = {0.0, 0.0};
   EXPECT_EQ(ValidateMergeOptions(linear, 2).code(), absl::StatusCode::kInvalidArgument);
+}
+
+constexpr MergeMethod kAllMethods[] = {MergeMethod::kLinear, MergeMethod::kTaskArithmetic,
+                                       MergeMethod::kTies, MergeMethod::kDareTaskArithmetic,
+                                       MergeMethod::kDareTies};
+
+at::Tensor Random(std::vector<int64_t> shape, uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat));
+}
+
+// Options with distinct per-expert weights, densities and drop rates.
+MergeOptions RandomizedOptions(MergeMethod method, size_t experts) {
+  MergeOptions o = Options(method, method == MergeMethod::kLinear ? 1.0 : 0.7);
+  for (size_t t = 0; t < experts; ++t) {
+    o.weights.push_back(0.5 + 0.25 * static_cast<double>(t));
+    o.densities.push_back(0.2 + 0.15 * static_cast<double>(t));
+    o.drop_rates.push_back(0.1 + 0.2 * static_cast<double>(t));
+  }
+  o.seed = 42;
+  return o;
+}
+
+// Streams `experts` through a TensorMerger, pass by pass, in the order given by `order`.
+absl::StatusOr<at::Tensor> Stream(const at::Tensor& base, const std::vector<at::Tensor>& experts,
+                                  const MergeOptions& options, uint64_t tensor_index,
+                                  const std::vector<std::vector<size_t>>& order_per_pass,
+                                  const TensorMergerOptions& merger_options = {}) {
+  auto merger =
+      TensorMerger::Create(base, options, tensor_index, experts.size(), merger_options);
+  if (!merger.ok()) return merger.status();
+  for (int pass = 0; pass < (*merger)->passes(); ++pass) {
+    for (size_t t : order_per_pass[pass]) {
+      absl::Status added = (*merger)->Add(t, experts[t]);
+      if (!added.ok()) return added;
+    }
+  }
+  return (*merger)->Finish();
+}
+
+// All experts at once, the way MergeTensor computed before it streamed: the reference the
+// streaming merge must match bit for bit (methods without DARE's random masks).
+at::Tensor BatchReference(const at::Tensor& base, const std::vector<at::Tensor>& experts,
+                          const MergeOptions& o) {
+  const at::Tensor theta0 = base.to(at::kFloat);
+  const size_t n = experts.size();
+  if (o.method == MergeMethod::kLinear) {
+    at::Tensor acc = at::zeros_like(theta0);
+    double weight_sum = 0.0;
+    for (size_t t = 0; t < n; ++t) {
+      acc.add_(experts[t].to(at::kFloat), o.weights[t]);
+      weight_sum += o.weights[t];
+    }
+    return acc.div_(weight_sum);
+  }
+  std::vector<at::Tensor> taus;
+  for (size_t t = 0; t < n; ++t) {
+    at::Tensor tau = experts[t].to(at::kFloat) - theta0;
+    if (o.method == MergeMethod::kTies) {
+      const int64_t keep = static_cast<int64_t>(std::ceil(o.densities[t] * tau.numel() - 1e-9));
+      const at::Tensor magnitude = tau.abs();
+      const at::Tensor threshold = std::get<0>(
+          at::kthvalue(magnitude.reshape({-1}), tau.numel() - keep + 1, /*dim=*/0));
+      tau = tau * magnitude.ge(threshold).to(at::kFloat);
+    }
+    taus.push_back(tau);
+  }
+  at::Tensor delta = at::zeros_like(theta0);
+  if (o.method == MergeMethod::kTies) {
+    for (size_t t = 0; t < n; ++t) delta.add_(taus[t], o.weights[t]);
+    const at::Tensor elected = delta.sign();
+    at::Tensor numerator = at::zeros_like(theta0), denominator = at::zeros_like(theta0);
+    for (size_t t = 0; t < n; ++t) {
+      const at::Tensor agree =
+          (taus[t].sign() == elected).logical_and_(elected != 0).to(at::kFloat);
+      numerator.add_(taus[t] * agree, o.weights[t]);
+      denominator.add_(agree, o.weights[t]);
+    }
+    delta = at::where(denominator > 0, numerator / denominator.clamp_min(1e-30),
+                      at::zeros_like(numerator));
+  } else {
+    for (size_t t = 0; t < n; ++t) delta.add_(taus[t], o.weights[t]);
+  }
+  return theta0.add(delta, o.lambda);
+}
+
+TEST(TensorMergerTest, EqualsMergeTensorForEveryMethod) {
+  const at::Tensor base = Random({37, 23}, 1);
+  std::vector<at::Tensor> experts;
+  for (uint64_t t = 0; t < 3; ++t) experts.push_back(base + 0.1 * Random({37, 23}, 10 + t));
+  const std::vector<size_t> in_order = {0, 1, 2};
+  for (MergeMethod method : kAllMethods) {
+    const MergeOptions o = RandomizedOptions(method, experts.size());
+    auto merged = MergeTensor(base, experts, o, /*tensor_index=*/5);
+    ASSERT_TRUE(merged.ok()) << merged.status();
+    auto streamed = Stream(base, experts, o, 5, {in_order, in_order});
+    ASSERT_TRUE(streamed.ok()) << MergeMethodName(method) << ": " << streamed.status();
+    EXPECT_TRUE(streamed->equal(*merged)) << MergeMethodName(method);
+    EXPECT_FALSE(streamed->equal(base)) << MergeMethodName(method);
+    if (method != MergeMethod::kDareTaskArithmetic && method != MergeMethod::kDareTies) {
+      EXPECT_TRUE(streamed->equal(BatchReference(base, experts, o))) << MergeMethodName(method);
+    }
+  }
+  // DARE with nothing dropped is the plain method, mask for mask.
+  for (auto [dare, plain] : {std::pair{MergeMethod::kDareTaskArithmetic,
+                                       MergeMethod::kTaskArithmetic},
+                             std::pair{MergeMethod::kDareTies, MergeMethod::kTies}}) {
+    MergeOptions o = RandomizedOptions(dare, experts.size());
+    o.drop_rates.assign(experts.size(), 0.0);
+    MergeOptions reference = o;
+    reference.method = plain;
+    reference.densities.assign(experts.size(), 1.0);
+    auto streamed = Stream(base, experts, o, 5, {in_order, in_order});
+    ASSERT_TRUE(streamed.ok()) << streamed.status();
+    EXPECT_TRUE(streamed->equal(BatchReference(base, experts, reference)))
+        << MergeMethodName(dare);
+  }
+}
+
+TEST(TensorMergerTest, EqualsMergeTensorForFloat64AndHalfInputs) {
+  const at::Tensor base = Random({16, 9}, 2);
+  const std::vector<at::Tensor> experts = {(base + 0.1 * Random({16, 9}, 3)).to(at::kDouble),
+                                           base + 0.1 * Random({16, 9}, 4)};
+  const std::vector<size_t> in_order = {0, 1};
+  TensorMergerOptions float64;
+  float64.float64_math = true;
+  for (MergeMethod method : kAllMethods) {
+    const MergeOptions o = RandomizedOptions(method, experts.size());
+    auto expected = MergeTensor(base, experts, o, 0);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    auto streamed = Stream(base, experts, o, 0, {in_order, in_order}, float64);
+    ASSERT_TRUE(streamed.ok()) << streamed.status();
+    EXPECT_EQ(streamed->scalar_type(), at::kFloat);  // the base's dtype
+    EXPECT_TRUE(streamed->equal(*expected)) << MergeMethodName(method);
+
+    const std::vector<at::Tensor> halves = {experts[0].to(at::kHalf), experts[1].to(at::kHalf)};
+    auto half_expected = MergeTensor(base.to(at::kHalf), halves, o, 0);
+    auto half_streamed = Stream(base.to(at::kHalf), halves, o, 0, {in_order, in_order});
+    ASSERT_TRUE(half_expected.ok() && half_streamed.ok());
+    EXPECT_EQ(half_streamed->scalar_type(), at::kHalf);
+    EXPECT_TRUE(half_streamed->equal(*half_expected)) << MergeMethodName(method);
+  }
+}
+
+TEST(TensorMergerTest, ExpertOrderOnlyChangesRounding) {
+  const at::Tensor base = Random({64, 32}, 5);
+  std::vector<at::Tensor> experts;
+  for (uint64_t t = 0; t < 4; ++t) experts.push_back(base + 0.1 * Random({64, 32}, 20 + t));
+  for (MergeMethod method : kAllMethods) {
+    const MergeOptions o = RandomizedOptions(method, experts.size());
+    auto expected = MergeTensor(base, experts, o, 3);
+    // A different order in each pass: the DARE masks and TIES trims follow the expert index.
+    auto shuffled = Stream(base, experts, o, 3, {{2, 0, 3, 1}, {3, 1, 0, 2}});
+    ASSERT_TRUE(expected.ok() && shuffled.ok()) << shuffled.status();
+    EXPECT_TRUE(at::allclose(*shuffled, *expected, /*rtol=*/1e-5, /*atol=*/1e-6))
+        << MergeMethodName(method) << ": max difference "
+        << (*shuffled - *expected).abs().max().item<double>();
+  }
+}
+
+TEST(TensorMergerTest, TiesMethodsTakeTwoPasses) {
+  for (MergeMethod method : kAllMethods) {
+    auto merger = TensorMerger::Create(at::zeros({3}), Options(method, 1.0), 0, 2);
+    ASSERT_TRUE(merger.ok()) << merger.status();
+    const bool ties = method == MergeMethod::kTies || method == MergeMethod::kDareTies;
+    EXPECT_EQ((*merger)->passes(), ties ? 2 : 1) << MergeMethodName(method);
+    ASSERT_TRUE((*merger)->Add(1, at::ones({3})).ok());
+    ASSERT_TRUE((*merger)->Add(0, at::ones({3})).ok());
+    auto early = (*merger)->Finish();
+    if (ties) {
+      EXPECT_EQ(early.status().code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_THAT(std::string(early.status().message()), HasSubstr("pass 2 of 2"));
+    } else {
+      EXPECT_TRUE(early.ok()) << early.status();
+      EXPECT_EQ((*merger)->Add(0, at::ones({3})).code(), absl::StatusCode::kFailedPrecondition);
+    }
+  }
+}
+
+TEST(TensorMergerTest, RejectsBadExpertsNamingThem) {
+  const MergeOptions o = Options(MergeMethod::kTaskArithmetic, 0.3);
+  auto merger = TensorMerger::Create(at::zeros({2, 3}), o, 0, 3);
+  ASSERT_TRUE(merger.ok()) << merger.status();
+  TensorMerger& m = **merger;
+  auto message = [](const absl::Status& s) { return std::string(s.message()); };
+  EXPECT_THAT(message(m.Add(3, at::zeros({2, 3}))), HasSubstr("expert 3 is out of range"));
+  EXPECT_THAT(message(m.Add(1, at::zeros({3, 2}))), HasSubstr("expert 1 has shape [3, 2]"));
+  EXPECT_THAT(message(m.Add(1, at::zeros({2, 3}, at::kLong))), HasSubstr("non-floating"));
+  EXPECT_THAT(message(m.Add(1, at::zeros({2, 3}, at::kDouble))), HasSubstr("float64_math"));
+  at::Tensor nan = at::zeros({2, 3});
+  nan[1][2] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THAT(message(m.Add(2, nan)), HasSubstr("expert 2 has NaN/Inf"));
+  ASSERT_TRUE(m.Add(0, at::ones({2, 3})).ok());
+  const absl::Status twice = m.Add(0, at::ones({2, 3}));
+  EXPECT_EQ(twice.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(message(twice), HasSubstr("expert 0 was already added"));
+  auto early = m.Finish();
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(early.status().message()), HasSubstr("1 of 3 experts"));
+
+  // With the check off (the caller checked), non-finite values are the caller's business.
+  TensorMergerOptions unchecked;
+  unchecked.check_finite = false;
+  auto trusting = TensorMerger::Create(at::zeros({2, 3}), o, 0, 2, unchecked);
+  ASSERT_TRUE(trusting.ok());
+  EXPECT_TRUE((*trusting)->Add(0, nan).ok());
+
+  at::Tensor bad_base = at::zeros({2});
+  bad_base[0] = std::numeric_limits<float>::infinity();
+  EXPECT_THAT(std::string(TensorMerger::Create(bad_base, o, 0, 2).status().message()),
+              HasSubstr("base has NaN/Inf"));
+  EXPECT_THAT(std::string(TensorMerger::Create(at::zeros({2}), o, 0, 1).status().message()),
+              HasSubstr("at least 2"));
+}
+
+TEST(TensorMergerTest, EmptyTensorsMergeToAnEmptyTensor) {
+  auto merged = Stream(at::zeros({0, 4}), {at::zeros({0, 4}), at::zeros({0, 4})},
+                       Options(MergeMethod::kTies, 1.0), 0, {{0, 1}, {0, 1}});
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_THAT(merged->sizes().vec(), ::testing::ElementsAre(0, 4));
+}
+
+TEST(AllFiniteTest, FindsNanAndInfInEveryLayout) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // Past the first block of the contiguous scan, and at its very end.
+  for (int64_t at_index : {int64_t{0}, int64_t{40000}, int64_t{99999}}) {
+    for (float bad : {inf, -inf, nan}) {
+      at::Tensor t = at::ones({100000});
+      t[at_index] = bad;
+      EXPECT_FALSE(AllFinite(t)) << at_index << " " << bad;
+      EXPECT_FALSE(AllFinite(t.to(at::kDouble)));
+      EXPECT_FALSE(AllFinite(t.to(at::kHalf)));
+      EXPECT_FALSE(AllFinite(t.reshape({1000, 100}).t()));  // not contiguous
+    }
+  }
+  EXPECT_TRUE(AllFinite(at::full({1000}, std::numeric_limits<float>::max())));
+  EXPECT_TRUE(AllFinite(at::full({10}, std::numeric_limits<double>::max(), at::kDouble)));
+  EXPECT_TRUE(AllFinite(at::zeros({0})));
+  EXPECT_TRUE(AllFinite(at::zeros({3}, at::kLong)));
 }
 
 }  // namespace

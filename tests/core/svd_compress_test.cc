@@ -92,6 +92,55 @@ TEST(SvdCompressTest, RandomizedErrorIsExactOnAFlatSpectrum) {
   EXPECT_NEAR(f->rel_error, MeasuredError(a, *f), 1e-5);
 }
 
+TEST(SvdCompressTest, WideMatricesFactorLikeTallOnes) {
+  const at::Tensor a = RandomMatrix(40, 90, 11);
+  auto s = SingularValues(a);
+  ASSERT_TRUE(s.ok()) << s.status();
+  const double norm = Frobenius(a);
+  auto f = CompressDelta(a, 7, FullOnly());
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_THAT(f->us.sizes().vec(), ElementsAre(40, 7));
+  EXPECT_THAT(f->v.sizes().vec(), ElementsAre(90, 7));
+  EXPECT_NEAR(f->rel_error, Frobenius(s->slice(0, 7)) / norm, 1e-5);
+  EXPECT_NEAR(f->rel_error, MeasuredError(a, *f), 1e-5);
+  auto transposed = CompressDelta(a.t().contiguous(), 7, FullOnly());
+  ASSERT_TRUE(transposed.ok());
+  EXPECT_NEAR(transposed->rel_error, f->rel_error, 1e-6);
+}
+
+TEST(SvdCompressTest, RandomizedErrorIsTheStoredFactorsErrorAcrossShapesAndSeeds) {
+  // Low rank plus noise, tall and wide: the reported error is computed, not measured, and
+  // must still be that of the stored factors, close to the optimum.
+  constexpr int64_t kRank = 12;
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    const at::Tensor tall = at::matmul(RandomMatrix(300, kRank, 100 + seed),
+                                       RandomMatrix(kRank, 180, 200 + seed)) +
+                            0.05 * RandomMatrix(300, 180, 300 + seed);
+    for (const at::Tensor& a : {tall, at::Tensor(tall.t().contiguous())}) {
+      SvdOptions options;
+      options.seed = seed;
+      auto f = CompressDelta(a, kRank, options);
+      ASSERT_TRUE(f.ok()) << f.status();
+      ASSERT_TRUE(f->randomized);
+      auto best = CompressDelta(a, kRank, FullOnly());
+      ASSERT_TRUE(best.ok());
+      EXPECT_LE(f->rel_error, best->rel_error * 1.03) << "seed " << seed;
+      EXPECT_NEAR(f->rel_error, MeasuredError(a, *f), 5e-6) << "seed " << seed;
+    }
+  }
+}
+
+TEST(SvdCompressTest, RandomizedSolverHandlesDeltasOfLowerRankThanItsSketch) {
+  // Three nonzero rows: rank 3, below the rank + oversample columns the solver sketches.
+  at::Tensor a = at::zeros({200, 150});
+  a.slice(0, 0, 3).copy_(RandomMatrix(3, 150, 12));
+  auto f = CompressDelta(a, 5, SvdOptions{});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_TRUE(f->randomized);
+  EXPECT_NEAR(f->rel_error, 0.0, 1e-3);
+  EXPECT_NEAR(MeasuredError(a, *f), 0.0, 1e-5);
+}
+
 TEST(SvdCompressTest, ThreeDimensionalTensorsUseTheFirstAxisView) {
   auto dims = MatrixDims({4, 3, 5});
   ASSERT_TRUE(dims.ok());

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "core/artifact_set.h"
 #include "core/file_store.h"
+#include "core/merge_methods.h"
 #include "core/safetensors.h"
 #include "core/script_model.h"
 #include "core/twin_weights.h"
@@ -166,6 +167,56 @@ TEST_F(MergeJobTest, RatioReportMatchesRecomputedErrorsAndRouterLearns) {
   EXPECT_EQ(confusion_total, m.router.validation_examples);
   EXPECT_EQ(m.router.train_examples + m.router.validation_examples,
             static_cast<int64_t>(zoo_->task_names.size()) * 80);
+}
+
+TEST_F(MergeJobTest, StreamedTwoPassMergeEqualsMergeTensor) {
+  // dare_ties streams every expert twice (sign election, then the disjoint mean), redrawing
+  // each DARE mask: the shared expert must still be exactly MergeTensor's over whole inputs.
+  const std::string store = dir_.Join("store");
+  const std::string yaml =
+      Yaml("merge_method: dare_ties\nparameters: {drop_rate: 0.5}\nseed: 7\n", store);
+  auto result = Run(yaml);
+  ASSERT_TRUE(result.ok()) << result.status();
+  auto config = ParseMergeConfig(yaml, dir_.path());
+  ASSERT_TRUE(config.ok());
+  auto fs = FileObjectStore::Create(store);
+  auto set = FetchArtifactSet(fs->get(), result->version, dir_.Join("cache"));
+  ASSERT_TRUE(set.ok()) << set.status();
+  auto shared = SafetensorsReader::Open(set->PathOf(result->manifest.shared_blob));
+  ASSERT_TRUE(shared.ok());
+  auto base = ScriptModel::Load(zoo_->base_path);
+  ASSERT_TRUE(base.ok());
+  std::vector<std::unique_ptr<ScriptModel>> experts;
+  for (const auto& path : zoo_->expert_paths) experts.push_back(*ScriptModel::Load(path));
+  const auto& names = (*shared)->names();  // in merge order
+  ASSERT_FALSE(names.empty());
+  for (size_t i = 0; i < names.size(); ++i) {
+    std::vector<at::Tensor> inputs;
+    for (const auto& e : experts) inputs.push_back(*e->Parameter(names[i]));
+    auto expected = MergeTensor(*(*base)->Parameter(names[i]), inputs,
+                                config->ToMergeOptions(), i);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    EXPECT_TRUE((*shared)->Get(names[i])->equal(*expected)) << names[i];
+  }
+}
+
+TEST_F(MergeJobTest, BudgetPolicyStaysWithinItsBudget) {
+  constexpr uint64_t kBudgetBytes = 12000;
+  const std::string store = dir_.Join("store");
+  auto result = Run(Yaml(absl::StrCat("twin: {rank_policy: budget, budget_bytes: ",
+                                      kBudgetBytes, "}\n"),
+                         store));
+  ASSERT_TRUE(result.ok()) << result.status();
+  uint64_t spent = 0;
+  int64_t total_rank = 0;
+  for (const auto& e : result->manifest.twin_tensors) {
+    spent += static_cast<uint64_t>(e.rank * (e.rows + e.cols)) * sizeof(float);
+    total_rank += e.rank;
+    EXPECT_GE(e.rel_error, 0.0);
+    EXPECT_LE(e.rel_error, 1.0);
+  }
+  EXPECT_GT(total_rank, 0);
+  EXPECT_LE(spent, kBudgetBytes);
 }
 
 TEST_F(MergeJobTest, SafetensorsExpertsAndDryRun) {
