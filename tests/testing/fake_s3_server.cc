@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "core/internal/s3_xml.h"
 #include "core/sha256.h"
 #include "tests/testing/http_test_server.h"
 #include "tests/testing/sigv4_check.h"
@@ -25,31 +26,8 @@ constexpr char kTokenPrefix[] = "tok &/+=";
 constexpr char kXmlHeader[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 constexpr char kS3Namespace[] = "http://s3.amazonaws.com/doc/2006-03-01/";
 
-std::string Escape(absl::string_view text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-  return out;
-}
+// Escaping is the one piece shared with the client: the fake's parsing stays its own.
+std::string Escape(absl::string_view text) { return s3_internal::XmlEscape(text); }
 
 std::string Unescape(std::string text) {
   for (const auto& [entity, c] : std::vector<std::pair<std::string, std::string>>{
