@@ -3,7 +3,7 @@
 
     boto3_copy_version.py --endpoint URL --bucket B --prefix P --version V --new-version W
 
-Checks, with no code of the project: LATEST names V; V's objects are exactly manifest.json
+Checks, with no code of the project: (with --require-latest) LATEST names V; V's objects are exactly manifest.json
 plus the blobs the manifest lists; every blob's size and sha256 match the manifest. Then writes
 a copy of the artifact set under W in the project's publishing order (blobs, then
 manifest.json with "version" rewritten to W, then LATEST), so that twin-inspect can verify that
@@ -44,6 +44,8 @@ def main():
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--version", required=True)
     parser.add_argument("--new-version", required=True)
+    parser.add_argument("--require-latest", action="store_true",
+                        help="fail unless LATEST names --version")
     parser.add_argument("--corrupt", default="",
                         help="store this blob of the copy damaged: the manifest declares a "
                              "digest the stored bytes do not have")
@@ -59,7 +61,7 @@ def main():
         return s3.get_object(Bucket=args.bucket, Key=root + key)["Body"].read()
 
     latest = get("LATEST").decode().strip()
-    if latest != args.version and not args.corrupt:
+    if args.require_latest and latest != args.version:
         fail(f"LATEST names {latest!r}, expected {args.version!r}")
 
     version_dir = f"{args.version}/"

@@ -47,7 +47,8 @@ grep -q "^version $V1 " "$WORK/inspect1.txt" || { log "twin-inspect did not repo
 log "twin-inspect verified $V1 from $STORE"
 
 "$PY" "$HERE/boto3_copy_version.py" --endpoint "$TWIN_S3_ENDPOINT" \
-  --bucket "$TWIN_TEST_S3_BUCKET" --prefix models/twin --version "$V1" --new-version "$V2"
+  --bucket "$TWIN_TEST_S3_BUCKET" --prefix models/twin --version "$V1" --new-version "$V2" \
+  --require-latest
 
 # LATEST now names the copy written by boto3; its blobs are verified against its manifest.
 "$BIN/twin-inspect" --store "$STORE" --cache "$WORK/cache2" >"$WORK/inspect2.txt"

@@ -3,7 +3,8 @@
 #   1. the store is unreachable at start: NOT_SERVING, retrying; s3rver comes up and a version
 #      is published: SERVING.
 #   2. a version whose blob was corrupted (written by boto3, an independent client) is refused
-#      with the blob named; the old version keeps serving.
+#      with the blob named; the old version keeps serving; a version boto3 wrote intact is
+#      served.
 #   3. a twin-merge killed while publishing leaves nothing visible; the next run publishes the
 #      same version cleanly and the server follows it.
 #   4. the store goes down while the server polls it: it keeps serving.
@@ -106,6 +107,15 @@ grep -q "^version: v1$" "$WORK/status.out" || fail "not on v1 after the corrupt 
 grep -q "^last error: .*router.safetensors" "$WORK/status.out" || fail "status lacks the error"
 client infer --text "still there" | grep -q "artifact_version: v1" || fail "v1 stopped serving"
 log "2: corrupted v2 refused (router.safetensors named), v1 still serving"
+
+# 2b. A version written entirely by boto3 (an independent client) is served.
+"$PY" "$HERE/boto3_copy_version.py" --endpoint "$TWIN_S3_ENDPOINT" --bucket "$BUCKET" \
+  --prefix "$PREFIX" --version v1 --new-version v2-boto3 >/dev/null 2>&1 ||
+  fail "boto3 could not copy v1"
+wait_until "the server to load the boto3-written v2-boto3" sh -c \
+  "'$BIN/twin-client' --target 127.0.0.1:$PORT status | grep -q '^version: v2-boto3$'"
+client infer --text "boto3" | grep -q "artifact_version: v2-boto3" || fail "v2-boto3 not served"
+log "2b: the boto3-written v2-boto3 is served"
 
 # 3. twin-merge killed while publishing v3: nothing visible; a second run publishes v3 cleanly.
 "$BIN/twin-merge" --config "$WORK/zoo/merge.yaml" --output "$STORE" --version v3 --threads 1 \
