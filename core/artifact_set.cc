@@ -302,8 +302,9 @@ absl::StatusOr<CachePruneResult> PruneArtifactCache(const std::string& cache_dir
     std::error_code remove_error;
     fs::remove_all(entry.path(), remove_error);
     if (remove_error) {
-      return absl::InternalError(absl::StrCat("cannot remove cached version ", entry.path().string(),
-                                              ": ", remove_error.message()));
+      return absl::InternalError(absl::StrCat("cannot remove cached version ",
+                                              entry.path().string(), ": ",
+                                              remove_error.message()));
     }
     result.removed_versions.push_back(name);
   }

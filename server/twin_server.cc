@@ -275,7 +275,9 @@ twinmerge::v1::ServingStatus TwinServer::ServingStatus() const {
   status.set_reloads(reloads_);
   status.set_reload_failures(reload_failures_);
   status.set_last_error(last_error_);
-  if (last_reload_ != absl::InfinitePast()) status.set_last_reload_unix_ms(absl::ToUnixMillis(last_reload_));
+  if (last_reload_ != absl::InfinitePast()) {
+    status.set_last_reload_unix_ms(absl::ToUnixMillis(last_reload_));
+  }
   return status;
 }
 

@@ -121,8 +121,9 @@ class ReloadTest : public ::testing::Test {
   void Start(const ServerConfig& config, bool watch) {
     auto control = control_;
     const std::string root = store_root();
+    using StoreOr = absl::StatusOr<std::unique_ptr<ObjectStore>>;
     auto server = TwinServer::Start(
-        config, [control, root](const std::string&) -> absl::StatusOr<std::unique_ptr<ObjectStore>> {
+        config, [control, root](const std::string&) -> StoreOr {
           ASSIGN_OR_RETURN(std::unique_ptr<FileObjectStore> inner, FileObjectStore::Create(root));
           return std::unique_ptr<ObjectStore>(
               std::make_unique<ControlledStore>(std::move(inner), control));
