@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "tests/testing/kserve_requests.h"
 
 namespace twin {
 namespace {
@@ -17,24 +18,11 @@ using inference::ModelInferResponse;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using twinmerge::v1::InferResponse;
+using twin::testing::AddInput;
+using twin::testing::LittleEndian;
 
 constexpr int kMaxRows = 8;
 
-std::string LittleEndian(uint64_t v, int width) {
-  std::string out;
-  for (int b = 0; b < width; ++b) out.push_back(static_cast<char>((v >> (8 * b)) & 0xff));
-  return out;
-}
-
-ModelInferRequest::InferInputTensor* AddInput(ModelInferRequest* r, const std::string& name,
-                                              const std::string& datatype,
-                                              std::vector<int64_t> shape) {
-  auto* t = r->add_inputs();
-  t->set_name(name);
-  t->set_datatype(datatype);
-  for (int64_t d : shape) t->add_shape(d);
-  return t;
-}
 
 TEST(KServeCodecTest, SplitsTypedTokenRowsAndAppliesParameters) {
   ModelInferRequest r;

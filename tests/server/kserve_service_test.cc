@@ -15,6 +15,7 @@
 #include "merge_offline/merge_job.h"
 #include "server/twin_server.h"
 #include "tests/testing/served_artifacts.h"
+#include "tests/testing/kserve_requests.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_models.h"
 #include "twinmerge/v1/twinmerge.grpc.pb.h"
@@ -28,6 +29,8 @@ using inference::ModelInferResponse;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using twin::testing::TempDir;
+using twin::testing::AddInput;
+using twin::testing::LittleEndian;
 
 constexpr char kModel[] = "twin-merging";
 
@@ -49,21 +52,6 @@ Row ZooRow(int task, int i) {
           std::vector<int64_t>(mask.data_ptr<int64_t>(), mask.data_ptr<int64_t>() + mask.numel())};
 }
 
-std::string LittleEndian(uint64_t v, int width) {
-  std::string out;
-  for (int b = 0; b < width; ++b) out.push_back(static_cast<char>((v >> (8 * b)) & 0xff));
-  return out;
-}
-
-ModelInferRequest::InferInputTensor* AddInput(ModelInferRequest* r, const std::string& name,
-                                              const std::string& datatype,
-                                              std::vector<int64_t> shape) {
-  auto* t = r->add_inputs();
-  t->set_name(name);
-  t->set_datatype(datatype);
-  for (int64_t d : shape) t->add_shape(d);
-  return t;
-}
 
 // input_ids + attention_mask [B, L] for `rows` (all of one length), typed or raw.
 ModelInferRequest TokensRequest(const std::vector<Row>& rows, bool raw) {
