@@ -16,6 +16,7 @@
 
 #include "core/file_store.h"
 #include "core/sha256.h"
+#include "tests/testing/forwarding_store.h"
 #include "tests/testing/temp_dir.h"
 
 namespace twin {
@@ -411,39 +412,28 @@ TEST_F(ArtifactSetTest, PruneKeepsNamedVersionsAndTheirBlobs) {
 }
 
 // A store that kills its process after a number of blob uploads: a publisher killed mid-way.
-class DyingStore : public ObjectStore {
+class DyingStore : public twin::testing::ForwardingObjectStore {
  public:
   static std::unique_ptr<DyingStore> Open(const std::string& root, int puts_before_death) {
     auto inner = FileObjectStore::Create(root);
     EXPECT_TRUE(inner.ok());
     return std::unique_ptr<DyingStore>(new DyingStore(std::move(*inner), puts_before_death));
   }
-  absl::StatusOr<std::string> Get(absl::string_view key) override { return inner_->Get(key); }
-  absl::Status GetToFile(absl::string_view key, const std::string& path) override {
-    return inner_->GetToFile(key, path);
-  }
   absl::Status Put(absl::string_view key, absl::string_view bytes) override {
     Tick();
-    return inner_->Put(key, bytes);
+    return inner().Put(key, bytes);
   }
   absl::Status PutFile(absl::string_view key, const std::string& path) override {
     Tick();
-    return inner_->PutFile(key, path);
+    return inner().PutFile(key, path);
   }
-  absl::StatusOr<ObjectInfo> Head(absl::string_view key) override { return inner_->Head(key); }
-  absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix) override {
-    return inner_->List(prefix);
-  }
-  absl::Status Delete(absl::string_view key) override { return inner_->Delete(key); }
-  std::string uri() const override { return inner_->uri(); }
 
  private:
   DyingStore(std::unique_ptr<FileObjectStore> inner, int puts)
-      : inner_(std::move(inner)), puts_left_(puts) {}
+      : ForwardingObjectStore(std::move(inner)), puts_left_(puts) {}
   void Tick() {
     if (puts_left_-- == 0) ::raise(SIGKILL);
   }
-  std::unique_ptr<FileObjectStore> inner_;
   int puts_left_;
 };
 

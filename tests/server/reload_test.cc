@@ -21,6 +21,7 @@
 #include "core/manifest.h"
 #include "core/status_macros.h"
 #include "server/twin_server.h"
+#include "tests/testing/forwarding_store.h"
 #include "tests/testing/served_artifacts.h"
 #include "tests/testing/temp_dir.h"
 #include "twinmerge/v1/admin.grpc.pb.h"
@@ -44,13 +45,13 @@ struct StoreControl {
 };
 
 // A file store that can be "unreachable" or made to hang in blob downloads.
-class ControlledStore : public ObjectStore {
+class ControlledStore : public twin::testing::ForwardingObjectStore {
  public:
   ControlledStore(std::unique_ptr<ObjectStore> inner, std::shared_ptr<StoreControl> control)
-      : inner_(std::move(inner)), control_(std::move(control)) {}
+      : ForwardingObjectStore(std::move(inner)), control_(std::move(control)) {}
   absl::StatusOr<std::string> Get(absl::string_view key) override {
     if (control_->down) return Down();
-    return inner_->Get(key);
+    return ForwardingObjectStore::Get(key);
   }
   absl::Status GetToFile(absl::string_view key, const std::string& path) override {
     if (control_->down) return Down();
@@ -62,35 +63,33 @@ class ControlledStore : public ObjectStore {
       }, control_.get()));
       --control_->blocked;
     }
-    return inner_->GetToFile(key, path);
+    return ForwardingObjectStore::GetToFile(key, path);
   }
   absl::Status Put(absl::string_view key, absl::string_view bytes) override {
     if (control_->down) return Down();
-    return inner_->Put(key, bytes);
+    return ForwardingObjectStore::Put(key, bytes);
   }
   absl::Status PutFile(absl::string_view key, const std::string& path) override {
     if (control_->down) return Down();
-    return inner_->PutFile(key, path);
+    return ForwardingObjectStore::PutFile(key, path);
   }
   absl::StatusOr<ObjectInfo> Head(absl::string_view key) override {
     if (control_->down) return Down();
-    return inner_->Head(key);
+    return ForwardingObjectStore::Head(key);
   }
   absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix) override {
     if (control_->down) return Down();
-    return inner_->List(prefix);
+    return ForwardingObjectStore::List(prefix);
   }
   absl::Status Delete(absl::string_view key) override {
     if (control_->down) return Down();
-    return inner_->Delete(key);
+    return ForwardingObjectStore::Delete(key);
   }
-  std::string uri() const override { return inner_->uri(); }
 
  private:
   absl::Status Down() const {
-    return absl::UnavailableError(absl::StrCat(inner_->uri(), ": connection refused (test)"));
+    return absl::UnavailableError(absl::StrCat(uri(), ": connection refused (test)"));
   }
-  std::unique_ptr<ObjectStore> inner_;
   std::shared_ptr<StoreControl> control_;
 };
 
