@@ -26,6 +26,7 @@
 //              "twin_blob": "twin/spam.safetensors", "head_tensors": ["head.weight"]}, ...],
 //   "router": {
 //     "blob": "router.safetensors",
+//     "features": "embed",                      // or "route_features"; optional, default embed
 //     "spec": {"input_dim": 64, "hidden_dim": 128, "num_hidden_layers": 2, "num_tasks": 3,
 //              "dropout": 0.1, "leaky_relu_slope": 0.01, "layer_norm_eps": 1e-05},
 //     "validation_accuracy": 0.97, "train_examples": 3000, "validation_examples": 600,
@@ -36,11 +37,11 @@
 //   "blobs": {"shared.safetensors": {"sha256": "<64 lowercase hex>", "size_bytes": 1048576}, ...}
 // }
 //
-// Every field above is required on reading; unknown fields are ignored. Also checked: tasks is
-// non-empty with unique non-empty names and non-empty labels; twin tensors name known tasks;
-// router.spec dims are > 0 and num_tasks equals the number of tasks; confusion is empty or
-// num_tasks x num_tasks; blob names are valid object keys; digests are 64 lowercase hex digits
-// (source digests may be empty when unknown).
+// Every field above is required on reading except router.features (default "embed"); unknown
+// fields are ignored. Also checked: tasks is non-empty with unique non-empty names and non-empty
+// labels; twin tensors name known tasks; router.spec dims are > 0 and num_tasks equals the number
+// of tasks; confusion is empty or num_tasks x num_tasks; blob names are valid object keys; digests
+// are 64 lowercase hex digits (source digests may be empty when unknown).
 #include "core/manifest.h"
 
 #include <limits>
@@ -138,6 +139,12 @@ class ObjectReader {
   absl::Status Get(const char* key, T* out) const {
     ASSIGN_OR_RETURN(const json* field, Field(key));
     return Read(*field, PathOf(key), out);
+  }
+  // Like Get, but a missing key leaves *out as it is (fields added after schema_version 1).
+  template <typename T>
+  absl::Status GetOptional(const char* key, T* out) const {
+    if (value_->find(key) == value_->end()) return absl::OkStatus();
+    return Get(key, out);
   }
   absl::StatusOr<ObjectReader> Object(const char* key) const {
     ASSIGN_OR_RETURN(const json* field, Field(key));
@@ -267,6 +274,12 @@ absl::Status ReadRouter(const ObjectReader& top, Manifest* m) {
   RouterEntry& router = m->router;
   RETURN_IF_ERROR(r.Get("blob", &router.blob));
   RETURN_IF_ERROR(ReadRouterSpec(r, m->tasks.size(), &router.spec));
+  RETURN_IF_ERROR(r.GetOptional("features", &router.features));
+  if (router.features != "embed" && router.features != "route_features") {
+    return FieldError(
+        r.PathOf("features"),
+        absl::StrCat("must be \"embed\" or \"route_features\", got \"", router.features, "\""));
+  }
   RETURN_IF_ERROR(r.Get("validation_accuracy", &router.validation_accuracy));
   if (!(router.validation_accuracy >= 0.0 && router.validation_accuracy <= 1.0)) {
     return FieldError(r.PathOf("validation_accuracy"), "must be in [0, 1]");
@@ -360,6 +373,7 @@ std::string Manifest::ToJson() const {
   j["tasks"] = task_list;
   const RouterSpec& spec = router.spec;
   j["router"] = {{"blob", router.blob},
+                 {"features", router.features},
                  {"spec",
                   {{"input_dim", spec.input_dim},
                    {"hidden_dim", spec.hidden_dim},

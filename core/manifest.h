@@ -70,6 +70,8 @@ struct RouterSpec {
 
 struct RouterEntry {
   std::string blob = "router.safetensors";
+  // The model method whose output the router reads: "embed" or "route_features".
+  std::string features = "embed";
   RouterSpec spec;
   double validation_accuracy = 0.0;
   int64_t train_examples = 0;

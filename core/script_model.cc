@@ -34,6 +34,12 @@ absl::StatusOr<torch::jit::Module> FindSubmodule(const torch::jit::Module& root,
 
 }  // namespace
 
+ScriptModel::ScriptModel(torch::jit::Module module, std::string label)
+    : module_(std::move(module)),
+      label_(std::move(label)),
+      router_features_method_(
+          module_.find_method(kRouteFeaturesMethod).has_value() ? kRouteFeaturesMethod : "embed") {}
+
 absl::StatusOr<std::unique_ptr<ScriptModel>> ScriptModel::Load(const std::string& path,
                                                                c10::Device device) {
   torch::jit::Module module;
@@ -125,6 +131,11 @@ absl::StatusOr<at::Tensor> ScriptModel::Call(const char* method, const at::Tenso
 absl::StatusOr<at::Tensor> ScriptModel::Embed(const at::Tensor& input_ids,
                                               const at::Tensor& attention_mask) {
   return Call("embed", input_ids, attention_mask);
+}
+
+absl::StatusOr<at::Tensor> ScriptModel::RouterFeatures(const at::Tensor& input_ids,
+                                                       const at::Tensor& attention_mask) {
+  return Call(router_features_method_.c_str(), input_ids, attention_mask);
 }
 
 absl::StatusOr<at::Tensor> ScriptModel::Forward(const at::Tensor& input_ids,

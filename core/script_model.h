@@ -1,6 +1,7 @@
 // A TorchScript model that follows the model convention (DESIGN.md): methods
 // embed(input_ids, attention_mask) -> [B, d] and forward(input_ids, attention_mask) -> [B, C],
-// parameters addressed by dotted names.
+// optionally route_features(input_ids, attention_mask) -> [B, r] (the router's input; embed's
+// output when the model has no such method), parameters addressed by dotted names.
 //
 //   ASSIGN_OR_RETURN(auto model, ScriptModel::Load("expert.pt"));
 //   for (auto& [name, t] : model->NamedParameters()) ...
@@ -48,6 +49,11 @@ class ScriptModel {
 
   absl::StatusOr<at::Tensor> Embed(const at::Tensor& input_ids,
                                    const at::Tensor& attention_mask);
+  // The router's input features: route_features() when the model defines it, else embed().
+  absl::StatusOr<at::Tensor> RouterFeatures(const at::Tensor& input_ids,
+                                            const at::Tensor& attention_mask);
+  // "route_features" or "embed": the method RouterFeatures calls.
+  const std::string& router_features_method() const { return router_features_method_; }
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
                                      const at::Tensor& attention_mask);
 
@@ -56,13 +62,16 @@ class ScriptModel {
   absl::StatusOr<std::unique_ptr<ScriptModel>> Clone() const;
 
  private:
-  ScriptModel(torch::jit::Module module, std::string label)
-      : module_(std::move(module)), label_(std::move(label)) {}
+  ScriptModel(torch::jit::Module module, std::string label);
   absl::StatusOr<at::Tensor> Call(const char* method, const at::Tensor& ids,
                                   const at::Tensor& mask);
   torch::jit::Module module_;
   std::string label_;
+  std::string router_features_method_;
 };
+
+// The optional model-convention method that gives the router its input features.
+inline constexpr char kRouteFeaturesMethod[] = "route_features";
 
 }  // namespace twin
 

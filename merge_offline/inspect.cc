@@ -47,7 +47,7 @@ absl::StatusOr<TaskEvaluation> EvaluateTask(const LocalArtifactSet& set, const T
   ASSIGN_OR_RETURN(at::Tensor shared_logits, model->Forward(ids, mask));
   ev.shared_accuracy = Accuracy(shared_logits, labels);
 
-  ASSIGN_OR_RETURN(at::Tensor features, model->Embed(ids, mask));
+  ASSIGN_OR_RETURN(at::Tensor features, model->RouterFeatures(ids, mask));
   ASSIGN_OR_RETURN(at::Tensor weights, router.Weights(features, 1.0));
   ev.routing_accuracy =
       weights.argmax(1).eq(static_cast<int64_t>(t)).to(at::kDouble).mean().item<double>();

@@ -176,6 +176,13 @@ absl::Status Validate(Job& job) {
         absl::StrCat("architecture ", arch_path, ": embed() must return [B, d] features"));
   }
   job.embed_dim = probe.size(1);
+  ASSIGN_OR_RETURN(at::Tensor route_probe,
+                   job.architecture->RouterFeatures(ProbeIds(), ProbeMask()));
+  if (route_probe.dim() != 2 || route_probe.size(0) != 1 || route_probe.size(1) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("architecture ", arch_path, ": ",
+                                                   job.architecture->router_features_method(),
+                                                   "() must return [B, r] features"));
+  }
   // The architecture's own weights are not used again: the router stage gives it the shared
   // expert's. Dropping them frees a model's worth of memory during the merge.
   for (const auto& name : job.layout.merged) {
@@ -378,8 +385,8 @@ absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_
     const int64_t n = ex.input_ids.size(0);
     for (int64_t b = 0; b < n; b += kEmbedBatchSize) {
       const int64_t e = std::min(n, b + kEmbedBatchSize);
-      auto f = job.architecture->Embed(ex.input_ids.slice(0, b, e),
-                                       ex.attention_mask.slice(0, b, e));
+      auto f = job.architecture->RouterFeatures(ex.input_ids.slice(0, b, e),
+                                                ex.attention_mask.slice(0, b, e));
       if (!f.ok()) {
         return Annotate(f.status(),
                         absl::StrCat("router data ", job.config.experts[t].router_data));
@@ -397,8 +404,11 @@ absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_
                    TrainRouter(at::cat(features), at::cat(ids),
                                static_cast<int64_t>(job.experts.size()), options));
   job.manifest.router = result.entry;
-  job.progress.Info(absl::StrFormat("router: held-out accuracy %.4f after %d epochs",
-                                    result.entry.validation_accuracy, result.entry.epochs_run));
+  job.manifest.router.features = job.architecture->router_features_method();
+  job.progress.Info(
+      absl::StrFormat("router: %s features (%d), held-out accuracy %.4f after %d epochs",
+                      job.manifest.router.features, result.entry.spec.input_dim,
+                      result.entry.validation_accuracy, result.entry.epochs_run));
   *router_path = job.work + "/router.safetensors";
   return WriteSafetensors(*router_path, result.router->tensors());
 }

@@ -41,6 +41,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   engine->architecture_path_ = set.PathOf(set.manifest.architecture_blob);
   ASSIGN_OR_RETURN(engine->template_, ScriptModel::Load(engine->architecture_path_, device));
   ASSIGN_OR_RETURN(engine->shared_model_, ScriptModel::Load(engine->architecture_path_, device));
+  if (engine->shared_model_->router_features_method() != set.manifest.router.features) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "version ", set.manifest.version, ": the router was trained on ",
+        set.manifest.router.features, "() features but the architecture's router input is ",
+        engine->shared_model_->router_features_method(), "()"));
+  }
   RETURN_IF_ERROR(engine->shared_model_->SetParameters(engine->twin_->shared()));
   if (engine->num_tasks() > 0) {
     RETURN_IF_ERROR(engine->shared_model_->SetParameters(engine->twin_->head(0)));
@@ -56,7 +62,7 @@ absl::StatusOr<at::Tensor> Engine::RouterWeights(const at::Tensor& input_ids,
   }
   c10::Device device(device_name_);
   ASSIGN_OR_RETURN(at::Tensor features,
-                   shared_model_->Embed(input_ids.to(device), attention_mask.to(device)));
+                   shared_model_->RouterFeatures(input_ids.to(device), attention_mask.to(device)));
   ASSIGN_OR_RETURN(at::Tensor logits, router_->Logits(features));
   try {
     c10::InferenceMode guard;

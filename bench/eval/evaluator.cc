@@ -140,9 +140,10 @@ absl::StatusOr<std::vector<at::Tensor>> Evaluator::RouterWeights(double temperat
     for (int64_t start = 0; start < n; start += batch_size_) {
       const int64_t end = std::min(n, start + batch_size_);
       const int64_t len = std::max<int64_t>(1, r.extent[end - 1].item<int64_t>());
-      ASSIGN_OR_RETURN(at::Tensor features,
-                       model_->Embed(r.input_ids.slice(0, start, end).slice(1, 0, len),
-                                     r.attention_mask.slice(0, start, end).slice(1, 0, len)));
+      ASSIGN_OR_RETURN(
+          at::Tensor features,
+          model_->RouterFeatures(r.input_ids.slice(0, start, end).slice(1, 0, len),
+                                 r.attention_mask.slice(0, start, end).slice(1, 0, len)));
       ASSIGN_OR_RETURN(at::Tensor w, inputs_->router->Weights(features, temperature));
       parts.push_back(w);
     }

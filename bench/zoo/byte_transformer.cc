@@ -47,10 +47,12 @@ def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     bias = (attention_mask.to(x.dtype) - 1.0).unsqueeze(1).unsqueeze(2) * {MASKED_BIAS}
 {LAYERS}    return torch.layer_norm(x, [{DIM}], self.norm.weight, self.norm.bias, 1e-5)
 
+def pool(self, h: Tensor, m: Tensor) -> Tensor:
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
 def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     h = self.encode(input_ids, attention_mask)
-    m = attention_mask.unsqueeze(-1).to(h.dtype)
-    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return self.pool(h, attention_mask.unsqueeze(-1).to(h.dtype))
 
 def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     return torch.linear(self.embed(input_ids, attention_mask), self.head.weight, self.head.bias)
@@ -63,6 +65,38 @@ constexpr char kLayerCall[] =
                    self.L.fc2.bias)
 )JIT";
 
+// The router's input: the masked mean of the embeddings, of every block's output (the last after
+// the final norm) and log(1 + count) of the input's byte 1-, 2- and 3-grams hashed into
+// {BUCKETS} buckets. Deeper states carry the task's meaning, shallow ones and the n-grams the
+// surface form (script, language, markup) that tells the tasks' inputs apart.
+constexpr char kRouteSource[] = R"JIT(
+def byte_ngrams(self, input_ids: Tensor, attention_mask: Tensor, like: Tensor) -> Tensor:
+    ids = input_ids * attention_mask
+    n = ids.size(1)
+    counts = like.new_zeros([ids.size(0), {BUCKETS}])
+    for k in range(1, 4):
+        if n >= k:
+            h = ids[:, 0:n - k + 1]
+            ok = h >= {BYTE_OFFSET}
+            for j in range(1, k):
+                part = ids[:, j:n - k + 1 + j]
+                h = h * 263 + part
+                ok = ok & (part >= {BYTE_OFFSET})
+            bucket = torch.remainder(h * 2654435761 + k * 97, {BUCKETS})
+            counts.scatter_add_(1, bucket, ok.to(like.dtype))
+    return torch.log1p(counts)
+
+def route_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    n = input_ids.size(1)
+    x = torch.embedding(self.tok.weight, input_ids) + self.pos.weight[:n].unsqueeze(0)
+    m = attention_mask.unsqueeze(-1).to(x.dtype)
+    bias = (attention_mask.to(x.dtype) - 1.0).unsqueeze(1).unsqueeze(2) * {MASKED_BIAS}
+    pooled = [self.pool(x, m)]
+{ROUTE_LAYERS}    pooled[-1] = self.pool(torch.layer_norm(x, [{DIM}], self.norm.weight, self.norm.bias, 1e-5), m)
+    pooled.append(self.byte_ngrams(input_ids, attention_mask, x))
+    return torch.cat(pooled, 1)
+)JIT";
+
 constexpr char kMlmSource[] = R"JIT(
 def mlm_logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     h = self.encode(input_ids, attention_mask)
@@ -72,15 +106,21 @@ def mlm_logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
 )JIT";
 
 std::string Source(const ByteTransformerOptions& o) {
-  std::string layers;
+  std::string layers, route_layers;
   for (int64_t i = 0; i < o.layers; ++i) {
-    absl::StrAppend(&layers,
-                    absl::StrReplaceAll(kLayerCall, {{".L.", absl::StrCat(".layer", i, ".")}}));
+    const std::string call =
+        absl::StrReplaceAll(kLayerCall, {{".L.", absl::StrCat(".layer", i, ".")}});
+    absl::StrAppend(&layers, call);
+    absl::StrAppend(&route_layers, call, "    pooled.append(self.pool(x, m))\n");
   }
-  std::string source = absl::StrCat(kBlockSource, o.with_mlm ? kMlmSource : "");
+  std::string source = absl::StrCat(kBlockSource, o.route_ngram_buckets > 0 ? kRouteSource : "",
+                                    o.with_mlm ? kMlmSource : "");
   const int64_t head_dim = o.dim / o.heads;
   return absl::StrReplaceAll(
       source, {{"{LAYERS}", layers},
+               {"{ROUTE_LAYERS}", route_layers},
+               {"{BUCKETS}", absl::StrCat(o.route_ngram_buckets)},
+               {"{BYTE_OFFSET}", absl::StrCat(kByteOffset)},
                {"{HEAD_DIM}", absl::StrCat(head_dim)},
                {"{HEADS}", absl::StrCat(o.heads)},
                {"{DIM}", absl::StrCat(o.dim)},
@@ -199,12 +239,14 @@ absl::StatusOr<TrainStats> Train(torch::jit::Module& module, int64_t n, const Tr
 
 absl::StatusOr<torch::jit::Module> MakeByteTransformer(const ByteTransformerOptions& o) {
   if (o.layers < 1 || o.dim < 1 || o.heads < 1 || o.dim % o.heads != 0 || o.ff_dim < 1 ||
-      o.max_len < 2 || o.num_classes < 1 || o.dropout < 0 || o.dropout >= 1) {
+      o.max_len < 2 || o.num_classes < 1 || o.dropout < 0 || o.dropout >= 1 ||
+      o.route_ngram_buckets < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "byte transformer: need layers, dim, ff_dim, num_classes >= 1, heads dividing dim, "
-        "max_len >= 2 and dropout in [0, 1); got layers=",
+        "max_len >= 2, dropout in [0, 1) and route_ngram_buckets >= 0; got layers=",
         o.layers, " dim=", o.dim, " heads=", o.heads, " ff_dim=", o.ff_dim, " max_len=", o.max_len,
-        " num_classes=", o.num_classes, " dropout=", o.dropout));
+        " num_classes=", o.num_classes, " dropout=", o.dropout,
+        " route_ngram_buckets=", o.route_ngram_buckets));
   }
   try {
     torch::NoGradGuard no_grad;
@@ -280,6 +322,47 @@ absl::StatusOr<torch::jit::Module> ExportClassifier(const torch::jit::Module& tr
     }
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("exporting the classifier failed: ", e.what()));
+  }
+  return fresh;
+}
+
+absl::StatusOr<torch::jit::Module> RebuildWithCurrentCode(const torch::jit::Module& saved,
+                                                          const ByteTransformerOptions& options) {
+  ByteTransformerOptions o = options;
+  o.with_mlm = false;
+  std::map<std::string, at::Tensor> source;
+  try {
+    for (const auto& p : saved.named_parameters(/*recurse=*/true)) source[p.name] = p.value;
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("rebuild: cannot read parameters: ", e.what()));
+  }
+  auto head = source.find("head.weight");
+  if (head == source.end() || head->second.dim() != 2) {
+    return absl::InvalidArgumentError("rebuild: the saved module has no 2-D head.weight");
+  }
+  o.num_classes = head->second.size(0);
+  auto fresh = MakeByteTransformer(o);
+  if (!fresh.ok()) return fresh.status();
+  try {
+    torch::NoGradGuard no_grad;
+    size_t copied = 0;
+    for (const auto& p : fresh->named_parameters(/*recurse=*/true)) {
+      auto it = source.find(p.name);
+      if (it == source.end() || !it->second.sizes().equals(p.value.sizes())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("rebuild: the saved module has no parameter '", p.name, "' of shape ",
+                         c10::str(p.value.sizes()), " (different preset?)"));
+      }
+      p.value.copy_(it->second);
+      ++copied;
+    }
+    if (copied != source.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("rebuild: the saved module has ",
+                                                     source.size(), " parameters, the preset ",
+                                                     copied, " (different preset?)"));
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("rebuilding the module failed: ", e.what()));
   }
   return fresh;
 }

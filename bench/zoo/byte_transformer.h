@@ -7,6 +7,9 @@
 //   block: x += proj(attention(ln1(x))); x += fc2(gelu(fc1(ln2(x))))
 //   embed(ids, mask)   -> masked mean of the final states   [B, dim]
 //   forward(ids, mask) -> head(embed(ids, mask))             [B, classes]
+//   route_features(ids, mask) -> the router's input           [B, (layers + 1) * dim + buckets]
+//     masked means of the embeddings and of every block's output (the last one normed), then
+//     log(1 + count) of the byte 1/2/3-grams hashed into route_ngram_buckets buckets.
 // Parameters: tok.weight [vocab, dim], pos.weight [max_len, dim], layer<i>.{ln1,qkv,proj,ln2,
 // fc1,fc2}.{weight,bias}, norm.{weight,bias}, head.{weight,bias}. With `with_mlm` the module
 // also has mlm.dense.*, mlm.norm.*, mlm.bias and a method mlm_logits(ids, mask) -> [B, L, vocab]
@@ -43,6 +46,9 @@ struct ByteTransformerOptions {
   int64_t num_classes = 2;
   double dropout = 0.1;   // residual and attention-output dropout, only in train()
   bool with_mlm = false;  // adds the masked-byte-modelling head
+  // Hashed byte n-gram buckets of route_features(); 0 leaves the method out (the router then
+  // reads embed()).
+  int64_t route_ngram_buckets = 1024;
   uint64_t seed = 1;      // initialisation
 };
 
@@ -52,6 +58,12 @@ absl::StatusOr<torch::jit::Module> MakeByteTransformer(const ByteTransformerOpti
 // whose head is freshly initialised for `num_classes` (seeded by options.seed).
 absl::StatusOr<torch::jit::Module> ExportClassifier(const torch::jit::Module& trained,
                                                     const ByteTransformerOptions& options);
+
+// A module built by this build's code (e.g. with route_features) holding every parameter of
+// `saved` (a base or expert written by an earlier build with the same preset); the head's class
+// count comes from `saved`. Lets a zoo pick up new methods without training again.
+absl::StatusOr<torch::jit::Module> RebuildWithCurrentCode(const torch::jit::Module& saved,
+                                                          const ByteTransformerOptions& options);
 
 // Replaces the head of `module` with a fresh one for `num_classes` classes.
 absl::Status ResetHead(torch::jit::Module& module, int64_t num_classes, uint64_t seed);

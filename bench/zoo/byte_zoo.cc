@@ -24,6 +24,9 @@ namespace {
 
 constexpr char kSplits[][12] = {"train", "validation", "test"};
 constexpr int64_t kBaseClasses = 2;  // the base model's head is a placeholder
+// Width of the router's hidden layers written into merge.yaml; the default (twice the input)
+// would be ~4000 for route_features' ~2000 inputs, far more than five tasks need.
+constexpr int64_t kZooRouterHidden = 256;
 
 struct TaskData {
   std::string name;
@@ -65,13 +68,20 @@ absl::StatusOr<TokenizedExamples> Tokenize(const Tokenizer& tokenizer, const Tex
   return out;
 }
 
+// Writes path.tmp, then renames it over `path`: a reader never sees half a model.
 absl::Status Save(torch::jit::Module& module, const std::string& path) {
+  const std::string tmp = path + ".tmp";
   try {
     module.eval();
-    module.save(path);
+    module.save(tmp);
   } catch (const std::exception& e) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
     return absl::InternalError(absl::StrCat("cannot save ", path, ": ", e.what()));
   }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
   return absl::OkStatus();
 }
 
@@ -109,7 +119,7 @@ std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
       &y, "parameters: {lambda: 0.3}\n", "tokenizer: {type: bytes, max_length: ", o.model.max_len,
       ", pad_id: 0, bos_id: 1, offset: ", kByteOffset, "}\n",
       "twin: {rank_policy: ratio, ratio: ", o.twin_ratio, "}\n",
-      "router: {max_epochs: 100, patience: 10}\n", "output: ", store, "\nseed: ", o.seed, "\n");
+      "router: {hidden_dim: ", kZooRouterHidden, ", max_epochs: 100, patience: 10}\n", "output: ", store, "\nseed: ", o.seed, "\n");
   return y;
 }
 
@@ -366,6 +376,30 @@ absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const st
   report.seconds = SecondsSince(start);
   RETURN_IF_ERROR(WriteFile(out_dir + "/zoo.md", Summary(o, report)));
   return report;
+}
+
+absl::Status RebuildZooModels(const std::string& zoo_dir, const ByteZooOptions& options) {
+  std::vector<std::string> names = {"base"};
+  names.insert(names.end(), options.tasks.begin(), options.tasks.end());
+  for (const std::string& name : names) {
+    const std::string path = absl::StrCat(zoo_dir, "/", name, ".pt");
+    torch::jit::Module saved;
+    try {
+      saved = torch::jit::load(path);
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot load ", path, ": ", what.substr(0, what.find('\n'))));
+    }
+    auto rebuilt = RebuildWithCurrentCode(saved, options.model);
+    if (!rebuilt.ok()) {
+      return absl::Status(rebuilt.status().code(),
+                          absl::StrCat(path, ": ", rebuilt.status().message()));
+    }
+    RETURN_IF_ERROR(Save(*rebuilt, path));
+    std::fprintf(stderr, "twin-zoo: rebuilt %s\n", path.c_str());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace twin::zoo

@@ -65,6 +65,11 @@ absl::StatusOr<ByteZooOptions> ByteZooPreset(const std::string& size);
 absl::Status WriteRouterData(const std::string& data_dir, const ByteZooOptions& options,
                              const std::string& out_dir, const std::string& split);
 
+// Rewrites <zoo_dir>/base.pt and <zoo_dir>/<task>.pt with this build's module code (new
+// methods such as route_features), keeping every trained parameter (RebuildWithCurrentCode).
+// Each file is replaced atomically. Errors name the file.
+absl::Status RebuildZooModels(const std::string& zoo_dir, const ByteZooOptions& options);
+
 struct ByteZooTask {
   std::string name;
   std::vector<std::string> labels;

@@ -44,6 +44,9 @@ ABSL_FLAG(int, measure_steps, 0,
 ABSL_FLAG(std::string, router_data_only, "",
           "Byte-level zoo: only (re)write <out>/<task>.router.safetensors from this split "
           "(train or validation) and exit; no training.");
+ABSL_FLAG(bool, rebuild_models, false,
+          "Byte-level zoo: rewrite OUT/base.pt and OUT/<task>.pt with this build's module code "
+          "(e.g. route_features), keeping the trained weights; no training.");
 ABSL_FLAG(bool, jit_optimize, false,
           "Let the TorchScript graph executor profile and specialise (slower here: every new "
           "batch length is a new shape).");
@@ -75,6 +78,14 @@ int BuildByteLevelZoo(const std::string& out) {
                                                       absl::GetFlag(FLAGS_router_data_only));
     if (!written.ok()) {
       std::fprintf(stderr, "twin-zoo: %s\n", written.ToString().c_str());
+      return 1;
+    }
+    return 0;
+  }
+  if (absl::GetFlag(FLAGS_rebuild_models)) {
+    absl::Status rebuilt = twin::zoo::RebuildZooModels(out, *options);
+    if (!rebuilt.ok()) {
+      std::fprintf(stderr, "twin-zoo: %s\n", rebuilt.ToString().c_str());
       return 1;
     }
     return 0;

@@ -87,6 +87,64 @@ TEST(ByteTransformerTest, PaddingDoesNotChangeFeatures) {
   EXPECT_TRUE(at::allclose(a, b, 1e-5, 1e-5));
 }
 
+TEST(ByteTransformerTest, RouteFeaturesPoolEveryLayerAndCountByteNgrams) {
+  ByteTransformerOptions o = Small(2);
+  o.layers = 2;
+  o.route_ngram_buckets = 64;
+  auto module = MakeByteTransformer(o);
+  ASSERT_TRUE(module.ok()) << module.status();
+  TokenizedExamples data = TwoClassData(3);
+  at::Tensor f =
+      module->run_method("route_features", data.input_ids, data.attention_mask).toTensor();
+  ASSERT_EQ(f.sizes(), (std::vector<int64_t>{3, 3 * 16 + 64}));
+  // The last pooled block is embed()'s output.
+  at::Tensor embed = module->run_method("embed", data.input_ids, data.attention_mask).toTensor();
+  EXPECT_TRUE(at::allclose(f.slice(1, 2 * 16, 3 * 16), embed, 1e-5, 1e-6));
+  // n bytes (bos and padding excluded) have n 1-grams, n-1 2-grams and n-2 3-grams.
+  at::Tensor counts = at::expm1(f.slice(1, 3 * 16)).sum(1);
+  for (int64_t i = 0; i < 3; ++i) {
+    const int64_t n = data.attention_mask[i].sum().item<int64_t>() - 1;  // minus bos
+    EXPECT_NEAR(counts[i].item<double>(), 3.0 * n - 3.0, 1e-3) << i;
+  }
+  // Padding changes nothing.
+  at::Tensor padded_ids = at::cat({data.input_ids, at::zeros({3, 4}, at::kLong)}, 1);
+  at::Tensor padded_mask = at::cat({data.attention_mask, at::zeros({3, 4}, at::kLong)}, 1);
+  at::Tensor g = module->run_method("route_features", padded_ids, padded_mask).toTensor();
+  EXPECT_TRUE(at::allclose(f, g, 1e-5, 1e-5));
+  // Different bytes land in different buckets: the classes' n-gram parts differ.
+  EXPECT_FALSE(at::allclose(f[0].slice(0, 3 * 16), f[1].slice(0, 3 * 16)));
+
+  o.route_ngram_buckets = 0;
+  auto without = MakeByteTransformer(o);
+  ASSERT_TRUE(without.ok());
+  EXPECT_FALSE(without->find_method("route_features").has_value());
+}
+
+TEST(ByteTransformerTest, RebuildKeepsEveryWeightAndAddsTheCurrentMethods) {
+  ByteTransformerOptions old_code = Small(3);
+  old_code.route_ngram_buckets = 0;  // a module saved before route_features existed
+  auto saved = MakeByteTransformer(old_code);
+  ASSERT_TRUE(saved.ok());
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& p : saved->named_parameters(true)) p.value.add_(0.01);
+  }
+  auto rebuilt = RebuildWithCurrentCode(*saved, Small(2));  // classes come from the saved head
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_TRUE(rebuilt->find_method("route_features").has_value());
+  TokenizedExamples data = TwoClassData(4);
+  at::Tensor a = saved->forward({data.input_ids, data.attention_mask}).toTensor();
+  at::Tensor b = rebuilt->forward({data.input_ids, data.attention_mask}).toTensor();
+  ASSERT_EQ(b.sizes(), (std::vector<int64_t>{4, 3}));
+  EXPECT_TRUE(at::equal(a, b));
+
+  ByteTransformerOptions wider = Small(3);
+  wider.dim = 32;
+  auto mismatch = RebuildWithCurrentCode(*saved, wider);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_THAT(std::string(mismatch.status().message()), HasSubstr("different preset"));
+}
+
 TEST(ByteTransformerTest, RejectsBadOptions) {
   ByteTransformerOptions o = Small(2);
   o.heads = 3;  // does not divide 16

@@ -51,6 +51,7 @@ Manifest FullManifest() {
       TwinTensorEntry{"lang", "encoder.conv", {8, 4, 3}, 8, 12, 0, 1.0, 0.0},
   };
   m.router.blob = "router/r.safetensors";
+  m.router.features = "route_features";
   m.router.spec = RouterSpec{48, 96, 3, 2, 0.25, 0.02, 1e-6};
   m.router.validation_accuracy = 0.9375;
   m.router.train_examples = 1000;
@@ -108,6 +109,7 @@ void ExpectSameManifest(const Manifest& a, const Manifest& b) {
     EXPECT_EQ(a.tasks[i].head_tensors, b.tasks[i].head_tensors);
   }
   EXPECT_EQ(a.router.blob, b.router.blob);
+  EXPECT_EQ(a.router.features, b.router.features);
   EXPECT_EQ(a.router.spec.input_dim, b.router.spec.input_dim);
   EXPECT_EQ(a.router.spec.hidden_dim, b.router.spec.hidden_dim);
   EXPECT_EQ(a.router.spec.num_hidden_layers, b.router.spec.num_hidden_layers);
@@ -169,6 +171,15 @@ TEST(ManifestTest, UnknownFieldsAreIgnored) {
   ExpectSameManifest(FullManifest(), *parsed);
 }
 
+TEST(ManifestTest, RouterFeaturesDefaultToEmbedWhenAbsent) {
+  json j = json::parse(FullManifest().ToJson());
+  ASSERT_EQ(j["router"]["features"], "route_features");
+  j["router"].erase("features");  // a manifest written before the field existed
+  auto parsed = Manifest::FromJson(j.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->router.features, "embed");
+}
+
 TEST(ManifestTest, RejectsTextThatIsNotAJsonObject) {
   auto garbage = Manifest::FromJson("{\"schema_version\": 1,");
   EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
@@ -224,6 +235,8 @@ TEST(ManifestTest, InvalidFieldsAreReportedByPath) {
       {"router.spec.num_tasks", [](json& j) { j["router"]["spec"]["num_tasks"] = 5; }},
       {"router.spec.dropout", [](json& j) { j["router"]["spec"]["dropout"] = 1.0; }},
       {"router.spec", [](json& j) { j["router"].erase("spec"); }},
+      {"router.features", [](json& j) { j["router"]["features"] = "pooler"; }},
+      {"router.features", [](json& j) { j["router"]["features"] = 3; }},
       {"router.validation_accuracy", [](json& j) { j["router"]["validation_accuracy"] = 1.5; }},
       {"router.confusion",
        [](json& j) {

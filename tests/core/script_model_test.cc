@@ -81,6 +81,41 @@ TEST(ScriptModelTest, ErrorsNameTheProblem) {
   EXPECT_THAT(std::string(oob.status().message()), HasSubstr("forward"));
 }
 
+TEST(ScriptModelTest, RouterFeaturesPreferRouteFeaturesAndFallBackToEmbed) {
+  const at::Tensor ids = at::arange(6, at::kLong).view({2, 3});
+  const at::Tensor mask = at::ones({2, 3}, at::kLong);
+
+  auto plain = ScriptModel::Wrap(MakeTinyModel({32, 8, 3, 1}), "plain");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ((*plain)->router_features_method(), "embed");
+  auto embed = (*plain)->Embed(ids, mask);
+  auto routed = (*plain)->RouterFeatures(ids, mask);
+  ASSERT_TRUE(embed.ok() && routed.ok());
+  EXPECT_TRUE(at::equal(*embed, *routed));
+
+  torch::jit::Module m("WithRouteFeatures");
+  m.define(
+      "def embed(self, a: Tensor, b: Tensor) -> Tensor:\n  return a * 1.0\n"
+      "def forward(self, a: Tensor, b: Tensor) -> Tensor:\n  return self.embed(a, b)\n"
+      "def route_features(self, a: Tensor, b: Tensor) -> Tensor:\n"
+      "  return torch.cat([self.embed(a, b), (a + b) * 1.0], 1)\n");
+  auto with = ScriptModel::Wrap(m, "with");
+  ASSERT_TRUE(with.ok()) << with.status();
+  EXPECT_EQ((*with)->router_features_method(), "route_features");
+  auto features = (*with)->RouterFeatures(ids, mask);
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_TRUE(at::equal(*features, at::cat({ids, ids + 1}, 1).to(at::kFloat)));
+  // A clone keeps the choice.
+  auto clone = (*with)->Clone();
+  ASSERT_TRUE(clone.ok());
+  EXPECT_EQ((*clone)->router_features_method(), "route_features");
+
+  // A failing route_features() names the method.
+  auto bad = (*with)->RouterFeatures(ids, at::ones({2, 4}, at::kLong));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("route_features"));
+}
+
 TEST(ScriptModelTest, CloneIsIndependent) {
   auto model = ScriptModel::Wrap(MakeTinyModel({32, 8, 2, 1}), "tiny");
   ASSERT_TRUE(model.ok());

@@ -2,6 +2,8 @@
 // offline job, served, and called through the generated gRPC stub.
 #include "server/twin_server.h"
 
+#include <torch/script.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -26,6 +28,7 @@
 #include "core/twin_weights.h"
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"
+#include "server/engine.h"
 #include "tests/testing/served_artifacts.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_models.h"
@@ -97,11 +100,92 @@ at::Tensor ExpectedProbabilities(const std::string& cache, const at::Tensor& ids
   auto model = ScriptModel::Load(set->PathOf(set->manifest.architecture_blob));
   EXPECT_TRUE((*model)->SetParameters((*tw)->shared()).ok());
   EXPECT_TRUE((*model)->SetParameters((*tw)->head(task)).ok());
-  at::Tensor features = *(*model)->Embed(ids.unsqueeze(0), mask.unsqueeze(0));
+  at::Tensor features = *(*model)->RouterFeatures(ids.unsqueeze(0), mask.unsqueeze(0));
   at::Tensor w = (*(*router)->Weights(features, 1.0))[0].to(at::kDouble);
   std::vector<double> wv(w.data_ptr<double>(), w.data_ptr<double>() + w.numel());
   EXPECT_TRUE((*model)->SetParameters(*(*tw)->Fuse(wv)).ok());
   return at::softmax(*(*model)->Forward(ids.unsqueeze(0), mask.unsqueeze(0)), 1)[0];
+}
+
+// A model may define route_features(): the merge job trains the router on it, the manifest
+// records it and the engine routes with it; an artifact whose manifest and architecture disagree
+// about the router's input is refused at load.
+TEST(EngineRouterFeaturesTest, RouteFeaturesTrainAndServeTheRouter) {
+  TempDir dir;
+  const auto& zoo = Artifacts::Get().zoo();
+  torch::jit::Module base = torch::jit::load(zoo.base_path);
+  base.define(
+      "def route_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:\n"
+      "    x = torch.embedding(self.emb.weight, input_ids)\n"
+      "    m = attention_mask.unsqueeze(-1).to(x.dtype)\n"
+      "    raw = (x * m).sum(1) / m.sum(1).clamp(min=1.0)\n"
+      "    return torch.cat([self.embed(input_ids, attention_mask), raw], 1)\n");
+  base.save(dir.Join("base_rf.pt"));
+  std::string yaml = absl::StrCat("base_model: ", dir.Join("base_rf.pt"), "\nmodels:\n");
+  for (size_t t = 0; t < zoo.task_names.size(); ++t) {
+    absl::StrAppend(&yaml, "  - model: ", zoo.expert_paths[t], "\n    name: ", zoo.task_names[t],
+                    "\n    router_data: ", zoo.router_data[t], "\n");
+  }
+  absl::StrAppend(&yaml, "output: ", dir.Join("store"),
+                  "\nrouter: {max_epochs: 40, patience: 10}\ntwin: {rank_policy: ratio, "
+                  "ratio: 0.5}\n");
+  auto config = ParseMergeConfig(yaml, dir.path());
+  ASSERT_TRUE(config.ok()) << config.status();
+  MergeJobOptions job_options;
+  job_options.quiet = true;
+  auto result = RunMergeJob(*config, job_options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->manifest.router.features, "route_features");
+  const int64_t dim = result->manifest.embed_dim;
+  EXPECT_EQ(result->manifest.router.spec.input_dim, 2 * dim);
+
+  auto store = FileObjectStore::Create(dir.Join("store"));
+  ASSERT_TRUE(store.ok());
+  auto set = FetchArtifactSet(store->get(), result->version, dir.Join("cache"));
+  ASSERT_TRUE(set.ok()) << set.status();
+  auto engine = Engine::Load(*set, EngineOptions{"cpu"});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+
+  // The engine's router weights are the router applied to the shared model's route_features.
+  const auto& data = zoo.test_data[1];
+  const at::Tensor ids = data.input_ids.slice(0, 0, 4);
+  const at::Tensor mask = data.attention_mask.slice(0, 0, 4);
+  auto weights = (*engine)->RouterWeights(ids, mask, {1.0, 1.0, 1.0, 1.0});
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto tw = TwinWeights::Load(*set, c10::kCPU);
+  ASSERT_TRUE(tw.ok());
+  auto model = ScriptModel::Load(set->PathOf(set->manifest.architecture_blob));
+  ASSERT_TRUE(model.ok());
+  ASSERT_TRUE((*model)->SetParameters((*tw)->shared()).ok());
+  auto features = (*model)->RouterFeatures(ids, mask);
+  ASSERT_TRUE(features.ok()) << features.status();
+  ASSERT_EQ(features->size(1), 2 * dim);
+  auto router_file = SafetensorsReader::Open(set->PathOf(set->manifest.router.blob));
+  ASSERT_TRUE(router_file.ok());
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& n : (*router_file)->names()) tensors.emplace_back(n, *(*router_file)->Get(n));
+  auto router = Router::Create(set->manifest.router.spec, tensors);
+  ASSERT_TRUE(router.ok()) << router.status();
+  auto expected = (*router)->Weights(*features, 1.0);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_TRUE(at::allclose(*weights, *expected, 1e-5, 1e-6));
+
+  LocalArtifactSet claims_embed = *set;
+  claims_embed.manifest.router.features = "embed";
+  auto refused = Engine::Load(claims_embed, EngineOptions{"cpu"});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("route_features"));
+
+  // The served tiny version's architecture has no route_features().
+  auto served_store = FileObjectStore::Create(Artifacts::Get().store());
+  ASSERT_TRUE(served_store.ok());
+  auto served = FetchArtifactSet(served_store->get(), "v1", dir.Join("cache2"));
+  ASSERT_TRUE(served.ok()) << served.status();
+  served->manifest.router.features = "route_features";
+  auto missing = Engine::Load(*served, EngineOptions{"cpu"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("route_features"));
 }
 
 TEST_F(TwinServerTest, ExactRoutingReproducesTheCoreLibraryAndCaches) {
@@ -146,7 +230,7 @@ int ExpectedTopTask(const std::string& cache, const at::Tensor& ids, const at::T
   auto router = Router::Create(set->manifest.router.spec, tensors);
   auto model = ScriptModel::Load(set->PathOf(set->manifest.architecture_blob));
   EXPECT_TRUE((*model)->SetParameters((*tw)->shared()).ok());
-  at::Tensor features = *(*model)->Embed(ids.unsqueeze(0), mask.unsqueeze(0));
+  at::Tensor features = *(*model)->RouterFeatures(ids.unsqueeze(0), mask.unsqueeze(0));
   return static_cast<int>((*(*router)->Weights(features, 1.0))[0].argmax().item<int64_t>());
 }
 
