@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <utility>
 
@@ -169,8 +170,27 @@ absl::Status Run::Routings() {
   }
   for (const Routing& routing : routings_) {
     if (routing.name == "oracle") continue;
-    RoutingResult rr{routing.name, {}};
-    for (const at::Tensor& routed : routing.routed) rr.accuracy.push_back(MeanOf(routed));
+    RoutingResult rr{routing.name, {}, {}, {}};
+    for (size_t t = 0; t < routing.routed.size(); ++t) {
+      const at::Tensor& routed = routing.routed[t];
+      rr.accuracy.push_back(MeanOf(routed));
+      const at::Tensor& labels = ev_->labels(t, Split::kTest);
+      std::vector<double> per_class;
+      for (size_t c = 0; c < in_.tasks[t].labels.size(); ++c) {
+        const at::Tensor of_class = labels.eq(static_cast<int64_t>(c));
+        per_class.push_back(of_class.any().item<bool>() ? MeanOf(routed.index({of_class}))
+                                                        : std::nan(""));
+      }
+      rr.class_accuracy.push_back(std::move(per_class));
+      if (routing.name == "router") {
+        const at::Tensor top = routing.weights[t].argmax(1);
+        std::vector<int64_t> row(routing.routed.size(), 0);
+        for (size_t u = 0; u < row.size(); ++u) {
+          row[u] = top.eq(static_cast<int64_t>(u)).sum().item<int64_t>();
+        }
+        rr.confusion.push_back(std::move(row));
+      }
+    }
     Log(absl::StrFormat("routing %-8s mean accuracy %.4f", rr.routing, Mean(rr.accuracy)));
     r_->routing.push_back(std::move(rr));
   }
@@ -350,6 +370,7 @@ absl::StatusOr<EvalResult> RunEvaluation(const EvalInputs& inputs, const EvalOpt
   result.target_normalized = options.target_normalized;
   for (size_t t = 0; t < inputs.tasks.size(); ++t) {
     result.tasks.push_back(inputs.tasks[t].name);
+    result.class_names.push_back(inputs.tasks[t].labels);
     result.test_rows.push_back(evaluator->rows(t, Split::kTest));
     result.validation_rows.push_back(evaluator->rows(t, Split::kValidation));
   }

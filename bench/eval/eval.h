@@ -79,6 +79,11 @@ struct LambdaSearch {
 struct RoutingResult {
   std::string routing;  // "router", "key_g10", ...
   std::vector<double> accuracy;
+  // [task][class]: routing accuracy over the task's test rows of each class (shows inputs that
+  // look alike across tasks, e.g. one task's English rows among another's English task).
+  std::vector<std::vector<double>> class_accuracy;
+  // [true task][top task]: test rows; filled for the learned router only.
+  std::vector<std::vector<int64_t>> confusion;
 };
 
 struct StorageResult {
@@ -99,6 +104,7 @@ struct StorageResult {
 
 struct EvalResult {
   std::vector<std::string> tasks;
+  std::vector<std::vector<std::string>> class_names;  // per task
   std::vector<int64_t> test_rows, validation_rows;
   std::string version, shared_method;
   std::vector<MethodResult> methods;

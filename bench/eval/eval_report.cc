@@ -2,6 +2,7 @@
 
 #include <sys/utsname.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -162,6 +163,35 @@ std::string ResultMarkdown(const EvalResult& r, const RunInfo& info) {
     cells.push_back(absl::StrFormat("%.4f", Mean(rr.accuracy)));
     absl::StrAppend(&out, Row(cells));
   }
+  for (const RoutingResult& rr : r.routing) {
+    if (rr.confusion.empty()) continue;
+    std::vector<std::string> confusion_head = {"true task \\ top task"};
+    confusion_head.insert(confusion_head.end(), r.tasks.begin(), r.tasks.end());
+    absl::StrAppend(&out, "\nConfusion of the ", rr.routing, " (test rows):\n\n",
+                    Header(confusion_head));
+    for (size_t t = 0; t < rr.confusion.size() && t < r.tasks.size(); ++t) {
+      std::vector<std::string> cells = {r.tasks[t]};
+      for (int64_t c : rr.confusion[t]) cells.push_back(absl::StrCat(c));
+      absl::StrAppend(&out, Row(cells));
+    }
+  }
+  for (const RoutingResult& rr : r.routing) {
+    if (rr.confusion.empty() || rr.class_accuracy.size() != r.tasks.size()) continue;
+    absl::StrAppend(&out, "\nRouting accuracy of the ", rr.routing,
+                    " by class (share of the class's test rows whose top task is their task):\n\n",
+                    Header({"task", "by class"}));
+    for (size_t t = 0; t < r.tasks.size(); ++t) {
+      std::vector<std::string> parts;
+      for (size_t c = 0; c < rr.class_accuracy[t].size(); ++c) {
+        const std::string name =
+            t < r.class_names.size() && c < r.class_names[t].size() ? r.class_names[t][c]
+                                                                     : absl::StrCat(c);
+        const double a = rr.class_accuracy[t][c];
+        parts.push_back(absl::StrCat(name, " ", std::isnan(a) ? "-" : absl::StrFormat("%.2f", a)));
+      }
+      absl::StrAppend(&out, Row({r.tasks[t], absl::StrJoin(parts, ", ")}));
+    }
+  }
   absl::StrAppend(&out, "\n## Lambda search (mean validation accuracy over tasks)\n\n");
   for (const LambdaSearch& s : r.searches) {
     std::vector<std::string> points;
@@ -225,9 +255,21 @@ std::string ResultJson(const EvalResult& r, const RunInfo& info) {
   }
   j["routing"] = nlohmann::json::array();
   for (const RoutingResult& rr : r.routing) {
+    nlohmann::json by_class = nlohmann::json::object();
+    for (size_t t = 0; t < rr.class_accuracy.size() && t < r.tasks.size(); ++t) {
+      for (size_t c = 0; c < rr.class_accuracy[t].size(); ++c) {
+        const double a = rr.class_accuracy[t][c];
+        const std::string name =
+            t < r.class_names.size() && c < r.class_names[t].size() ? r.class_names[t][c]
+                                                                     : absl::StrCat(c);
+        by_class[r.tasks[t]][name] = std::isnan(a) ? nlohmann::json() : nlohmann::json(a);
+      }
+    }
     j["routing"].push_back({{"routing", rr.routing},
                             {"accuracy", PerTask(r, rr.accuracy)},
-                            {"mean", Mean(rr.accuracy)}});
+                            {"mean", Mean(rr.accuracy)},
+                            {"class_accuracy", by_class},
+                            {"confusion", rr.confusion}});
   }
   j["storage"] = nlohmann::json::array();
   for (const StorageResult& s : r.storage) {

@@ -217,6 +217,44 @@ TEST_F(EvalTest, ReportsCarryTheTablesAndParse) {
   EXPECT_TRUE(j["methods"][0]["lambda"].is_null());
 }
 
+TEST_F(EvalTest, RoutingByClassAndConfusionAddUpToTheTaskFigures) {
+  ASSERT_NE(result_, nullptr);
+  const size_t T = result_->tasks.size();
+  ASSERT_FALSE(result_->routing.empty());
+  const RoutingResult& router = result_->routing[0];
+  ASSERT_EQ(router.routing, "router");
+  ASSERT_EQ(router.confusion.size(), T);
+  ASSERT_EQ(router.class_accuracy.size(), T);
+  for (size_t t = 0; t < T; ++t) {
+    // Confusion rows count every test row once; the diagonal is the routing accuracy.
+    int64_t total = 0;
+    for (int64_t c : router.confusion[t]) total += c;
+    EXPECT_EQ(total, result_->test_rows[t]) << t;
+    EXPECT_NEAR(static_cast<double>(router.confusion[t][t]) / total, router.accuracy[t], 1e-9);
+    // Class accuracies weighted by class size give the task's routing accuracy back.
+    const at::Tensor labels = zoo_->test_data[t].labels.slice(0, 0, result_->test_rows[t]);
+    ASSERT_EQ(router.class_accuracy[t].size(), result_->class_names[t].size());
+    double weighted = 0;
+    for (size_t c = 0; c < router.class_accuracy[t].size(); ++c) {
+      const int64_t n = labels.eq(static_cast<int64_t>(c)).sum().item<int64_t>();
+      if (n > 0) weighted += router.class_accuracy[t][c] * n;
+    }
+    EXPECT_NEAR(weighted / total, router.accuracy[t], 1e-9) << t;
+  }
+  // Key modes report classes but no confusion.
+  for (size_t i = 1; i < result_->routing.size(); ++i) {
+    EXPECT_TRUE(result_->routing[i].confusion.empty());
+    EXPECT_EQ(result_->routing[i].class_accuracy.size(), T);
+  }
+  RunInfo info;
+  const std::string md = ResultMarkdown(*result_, info);
+  EXPECT_THAT(md, HasSubstr("Confusion of the router"));
+  EXPECT_THAT(md, HasSubstr("by class"));
+  const auto j = nlohmann::json::parse(ResultJson(*result_, info));
+  EXPECT_EQ(j["routing"][0]["confusion"].size(), T);
+  EXPECT_TRUE(j["routing"][0]["class_accuracy"].contains(result_->tasks[0]));
+}
+
 TEST_F(EvalTest, OracleKeepsTheTargetScoreAtFullRank) {
   ASSERT_NE(result_, nullptr);
   ASSERT_EQ(result_->min_ratios.size(), 4u);  // router, oracle, key_g10, key_g4
