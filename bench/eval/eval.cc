@@ -70,9 +70,26 @@ class Run {
   }
   absl::StatusOr<NamedTensors> Merge(MergeMethod method, double lambda) const;
   absl::StatusOr<double> ChooseLambda(MergeMethod method, const std::vector<double>& grid);
+  // Per task and class, the mean of `per_row` (bool [n_t]) over the class's test rows.
+  std::vector<std::vector<double>> ByClass(const std::vector<at::Tensor>& per_row) const {
+    std::vector<std::vector<double>> out;
+    for (size_t t = 0; t < per_row.size(); ++t) {
+      const at::Tensor& labels = ev_->labels(t, Split::kTest);
+      std::vector<double> per_class;
+      for (size_t c = 0; c < in_.tasks[t].labels.size(); ++c) {
+        const at::Tensor of_class = labels.eq(static_cast<int64_t>(c));
+        per_class.push_back(of_class.any().item<bool>() ? MeanOf(per_row[t].index({of_class}))
+                                                        : std::nan(""));
+      }
+      out.push_back(std::move(per_class));
+    }
+    return out;
+  }
+
   void Add(MethodResult m, const Correct& correct, const std::vector<at::Tensor>& routed) {
     m.given = Accuracies(correct);
     m.unknown = UnknownAccuracies(correct, routed);
+    m.class_given = ByClass(correct);
     Log(absl::StrFormat("%-34s mean accuracy %.4f given, %.4f unknown", m.id, Mean(m.given),
                         Mean(m.unknown)));
     r_->methods.push_back(std::move(m));
@@ -170,18 +187,9 @@ absl::Status Run::Routings() {
   }
   for (const Routing& routing : routings_) {
     if (routing.name == "oracle") continue;
-    RoutingResult rr{routing.name, {}, {}, {}};
+    RoutingResult rr{routing.name, {}, ByClass(routing.routed), {}};
     for (size_t t = 0; t < routing.routed.size(); ++t) {
-      const at::Tensor& routed = routing.routed[t];
-      rr.accuracy.push_back(MeanOf(routed));
-      const at::Tensor& labels = ev_->labels(t, Split::kTest);
-      std::vector<double> per_class;
-      for (size_t c = 0; c < in_.tasks[t].labels.size(); ++c) {
-        const at::Tensor of_class = labels.eq(static_cast<int64_t>(c));
-        per_class.push_back(of_class.any().item<bool>() ? MeanOf(routed.index({of_class}))
-                                                        : std::nan(""));
-      }
-      rr.class_accuracy.push_back(std::move(per_class));
+      rr.accuracy.push_back(MeanOf(routing.routed[t]));
       if (routing.name == "router") {
         const at::Tensor top = routing.weights[t].argmax(1);
         std::vector<int64_t> row(routing.routed.size(), 0);

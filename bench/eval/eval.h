@@ -66,6 +66,8 @@ struct MethodResult {
   int64_t fusions = 0;  // twin: distinct weight vectors fused on the test rows
   std::vector<double> given;
   std::vector<double> unknown;
+  // [task][class]: task-given accuracy over the task's test rows of each class (NaN: no rows).
+  std::vector<std::vector<double>> class_given;
 };
 
 struct LambdaSearch {

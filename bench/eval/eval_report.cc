@@ -46,6 +46,54 @@ std::string MethodTable(const EvalResult& r, bool unknown) {
   return out;
 }
 
+std::string ClassName(const EvalResult& r, size_t t, size_t c) {
+  return t < r.class_names.size() && c < r.class_names[t].size() ? r.class_names[t][c]
+                                                                 : absl::StrCat(c);
+}
+
+// Task-given accuracy by class of the experts and of Twin-Merging at the headline policy
+// (ratio=0.1 when swept, else the first), one table per task: where routing loses accuracy.
+std::string ClassTables(const EvalResult& r) {
+  std::string policy = r.storage.empty() ? "" : r.storage.front().policy;
+  for (const StorageResult& s : r.storage) {
+    if (s.policy == "ratio=0.1") policy = s.policy;
+  }
+  std::vector<const MethodResult*> methods;
+  for (const MethodResult& m : r.methods) {
+    if (m.id == "expert" || (m.family == "twin" && m.policy == policy)) methods.push_back(&m);
+  }
+  std::string out =
+      absl::StrCat("\n## Accuracy by class (task given; experts and Twin-Merging ", policy, ")\n");
+  for (size_t t = 0; t < r.tasks.size(); ++t) {
+    std::vector<std::string> head = {r.tasks[t]};
+    const size_t classes = t < r.class_names.size() ? r.class_names[t].size() : 0;
+    for (size_t c = 0; c < classes; ++c) head.push_back(ClassName(r, t, c));
+    absl::StrAppend(&out, "\n", Header(head));
+    for (const MethodResult* m : methods) {
+      std::vector<std::string> cells = {m->label};
+      for (size_t c = 0; c < classes; ++c) {
+        const bool known = t < m->class_given.size() && c < m->class_given[t].size() &&
+                           !std::isnan(m->class_given[t][c]);
+        cells.push_back(known ? absl::StrFormat("%.2f", m->class_given[t][c]) : "-");
+      }
+      absl::StrAppend(&out, Row(cells));
+    }
+  }
+  return out;
+}
+
+// {task: {class: accuracy or null}}
+nlohmann::json ClassJson(const EvalResult& r, const std::vector<std::vector<double>>& values) {
+  nlohmann::json out = nlohmann::json::object();
+  for (size_t t = 0; t < values.size() && t < r.tasks.size(); ++t) {
+    for (size_t c = 0; c < values[t].size(); ++c) {
+      const double a = values[t][c];
+      out[r.tasks[t]][ClassName(r, t, c)] = std::isnan(a) ? nlohmann::json() : nlohmann::json(a);
+    }
+  }
+  return out;
+}
+
 std::string SweepTable(const EvalResult& r) {
   std::vector<std::string> routings;
   for (const MethodResult& m : r.methods) {
@@ -183,15 +231,14 @@ std::string ResultMarkdown(const EvalResult& r, const RunInfo& info) {
     for (size_t t = 0; t < r.tasks.size(); ++t) {
       std::vector<std::string> parts;
       for (size_t c = 0; c < rr.class_accuracy[t].size(); ++c) {
-        const std::string name =
-            t < r.class_names.size() && c < r.class_names[t].size() ? r.class_names[t][c]
-                                                                     : absl::StrCat(c);
         const double a = rr.class_accuracy[t][c];
-        parts.push_back(absl::StrCat(name, " ", std::isnan(a) ? "-" : absl::StrFormat("%.2f", a)));
+        parts.push_back(absl::StrCat(ClassName(r, t, c), " ",
+                                     std::isnan(a) ? "-" : absl::StrFormat("%.2f", a)));
       }
       absl::StrAppend(&out, Row({r.tasks[t], absl::StrJoin(parts, ", ")}));
     }
   }
+  absl::StrAppend(&out, ClassTables(r));
   absl::StrAppend(&out, "\n## Lambda search (mean validation accuracy over tasks)\n\n");
   for (const LambdaSearch& s : r.searches) {
     std::vector<std::string> points;
@@ -244,7 +291,8 @@ std::string ResultJson(const EvalResult& r, const RunInfo& info) {
                             {"mean_given", Mean(m.given)},
                             {"mean_unknown", Mean(m.unknown)},
                             {"normalized_given", NormalizedScore(m.given, expert->given)},
-                            {"normalized_unknown", NormalizedScore(m.unknown, expert->given)}});
+                            {"normalized_unknown", NormalizedScore(m.unknown, expert->given)},
+                            {"class_given", ClassJson(r, m.class_given)}});
   }
   j["lambda_search"] = nlohmann::json::array();
   for (const LambdaSearch& s : r.searches) {
@@ -255,20 +303,10 @@ std::string ResultJson(const EvalResult& r, const RunInfo& info) {
   }
   j["routing"] = nlohmann::json::array();
   for (const RoutingResult& rr : r.routing) {
-    nlohmann::json by_class = nlohmann::json::object();
-    for (size_t t = 0; t < rr.class_accuracy.size() && t < r.tasks.size(); ++t) {
-      for (size_t c = 0; c < rr.class_accuracy[t].size(); ++c) {
-        const double a = rr.class_accuracy[t][c];
-        const std::string name =
-            t < r.class_names.size() && c < r.class_names[t].size() ? r.class_names[t][c]
-                                                                     : absl::StrCat(c);
-        by_class[r.tasks[t]][name] = std::isnan(a) ? nlohmann::json() : nlohmann::json(a);
-      }
-    }
     j["routing"].push_back({{"routing", rr.routing},
                             {"accuracy", PerTask(r, rr.accuracy)},
                             {"mean", Mean(rr.accuracy)},
-                            {"class_accuracy", by_class},
+                            {"class_accuracy", ClassJson(r, rr.class_accuracy)},
                             {"confusion", rr.confusion}});
   }
   j["storage"] = nlohmann::json::array();

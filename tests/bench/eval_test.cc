@@ -241,6 +241,19 @@ TEST_F(EvalTest, RoutingByClassAndConfusionAddUpToTheTaskFigures) {
     }
     EXPECT_NEAR(weighted / total, router.accuracy[t], 1e-9) << t;
   }
+  // Accuracy by class, weighted by class size, gives each method's task accuracy back.
+  for (const MethodResult& m : result_->methods) {
+    ASSERT_EQ(m.class_given.size(), T) << m.id;
+    for (size_t t = 0; t < T; ++t) {
+      const at::Tensor labels = zoo_->test_data[t].labels.slice(0, 0, result_->test_rows[t]);
+      double weighted = 0;
+      for (size_t c = 0; c < m.class_given[t].size(); ++c) {
+        const int64_t n = labels.eq(static_cast<int64_t>(c)).sum().item<int64_t>();
+        if (n > 0) weighted += m.class_given[t][c] * n;
+      }
+      EXPECT_NEAR(weighted / result_->test_rows[t], m.given[t], 1e-9) << m.id << " " << t;
+    }
+  }
   // Key modes report classes but no confusion.
   for (size_t i = 1; i < result_->routing.size(); ++i) {
     EXPECT_TRUE(result_->routing[i].confusion.empty());
@@ -250,6 +263,8 @@ TEST_F(EvalTest, RoutingByClassAndConfusionAddUpToTheTaskFigures) {
   const std::string md = ResultMarkdown(*result_, info);
   EXPECT_THAT(md, HasSubstr("Confusion of the router"));
   EXPECT_THAT(md, HasSubstr("by class"));
+  EXPECT_THAT(md,
+              HasSubstr("## Accuracy by class (task given; experts and Twin-Merging ratio=0.25)"));
   const auto j = nlohmann::json::parse(ResultJson(*result_, info));
   EXPECT_EQ(j["routing"][0]["confusion"].size(), T);
   EXPECT_TRUE(j["routing"][0]["class_accuracy"].contains(result_->tasks[0]));
