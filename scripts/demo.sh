@@ -3,6 +3,7 @@
 # small models built here -> twin-merge -> local file:// object store -> verified read-back
 # -> twin-server -> twin-client bench with mixed-task traffic (accuracy and latency).
 #   scripts/demo.sh                 # everything under ./out/demo
+#   ZOO=lite scripts/demo.sh        # the byte-level zoo on real text (about 3 more minutes)
 #   PORT=50051 METRICS_PORT=9090 scripts/demo.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,9 +15,22 @@ export OPENBLAS_NUM_THREADS=1
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)" --target twin-merge twin-zoo twin-inspect twin-server twin-client
 
+ZOO="${ZOO:-tiny}"
 rm -rf "$OUT" && mkdir -p "$OUT"
-echo "== building the small demo models (base + 4 fine-tuned experts) in $OUT/zoo"
-"$BUILD_DIR/bin/twin-zoo" --out "$OUT/zoo" --store "file://$OUT/store"
+case "$ZOO" in
+  tiny)
+    echo "== building the small demo models (base + 4 fine-tuned experts) in $OUT/zoo"
+    "$BUILD_DIR/bin/twin-zoo" --out "$OUT/zoo" --store "file://$OUT/store"
+    ;;
+  lite)
+    echo "== preparing the lite corpora (fortunes, spam, man pages, source code)"
+    "$ROOT/bench/zoo/prepare_data.sh" --size lite --out "$OUT/data"
+    echo "== pretraining a byte-level Transformer and fine-tuning 5 experts in $OUT/zoo"
+    "$BUILD_DIR/bin/twin-zoo" --size lite --data "$OUT/data" --out "$OUT/zoo" \
+      --store "file://$OUT/store"
+    ;;
+  *) echo "demo.sh: ZOO must be tiny or lite, got '$ZOO'" >&2; exit 2 ;;
+esac
 echo "== twin-merge --config $OUT/zoo/merge.yaml"
 "$BUILD_DIR/bin/twin-merge" --config "$OUT/zoo/merge.yaml" --report "$OUT/report.md"
 echo "== reading the published version back (every digest verified) and fusing"
@@ -40,6 +54,13 @@ for _ in $(seq 1 120); do
 done
 "${CLIENT[@]}" health
 "${CLIENT[@]}" info
+if [[ "$ZOO" == lite ]]; then
+  echo "== a few texts, task unknown (the router picks the expert and the head)"
+  "${CLIENT[@]}" infer --text "Wie man sein Kind nicht nennen sollte: Marc Undpfennig"
+  "${CLIENT[@]}" infer --text $'#include <stdio.h>\nint main(void) {\n  printf("hello\\n");\n  return 0;\n}'
+  "${CLIENT[@]}" infer --text $'import os\ndef main():\n    print(os.getcwd())\n'
+  "${CLIENT[@]}" infer --text "The -v option makes the command print the name of each file as it is processed."
+fi
 echo "== mixed-task traffic, task unknown (the router picks the head): 8 concurrent clients"
 "${CLIENT[@]}" bench --data "$OUT/zoo" --concurrency 8 --requests 2000
 echo "== mixed-task traffic, task given by the client"
