@@ -63,6 +63,10 @@ struct RouterTrainOptions {
   double weight_decay = 0.01;
   double validation_fraction = 0.2;  // per task, at least one example
   int64_t patience = 10;             // epochs without validation improvement
+  // Weigh each task's examples by 1 / (its example count) in the loss and in the early-stopping
+  // accuracy, so that tasks with more router data do not tilt the router towards themselves
+  // (a uniform prior over tasks). validation_accuracy in the result stays the plain accuracy.
+  bool balance_tasks = false;
   uint64_t seed = 0;
 };
 

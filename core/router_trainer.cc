@@ -1,4 +1,5 @@
-// TrainRouter: stratified split, AdamW on cross-entropy, early stopping on validation accuracy.
+// TrainRouter: stratified split, AdamW on cross-entropy, early stopping on validation accuracy
+// (both weighted per task with balance_tasks).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
@@ -175,14 +176,30 @@ struct Score {
   }
 };
 
+// Plain accuracy and loss, or with `task_weights` defined the task-balanced ones: each task's
+// rows weigh 1 / (its row count), so every task counts the same whatever its size.
 Score Evaluate(const RouterSpec& spec, const std::vector<at::Tensor>& tensors,
-               const at::Tensor& features, const at::Tensor& task_ids) {
+               const at::Tensor& features, const at::Tensor& task_ids,
+               const at::Tensor& task_weights) {
   c10::NoGradGuard no_grad;
   const at::Tensor logits = router_internal::Forward(spec, tensors, features, std::nullopt);
+  const at::Tensor hit = logits.argmax(1).eq(task_ids).to(at::kDouble);
   Score score;
-  score.accuracy = logits.argmax(1).eq(task_ids).to(at::kDouble).mean().item<double>();
-  score.loss = at::nll_loss(at::log_softmax(logits, 1), task_ids).item<double>();
+  if (task_weights.defined()) {
+    const at::Tensor w = task_weights.index_select(0, task_ids).to(at::kDouble);
+    score.accuracy = ((hit * w).sum() / w.sum()).item<double>();
+  } else {
+    score.accuracy = hit.mean().item<double>();
+  }
+  score.loss = at::nll_loss(at::log_softmax(logits, 1), task_ids, task_weights).item<double>();
   return score;
+}
+
+// [num_tasks] float: mean row count over tasks / the task's row count (1 for every task when
+// they are equal).
+at::Tensor BalancedTaskWeights(const at::Tensor& task_ids, int64_t num_tasks) {
+  const at::Tensor counts = at::bincount(task_ids, {}, num_tasks).to(at::kFloat);
+  return (counts.sum() / static_cast<double>(num_tasks)) / counts.clamp_min(1.0);
 }
 
 // confusion[i][j]: validation rows of task i that `router` sends to task j.
@@ -237,6 +254,10 @@ absl::StatusOr<RouterTrainResult> Train(const at::Tensor& features, const at::Te
       torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay));
 
   const int64_t n_train = train_x.size(0);
+  const at::Tensor train_weights =
+      options.balance_tasks ? BalancedTaskWeights(train_y, num_tasks) : at::Tensor();
+  const at::Tensor val_weights =
+      options.balance_tasks ? BalancedTaskWeights(val_y, num_tasks) : at::Tensor();
   Score best{-1.0, 0.0};
   std::vector<at::Tensor> best_tensors;
   int64_t epochs_run = 0;
@@ -248,11 +269,12 @@ absl::StatusOr<RouterTrainResult> Train(const at::Tensor& features, const at::Te
       optimizer.zero_grad();
       const at::Tensor logits =
           router_internal::Forward(spec, tensors, train_x.index_select(0, rows), generator);
-      at::nll_loss(at::log_softmax(logits, 1), train_y.index_select(0, rows)).backward();
+      at::nll_loss(at::log_softmax(logits, 1), train_y.index_select(0, rows), train_weights)
+          .backward();
       optimizer.step();
     }
     ++epochs_run;
-    const Score score = Evaluate(spec, tensors, val_x, val_y);
+    const Score score = Evaluate(spec, tensors, val_x, val_y, val_weights);
     if (score.BetterThan(best)) {
       best = score;
       best_tensors.clear();

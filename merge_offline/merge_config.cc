@@ -81,10 +81,10 @@ absl::Status ParseTwin(const YAML::Node& node, MergeJobConfig* c) {
 }
 
 absl::Status ParseRouter(const YAML::Node& node, MergeJobConfig* c) {
-  RETURN_IF_ERROR(Fields().CheckKeys(
-      node, "router",
-      {"hidden_dim", "layers", "dropout", "max_epochs", "batch_size", "learning_rate",
-       "weight_decay", "validation_fraction", "patience", "max_examples_per_task"}));
+  RETURN_IF_ERROR(Fields().CheckKeys(node, "router",
+                                     {"hidden_dim", "layers", "dropout", "max_epochs", "batch_size",
+                                      "learning_rate", "weight_decay", "validation_fraction",
+                                      "patience", "max_examples_per_task", "balance_tasks"}));
   RouterTrainOptions& r = c->router;
   RETURN_IF_ERROR(Fields().Read(node, "hidden_dim", "router", &r.hidden_dim));
   RETURN_IF_ERROR(Fields().Read(node, "layers", "router", &r.num_hidden_layers));
@@ -95,6 +95,7 @@ absl::Status ParseRouter(const YAML::Node& node, MergeJobConfig* c) {
   RETURN_IF_ERROR(Fields().Read(node, "weight_decay", "router", &r.weight_decay));
   RETURN_IF_ERROR(Fields().Read(node, "validation_fraction", "router", &r.validation_fraction));
   RETURN_IF_ERROR(Fields().Read(node, "patience", "router", &r.patience));
+  RETURN_IF_ERROR(Fields().Read(node, "balance_tasks", "router", &r.balance_tasks));
   RETURN_IF_ERROR(
       Fields().Read(node, "max_examples_per_task", "router", &c->router_max_examples_per_task));
   if (r.hidden_dim < 0) return Fields().Bad("router.hidden_dim", "must be >= 0");

@@ -337,6 +337,37 @@ TEST(TrainRouterTest, SplitIsStratified) {
   EXPECT_EQ(r->router->tensors()[10].first, "blocks.2.linear.weight");
 }
 
+// Two tasks whose inputs come from one distribution, 5:1 in size: the plain router follows the
+// data's prior, the balanced one a uniform prior over tasks.
+TEST(TrainRouterTest, BalanceTasksGivesEveryTaskTheSameWeight) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const at::Tensor x = at::randn({360, 8}, gen, at::kFloat);
+  const at::Tensor y = at::cat({at::zeros({300}, at::kLong), at::ones({60}, at::kLong)});
+  const at::Tensor fresh = at::randn({400, 8}, gen, at::kFloat);
+  RouterTrainOptions o = FastOptions();
+  o.learning_rate = 1e-3;
+  o.max_epochs = 15;
+  o.patience = 100;
+  auto plain = TrainRouter(x, y, 2, o);
+  o.balance_tasks = true;
+  auto balanced = TrainRouter(x, y, 2, o);
+  ASSERT_TRUE(plain.ok() && balanced.ok());
+  auto wp = plain->router->Weights(fresh, 1.0);
+  auto wb = balanced->router->Weights(fresh, 1.0);
+  ASSERT_TRUE(wp.ok() && wb.ok());
+  const double plain_small = (*wp).select(1, 1).mean().item<double>();
+  const double balanced_small = (*wb).select(1, 1).mean().item<double>();
+  EXPECT_LT(plain_small, 0.3);      // about 60 / 360
+  EXPECT_GT(balanced_small, 0.35);  // about 1 / 2
+  EXPECT_LT(balanced_small, 0.65);
+  // The reported accuracy stays the plain one: confusion rows still count every example.
+  int64_t rows = 0;
+  for (const auto& row : balanced->entry.confusion) {
+    for (int64_t c : row) rows += c;
+  }
+  EXPECT_EQ(rows, balanced->entry.validation_examples);
+}
+
 TEST(TrainRouterTest, RunsUnderCallersInferenceMode) {
   auto [x, y] = Clusters({6, 6}, 4, 4);
   RouterTrainOptions o = FastOptions();

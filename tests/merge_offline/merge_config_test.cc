@@ -21,7 +21,7 @@ models:
     router_data: data/b.safetensors
 parameters: {lambda: 0.7, density: 0.3}
 twin: {rank_policy: energy, energy: 0.95, dtype: f16}
-router: {layers: 3, max_epochs: 7, patience: 2}
+router: {layers: 3, max_epochs: 7, patience: 2, balance_tasks: true}
 tokenizer: {max_length: 64}
 output: store
 version: v1
@@ -49,6 +49,7 @@ TEST(MergeConfigTest, ParsesEveryField) {
   EXPECT_EQ(c->twin_dtype, "F16");
   EXPECT_EQ(c->router.num_hidden_layers, 3);
   EXPECT_EQ(c->router.max_epochs, 7);
+  EXPECT_TRUE(c->router.balance_tasks);
   EXPECT_EQ(c->tokenizer.max_length, 64);
   EXPECT_EQ(c->output, "/cfg/store");
   EXPECT_EQ(c->version, "v1");
