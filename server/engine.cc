@@ -51,6 +51,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   if (engine->num_tasks() > 0) {
     RETURN_IF_ERROR(engine->shared_model_->SetParameters(engine->twin_->head(0)));
   }
+  // A router that cannot read the architecture's features fails here, not on every request.
+  at::Tensor probe_ids, probe_mask;
+  try {
+    probe_ids = at::full({1, 2}, set.manifest.tokenizer.pad_id, at::kLong).to(device);
+    probe_mask = at::ones({1, 2}, at::kLong).to(device);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("router probe: ", e.what()));
+  }
+  ASSIGN_OR_RETURN(at::Tensor probe, engine->shared_model_->RouterFeatures(probe_ids, probe_mask));
+  if (probe.dim() != 2 || probe.size(1) != set.manifest.router.spec.input_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "version ", set.manifest.version, ": the architecture's ",
+        engine->shared_model_->router_features_method(), "() gives ", c10::str(probe.sizes()),
+        " features but the router reads ", set.manifest.router.spec.input_dim));
+  }
   return engine;
 }
 

@@ -2,22 +2,21 @@
 // offline job, served, and called through the generated gRPC stub.
 #include "server/twin_server.h"
 
-#include <torch/script.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <condition_variable>
-#include <mutex>
-#include <set>
-#include <thread>
-
 #include <ATen/ATen.h>
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <torch/script.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "core/artifact_set.h"
@@ -26,13 +25,13 @@
 #include "core/safetensors.h"
 #include "core/script_model.h"
 #include "core/twin_weights.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"
 #include "server/engine.h"
 #include "tests/testing/served_artifacts.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_models.h"
-#include "grpc/health/v1/health.grpc.pb.h"
 #include "twinmerge/v1/twinmerge.grpc.pb.h"
 
 namespace twin {
@@ -176,6 +175,23 @@ TEST(EngineRouterFeaturesTest, RouteFeaturesTrainAndServeTheRouter) {
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("route_features"));
+
+  // An architecture whose route_features() width differs from the router's input is refused.
+  TempDir copy;
+  std::filesystem::copy(
+      set->dir, copy.path(),
+      std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing);
+  torch::jit::Module narrow = torch::jit::load(zoo.base_path);
+  narrow.define(
+      "def route_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:\n"
+      "    return self.embed(input_ids, attention_mask)\n");
+  LocalArtifactSet narrowed = *set;
+  narrowed.dir = copy.path();
+  narrow.save(narrowed.PathOf(narrowed.manifest.architecture_blob));
+  auto too_narrow = Engine::Load(narrowed, EngineOptions{"cpu"});
+  ASSERT_FALSE(too_narrow.ok());
+  EXPECT_EQ(too_narrow.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(too_narrow.status().message()), HasSubstr("router reads"));
 
   // The served tiny version's architecture has no route_features().
   auto served_store = FileObjectStore::Create(Artifacts::Get().store());
