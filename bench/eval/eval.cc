@@ -191,12 +191,10 @@ absl::Status Run::Routings() {
     for (size_t t = 0; t < routing.routed.size(); ++t) {
       rr.accuracy.push_back(MeanOf(routing.routed[t]));
       if (routing.name == "router") {
-        const at::Tensor top = routing.weights[t].argmax(1);
-        std::vector<int64_t> row(routing.routed.size(), 0);
-        for (size_t u = 0; u < row.size(); ++u) {
-          row[u] = top.eq(static_cast<int64_t>(u)).sum().item<int64_t>();
-        }
-        rr.confusion.push_back(std::move(row));
+        const int64_t tasks = static_cast<int64_t>(routing.routed.size());
+        const at::Tensor counts =
+            at::bincount(routing.weights[t].argmax(1), {}, tasks).to(at::kLong).contiguous();
+        rr.confusion.emplace_back(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + tasks);
       }
     }
     Log(absl::StrFormat("routing %-8s mean accuracy %.4f", rr.routing, Mean(rr.accuracy)));
