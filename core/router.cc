@@ -13,7 +13,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/artifact_set.h"
 #include "core/internal/router_mlp.h"
+#include "core/safetensors.h"
 #include "core/status_macros.h"
 
 namespace twin {
@@ -140,6 +142,16 @@ absl::StatusOr<std::vector<at::Tensor>> MatchTensors(
 }
 
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<Router>> Router::Load(const LocalArtifactSet& set) {
+  ASSIGN_OR_RETURN(auto file, SafetensorsReader::Open(set.PathOf(set.manifest.router.blob)));
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& name : file->names()) {
+    ASSIGN_OR_RETURN(at::Tensor t, file->Get(name, at::kFloat));
+    tensors.emplace_back(name, t);
+  }
+  return Create(set.manifest.router.spec, tensors);
+}
 
 absl::StatusOr<std::unique_ptr<Router>> Router::Create(
     const RouterSpec& spec, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {

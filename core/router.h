@@ -32,11 +32,15 @@
 
 namespace twin {
 
+struct LocalArtifactSet;
+
 class Router {
  public:
   // Checks every tensor's presence and shape against `spec`.
   static absl::StatusOr<std::unique_ptr<Router>> Create(
       const RouterSpec& spec, const std::vector<std::pair<std::string, at::Tensor>>& tensors);
+  // The router of a fetched artifact set: its router blob (as float32) and the manifest's spec.
+  static absl::StatusOr<std::unique_ptr<Router>> Load(const LocalArtifactSet& set);
 
   const RouterSpec& spec() const { return spec_; }
   // Logits [B, T] for features [B, input_dim] (inference: no dropout, no autograd).

@@ -84,13 +84,7 @@ absl::StatusOr<InspectResult> InspectArtifactSet(ObjectStore* store,
   if (options.zoo_dir.empty()) return result;
 
   ASSIGN_OR_RETURN(auto tw, TwinWeights::Load(set, c10::kCPU));
-  ASSIGN_OR_RETURN(auto router_file, SafetensorsReader::Open(set.PathOf(m.router.blob)));
-  std::vector<std::pair<std::string, at::Tensor>> router_tensors;
-  for (const auto& name : router_file->names()) {
-    ASSIGN_OR_RETURN(at::Tensor t, router_file->Get(name, at::kFloat));
-    router_tensors.emplace_back(name, t);
-  }
-  ASSIGN_OR_RETURN(auto router, Router::Create(m.router.spec, router_tensors));
+  ASSIGN_OR_RETURN(auto router, Router::Load(set));
   absl::StrAppend(&result.summary,
                   "| task | examples | expert | shared only | Twin-Merging | routing |\n"
                   "|---|---|---|---|---|---|\n");

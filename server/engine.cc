@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/router.h"
-#include "core/safetensors.h"
 #include "core/script_model.h"
 #include "core/status_macros.h"
 #include "core/tokenizer.h"
@@ -28,13 +27,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   c10::Device device(engine->device_name_);
 
   ASSIGN_OR_RETURN(engine->twin_, TwinWeights::Load(set, device));
-  ASSIGN_OR_RETURN(auto router_file, SafetensorsReader::Open(set.PathOf(set.manifest.router.blob)));
-  std::vector<std::pair<std::string, at::Tensor>> router_tensors;
-  for (const auto& name : router_file->names()) {
-    ASSIGN_OR_RETURN(at::Tensor t, router_file->Get(name, at::kFloat));
-    router_tensors.emplace_back(name, t);
-  }
-  ASSIGN_OR_RETURN(auto router, Router::Create(set.manifest.router.spec, router_tensors));
+  ASSIGN_OR_RETURN(auto router, Router::Load(set));
   ASSIGN_OR_RETURN(engine->router_, router->To(device));
   ASSIGN_OR_RETURN(engine->tokenizer_, Tokenizer::Create(set.manifest.tokenizer));
 

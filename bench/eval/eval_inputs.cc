@@ -70,16 +70,6 @@ absl::StatusOr<NamedTensors> ModelParameters(const std::string& path) {
   return model->NamedParameters();
 }
 
-absl::StatusOr<std::unique_ptr<Router>> LoadRouter(const LocalArtifactSet& set) {
-  ASSIGN_OR_RETURN(auto file, SafetensorsReader::Open(set.PathOf(set.manifest.router.blob)));
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& name : file->names()) {
-    ASSIGN_OR_RETURN(at::Tensor t, file->Get(name, at::kFloat));
-    tensors.emplace_back(name, t);
-  }
-  return Router::Create(set.manifest.router.spec, tensors);
-}
-
 }  // namespace
 
 absl::Status SplitParameters(const NamedTensors& params, const NamedTensors& order,
@@ -131,7 +121,7 @@ absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
   in.architecture_path = set.PathOf(m.architecture_blob);
   ASSIGN_OR_RETURN(auto published, TwinWeights::Load(set, c10::kCPU));
   for (const auto& [name, t] : published->shared()) in.shared.emplace_back(name, t.to(at::kFloat));
-  ASSIGN_OR_RETURN(in.router, LoadRouter(set));
+  ASSIGN_OR_RETURN(in.router, Router::Load(set));
   ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(m.tokenizer));
 
   NamedTensors base_head;

@@ -12,6 +12,10 @@
 #include <utility>
 #include <vector>
 
+#include "core/artifact_set.h"
+#include "core/safetensors.h"
+#include "tests/testing/temp_dir.h"
+
 namespace twin {
 namespace {
 
@@ -137,6 +141,33 @@ TEST(RouterCreateTest, RejectsBadSpec) {
   r = Router::Create(spec, TinyTensors());
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(Contains(r.status(), "dropout")) << r.status();
+}
+
+TEST(RouterLoadTest, ReadsTheSetsRouterBlobWithTheManifestsSpec) {
+  testing::TempDir dir;
+  NamedTensors tensors = TinyTensors();
+  ASSERT_TRUE(WriteSafetensors(dir.Join("r.safetensors"), tensors).ok());
+  LocalArtifactSet set;
+  set.version = "v1";
+  set.dir = dir.path();
+  set.manifest.router.blob = "r.safetensors";
+  set.manifest.router.spec = TinySpec();
+  auto loaded = Router::Load(set);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const at::Tensor x = at::randn({5, 3});
+  auto logits = (*loaded)->Logits(x);
+  ASSERT_TRUE(logits.ok());
+  EXPECT_TRUE(at::allclose(*logits, ManualLogits(tensors, TinySpec(), x), 1e-5, 1e-6));
+
+  // A spec that does not fit the blob, and a missing blob, are errors that name the problem.
+  set.manifest.router.spec.hidden_dim = 5;
+  auto mismatch = Router::Load(set);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_TRUE(Contains(mismatch.status(), "blocks.0.linear.weight")) << mismatch.status();
+  set.manifest.router.blob = "missing.safetensors";
+  auto missing = Router::Load(set);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(Contains(missing.status(), "missing.safetensors")) << missing.status();
 }
 
 TEST(RouterCreateTest, StoresOwnedFloatCopiesInCanonicalOrder) {

@@ -22,7 +22,6 @@
 #include "core/artifact_set.h"
 #include "core/file_store.h"
 #include "core/router.h"
-#include "core/safetensors.h"
 #include "core/script_model.h"
 #include "core/twin_weights.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -92,10 +91,7 @@ at::Tensor ExpectedProbabilities(const std::string& cache, const at::Tensor& ids
   auto set = FetchArtifactSet(store->get(), "v1", cache);
   EXPECT_TRUE(set.ok());
   auto tw = TwinWeights::Load(*set, c10::kCPU);
-  auto router_file = SafetensorsReader::Open(set->PathOf(set->manifest.router.blob));
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& n : (*router_file)->names()) tensors.emplace_back(n, *(*router_file)->Get(n));
-  auto router = Router::Create(set->manifest.router.spec, tensors);
+  auto router = Router::Load(*set);
   auto model = ScriptModel::Load(set->PathOf(set->manifest.architecture_blob));
   EXPECT_TRUE((*model)->SetParameters((*tw)->shared()).ok());
   EXPECT_TRUE((*model)->SetParameters((*tw)->head(task)).ok());
@@ -159,11 +155,7 @@ TEST(EngineRouterFeaturesTest, RouteFeaturesTrainAndServeTheRouter) {
   auto features = (*model)->RouterFeatures(ids, mask);
   ASSERT_TRUE(features.ok()) << features.status();
   ASSERT_EQ(features->size(1), 2 * dim);
-  auto router_file = SafetensorsReader::Open(set->PathOf(set->manifest.router.blob));
-  ASSERT_TRUE(router_file.ok());
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& n : (*router_file)->names()) tensors.emplace_back(n, *(*router_file)->Get(n));
-  auto router = Router::Create(set->manifest.router.spec, tensors);
+  auto router = Router::Load(*set);
   ASSERT_TRUE(router.ok()) << router.status();
   auto expected = (*router)->Weights(*features, 1.0);
   ASSERT_TRUE(expected.ok());
@@ -240,10 +232,7 @@ int ExpectedTopTask(const std::string& cache, const at::Tensor& ids, const at::T
   auto store = FileObjectStore::Create(Artifacts::Get().store());
   auto set = FetchArtifactSet(store->get(), "v1", cache);
   auto tw = TwinWeights::Load(*set, c10::kCPU);
-  auto router_file = SafetensorsReader::Open(set->PathOf(set->manifest.router.blob));
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& n : (*router_file)->names()) tensors.emplace_back(n, *(*router_file)->Get(n));
-  auto router = Router::Create(set->manifest.router.spec, tensors);
+  auto router = Router::Load(*set);
   auto model = ScriptModel::Load(set->PathOf(set->manifest.architecture_blob));
   EXPECT_TRUE((*model)->SetParameters((*tw)->shared()).ok());
   at::Tensor features = *(*model)->RouterFeatures(ids.unsqueeze(0), mask.unsqueeze(0));
