@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "core/manifest.h"
 #include "core/safetensors.h"
+#include "core/script_model.h"
 #include "core/status_macros.h"
 #include "core/tokenizer.h"
 
@@ -388,15 +389,8 @@ absl::Status RebuildZooModels(const std::string& zoo_dir, const ByteZooOptions& 
   names.insert(names.end(), options.tasks.begin(), options.tasks.end());
   for (const std::string& name : names) {
     const std::string path = absl::StrCat(zoo_dir, "/", name, ".pt");
-    torch::jit::Module saved;
-    try {
-      saved = torch::jit::load(path);
-    } catch (const std::exception& e) {
-      std::string what = e.what();
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot load ", path, ": ", what.substr(0, what.find('\n'))));
-    }
-    auto rebuilt = RebuildWithCurrentCode(saved, options.model);
+    ASSIGN_OR_RETURN(auto saved, ScriptModel::Load(path));
+    auto rebuilt = RebuildWithCurrentCode(saved->module(), options.model);
     if (!rebuilt.ok()) {
       return absl::Status(rebuilt.status().code(),
                           absl::StrCat(path, ": ", rebuilt.status().message()));
