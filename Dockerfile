@@ -25,12 +25,12 @@ ARG VARIANT=cpu
 ARG DEBIAN_IMAGE=debian:12
 
 # ---------------------------------------------------------------------------------------
-# Build: the -dev packages from scripts/install-deps.sh, then a Release build of the four
-# binaries only (no tests).
+# Build: the -dev packages from scripts/install-deps.sh (--build: no test tools, no Node.js),
+# then a Release build of the four binaries only (no tests).
 FROM ${DEBIAN_IMAGE} AS build-base
 ENV DEBIAN_FRONTEND=noninteractive
 COPY scripts/install-deps.sh /tmp/install-deps.sh
-RUN /tmp/install-deps.sh && rm -rf /var/lib/apt/lists/*
+RUN /tmp/install-deps.sh --build && rm -rf /var/lib/apt/lists/*
 
 FROM build-base AS build-cpu
 # Debian's libtorch-dev (from install-deps.sh) is the LibTorch of this variant.

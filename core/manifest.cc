@@ -44,11 +44,14 @@
 // are 64 lowercase hex digits (source digests may be empty when unknown).
 #include "core/manifest.h"
 
+#include <exception>
 #include <limits>
+#include <new>
 #include <set>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/bounded_json.h"
 #include "core/object_store.h"
 #include "core/status_macros.h"
 
@@ -253,6 +256,15 @@ absl::Status ReadRouterSpec(const ObjectReader& router, size_t num_tasks, Router
   if (spec->hidden_dim <= 0) return FieldError(r.PathOf("hidden_dim"), "must be > 0");
   RETURN_IF_ERROR(r.Get("num_hidden_layers", &spec->num_hidden_layers));
   RETURN_IF_ERROR(CheckNonNegative(r.PathOf("num_hidden_layers"), spec->num_hidden_layers));
+  if (spec->num_hidden_layers > kMaxRouterHiddenLayers) {
+    return FieldError(r.PathOf("num_hidden_layers"),
+                      absl::StrCat("is ", spec->num_hidden_layers, "; the limit is ",
+                                   kMaxRouterHiddenLayers));
+  }
+  if (spec->input_dim > kMaxRouterWidth || spec->hidden_dim > kMaxRouterWidth) {
+    return FieldError(r.PathOf("input_dim"),
+                      absl::StrCat("input_dim and hidden_dim must be at most ", kMaxRouterWidth));
+  }
   RETURN_IF_ERROR(r.Get("num_tasks", &spec->num_tasks));
   if (spec->num_tasks != static_cast<int64_t>(num_tasks)) {
     return FieldError(
@@ -399,13 +411,23 @@ std::string Manifest::ToJson() const {
 }
 
 absl::StatusOr<Manifest> Manifest::FromJson(const std::string& text) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("manifest is not valid JSON: ", e.what()));
+  if (text.size() > kMaxManifestBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("manifest is ", text.size(),
+                                                   " bytes; the limit is ", kMaxManifestBytes));
   }
+  ASSIGN_OR_RETURN(json j, ParseBoundedJson(text, JsonLimits{kMaxManifestDepth}, "manifest"));
   if (!j.is_object()) return absl::InvalidArgumentError("manifest must be an object");
+  try {
+    return FromParsedJson(j);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory reading a manifest of ", text.size(), " bytes"));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("manifest: ", e.what()));
+  }
+}
+
+absl::StatusOr<Manifest> Manifest::FromParsedJson(const nlohmann::json& j) {
   ASSIGN_OR_RETURN(ObjectReader top, ObjectReader::Of(j, ""));
   Manifest m;
   // The schema version comes first: a newer layout should say so, not fail on a field.

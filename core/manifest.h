@@ -27,6 +27,10 @@
 namespace twin {
 
 inline constexpr int kManifestSchemaVersion = 1;
+// FromJson refuses larger or deeper manifests (a real one is well under a megabyte and nests
+// about six levels; merge.parameters is free-form).
+inline constexpr size_t kMaxManifestBytes = 64 << 20;
+inline constexpr int kMaxManifestDepth = 32;
 
 struct BlobRef {
   std::string sha256;  // lowercase hex
@@ -57,6 +61,11 @@ struct TwinTensorEntry {
   double rel_error = 0.0;      // ||v - v_r||_F / ||v||_F (0 when v == 0)
   double delta_norm = 0.0;     // ||v||_F
 };
+
+// Bounds on a router spec, checked before anything is sized from it: far above any useful
+// router, far below what would exhaust memory building its tensor list.
+inline constexpr int64_t kMaxRouterHiddenLayers = 64;
+inline constexpr int64_t kMaxRouterWidth = int64_t{1} << 20;  // input_dim, hidden_dim, num_tasks
 
 struct RouterSpec {
   int64_t input_dim = 0;
@@ -132,6 +141,9 @@ struct Manifest {
   // Index of the task named `name`, or -1.
   int TaskIndex(const std::string& name) const;
   uint64_t TotalBlobBytes() const;
+
+ private:
+  static absl::StatusOr<Manifest> FromParsedJson(const nlohmann::json& j);
 };
 
 }  // namespace twin

@@ -84,6 +84,17 @@ absl::Status CheckSpec(const RouterSpec& spec) {
           absl::StrCat("router spec: ", name, " must be > 0, got ", value));
     }
   }
+  if (spec.num_hidden_layers > kMaxRouterHiddenLayers) {
+    return absl::InvalidArgumentError(absl::StrCat("router spec: num_hidden_layers is ",
+                                                   spec.num_hidden_layers, "; the limit is ",
+                                                   kMaxRouterHiddenLayers));
+  }
+  for (const auto& [name, value] : dims) {
+    if (value > kMaxRouterWidth) {
+      return absl::InvalidArgumentError(absl::StrCat("router spec: ", name, " is ", value,
+                                                     "; the limit is ", kMaxRouterWidth));
+    }
+  }
   if (!(spec.dropout >= 0.0 && spec.dropout < 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("router spec: dropout must be in [0, 1), got ", spec.dropout));

@@ -17,12 +17,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/bounded_json.h"
 #include "core/status_macros.h"
 
 namespace twin {
 namespace {
 
-using Json = nlohmann::ordered_json;  // keeps header order, which breaks ties between offsets
+// The writer keeps Add() order in the header; the reader records the order it reads (which
+// breaks ties between equal offsets) and builds plain objects.
+using Json = nlohmann::ordered_json;
+using JsonValue = nlohmann::json;
 
 constexpr size_t kLengthPrefixBytes = 8;
 // Writers pad the header so the data section starts at a multiple of this.
@@ -95,7 +99,7 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }
 
 // Parses one tensor entry of the header.
-absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const Json& entry,
+absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const JsonValue& entry,
                                       const std::string& path) {
   const std::string prefix = absl::StrCat(path, ": tensor '", name, "': ");
   if (!entry.is_object() || entry.size() != 3 || !entry.contains("dtype") ||
@@ -104,19 +108,19 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const Json& entry
   }
   TensorInfo info;
   info.name = name;
-  const Json& dtype = entry["dtype"];
+  const JsonValue& dtype = entry["dtype"];
   if (!dtype.is_string()) return Invalid(prefix, "dtype is not a string");
   auto parsed = ParseDType(dtype.get<std::string>());
   if (!parsed.ok()) return Invalid(prefix, parsed.status().message());
   info.dtype = *parsed;
 
-  const Json& shape = entry["shape"];
+  const JsonValue& shape = entry["shape"];
   if (!shape.is_array()) return Invalid(prefix, "shape is not an array");
   uint64_t num_elements = 1;
   bool overflow = false;
-  for (const Json& dim : shape) {
+  for (const JsonValue& dim : shape) {
     if (!dim.is_number_unsigned() || dim.get<uint64_t>() > uint64_t{INT64_MAX}) {
-      return Invalid(prefix, "shape ", shape.dump(), " has a dimension that is not a ",
+      return Invalid(prefix, "shape ", ShortDump(shape), " has a dimension that is not a ",
                      "non-negative integer");
     }
     info.shape.push_back(dim.get<int64_t>());
@@ -125,26 +129,26 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const Json& entry
   uint64_t expected_bytes = 0;
   overflow |= __builtin_mul_overflow(num_elements, DTypeSize(info.dtype), &expected_bytes);
 
-  const Json& offsets = entry["data_offsets"];
+  const JsonValue& offsets = entry["data_offsets"];
   if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
       !offsets[1].is_number_unsigned()) {
-    return Invalid(prefix, "data_offsets ", offsets.dump(), " is not [begin, end]");
+    return Invalid(prefix, "data_offsets ", ShortDump(offsets), " is not [begin, end]");
   }
   info.begin = offsets[0].get<uint64_t>();
   info.end = offsets[1].get<uint64_t>();
   if (info.begin > info.end) {
-    return Invalid(prefix, "data_offsets ", offsets.dump(), " has begin > end");
+    return Invalid(prefix, "data_offsets ", ShortDump(offsets), " has begin > end");
   }
   if (overflow || expected_bytes != info.num_bytes()) {
     return Invalid(prefix, "shape ", ShapeString(info.shape), " of ", DTypeName(info.dtype),
                    " needs ",
                    overflow ? std::string("more than 2^64") : absl::StrCat(expected_bytes),
-                   " bytes but ", "data_offsets ", offsets.dump(), " span ", info.num_bytes());
+                   " bytes but ", "data_offsets ", ShortDump(offsets), " span ", info.num_bytes());
   }
   return info;
 }
 
-absl::Status ParseMetadata(const Json& metadata, const std::string& path,
+absl::Status ParseMetadata(const JsonValue& metadata, const std::string& path,
                            std::map<std::string, std::string>* out) {
   if (!metadata.is_object()) return Invalid(path, ": ", kMetadataKey, " is not an object");
   for (const auto& item : metadata.items()) {
@@ -188,32 +192,19 @@ absl::Status CheckCoverage(std::vector<TensorInfo>* infos, uint64_t data_bytes,
   return absl::OkStatus();
 }
 
-// Parses the JSON header, rejecting duplicate top-level names (nlohmann would keep the last).
-absl::StatusOr<Json> ParseHeaderJson(const char* begin, const char* end, const std::string& path) {
-  std::string duplicate;
-  std::set<std::string> seen;
-  const Json::parser_callback_t callback = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    if (event == Json::parse_event_t::key && depth == 1 &&
-        !seen.insert(parsed.get<std::string>()).second && duplicate.empty()) {
-      duplicate = parsed.get<std::string>();
-    }
-    return true;
-  };
-  Json header;
-  try {
-    header = Json::parse(begin, end, callback);
-  } catch (const std::exception& e) {
-    // The parser quotes the offending input, which may be arbitrary bytes.
-    std::string reason = e.what();
-    for (char& c : reason) {
-      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
-    }
-    return Invalid(path, ": header is not valid JSON: ", reason);
-  }
+// A valid header nests three levels deep: the top object, a tensor's entry, its shape.
+constexpr int kHeaderMaxDepth = 3;
+
+// Parses the JSON header in linear time with its depth bounded; duplicate names are an error
+// (nlohmann would keep the last). `order` receives the top-level names in header order.
+absl::StatusOr<JsonValue> ParseHeaderJson(const char* begin, const char* end,
+                                          const std::string& path,
+                                          std::vector<std::string>* order) {
+  ASSIGN_OR_RETURN(JsonValue header,
+                   ParseBoundedJson(absl::string_view(begin, end - begin),
+                                    JsonLimits{kHeaderMaxDepth}, absl::StrCat(path, ": header"),
+                                    order));
   if (!header.is_object()) return Invalid(path, ": header is not a JSON object");
-  if (!duplicate.empty()) {
-    return Invalid(path, ": header names tensor '", duplicate, "' more than once");
-  }
   return header;
 }
 
@@ -282,15 +273,19 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(
                     file_bytes, "-byte file (truncated?)");
   }
   const auto* header_begin = reinterpret_cast<const char*>(bytes + kLengthPrefixBytes);
-  ASSIGN_OR_RETURN(Json header, ParseHeaderJson(header_begin, header_begin + header_bytes, path));
+  std::vector<std::string> order;
+  ASSIGN_OR_RETURN(JsonValue header,
+                   ParseHeaderJson(header_begin, header_begin + header_bytes, path, &order));
 
   std::vector<TensorInfo> infos;
-  for (const auto& item : header.items()) {
-    if (item.key() == kMetadataKey) {
-      RETURN_IF_ERROR(ParseMetadata(item.value(), path, &reader->metadata_));
+  infos.reserve(order.size());
+  for (const std::string& name : order) {
+    const JsonValue& value = header.find(name).value();
+    if (name == kMetadataKey) {
+      RETURN_IF_ERROR(ParseMetadata(value, path, &reader->metadata_));
       continue;
     }
-    ASSIGN_OR_RETURN(TensorInfo info, ParseEntry(item.key(), item.value(), path));
+    ASSIGN_OR_RETURN(TensorInfo info, ParseEntry(name, value, path));
     infos.push_back(std::move(info));
   }
   const uint64_t data_start = kLengthPrefixBytes + header_bytes;

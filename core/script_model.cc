@@ -2,6 +2,9 @@
 
 #include <exception>
 
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/inliner.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/status_macros.h"
@@ -32,13 +35,71 @@ absl::StatusOr<torch::jit::Module> FindSubmodule(const torch::jit::Module& root,
   return current;
 }
 
+// The dotted parameter name that `value` reads, when it is a chain of prim::GetAttr from the
+// graph's first input (self); "" otherwise.
+std::string AttributePath(const torch::jit::Value* value, const torch::jit::Value* self) {
+  std::vector<std::string> parts;
+  while (value != self) {
+    const torch::jit::Node* node = value->node();
+    if (node->kind() != c10::prim::GetAttr) return "";
+    parts.push_back(node->s(c10::attr::name));
+    value = node->input(0);
+  }
+  std::string path;
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+    if (!path.empty()) path += '.';
+    path += *it;
+  }
+  return path;
+}
+
+// The parameter that embed() passes to aten::embedding together with its input_ids.
+std::string FindEmbeddingParameter(const torch::jit::Module& module) {
+  try {
+    std::shared_ptr<torch::jit::Graph> graph = module.get_method("embed").graph()->copy();
+    torch::jit::Inline(*graph);
+    if (graph->inputs().size() < 2) return "";
+    const torch::jit::Value* self = graph->inputs()[0];
+    const torch::jit::Value* ids = graph->inputs()[1];
+    for (const torch::jit::Node* node : graph->nodes()) {
+      if (node->kind() == c10::aten::embedding && node->inputs().size() >= 2 &&
+          node->input(1) == ids) {
+        return AttributePath(node->input(0), self);
+      }
+    }
+  } catch (const std::exception&) {
+    // An unusual graph: the vocabulary stays unknown.
+  }
+  return "";
+}
+
+int64_t VocabAttribute(const torch::jit::Module& module) {
+  try {
+    if (!module.hasattr(kVocabSizeAttribute)) return 0;
+    const c10::IValue value = module.attr(kVocabSizeAttribute);
+    return value.isInt() && value.toInt() > 0 ? value.toInt() : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
 }  // namespace
 
 ScriptModel::ScriptModel(torch::jit::Module module, std::string label)
     : module_(std::move(module)),
       label_(std::move(label)),
       router_features_method_(
-          module_.find_method(kRouteFeaturesMethod).has_value() ? kRouteFeaturesMethod : "embed") {}
+          module_.find_method(kRouteFeaturesMethod).has_value() ? kRouteFeaturesMethod : "embed"),
+      vocab_attribute_(VocabAttribute(module_)),
+      embedding_parameter_(vocab_attribute_ > 0 ? "" : FindEmbeddingParameter(module_)) {}
+
+int64_t ScriptModel::VocabSize() const {
+  if (vocab_attribute_ > 0) return vocab_attribute_;
+  if (embedding_parameter_.empty()) return 0;
+  absl::StatusOr<at::Tensor> table = Parameter(embedding_parameter_);
+  if (!table.ok() || !table->defined() || table->dim() != 2) return 0;
+  return table->size(0);
+}
 
 absl::StatusOr<std::unique_ptr<ScriptModel>> ScriptModel::Load(const std::string& path,
                                                                c10::Device device) {

@@ -57,6 +57,14 @@ class ScriptModel {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
                                      const at::Tensor& attention_mask);
 
+  // How many token ids the model accepts (ids must be in [0, VocabSize())): the module's int
+  // attribute `vocab_size` when it has one, else the rows of the embedding table that embed()
+  // indexes with its input_ids (found in its inlined graph; 0 while that parameter is
+  // stripped), else 0: unknown.
+  int64_t VocabSize() const;
+  // The dotted name of that embedding table ("" when not found or when `vocab_size` is set).
+  const std::string& embedding_parameter() const { return embedding_parameter_; }
+
   absl::Status Save(const std::string& path);
   // A deep copy whose parameters can be replaced independently.
   absl::StatusOr<std::unique_ptr<ScriptModel>> Clone() const;
@@ -68,10 +76,14 @@ class ScriptModel {
   torch::jit::Module module_;
   std::string label_;
   std::string router_features_method_;
+  int64_t vocab_attribute_ = 0;
+  std::string embedding_parameter_;
 };
 
 // The optional model-convention method that gives the router its input features.
 inline constexpr char kRouteFeaturesMethod[] = "route_features";
+// The optional int attribute that declares the vocabulary size.
+inline constexpr char kVocabSizeAttribute[] = "vocab_size";
 
 }  // namespace twin
 

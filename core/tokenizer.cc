@@ -9,6 +9,9 @@
 namespace twin {
 namespace {
 constexpr int64_t kByteValues = 256;
+// Far above any vocabulary; far below int64 overflow.
+constexpr int64_t kMaxTokenId = int64_t{1} << 40;
+constexpr int64_t kMaxTokenizerLength = int64_t{1} << 20;
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec& spec) {
@@ -20,8 +23,23 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec
     return absl::InvalidArgumentError(
         absl::StrCat("tokenizer max_length must be >= 2, got ", spec.max_length));
   }
+  if (spec.max_length > kMaxTokenizerLength) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer max_length is ", spec.max_length,
+                                                   "; the limit is ", kMaxTokenizerLength));
+  }
   if (spec.offset < 0 || spec.pad_id < 0) {
     return absl::InvalidArgumentError("tokenizer offset and pad_id must be >= 0");
+  }
+  // Bounded so that offset + 255 and every id fit comfortably in int64 arithmetic.
+  if (spec.offset > kMaxTokenId - kByteValues || spec.pad_id > kMaxTokenId ||
+      spec.bos_id > kMaxTokenId) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer offset + 255, pad_id and bos_id must be at most ", kMaxTokenId, " (offset ",
+        spec.offset, ", pad_id ", spec.pad_id, ", bos_id ", spec.bos_id, ")"));
+  }
+  if (spec.bos_id < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer bos_id must be -1 (none) or >= 0, got ", spec.bos_id));
   }
   if (spec.pad_id >= spec.offset && spec.pad_id < spec.offset + kByteValues) {
     return absl::InvalidArgumentError("tokenizer pad_id collides with a byte id");
@@ -56,6 +74,31 @@ absl::StatusOr<TokenBatch> Tokenizer::Encode(const std::vector<std::string>& tex
     }
   }
   return TokenBatch{ids, mask};
+}
+
+int64_t LargestTokenId(const TokenizerSpec& spec) {
+  return std::max({spec.offset + kByteValues - 1, spec.pad_id, spec.bos_id});
+}
+
+absl::Status CheckTokenIds(const at::Tensor& ids, int64_t vocab_size, const std::string& what) {
+  try {
+    const at::Tensor flat = ids.to(at::kCPU, at::kLong).contiguous().reshape({-1});
+    const int64_t* data = flat.data_ptr<int64_t>();
+    const int64_t count = flat.numel();
+    for (int64_t i = 0; i < count; ++i) {
+      if (data[i] < 0 || (vocab_size > 0 && data[i] >= vocab_size)) {
+        std::string index = absl::StrCat(i);
+        if (ids.dim() == 2) index = absl::StrCat(i / ids.size(1), "][", i % ids.size(1));
+        return absl::InvalidArgumentError(absl::StrCat(
+            what, "[", index, "] is ", data[i],
+            data[i] < 0 ? "; token ids must be >= 0"
+                        : absl::StrCat("; the model's vocabulary has ", vocab_size, " ids")));
+      }
+    }
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", e.what()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace twin

@@ -38,6 +38,14 @@ class Tokenizer {
   TokenizerSpec spec_;
 };
 
+// The largest id the tokenizer of `spec` can produce (bytes, pad and bos).
+int64_t LargestTokenId(const TokenizerSpec& spec);
+
+// OK when every entry of the int64 tensor `ids` is in [0, vocab_size) (any non-negative id when
+// vocab_size is 0, unknown); otherwise INVALID_ARGUMENT naming `what`, the first offending
+// index and value, and the limit.
+absl::Status CheckTokenIds(const at::Tensor& ids, int64_t vocab_size, const std::string& what);
+
 }  // namespace twin
 
 #endif  // TWIN_CORE_TOKENIZER_H_

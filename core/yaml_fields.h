@@ -34,7 +34,13 @@ class YamlFields {
                          const std::set<std::string>& allowed) const {
     if (!node.IsMap()) return Bad(path.empty() ? "(top level)" : path, "expected a mapping");
     for (const auto& kv : node) {
-      const std::string key = kv.first.as<std::string>();
+      // A key such as `[a]` or `{b: 1}` is a sequence or a mapping; as<std::string>() throws.
+      if (!kv.first.IsScalar()) {
+        return Bad(path.empty() ? "(top level)" : path,
+                   absl::StrCat("has a key that is not a plain name (line ",
+                                kv.first.Mark().line + 1, ")"));
+      }
+      const std::string key = kv.first.Scalar();
       if (!allowed.count(key)) {
         return Bad(Join(path, key),
                    absl::StrCat("unknown key (allowed: ", absl::StrJoin(allowed, ", "), ")"));

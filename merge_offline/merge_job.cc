@@ -25,6 +25,7 @@
 #include "core/script_model.h"
 #include "core/status_macros.h"
 #include "core/svd_compress.h"
+#include "core/tokenizer.h"
 #include "core/torch_runtime.h"
 #include "merge_offline/internal/inputs.h"
 #include "merge_offline/internal/twin_compress.h"
@@ -183,6 +184,13 @@ absl::Status Validate(Job& job) {
                                                    job.architecture->router_features_method(),
                                                    "() must return [B, r] features"));
   }
+  // The vocabulary bounds the router data's ids: the architecture's declared vocab_size, or
+  // the rows of its embedding table in the base checkpoint.
+  int64_t vocab_size = job.architecture->VocabSize();
+  if (!job.architecture->embedding_parameter().empty()) {
+    auto table = job.base.reader->Info(job.architecture->embedding_parameter());
+    if (table.ok() && table->shape.size() == 2) vocab_size = table->shape[0];
+  }
   // The architecture's own weights are not used again: the router stage gives it the shared
   // expert's. Dropping them frees a model's worth of memory during the merge.
   for (const auto& name : job.layout.merged) {
@@ -198,6 +206,9 @@ absl::Status Validate(Job& job) {
       return absl::InvalidArgumentError(absl::StrCat(
           "router data ", c.experts[i].router_data, ": needs at least 2 examples"));
     }
+    RETURN_IF_ERROR(CheckTokenIds(ex.input_ids, vocab_size,
+                                  absl::StrCat("router data ", c.experts[i].router_data,
+                                               ": input_ids")));
     job.router_examples.push_back(std::move(ex));
   }
   return absl::OkStatus();

@@ -2,20 +2,26 @@
 # Installs the Debian 12 packages the project needs to build, test and run, and the npm
 # packages the tests use (NPM_DIRS). Idempotent: only missing packages are installed.
 #   scripts/install-deps.sh                 # the build, test and run dependencies
+#   scripts/install-deps.sh --build         # only what building the binaries needs (no test
+#                                           # tools, no Node.js): the container's build stage
 #   scripts/install-deps.sh --only P1 P2    # just these Debian packages (used by other scripts)
+# --build and --only need nothing but the script itself, so either works from a copy outside
+# the source tree (the Dockerfile copies it alone).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-PACKAGES=(
+BUILD_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-pthread
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
-  python3-boto3 python3-grpcio python3-grpc-tools
 )
+# Test-only: the Python clients of the integration tests.
+TEST_PACKAGES=(python3-boto3 python3-grpcio python3-grpc-tools)
+PACKAGES=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
 # npm packages pinned by each folder's package-lock.json (tests/s3: the s3rver test server).
 NPM_DIRS=(tests/s3)
 
@@ -23,6 +29,9 @@ ONLY=0
 if [[ "${1:-}" == "--only" ]]; then
   shift
   PACKAGES=("$@")
+  ONLY=1
+elif [[ "${1:-}" == "--build" ]]; then
+  PACKAGES=("${BUILD_PACKAGES[@]}")
   ONLY=1
 fi
 # Node.js may come from elsewhere than Debian (e.g. a nodejs package that bundles npm).
@@ -52,6 +61,11 @@ fi
 # the packages from the npm cache when it holds them.
 if ((!ONLY)); then
   for dir in "${NPM_DIRS[@]}"; do
+    if [[ ! -f $ROOT/$dir/package-lock.json ]]; then
+      echo "install-deps: $ROOT/$dir/package-lock.json not found: run the script from the" \
+        "source tree, or pass --build outside it" >&2
+      exit 1
+    fi
     stamp="$ROOT/$dir/node_modules/.package-lock.sha256"
     want="$(sha256sum "$ROOT/$dir/package-lock.json" | cut -d' ' -f1)"
     if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then

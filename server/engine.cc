@@ -19,6 +19,10 @@ FusedModel::FusedModel(std::unique_ptr<ScriptModel> model, std::vector<double> w
 FusedModel::~FusedModel() = default;
 Engine::~Engine() = default;
 
+namespace {
+std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set,
                                                      const EngineOptions& options) {
   std::unique_ptr<Engine> engine(new Engine());
@@ -44,6 +48,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   if (engine->num_tasks() > 0) {
     RETURN_IF_ERROR(engine->shared_model_->SetParameters(engine->twin_->head(0)));
   }
+  engine->vocab_size_ = engine->shared_model_->VocabSize();
+  if (engine->vocab_size_ > 0) {
+    const int64_t largest = LargestTokenId(set.manifest.tokenizer);
+    if (largest >= engine->vocab_size_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "version ", set.manifest.version, ": the tokenizer produces ids up to ", largest,
+          " but the model's vocabulary has ", engine->vocab_size_, " ids"));
+    }
+  }
   // A router that cannot read the architecture's features fails here, not on every request.
   at::Tensor probe_ids, probe_mask;
   try {
@@ -68,20 +81,31 @@ absl::StatusOr<at::Tensor> Engine::RouterWeights(const at::Tensor& input_ids,
   if (static_cast<int64_t>(temperatures.size()) != input_ids.size(0)) {
     return absl::InvalidArgumentError("one temperature per request is required");
   }
-  c10::Device device(device_name_);
-  ASSIGN_OR_RETURN(at::Tensor features,
-                   shared_model_->RouterFeatures(input_ids.to(device), attention_mask.to(device)));
-  ASSIGN_OR_RETURN(at::Tensor logits, router_->Logits(features));
+  // Every LibTorch call stays inside a try: this runs on worker threads, where an escaping
+  // exception would end the process.
   try {
+    c10::Device device(device_name_);
+    ASSIGN_OR_RETURN(at::Tensor features, shared_model_->RouterFeatures(
+                                              input_ids.to(device), attention_mask.to(device)));
+    ASSIGN_OR_RETURN(at::Tensor logits, router_->Logits(features));
     c10::InferenceMode guard;
     at::Tensor temps = at::tensor(temperatures, at::kDouble).to(at::kFloat).to(logits.device());
     return at::softmax(logits / temps.unsqueeze(1), 1).to(at::kCPU).contiguous();
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("router softmax failed: ", e.what()));
+    return absl::InternalError(absl::StrCat("routing failed: ", FirstLine(e.what())));
   }
 }
 
 absl::StatusOr<std::shared_ptr<FusedModel>> Engine::Fuse(const std::vector<double>& weights) const {
+  try {
+    return FuseUnchecked(weights);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("fusion failed: ", FirstLine(e.what())));
+  }
+}
+
+absl::StatusOr<std::shared_ptr<FusedModel>> Engine::FuseUnchecked(
+    const std::vector<double>& weights) const {
   ASSIGN_OR_RETURN(NamedTensors fused, twin_->Fuse(weights));
   uint64_t bytes = 0;
   const NamedTensors& shared = twin_->shared();
@@ -100,12 +124,16 @@ absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& 
   if (task < 0 || task >= num_tasks()) {
     return absl::InvalidArgumentError(absl::StrCat("task index ", task, " out of range"));
   }
-  c10::Device device(device_name_);
-  std::lock_guard<std::mutex> lock(model.mu_);
-  RETURN_IF_ERROR(model.model_->SetParameters(twin_->head(task)));
-  ASSIGN_OR_RETURN(at::Tensor logits,
-                   model.model_->Forward(input_ids.to(device), attention_mask.to(device)));
-  return logits.to(at::kCPU);
+  try {
+    c10::Device device(device_name_);
+    std::lock_guard<std::mutex> lock(model.mu_);
+    RETURN_IF_ERROR(model.model_->SetParameters(twin_->head(task)));
+    ASSIGN_OR_RETURN(at::Tensor logits,
+                     model.model_->Forward(input_ids.to(device), attention_mask.to(device)));
+    return logits.to(at::kCPU);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("forward failed: ", FirstLine(e.what())));
+  }
 }
 
 }  // namespace twin

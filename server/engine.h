@@ -66,6 +66,8 @@ class Engine {
   const std::string& device() const { return device_name_; }
   int num_tasks() const { return static_cast<int>(manifest_.tasks.size()); }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
+  // Token ids must be in [0, vocab_size()); 0 when the model does not say (ScriptModel).
+  int64_t vocab_size() const { return vocab_size_; }
 
   // Router weights [B, T] (float32, CPU) for a padded batch; temperatures has B entries (> 0).
   absl::StatusOr<at::Tensor> RouterWeights(const at::Tensor& input_ids,
@@ -79,6 +81,8 @@ class Engine {
 
  private:
   Engine() = default;
+  absl::StatusOr<std::shared_ptr<FusedModel>> FuseUnchecked(
+      const std::vector<double>& weights) const;
   Manifest manifest_;
   std::string device_name_;
   std::unique_ptr<TwinWeights> twin_;
@@ -87,6 +91,7 @@ class Engine {
   std::unique_ptr<ScriptModel> shared_model_;  // theta*, for routing features
   std::unique_ptr<ScriptModel> template_;      // weights stripped; cloned for each fusion
   std::string architecture_path_;
+  int64_t vocab_size_ = 0;
 };
 
 }  // namespace twin

@@ -28,8 +28,9 @@ absl::Status Invalid(const std::string& message) {
   return absl::InvalidArgumentError(message);
 }
 
+// `vocab_size` 0: the model does not say; only negative ids are refused.
 absl::Status CheckTokens(const twinmerge::v1::TokenInput& tokens, int64_t max_length,
-                         InferPayload* p) {
+                         int64_t vocab_size, InferPayload* p) {
   const int64_t n = tokens.input_ids_size();
   if (n == 0) return Invalid("tokens.input_ids is empty");
   if (n > max_length) {
@@ -47,6 +48,13 @@ absl::Status CheckTokens(const twinmerge::v1::TokenInput& tokens, int64_t max_le
   for (int64_t i = 0; i < n; ++i) {
     if (tokens.input_ids(i) < 0) {
       return Invalid(absl::StrCat("tokens.input_ids[", i, "] is negative"));
+    }
+    // Out-of-range ids would reach the embedding lookup: an error on the CPU, a sticky
+    // device-side assert on CUDA that breaks every later request.
+    if (vocab_size > 0 && tokens.input_ids(i) >= vocab_size) {
+      return Invalid(absl::StrCat("tokens.input_ids[", i, "] is ", tokens.input_ids(i),
+                                  "; the model's vocabulary has ", vocab_size, " ids (0 to ",
+                                  vocab_size - 1, ")"));
     }
     id_data[i] = tokens.input_ids(i);
     if (tokens.attention_mask_size() != 0) {
@@ -87,12 +95,14 @@ absl::StatusOr<std::shared_ptr<InferPayload>> MakePayload(const InferRequest& re
                                     config.max_text_bytes));
       }
       ASSIGN_OR_RETURN(TokenBatch batch, engine.tokenizer().Encode({text}));
-      p->input_ids = batch.input_ids[0];
-      p->attention_mask = batch.attention_mask[0];
+      // Text is cut to the operator's limit like the tokenizer cuts it to the model's.
+      const int64_t length = std::min<int64_t>(batch.input_ids.size(1), max_length);
+      p->input_ids = batch.input_ids[0].slice(0, 0, length);
+      p->attention_mask = batch.attention_mask[0].slice(0, 0, length);
       break;
     }
     case InferRequest::kTokens:
-      RETURN_IF_ERROR(CheckTokens(request.tokens(), max_length, p.get()));
+      RETURN_IF_ERROR(CheckTokens(request.tokens(), max_length, engine.vocab_size(), p.get()));
       break;
     default:
       return Invalid("request has no input (set text or tokens)");

@@ -132,6 +132,10 @@ absl::StatusOr<TokenExamples> LoadRouterExamples(const std::string& path,
       return absl::InvalidArgumentError(absl::StrCat(
           "router data ", path, ": input_ids and attention_mask must be equal non-empty [N, L]"));
     }
+    if (!at::logical_or(mask->eq(0), mask->eq(1)).all().item<bool>()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("router data ", path, ": attention_mask has values other than 0 and 1"));
+    }
     ex.input_ids = *ids;
     ex.attention_mask = *mask;
   } else {

@@ -189,6 +189,45 @@ TEST(ManifestTest, RejectsTextThatIsNotAJsonObject) {
   EXPECT_THAT(std::string(array.status().message()), HasSubstr("must be an object"));
 }
 
+// merge.parameters is free-form: nested 100,000 levels it once overflowed the stack when copied.
+TEST(ManifestTest, DeepOrOversizedManifestsAreRefused) {
+  std::string text = FullManifest().ToJson();
+  const std::string anchor = "\"parameters\": {";
+  const size_t at = text.find(anchor);
+  ASSERT_NE(at, std::string::npos);
+  constexpr int kLevels = 100000;
+  std::string deep;
+  for (int i = 0; i < kLevels; ++i) deep += "{\"a\":";
+  deep += "1" + std::string(kLevels, '}') + ",";
+  text.insert(at + anchor.size(), "\"deep\": " + deep);
+  auto parsed = Manifest::FromJson(text);
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(parsed.status().message()), HasSubstr("nests deeper than 32 levels"));
+
+  // Within the depth limit it is kept as it was.
+  json j = json::parse(FullManifest().ToJson());
+  json nested = 1;
+  for (int i = 0; i < 20; ++i) nested = json{{"a", nested}};
+  j["merge"]["parameters"]["nested"] = nested;
+  auto kept = Manifest::FromJson(j.dump());
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->merge_parameters["nested"], nested);
+
+  auto big = Manifest::FromJson(std::string(kMaxManifestBytes + 1, ' '));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(big.status().message()), HasSubstr("the limit is"));
+
+  j = json::parse(FullManifest().ToJson());
+  j["router"]["spec"]["num_hidden_layers"] = int64_t{1} << 50;
+  EXPECT_THAT(std::string(Manifest::FromJson(j.dump()).status().message()),
+              HasSubstr("router.spec.num_hidden_layers"));
+  // Duplicate keys are ambiguous: refused, not resolved silently.
+  text = FullManifest().ToJson();
+  text.insert(1, "\"version\": \"other\",");
+  EXPECT_THAT(std::string(Manifest::FromJson(text).status().message()),
+              HasSubstr("'version' appears more than once"));
+}
+
 TEST(ManifestTest, OtherSchemaVersionIsFailedPrecondition) {
   json j = json::parse(FullManifest().ToJson());
   j["schema_version"] = 2;

@@ -141,6 +141,18 @@ TEST(RouterCreateTest, RejectsBadSpec) {
   r = Router::Create(spec, TinyTensors());
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(Contains(r.status(), "dropout")) << r.status();
+  // Checked before the tensor list is sized from it (a huge count once allocated first).
+  spec = TinySpec();
+  spec.num_hidden_layers = int64_t{1} << 60;
+  r = Router::Create(spec, TinyTensors());
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "num_hidden_layers is 1152921504606846976; the limit is 64"))
+      << r.status();
+  spec = TinySpec();
+  spec.input_dim = int64_t{1} << 40;
+  r = Router::Create(spec, TinyTensors());
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "input_dim is 1099511627776")) << r.status();
 }
 
 TEST(RouterLoadTest, ReadsTheSetsRouterBlobWithTheManifestsSpec) {

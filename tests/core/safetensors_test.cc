@@ -20,6 +20,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
+
 namespace twin {
 namespace {
 
@@ -467,6 +469,54 @@ INSTANTIATE_TEST_SUITE_P(
                     kInvalid,
                     {"__metadata__", "step"}}),
     [](const ::testing::TestParamInfo<BadFileCase>& info) { return info.param.label; });
+
+// A shape nested 200,000 levels deep once overflowed the stack (the error message printed
+// it recursively); the reader now refuses anything deeper than a valid header as it parses.
+TEST_F(SafetensorsTest, DeeplyNestedHeaderIsRefusedWithoutRecursion) {
+  constexpr int kLevels = 200000;
+  const std::string header = R"({"x":{"dtype":"F32","shape":)" + std::string(kLevels, '[') +
+                             std::string(kLevels, ']') + R"(,"data_offsets":[0,0]}})";
+  const std::string path = WriteBytes("deep.safetensors", SpecFile(header, ""));
+  ExpectError(SafetensorsReader::Open(path).status(), kInvalid,
+              {path, "header", "nests deeper than 3 levels"});
+}
+
+// An array of two million empty objects: linear to parse (nlohmann's callback parser rescanned
+// the array at every closed object: past the test timeout at this size), then refused.
+TEST_F(SafetensorsTest, HeaderWithTwoMillionArrayElementsIsRefusedInLinearTime) {
+  std::string header = R"({"x":[)";
+  for (int i = 0; i < 2000000; ++i) header += i ? ",{}" : "{}";
+  header += "]}";
+  const std::string path = WriteBytes("wide.safetensors", SpecFile(header, ""));
+  ExpectError(SafetensorsReader::Open(path).status(), kInvalid, {path, "'x'", "exactly dtype"});
+}
+
+// 500,000 tensors (zero-sized, so they all start at offset 0): the reader keeps header order,
+// which breaks ties between equal offsets, without ordered_json's linear key search (which
+// takes longer than the test timeout at this size).
+TEST_F(SafetensorsTest, HeaderWithManyTensorsKeepsHeaderOrder) {
+  constexpr int kTensors = 500000;
+  std::string header = "{";
+  for (int i = 0; i < kTensors; ++i) {
+    // Names in descending order, so that header order differs from sorted order.
+    header += absl::StrCat(i ? "," : "", "\"t", kTensors - i,
+                           R"(":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})");
+  }
+  header += "}";
+  const std::string path = WriteBytes("many.safetensors", SpecFile(header, ""));
+  auto reader = SafetensorsReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_EQ((*reader)->names().size(), static_cast<size_t>(kTensors));
+  EXPECT_EQ((*reader)->names().front(), absl::StrCat("t", kTensors));
+  EXPECT_EQ((*reader)->names().back(), "t1");
+}
+
+TEST_F(SafetensorsTest, DuplicateKeyInsideAnEntryIsRefused) {
+  const std::string header =
+      R"({"w":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  const std::string path = WriteBytes("dup.safetensors", SpecFile(header, kEight));
+  ExpectError(SafetensorsReader::Open(path).status(), kInvalid, {"'dtype'", "more than once"});
+}
 
 TEST_F(SafetensorsTest, MissingFileIsNotFound) {
   const std::string path = Path("absent.safetensors");

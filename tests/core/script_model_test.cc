@@ -116,6 +116,54 @@ TEST(ScriptModelTest, RouterFeaturesPreferRouteFeaturesAndFallBackToEmbed) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("route_features"));
 }
 
+TEST(ScriptModelTest, VocabSizeFromTheEmbeddingTableThatEmbedIndexes) {
+  // The tiny model's embed() is torch.embedding(self.emb.weight, input_ids): found in its graph.
+  auto tiny = ScriptModel::Wrap(MakeTinyModel({32, 8, 3, 1}), "tiny");
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  EXPECT_EQ((*tiny)->embedding_parameter(), "emb.weight");
+  EXPECT_EQ((*tiny)->VocabSize(), 32);
+  // It follows the parameter: stripped (as in a published architecture) it is unknown.
+  ASSERT_TRUE((*tiny)->SetParameter("emb.weight", at::empty({0})).ok());
+  EXPECT_EQ((*tiny)->VocabSize(), 0);
+  ASSERT_TRUE((*tiny)->SetParameter("emb.weight", at::zeros({40, 8})).ok());
+  EXPECT_EQ((*tiny)->VocabSize(), 40);
+
+  // Through a submodule's method call (inlined) and beside a positional embedding.
+  torch::jit::Module inner("Inner");
+  inner.register_parameter("table", at::zeros({17, 4}), /*is_buffer=*/false);
+  inner.define(
+      "def lookup(self, ids: Tensor) -> Tensor:\n  return torch.embedding(self.table, ids)\n");
+  torch::jit::Module outer("Outer");
+  outer.register_parameter("pos", at::zeros({9, 4}), /*is_buffer=*/false);
+  outer.register_module("words", inner);
+  outer.define(
+      "def embed(self, ids: Tensor, mask: Tensor) -> Tensor:\n"
+      "  p = torch.embedding(self.pos, torch.arange(ids.size(1)))\n"
+      "  return (self.words.lookup(ids) + p).mean(1)\n"
+      "def forward(self, ids: Tensor, mask: Tensor) -> Tensor:\n  return self.embed(ids, mask)\n");
+  auto nested = ScriptModel::Wrap(outer, "nested");
+  ASSERT_TRUE(nested.ok()) << nested.status();
+  EXPECT_EQ((*nested)->embedding_parameter(), "words.table");
+  EXPECT_EQ((*nested)->VocabSize(), 17);
+
+  // A declared vocab_size wins; without either the vocabulary is unknown.
+  torch::jit::Module declared("Declared");
+  declared.register_attribute(kVocabSizeAttribute, c10::IntType::get(), int64_t{1000});
+  declared.define(
+      "def embed(self, a: Tensor, b: Tensor) -> Tensor:\n  return a * 1.0\n"
+      "def forward(self, a: Tensor, b: Tensor) -> Tensor:\n  return a * 1.0\n");
+  auto with_attribute = ScriptModel::Wrap(declared, "declared");
+  ASSERT_TRUE(with_attribute.ok()) << with_attribute.status();
+  EXPECT_EQ((*with_attribute)->VocabSize(), 1000);
+  torch::jit::Module bare("Bare");
+  bare.define(
+      "def embed(self, a: Tensor, b: Tensor) -> Tensor:\n  return a * 1.0\n"
+      "def forward(self, a: Tensor, b: Tensor) -> Tensor:\n  return a * 1.0\n");
+  auto unknown = ScriptModel::Wrap(bare, "bare");
+  ASSERT_TRUE(unknown.ok()) << unknown.status();
+  EXPECT_EQ((*unknown)->VocabSize(), 0);
+}
+
 TEST(ScriptModelTest, CloneIsIndependent) {
   auto model = ScriptModel::Wrap(MakeTinyModel({32, 8, 2, 1}), "tiny");
   ASSERT_TRUE(model.ok());

@@ -1,10 +1,16 @@
 #include "core/tokenizer.h"
 
+#include <cstdint>
+#include <limits>
+
 #include <ATen/ATen.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 namespace twin {
 namespace {
+
+using ::testing::HasSubstr;
 
 TEST(TokenizerTest, BytesWithBosPaddingAndTruncation) {
   TokenizerSpec spec;
@@ -43,6 +49,38 @@ TEST(TokenizerTest, RejectsBadSpecsAndEmptyBatches) {
   EXPECT_FALSE(Tokenizer::Create(collide).ok());
   auto tok = Tokenizer::Create(TokenizerSpec{});
   EXPECT_EQ((*tok)->Encode({}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// offset + 256 once overflowed int64 in the pad-id check; ids beyond the bounds are refused.
+TEST(TokenizerTest, RejectsIdsThatOverflowOrExceedTheBounds) {
+  TokenizerSpec huge_offset;
+  huge_offset.offset = std::numeric_limits<int64_t>::max() - 10;
+  auto status = Tokenizer::Create(huge_offset).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("offset + 255"));
+  TokenizerSpec huge_pad;
+  huge_pad.pad_id = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(Tokenizer::Create(huge_pad).status().code(), absl::StatusCode::kInvalidArgument);
+  TokenizerSpec bad_bos;
+  bad_bos.bos_id = -7;
+  EXPECT_THAT(std::string(Tokenizer::Create(bad_bos).status().message()), HasSubstr("bos_id"));
+  TokenizerSpec long_spec;
+  long_spec.max_length = std::numeric_limits<int64_t>::max();
+  EXPECT_THAT(std::string(Tokenizer::Create(long_spec).status().message()),
+              HasSubstr("max_length"));
+  EXPECT_EQ(LargestTokenId(TokenizerSpec{}), 4 + 255);
+}
+
+TEST(TokenizerTest, CheckTokenIdsNamesTheFirstIdOutsideTheVocabulary) {
+  const at::Tensor ids = at::tensor({3, 5, 7, 1, 9, 2}, at::kLong).view({2, 3});
+  EXPECT_TRUE(CheckTokenIds(ids, 10, "ids").ok());
+  EXPECT_TRUE(CheckTokenIds(ids, 0, "ids").ok());  // vocabulary unknown
+  const absl::Status big = CheckTokenIds(ids, 8, "router data x: input_ids");
+  EXPECT_EQ(big.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(big.message()),
+              HasSubstr("router data x: input_ids[1][1] is 9; the model's vocabulary has 8 ids"));
+  const absl::Status negative = CheckTokenIds(at::tensor({0, -4}, at::kLong), 8, "ids");
+  EXPECT_THAT(std::string(negative.message()), HasSubstr("ids[1] is -4"));
 }
 
 }  // namespace

@@ -125,8 +125,22 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"ZeroDensity", TWO_MODELS "base_model: b.pt\nparameters: {density: 0}\n", "parameters"},
         BadCase{"BadHeadPattern", TWO_MODELS "base_model: b.pt\nhead_pattern: '(['\n", "head_pattern"},
         BadCase{"BadVersion", TWO_MODELS "base_model: b.pt\nversion: '../x'\n", "version"},
-        BadCase{"BadSeed", TWO_MODELS "base_model: b.pt\nseed: lots\n", "seed"}),
+        BadCase{"BadSeed", TWO_MODELS "base_model: b.pt\nseed: lots\n", "seed"},
+        // Keys that are sequences or mappings once aborted the process (TypedBadConversion).
+        BadCase{"SequenceKey", "{[a]: 1}", "key that is not a plain name"},
+        BadCase{"MappingKeyInModel", "base_model: b.pt\nmodels:\n  - {model: a.pt, router_data: a.txt, "
+                "{x: 1}: 2}\n  - {model: c.pt, router_data: c.txt}\n",
+                "models[0]: has a key that is not a plain name"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
+
+// 100,000 nested flow sequences: refused by yaml-cpp's depth guard, not a stack overflow.
+TEST(MergeConfigTest, DeeplyNestedYamlIsAConfigError) {
+  const std::string yaml = "base_model: " + std::string(100000, '[') + std::string(100000, ']');
+  auto c = ParseMergeConfig(yaml, "/d");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("merge config: bad YAML"));
+}
 
 TEST(MergeConfigTest, MissingFileIsNotFound) {
   auto c = LoadMergeConfig("/nonexistent/merge.yaml");

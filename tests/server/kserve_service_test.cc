@@ -359,6 +359,10 @@ TEST_F(KServeServiceTest, ErrorsFollowTheProtocolAndTheServerKeepsServing) {
   const int64_t l = good.inputs(0).shape(1);
   r.mutable_inputs(0)->mutable_contents()->set_int64_contents(l, -4);
   cases.push_back({"row 1", r, grpc::INVALID_ARGUMENT, "row 1: tokens.input_ids[0] is negative"});
+  r = good;
+  r.mutable_inputs(0)->mutable_contents()->set_int64_contents(l + 1, 288);
+  cases.push_back({"vocabulary", r, grpc::INVALID_ARGUMENT,
+                   "row 1: tokens.input_ids[1] is 288; the model's vocabulary has 288 ids"});
   for (const auto& c : cases) {
     ModelInferResponse reply;
     grpc::Status status = Infer(c.request, &reply);

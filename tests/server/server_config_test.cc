@@ -65,6 +65,9 @@ TEST(ServerConfigTest, RejectsUnknownKeysBadTypesAndRanges) {
       {"workers: many", "workers"},
       {"cache: {policy: random}", "cache.policy"},
       {"[unclosed", "bad YAML"},
+      // Keys that are sequences or mappings once aborted the process (TypedBadConversion).
+      {"{[a]: 1}", "(top level): has a key that is not a plain name (line 1)"},
+      {"batching:\n  {b: 1}: 2\n", "batching: has a key that is not a plain name (line 2)"},
   };
   for (const auto& [yaml, needle] : cases) {
     auto c = ParseServerConfig(yaml);

@@ -359,9 +359,19 @@ TEST_F(TwinServerTest, BadInputsGetTheirCodesAndTheServerKeepsServing) {
   bad_t.mutable_routing()->set_top_k(0);
   bad_t.mutable_routing()->set_temperature(-1);
   cases.push_back({"temperature", bad_t, grpc::INVALID_ARGUMENT, "temperature"});
-  InferRequest oov;
-  oov.mutable_tokens()->add_input_ids(1 << 30);
-  cases.push_back({"id out of vocabulary", oov, grpc::INVALID_ARGUMENT, ""});
+  // Refused at admission, naming the index and the limit, before the embedding lookup (on
+  // CUDA an out-of-range lookup is a sticky device-side assert).
+  for (const int64_t id : {int64_t{288}, int64_t{1} << 30, int64_t{1} << 62}) {
+    InferRequest oov;
+    oov.mutable_tokens()->add_input_ids(5);
+    oov.mutable_tokens()->add_input_ids(id);
+    cases.push_back({absl::StrCat("id ", id), oov, grpc::INVALID_ARGUMENT,
+                     absl::StrCat("tokens.input_ids[1] is ", id,
+                                  "; the model's vocabulary has 288 ids (0 to 287)")});
+  }
+  InferRequest last_id;
+  last_id.mutable_tokens()->add_input_ids(287);
+  cases.push_back({"largest id", last_id, grpc::OK, ""});
   for (const auto& c : cases) {
     InferResponse reply;
     grpc::Status status = Call(c.request, &reply);
