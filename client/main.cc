@@ -32,6 +32,9 @@ ABSL_FLAG(std::string, target, "localhost:50051",
           "Server address: host:port, or dns:///name:port to use every address of a name");
 ABSL_FLAG(int64_t, timeout_ms, 5000, "Deadline of each call, in milliseconds");
 ABSL_FLAG(std::string, lb, "", "Client-side load balancing: '' (pick_first) or round_robin");
+ABSL_FLAG(bool, health_check, false,
+          "Client-side health checking: no calls to servers that report NOT_SERVING "
+          "(draining); selects round_robin");
 ABSL_FLAG(std::string, service, "", "health: the service to check ('' = the whole server)");
 ABSL_FLAG(std::string, version, "",
           "reload: the version to load and pin ('' = follow LATEST again)");
@@ -132,6 +135,7 @@ absl::StatusOr<std::unique_ptr<TwinClient>> MakeClient() {
   options.target = absl::GetFlag(FLAGS_target);
   options.default_timeout_ms = absl::GetFlag(FLAGS_timeout_ms);
   options.load_balancing_policy = absl::GetFlag(FLAGS_lb);
+  options.health_check = absl::GetFlag(FLAGS_health_check);
   return TwinClient::Create(options);
 }
 

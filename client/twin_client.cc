@@ -28,6 +28,10 @@ absl::Status ValidateOptions(const ClientOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("load_balancing_policy '", lb,
                                                    "' is not one of: pick_first, round_robin"));
   }
+  if (options.health_check && lb == kPickFirst) {
+    return absl::InvalidArgumentError(
+        "health_check needs load_balancing_policy round_robin (pick_first ignores health)");
+  }
   if (options.default_timeout_ms <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("default_timeout_ms must be > 0, got ", options.default_timeout_ms));
@@ -100,11 +104,15 @@ absl::StatusOr<std::unique_ptr<TwinClient>> TwinClient::Create(const ClientOptio
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(options.keepalive_timeout_ms));
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
               options.keepalive_permit_without_calls ? 1 : 0);
-  if (!options.load_balancing_policy.empty()) {
+  const std::string policy = options.health_check && options.load_balancing_policy.empty()
+                                 ? std::string(kRoundRobin)
+                                 : options.load_balancing_policy;
+  if (!policy.empty()) {
     // The service config is the supported way to pick a policy; a resolver-provided config
-    // (none for plain DNS) would take precedence.
-    args.SetServiceConfigJSON(absl::StrCat(R"({"loadBalancingConfig":[{")",
-                                           options.load_balancing_policy, R"(":{}}]})"));
+    // (none for plain DNS) would take precedence. serviceName "" is the whole server.
+    args.SetServiceConfigJSON(absl::StrCat(
+        R"({"loadBalancingConfig":[{")", policy, R"(":{}}])",
+        options.health_check ? R"(,"healthCheckConfig":{"serviceName":""})" : "", "}"));
   }
 
   auto client = std::unique_ptr<TwinClient>(new TwinClient());

@@ -46,6 +46,11 @@ struct ClientOptions {
   // "" or "pick_first": gRPC's default (one connection to the first address that works).
   // "round_robin": one connection per resolved address, calls spread over the ready ones.
   std::string load_balancing_policy;
+  // Client-side health checking (grpc.health.v1 Watch on each connection): a server that
+  // reports NOT_SERVING, as twin-server does as soon as it starts draining, gets no new
+  // calls; with no healthy server left calls fail UNAVAILABLE at once. Needs round_robin
+  // (pick_first ignores health), which it selects when no policy is named.
+  bool health_check = false;
   // Deadline of a call made without an explicit timeout.
   int64_t default_timeout_ms = 5000;
   // Largest reply accepted (gRPC's default is 4 MiB; ModelInfo and replies are far smaller).

@@ -80,7 +80,9 @@ absl::Status FetchBlob(ObjectStore* store, const std::string& version, const std
   if (HoldsBlob(blob_path, ref)) return LinkInto(blob_path, local_path, context);
 
   const std::string temp_path = TemporaryObjectName(blob_path);
-  absl::Status status = store->GetToFile(BlobKey(version, name), temp_path);
+  // At most the declared size: a larger object stops downloading there (a smaller one fails
+  // the size check below).
+  absl::Status status = store->GetToFileAtMost(BlobKey(version, name), temp_path, ref.size_bytes);
   if (absl::IsNotFound(status)) {
     // The manifest is only written after every blob, so a missing blob is damage, not a race.
     return absl::DataLossError(

@@ -1,5 +1,7 @@
 #include "core/object_store.h"
 
+#include <filesystem>
+#include <system_error>
 #include <vector>
 
 #include "absl/random/random.h"
@@ -58,6 +60,22 @@ std::string TemporaryObjectName(absl::string_view name) {
   absl::BitGen gen;
   return absl::StrCat(name, kTemporaryInfix,
                       absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16));
+}
+
+absl::Status ObjectStore::GetToFileAtMost(absl::string_view key, const std::string& local_path,
+                                          uint64_t max_bytes) {
+  RETURN_IF_ERROR(GetToFile(key, local_path));
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(local_path, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot stat ", local_path, ": ", ec.message()));
+  }
+  if (size > max_bytes) {
+    std::filesystem::remove(local_path, ec);
+    return absl::OutOfRangeError(absl::StrCat(UriOf(key), " is ", size,
+                                              " bytes; at most ", max_bytes, " were expected"));
+  }
+  return absl::OkStatus();
 }
 
 std::string ObjectStore::UriOf(absl::string_view key) const {

@@ -41,6 +41,11 @@ class ObjectStore {
   virtual absl::StatusOr<std::string> Get(absl::string_view key) = 0;
   // Streams the object into a local file (written to a temporary name, then renamed).
   virtual absl::Status GetToFile(absl::string_view key, const std::string& local_path) = 0;
+  // The same, for an object that should hold at most `max_bytes`: a larger one is
+  // OUT_OF_RANGE and leaves no file. Stores that stream from far away stop the transfer at the
+  // limit (S3); the default checks the file once written.
+  virtual absl::Status GetToFileAtMost(absl::string_view key, const std::string& local_path,
+                                       uint64_t max_bytes);
   virtual absl::Status Put(absl::string_view key, absl::string_view bytes) = 0;
   // Streams a local file into the store without holding it in memory.
   virtual absl::Status PutFile(absl::string_view key, const std::string& local_path) = 0;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <set>
 #include <system_error>
 
 #include "absl/strings/ascii.h"
@@ -25,6 +26,10 @@
 
 namespace twin {
 namespace {
+
+// A listing that has not ended after this many pages (a million keys at 1000 a page) is a
+// server fault, not a store.
+constexpr int64_t kMaxListPages = 100000;
 
 using s3_internal::QueryParams;
 using s3_internal::Request;
@@ -216,6 +221,11 @@ absl::StatusOr<std::string> S3ObjectStore::GetRange(absl::string_view key, uint6
 }
 
 absl::Status S3ObjectStore::GetToFile(absl::string_view key, const std::string& local_path) {
+  return GetToFileAtMost(key, local_path, std::numeric_limits<uint64_t>::max());
+}
+
+absl::Status S3ObjectStore::GetToFileAtMost(absl::string_view key, const std::string& local_path,
+                                            uint64_t max_bytes) {
   RETURN_IF_ERROR(ValidateObjectKey(key));
   if (local_path.empty()) return absl::InvalidArgumentError("GetToFile: empty local path");
   const std::filesystem::path parent = std::filesystem::path(local_path).parent_path();
@@ -235,7 +245,17 @@ absl::Status S3ObjectStore::GetToFile(absl::string_view key, const std::string& 
   request.target = UriOf(key);
   request.response_fd = fd.get();
   request.response_path = temp_path;
+  // The transport's 0 means no limit: GetToFile's "any size" maps to it, a limit of 0 bytes
+  // to 1 byte plus the size check after the transfer.
+  const bool unlimited = max_bytes == std::numeric_limits<uint64_t>::max();
+  request.max_response_bytes = unlimited ? 0 : std::max<uint64_t>(max_bytes, 1);
   absl::Status status = transport_->Send(request).status();
+  struct stat written;
+  if (status.ok() && !unlimited && ::fstat(fd.get(), &written) == 0 &&
+      static_cast<uint64_t>(written.st_size) > max_bytes) {
+    status = absl::OutOfRangeError(absl::StrCat(UriOf(key), " is ", written.st_size,
+                                                " bytes; at most ", max_bytes, " were expected"));
+  }
   if (status.ok() && ::fsync(fd.get()) != 0) status = LocalIoError("cannot fsync", temp_path);
   if (fd.Close() != 0 && status.ok()) status = LocalIoError("cannot close", temp_path);
   if (status.ok() && ::rename(temp_path.c_str(), local_path.c_str()) != 0) {
@@ -380,6 +400,8 @@ absl::StatusOr<std::vector<ObjectInfo>> S3ObjectStore::List(absl::string_view pr
   const std::string bucket_prefix = absl::StrCat(root, prefix);
   std::vector<ObjectInfo> objects;
   std::string token;
+  std::set<std::string> seen_tokens;
+  int64_t pages = 0;
   do {
     QueryParams query = {{"list-type", "2"},
                          {"max-keys", absl::StrCat(options_.list_page_size)},
@@ -399,10 +421,16 @@ absl::StatusOr<std::vector<ObjectInfo>> S3ObjectStore::List(absl::string_view pr
       if (!ValidateObjectKey(object.key).ok()) continue;
       objects.push_back(std::move(object));
     }
-    if (page->is_truncated &&
-        (page->next_continuation_token.empty() || page->next_continuation_token == token)) {
+    // A token seen before (A, B, A, ...) would loop forever, as would a server that never
+    // stops handing out new ones.
+    if (page->is_truncated && (page->next_continuation_token.empty() ||
+                               !seen_tokens.insert(page->next_continuation_token).second)) {
       return absl::InternalError(absl::StrCat("listing ", request.target,
                                               ": truncated page without a new continuation token"));
+    }
+    if (++pages > kMaxListPages) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "listing ", request.target, ": more than ", kMaxListPages, " pages"));
     }
     token = page->is_truncated ? page->next_continuation_token : std::string();
   } while (!token.empty());

@@ -110,6 +110,8 @@ class S3ObjectStore : public ObjectStore {
 
   absl::StatusOr<std::string> Get(absl::string_view key) override;
   absl::Status GetToFile(absl::string_view key, const std::string& local_path) override;
+  absl::Status GetToFileAtMost(absl::string_view key, const std::string& local_path,
+                               uint64_t max_bytes) override;
   absl::Status Put(absl::string_view key, absl::string_view bytes) override;
   absl::Status PutFile(absl::string_view key, const std::string& local_path) override;
   absl::StatusOr<ObjectInfo> Head(absl::string_view key) override;

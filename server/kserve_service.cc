@@ -94,9 +94,8 @@ class ModelInferReactor final : public grpc::ServerUnaryReactor {
                      const std::string& model_name, int max_rows, absl::Time deadline,
                      const ModelInferRequest& request, ModelInferResponse* response) {
     RETURN_IF_ERROR(service.CheckModel(request.model_name(), request.model_version()));
-    ASSIGN_OR_RETURN(twinmerge::v1::ModelInfo info, server->ModelInfo());
+    ASSIGN_OR_RETURN(call_->task_names, server->TaskNames());
     ASSIGN_OR_RETURN(call_->decoded, DecodeModelInfer(request, max_rows));
-    for (const auto& task : info.tasks()) call_->task_names.push_back(task.name());
     const size_t rows = call_->decoded.rows.size();
     call_->replies.resize(rows);
     call_->remaining = rows;

@@ -172,7 +172,11 @@ void ServerMetrics::RecordReload(const std::string& outcome, double seconds) {
   }
 }
 
-void ServerMetrics::SetInFlight(int64_t n) { impl_->in_flight.Set(static_cast<double>(n)); }
+void ServerMetrics::AddInFlight(int64_t delta) {
+  // Increments commute: concurrent updates cannot leave a stale value behind, as Set(n) with
+  // values computed before the call could.
+  impl_->in_flight.Increment(static_cast<double>(delta));
+}
 void ServerMetrics::SetQueueWaiting(int64_t n) {
   impl_->queue_waiting.Set(static_cast<double>(n));
 }

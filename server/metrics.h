@@ -62,7 +62,7 @@ class ServerMetrics {
   void UpdateCache(const void* cache, const FusedCacheStats& stats);
   // outcome: "loaded", "unchanged" or "failed".
   void RecordReload(const std::string& outcome, double seconds);
-  void SetInFlight(int64_t n);
+  void AddInFlight(int64_t delta);
   void SetQueueWaiting(int64_t n);
   void SetVersion(const std::string& version);
   void SetReady(bool ready);

@@ -58,6 +58,12 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_text_bytes < 1) return Fields().Bad("limits.max_text_bytes", "must be >= 1");
   if (c.max_connection_age_ms < 0) return Fields().Bad("max_connection_age_ms", "must be >= 0");
   if (c.drain_timeout_ms < 0) return Fields().Bad("drain_timeout_ms", "must be >= 0");
+  if (c.drain_grace_ms < 0 || c.drain_grace_ms > c.drain_timeout_ms) {
+    return Fields().Bad("drain_grace_ms", "must be in [0, drain_timeout_ms]");
+  }
+  if (c.max_stream_in_flight < 1) {
+    return Fields().Bad("limits.max_stream_in_flight", "must be >= 1");
+  }
   if (c.warmup_requests < 0) return Fields().Bad("warmup_requests", "must be >= 0");
   if (c.reload.poll_interval_ms < 0) return Fields().Bad("reload.poll_interval_ms", "must be >= 0");
   if (c.reload.retry_interval_ms < 1) {
@@ -66,6 +72,7 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.reload.keep_versions < 0) return Fields().Bad("reload.keep_versions", "must be >= 0");
   if (c.reload.warm_cache_keys < 0) return Fields().Bad("reload.warm_cache_keys", "must be >= 0");
   if (c.kserve_model_name.empty()) return Fields().Bad("kserve.model_name", "must not be empty");
+  if (c.kserve_max_rows < 1) return Fields().Bad("kserve.max_rows", "must be >= 1");
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
   if (!kLevels.count(c.log_level))
     return Fields().Bad("log_level", "must be debug|info|warning|error");
@@ -86,7 +93,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
                          {"listen_address", "metrics_address", "artifact_uri", "artifact_version",
                           "cache_dir", "device", "intra_op_threads", "workers", "batching", "cache",
                           "cluster_key", "routing", "limits", "max_connection_age_ms",
-                          "drain_timeout_ms", "warmup_requests", "log_level", "kserve", "reload"}));
+                          "drain_grace_ms", "drain_timeout_ms", "warmup_requests", "log_level",
+                          "kserve", "reload"}));
   RETURN_IF_ERROR(Fields().Read(root, "listen_address", "", &c.listen_address));
   RETURN_IF_ERROR(Fields().Read(root, "metrics_address", "", &c.metrics_address));
   RETURN_IF_ERROR(Fields().Read(root, "artifact_uri", "", &c.artifact_uri));
@@ -140,15 +148,19 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
   if (const YAML::Node l = root["limits"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(
         l, "limits",
-        {"max_input_length", "max_message_bytes", "max_request_id_bytes", "max_text_bytes"}));
+        {"max_input_length", "max_message_bytes", "max_request_id_bytes", "max_text_bytes",
+         "max_stream_in_flight"}));
     RETURN_IF_ERROR(Fields().Read(l, "max_input_length", "limits", &c.max_input_length));
     RETURN_IF_ERROR(Fields().Read(l, "max_message_bytes", "limits", &c.max_message_bytes));
     RETURN_IF_ERROR(Fields().Read(l, "max_request_id_bytes", "limits", &c.max_request_id_bytes));
     RETURN_IF_ERROR(Fields().Read(l, "max_text_bytes", "limits", &c.max_text_bytes));
+    RETURN_IF_ERROR(
+        Fields().Read(l, "max_stream_in_flight", "limits", &c.max_stream_in_flight));
   }
   if (const YAML::Node k = root["kserve"]) {
-    RETURN_IF_ERROR(Fields().CheckKeys(k, "kserve", {"model_name"}));
+    RETURN_IF_ERROR(Fields().CheckKeys(k, "kserve", {"model_name", "max_rows"}));
     RETURN_IF_ERROR(Fields().Read(k, "model_name", "kserve", &c.kserve_model_name));
+    RETURN_IF_ERROR(Fields().Read(k, "max_rows", "kserve", &c.kserve_max_rows));
   }
   if (const YAML::Node r = root["reload"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(
@@ -160,6 +172,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
   }
   RETURN_IF_ERROR(Fields().Read(root, "max_connection_age_ms", "", &c.max_connection_age_ms));
   RETURN_IF_ERROR(Fields().Read(root, "drain_timeout_ms", "", &c.drain_timeout_ms));
+  RETURN_IF_ERROR(Fields().Read(root, "drain_grace_ms", "", &c.drain_grace_ms));
   RETURN_IF_ERROR(Fields().Read(root, "warmup_requests", "", &c.warmup_requests));
   RETURN_IF_ERROR(Fields().Read(root, "log_level", "", &c.log_level));
   return c;

@@ -16,11 +16,13 @@
 //   routing: {max_top_k: 0, default_temperature: 1.0, min_temperature: 0.05,
 //             max_temperature: 20.0}
 //   limits: {max_input_length: 0, max_message_bytes: 4194304, max_request_id_bytes: 128,
-//            max_text_bytes: 65536}
+//            max_text_bytes: 65536, max_stream_in_flight: 32}
 //   max_connection_age_ms: 300000       # GOAWAY after this, so L4 balancers rebalance
-//   drain_timeout_ms: 30000
+//   drain_grace_ms: 0                   # NOT_SERVING this long before GOAWAY
+//   drain_timeout_ms: 30000             # the whole shutdown, from the signal
 //   warmup_requests: 4
-//   kserve: {model_name: twin-merging}  # model name on the Open Inference Protocol service
+//   kserve: {model_name: twin-merging,  # model name on the Open Inference Protocol service
+//            max_rows: 64}               # rows per ModelInfer call
 //   reload: {poll_interval_ms: 30000,   # re-check artifact_version (LATEST) this often; 0 = never
 //            retry_interval_ms: 2000,   # between attempts until the first load succeeds
 //            keep_versions: 2,          # versions kept in cache_dir (the serving one included);
@@ -70,12 +72,23 @@ struct ServerConfig {
   int max_message_bytes = 4 << 20;
   int max_request_id_bytes = 128;
   int max_text_bytes = 64 << 10;
+  // Requests of one InferStream accepted but not yet written back: at the limit the stream
+  // stops reading (HTTP/2 flow control then holds the client) until replies are written, so
+  // one stream cannot grow memory or fill the shared queue.
+  int max_stream_in_flight = 32;
   int64_t max_connection_age_ms = 300000;
+  // Shutdown: NOT_SERVING, then drain_grace_ms of normal serving (load balancers stop
+  // routing here), then GOAWAY; calls in flight and open streams' accepted requests are
+  // answered until drain_timeout_ms after the signal, the overall limit of the shutdown.
+  int64_t drain_grace_ms = 0;
   int64_t drain_timeout_ms = 30000;
   int warmup_requests = 4;
   std::string log_level = "info";
   // The one model that inference.GRPCInferenceService (KServe v2) serves.
   std::string kserve_model_name = "twin-merging";
+  // Rows one ModelInfer call may carry (each is queued like one Infer request), so that one
+  // call cannot take the whole queue; batching.max_queue_size caps it too.
+  int kserve_max_rows = 64;
   ReloadConfig reload;
 };
 

@@ -6,6 +6,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -47,10 +49,11 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
   server->workers_ = std::make_unique<BatchWorkers>(server->queue_.get(),
                                                     server->processor_.get(), worker_options);
   server->workers_->Start();
-  server->service_ = std::make_unique<TwinService>(server.get());
+  server->service_ = std::make_unique<TwinService>(server.get(), config.max_stream_in_flight);
   KServeOptions kserve_options;
   kserve_options.model_name = config.kserve_model_name;
-  kserve_options.max_rows = config.queue.max_queue_size;  // every row is queued
+  // Every row is queued like one request.
+  kserve_options.max_rows = std::min(config.kserve_max_rows, config.queue.max_queue_size);
   server->kserve_service_ = std::make_unique<KServeService>(server.get(), kserve_options);
   server->admin_service_ = std::make_unique<AdminService>(server.get());
   VersionWatcherOptions watch;
@@ -87,8 +90,12 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
 }
 
 void TwinServer::SetServing(bool serving) {
+  // Serialised, and never SERVING once the shutdown began: a load finishing during the drain
+  // must not flip health back.
+  absl::MutexLock serving_lock(&serving_mu_);
   {
     absl::MutexLock lock(&mu_);
+    if (serving && shutting_down_) return;
     serving_ = serving;
   }
   if (grpc_server_ != nullptr) {
@@ -309,7 +316,7 @@ void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time d
   std::shared_ptr<const Servable> servable;
   {
     absl::MutexLock lock(&mu_);
-    if (shutting_down_) {
+    if (!accepting_) {
       reply(absl::UnavailableError("server is shutting down"));
       return;
     }
@@ -330,12 +337,16 @@ void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time d
     reply(payload.status());
     return;
   }
-  const int64_t in_flight = ++in_flight_;
-  metrics_->SetInFlight(in_flight);
+  ++in_flight_;
+  metrics_->AddInFlight(1);
   (*payload)->received = now;
   (*payload)->reply = [this, reply = std::move(reply)](
                           absl::StatusOr<twinmerge::v1::InferResponse> result) {
-    metrics_->SetInFlight(--in_flight_);
+    --in_flight_;
+    metrics_->AddInFlight(-1);
+    // Requests leave the queue without passing here; each answer refreshes the gauge, so it
+    // reads the queue as it is once traffic stops (it was set only on arrival).
+    metrics_->SetQueueWaiting(queue_->stats().waiting);
     reply(std::move(result));
   };
   PendingRequest pending;
@@ -351,6 +362,14 @@ void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time d
   }
   metrics_->SetQueueWaiting(queue_->stats().waiting);
   workers_->Notify();
+}
+
+absl::StatusOr<std::vector<std::string>> TwinServer::TaskNames() const {
+  auto servable = Current();
+  if (servable == nullptr) return absl::UnavailableError("no artifact version is loaded yet");
+  std::vector<std::string> names;
+  for (const auto& task : servable->engine->manifest().tasks) names.push_back(task.name);
+  return names;
 }
 
 absl::StatusOr<twinmerge::v1::ModelInfo> TwinServer::ModelInfo() const {
@@ -401,17 +420,29 @@ void TwinServer::Shutdown() {
     }
     shutting_down_ = true;
   }
+  // One limit for the whole shutdown, so that it ends within the pod's grace period.
+  const auto deadline =
+      std::chrono::system_clock::now() + std::chrono::milliseconds(config_.drain_timeout_ms);
+  // 1. Load balancers and health checks see NOT_SERVING while everything still works.
   if (grpc_server_ != nullptr) SetServing(false);
-  // Everything accepted so far is answered; new requests get UNAVAILABLE from Submit.
-  if (workers_ != nullptr) workers_->Drain();
+  if (config_.drain_grace_ms > 0) absl::SleepFor(absl::Milliseconds(config_.drain_grace_ms));
+  // 2. New requests get UNAVAILABLE from Submit; open streams stop reading and finish once
+  //    their accepted requests are answered.
+  {
+    absl::MutexLock lock(&mu_);
+    accepting_ = false;
+  }
+  if (service_ != nullptr) service_->BeginDrain();
+  // 3. GOAWAY: no new calls; the calls in flight finish while the workers keep answering
+  //    (until the deadline, when gRPC cancels what is left).
+  if (grpc_server_ != nullptr) grpc_server_->Shutdown(deadline);
+  // 4. Nothing can arrive now. Requests still queued belong to calls that ended at the
+  //    deadline: answered UNAVAILABLE, not run.
+  if (queue_ != nullptr) queue_->Close(absl::UnavailableError("server is shutting down"));
+  if (workers_ != nullptr) workers_->Stop();
   // A load in progress stops at its next blob (or is discarded before the swap); queued
   // operator reloads are answered UNAVAILABLE.
   if (watcher_ != nullptr) watcher_->Stop();
-  if (queue_ != nullptr) queue_->Close(absl::UnavailableError("server is shutting down"));
-  if (grpc_server_ != nullptr) {
-    grpc_server_->Shutdown(std::chrono::system_clock::now() +
-                           std::chrono::milliseconds(config_.drain_timeout_ms));
-  }
   absl::MutexLock lock(&mu_);
   shut_down_ = true;
 }

@@ -13,8 +13,10 @@
 // atomically (health SERVING) and prunes the cache to reload.keep_versions versions. A failed
 // load changes nothing: the previous version keeps serving, and the failure is counted
 // (twin_reload_failures_total), logged and reported by Admin.GetServingStatus.
-// Shutdown() reports NOT_SERVING, refuses new requests with UNAVAILABLE, finishes everything
-// already accepted, cancels a load in progress (between blobs), then stops.
+// Shutdown() reports NOT_SERVING, keeps serving for drain_grace_ms, then refuses new requests
+// with UNAVAILABLE, finishes open streams once their accepted requests are answered, sends
+// GOAWAY and answers every call in flight, all within drain_timeout_ms of its start; then it
+// cancels a load in progress (between blobs) and stops.
 //
 // Thread-safety: all public methods are thread-safe. The serving version is a
 // shared_ptr<const Servable> swapped under a mutex; requests keep the one they started with.
@@ -81,6 +83,8 @@ class TwinServer {
   void Submit(const twinmerge::v1::InferRequest& request, absl::Time deadline,
               std::shared_ptr<std::atomic<bool>> cancelled, InferReply reply);
   absl::StatusOr<twinmerge::v1::ModelInfo> ModelInfo() const;
+  // The serving version's task names, in index order (cheaper than ModelInfo()).
+  absl::StatusOr<std::vector<std::string>> TaskNames() const;
 
   // Drains and stops; idempotent.
   void Shutdown();
@@ -117,12 +121,14 @@ class TwinServer {
   std::shared_ptr<const Servable> servable_ ABSL_GUARDED_BY(mu_);
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;  // false from the end of the drain's grace
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t reloads_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reload_failures_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   absl::Time last_reload_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  absl::Mutex load_mu_;  // one load at a time
+  absl::Mutex load_mu_;     // one load at a time
+  absl::Mutex serving_mu_;  // orders SetServing calls (health updates)
   std::atomic<int64_t> in_flight_{0};
 };
 

@@ -38,30 +38,57 @@ class InferReactor final : public grpc::ServerUnaryReactor {
   std::shared_ptr<std::atomic<bool>> cancelled_;
 };
 
+}  // namespace
+
 // Bidirectional InferStream: reads requests as they come, submits each, writes replies in
 // completion order (one write in flight at a time), Finishes once reads are done, every
 // submitted request has been answered and every reply written.
+// - Backpressure: with max_in_flight requests accepted but not yet written back, it stops
+//   reading until a reply is written (HTTP/2 flow control then holds the client).
+// - Drain: when the server shuts down it stops reading and Finishes UNAVAILABLE as soon as
+//   the requests it accepted are answered, without waiting for the client to half-close.
 class StreamReactor final : public grpc::ServerBidiReactor<InferRequest, InferResponse> {
  public:
-  StreamReactor(TwinServer* server, grpc::CallbackServerContext* context)
-      : server_(server), context_(context),
+  StreamReactor(TwinServer* server, TwinService* service, grpc::CallbackServerContext* context,
+                int max_in_flight)
+      : server_(server),
+        service_(service),
+        context_(context),
+        max_in_flight_(max_in_flight),
         cancelled_(std::make_shared<std::atomic<bool>>(false)) {
-    StartRead(&request_);
+    const bool registered = service_->Register(this);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!registered) draining_ = true;  // opened after the drain began
+    MaybeReadLocked();
+    MaybeFinishLocked();
+  }
+
+  // Called by TwinService::BeginDrain() (under its registry lock, so not after OnDone).
+  void Drain() {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;
+    MaybeFinishLocked();
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {
-      std::lock_guard<std::mutex> lock(mu_);
-      reads_done_ = true;
-      MaybeFinishLocked();
-      return;
-    }
+    InferRequest request;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      reading_ = false;
+      if (!ok) {
+        reads_done_ = true;
+        MaybeFinishLocked();
+        return;
+      }
+      if (finished_) return;
       ++pending_;
+      // Moved out while no read is outstanding: the next one may start as soon as the lock
+      // is released (from a reply on a worker thread).
+      request = std::move(request_);
     }
-    const std::string id = request_.request_id();
-    server_->Submit(request_, DeadlineOf(context_), cancelled_,
+    const std::string id = request.request_id();
+    // Unlocked: Submit may answer inline.
+    server_->Submit(request, DeadlineOf(context_), cancelled_,
                     [this, id](absl::StatusOr<InferResponse> result) {
                       InferResponse reply;
                       if (result.ok()) {
@@ -71,15 +98,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<InferRequest, InferRe
                         reply.set_error_code(static_cast<int>(result.status().code()));
                         reply.set_error_message(std::string(result.status().message()));
                       }
-                      std::lock_guard<std::mutex> lock(mu_);
-                      --pending_;
-                      if (!broken_) {
-                        outbox_.push_back(std::move(reply));
-                        if (!writing_) StartNextWriteLocked();
-                      }
-                      MaybeFinishLocked();
+                      Answered(std::move(reply));
                     });
-    StartRead(&request_);
+    std::lock_guard<std::mutex> lock(mu_);
+    MaybeReadLocked();
   }
 
   void OnWriteDone(bool ok) override {
@@ -92,41 +114,71 @@ class StreamReactor final : public grpc::ServerBidiReactor<InferRequest, InferRe
     } else if (!outbox_.empty()) {
       StartNextWriteLocked();
     }
+    MaybeReadLocked();
     MaybeFinishLocked();
   }
 
   void OnCancel() override { cancelled_->store(true); }
   void OnDone() override {
+    service_->Unregister(this);
     // A worker may still be leaving the critical section in which it called Finish().
     { std::lock_guard<std::mutex> lock(mu_); }
     delete this;
   }
 
  private:
+  void Answered(InferResponse reply) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --pending_;
+    if (!broken_) {
+      outbox_.push_back(std::move(reply));
+      if (!writing_) StartNextWriteLocked();
+    }
+    MaybeReadLocked();
+    MaybeFinishLocked();
+  }
+  int InFlightLocked() const { return pending_ + static_cast<int>(outbox_.size()); }
+  void MaybeReadLocked() {
+    if (reading_ || reads_done_ || draining_ || finished_ || broken_) return;
+    if (InFlightLocked() >= max_in_flight_) return;  // resumed by OnWriteDone
+    reading_ = true;
+    StartRead(&request_);
+  }
   void StartNextWriteLocked() {
     writing_ = true;
     StartWrite(&outbox_.front());
   }
   void MaybeFinishLocked() {
-    if (finished_ || !reads_done_ || pending_ > 0 || writing_ || !outbox_.empty()) return;
-    finished_ = true;
-    Finish(grpc::Status::OK);
+    if (finished_ || pending_ > 0 || writing_ || !outbox_.empty()) return;
+    if (reads_done_ || broken_) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    } else if (draining_) {
+      // A read may still be outstanding: gRPC completes it (not ok) once the call ends.
+      finished_ = true;
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "server is shutting down: every request read on this stream was "
+                          "answered; send further requests on a new stream"));
+    }
   }
 
   TwinServer* server_;
+  TwinService* service_;
   grpc::CallbackServerContext* context_;
+  const int max_in_flight_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
   InferRequest request_;
   std::mutex mu_;
   std::deque<InferResponse> outbox_;  // front() is being written while writing_
   int pending_ = 0;
+  bool reading_ = false;
   bool reads_done_ = false;
   bool writing_ = false;
   bool broken_ = false;
+  bool draining_ = false;
   bool finished_ = false;
 };
 
-}  // namespace
 
 absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
   const auto deadline = context->deadline();
@@ -152,7 +204,25 @@ grpc::ServerUnaryReactor* TwinService::Infer(grpc::CallbackServerContext* contex
 
 grpc::ServerBidiReactor<InferRequest, InferResponse>* TwinService::InferStream(
     grpc::CallbackServerContext* context) {
-  return new StreamReactor(server_, context);
+  return new StreamReactor(server_, this, context, max_stream_in_flight_);
+}
+
+bool TwinService::Register(StreamReactor* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  if (draining_) return false;
+  streams_.insert(stream);
+  return true;
+}
+
+void TwinService::Unregister(StreamReactor* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(stream);
+}
+
+void TwinService::BeginDrain() {
+  absl::MutexLock lock(&streams_mu_);
+  draining_ = true;
+  for (StreamReactor* stream : streams_) stream->Drain();
 }
 
 grpc::ServerUnaryReactor* TwinService::GetModelInfo(

@@ -8,7 +8,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <set>
+
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "twinmerge/v1/twinmerge.grpc.pb.h"
 
@@ -23,9 +26,21 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // The call's deadline (InfiniteFuture when the client set none).
 absl::Time DeadlineOf(const grpc::CallbackServerContext* context);
 
+class StreamReactor;
+
+// Thread-safety: the gRPC library calls the handlers from its threads; BeginDrain may be
+// called from any thread.
 class TwinService final : public twinmerge::v1::TwinMerge::CallbackService {
  public:
-  explicit TwinService(TwinServer* server) : server_(server) {}
+  TwinService(TwinServer* server, int max_stream_in_flight)
+      : server_(server), max_stream_in_flight_(max_stream_in_flight) {}
+
+  // Every open InferStream stops reading and finishes (UNAVAILABLE) once the requests it
+  // accepted are answered; streams opened later finish at once.
+  void BeginDrain();
+  // Open streams, for BeginDrain. Register is false once the drain has begun.
+  bool Register(StreamReactor* stream);
+  void Unregister(StreamReactor* stream);
 
   grpc::ServerUnaryReactor* Infer(grpc::CallbackServerContext* context,
                                   const twinmerge::v1::InferRequest* request,
@@ -38,6 +53,10 @@ class TwinService final : public twinmerge::v1::TwinMerge::CallbackService {
 
  private:
   TwinServer* server_;
+  const int max_stream_in_flight_;
+  absl::Mutex streams_mu_;
+  std::set<StreamReactor*> streams_ ABSL_GUARDED_BY(streams_mu_);
+  bool draining_ ABSL_GUARDED_BY(streams_mu_) = false;
 };
 
 }  // namespace twin

@@ -135,6 +135,16 @@ size_t WriteResponse(char* data, size_t size, size_t count, void* user) {
     t->response.body.append(data, std::min(bytes, room));
     return bytes;
   }
+  const uint64_t limit = r.max_response_bytes > 0 ? r.max_response_bytes
+                         : r.response_fd < 0    ? kMaxInMemoryResponseBytes
+                                                : 0;
+  const uint64_t received =
+      (r.response_fd < 0 ? t->response.body.size() : t->response_pos) + bytes;
+  if (limit > 0 && received > limit) {
+    t->local_error = absl::OutOfRangeError(absl::StrCat(
+        r.target, ": the response exceeds ", limit, " bytes (", received, " received so far)"));
+    return 0;  // makes libcurl stop with CURLE_WRITE_ERROR
+  }
   if (r.response_fd < 0) {
     t->response.body.append(data, bytes);
     return bytes;

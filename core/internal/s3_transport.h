@@ -39,7 +39,14 @@ struct Request {
   // from offset 0, truncated again before every attempt.
   int response_fd = -1;
   std::string response_path;
+  // A 2xx body longer than this stops the transfer with OUT_OF_RANGE (0: no limit; a body
+  // held in memory always has one, kMaxInMemoryResponseBytes).
+  uint64_t max_response_bytes = 0;
 };
+
+// Bodies read into memory (Get, listings) are capped so that a misbehaving server cannot
+// exhaust memory; blobs are streamed to files with the size the manifest declares.
+inline constexpr uint64_t kMaxInMemoryResponseBytes = uint64_t{256} << 20;
 
 struct Response {
   long http_status = 0;

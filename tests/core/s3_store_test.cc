@@ -12,6 +12,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -454,6 +456,35 @@ TEST_F(S3FakeTest, TransientServerErrorsAreRetried) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, "v");
   EXPECT_EQ(Requests("GET "), 3);
+}
+
+// A server that alternates continuation tokens once kept List looping forever.
+TEST_F(S3FakeTest, ListingWithCyclingContinuationTokensFails) {
+  ASSERT_TRUE(store_->Put("k", "v").ok());
+  server_->InjectFault(Fault::kCyclingListToken, 1000, "list-type");
+  auto listed = store_->List("");
+  EXPECT_EQ(listed.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(Message(listed.status()), HasSubstr("without a new continuation token"));
+  EXPECT_LE(Requests("list-type"), 3);  // cycle-a, cycle-b, then cycle-a again: stop
+}
+
+// GetToFileAtMost stops downloading at the declared size instead of checking afterwards.
+TEST_F(S3FakeTest, GetToFileAtMostRefusesLargerObjectsAndLeavesNoFile) {
+  const std::string bytes(10000, 'x');
+  ASSERT_TRUE(store_->Put("blob", bytes).ok());
+  TempDir dir;
+  const std::string path = dir.Join("out/blob");
+  absl::Status status = store_->GetToFileAtMost("blob", path, 1000);
+  EXPECT_EQ(status.code(), absl::StatusCode::kOutOfRange) << status;
+  EXPECT_THAT(Message(status), HasSubstr("exceeds 1000 bytes"));
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_EQ(store_->GetToFileAtMost("blob", path, 0).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  ASSERT_TRUE(store_->GetToFileAtMost("blob", path, bytes.size()).ok());
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), bytes);
+  ASSERT_TRUE(store_->Put("empty", "").ok());
+  EXPECT_TRUE(store_->GetToFileAtMost("empty", dir.Join("empty"), 0).ok());
 }
 
 TEST_F(S3FakeTest, GivesUpAfterMaxAttempts) {

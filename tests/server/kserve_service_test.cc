@@ -433,5 +433,23 @@ TEST_F(KServeServiceTest, ServesTheConfiguredModelName) {
   EXPECT_THAT(status.error_message(), HasSubstr("this server serves 'spam-filter'"));
 }
 
+// One ModelInfer call once could carry a whole queue's worth of rows (1024 by default).
+TEST_F(KServeServiceTest, RowsPerCallAreBoundedByKServeMaxRows) {
+  auto parsed = ParseServerConfig("kserve: {max_rows: 3}\n");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->kserve_max_rows, 3);
+  EXPECT_EQ(ServerConfig().kserve_max_rows, 64);
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.kserve_max_rows = parsed->kserve_max_rows;
+  StartServer(config);
+  const std::vector<Row> three = {ZooRow(0, 1), ZooRow(1, 1), ZooRow(2, 1)};
+  ModelInferResponse reply;
+  EXPECT_TRUE(Infer(TokensRequest(three, /*raw=*/false), &reply).ok());
+  const std::vector<Row> four = {ZooRow(0, 1), ZooRow(1, 1), ZooRow(2, 1), ZooRow(1, 2)};
+  grpc::Status status = Infer(TokensRequest(four, /*raw=*/false), &reply);
+  EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("has 4 rows; at most 3"));
+}
+
 }  // namespace
 }  // namespace twin

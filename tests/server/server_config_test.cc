@@ -24,8 +24,9 @@ cache: {capacity_bytes: 1000, policy: nearest, admit_min_requests: 3, frequency_
 cluster_key: {top_k: 1, grid: 4}
 routing: {max_top_k: 2, default_temperature: 0.5, min_temperature: 0.1, max_temperature: 2}
 limits: {max_input_length: 64, max_message_bytes: 2048, max_request_id_bytes: 16,
-         max_text_bytes: 100}
+         max_text_bytes: 100, max_stream_in_flight: 5}
 max_connection_age_ms: 1000
+drain_grace_ms: 200
 drain_timeout_ms: 500
 warmup_requests: 0
 log_level: debug
@@ -45,6 +46,9 @@ log_level: debug
   EXPECT_DOUBLE_EQ(c->default_temperature, 0.5);
   EXPECT_EQ(c->max_input_length, 64);
   EXPECT_EQ(c->max_connection_age_ms, 1000);
+  EXPECT_EQ(c->max_stream_in_flight, 5);
+  EXPECT_EQ(c->drain_grace_ms, 200);
+  EXPECT_EQ(c->drain_timeout_ms, 500);
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_TRUE(ValidateServerConfig(*c).ok());
 }
@@ -84,6 +88,13 @@ TEST(ServerConfigTest, RejectsUnknownKeysBadTypesAndRanges) {
   c.cluster_key.grid = 10;
   c.default_temperature = 100;
   EXPECT_THAT(std::string(ValidateServerConfig(c).message()), HasSubstr("default_temperature"));
+  c.default_temperature = 1.0;
+  c.drain_grace_ms = c.drain_timeout_ms + 1;  // the grace is part of the overall limit
+  EXPECT_THAT(std::string(ValidateServerConfig(c).message()), HasSubstr("drain_grace_ms"));
+  c.drain_grace_ms = 0;
+  c.max_stream_in_flight = 0;
+  EXPECT_THAT(std::string(ValidateServerConfig(c).message()),
+              HasSubstr("limits.max_stream_in_flight"));
 }
 
 TEST(ServerConfigTest, MissingFileIsNotFound) {

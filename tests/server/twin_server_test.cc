@@ -614,5 +614,92 @@ TEST_F(TwinServerTest, ShutdownAnswersEverythingAlreadyAccepted) {
   EXPECT_GT(ok.load(), 0);
 }
 
+// An idle InferStream open at shutdown once held the server for the whole drain timeout and
+// then ended as gRPC cancelled it. It is now finished as soon as its requests are answered.
+TEST_F(TwinServerTest, OpenStreamIsFinishedWhenTheDrainStarts) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.drain_timeout_ms = 120000;  // were the stream waited for, the call would end CANCELLED
+  StartServer(config);
+  grpc::ClientContext context;
+  auto stream = stub_->InferStream(&context);
+  InferRequest request;
+  request.set_request_id("before");
+  request.set_text("answered before the drain");
+  ASSERT_TRUE(stream->Write(request));
+  InferResponse reply;
+  ASSERT_TRUE(stream->Read(&reply));
+  EXPECT_EQ(reply.request_id(), "before");
+  EXPECT_EQ(reply.error_code(), 0);
+  // The stream stays open and idle, the client neither writes nor half-closes.
+  std::thread shutdown([this] { server_->Shutdown(); });
+  EXPECT_FALSE(stream->Read(&reply));
+  const grpc::Status status = stream->Finish();
+  shutdown.join();
+  EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE) << status.error_message();
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("every request read on this stream was answered"));
+  EXPECT_FALSE(server_->serving());
+}
+
+// A stream's requests in the shared queue are bounded by limits.max_stream_in_flight: past it
+// the stream stops reading until replies are written. Batches are held back (a long queue
+// delay) so that what the stream submitted waits in the queue where the gauge counts it.
+TEST_F(TwinServerTest, StreamStopsReadingAtItsInFlightLimit) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.max_stream_in_flight = 3;
+  config.queue.max_batch_size = 64;
+  config.queue.max_queue_delay_us = 300'000;
+  StartServer(config);
+  grpc::ClientContext context;
+  auto stream = stub_->InferStream(&context);
+  constexpr int kRequests = 24;
+  for (int i = 0; i < kRequests; ++i) {
+    InferRequest r;
+    r.set_request_id(absl::StrCat("s", i));
+    r.set_text(absl::StrCat("bounded ", i));
+    ASSERT_TRUE(stream->Write(r));
+  }
+  stream->WritesDone();
+  // While the batch is held back, the queue holds at most the limit (without it, all 24).
+  int most_waiting = 0;
+  std::set<std::string> ids;
+  std::thread reader([&] {
+    InferResponse reply;
+    while (stream->Read(&reply)) ids.insert(reply.request_id());
+  });
+  for (int sample = 0; sample < 40 && ids.size() < kRequests; ++sample) {
+    const std::string text = server_->metrics().Scrape();
+    const std::string gauge = "\ntwin_queue_waiting ";
+    const size_t at = text.find(gauge);
+    if (at != std::string::npos) {
+      most_waiting = std::max(most_waiting, std::atoi(text.c_str() + at + gauge.size()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  reader.join();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kRequests));  // all answered, in the end
+  EXPECT_GE(most_waiting, 1);
+  EXPECT_LE(most_waiting, 3);
+  // Once everything is answered the gauges read zero again (they once kept the last value).
+  const std::string text = server_->metrics().Scrape();
+  EXPECT_THAT(text, HasSubstr("twin_queue_waiting 0"));
+  EXPECT_THAT(text, HasSubstr("twin_in_flight_requests 0"));
+}
+
+// A load that finishes after the shutdown began must not report SERVING again.
+TEST_F(TwinServerTest, HealthStaysNotServingWhenALoadFinishesDuringShutdown) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.drain_grace_ms = 300;  // the shutdown is under way while the load runs
+  StartServer(config, /*load=*/false);
+  std::thread shutdown([this] { server_->Shutdown(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  (void)server_->LoadVersion();  // succeeds or is refused; either way not SERVING
+  EXPECT_FALSE(server_->serving());
+  shutdown.join();
+  EXPECT_FALSE(server_->serving());
+  EXPECT_THAT(server_->metrics().Scrape(), HasSubstr("twin_ready 0"));
+}
+
 }  // namespace
 }  // namespace twin

@@ -121,6 +121,13 @@ HttpReply FakeS3Server::State::Serve(const HttpRequest& request) {
                                          ": ", refused->message));
     return HttpReply{Error(refused->http_status, refused->code, refused->message)};
   }
+  if (fault == Fault::kCyclingListToken) {
+    const bool after_a = absl::StrContains(request.target, "cycle-a");
+    return HttpReply{Xml(absl::StrCat(
+        "<ListBucketResult xmlns=\"", kS3Namespace, "\"><Name>", options.bucket,
+        "</Name><KeyCount>0</KeyCount><IsTruncated>true</IsTruncated><NextContinuationToken>",
+        after_a ? "cycle-b" : "cycle-a", "</NextContinuationToken></ListBucketResult>"))};
+  }
   return HttpReply{Handle(request), fault == Fault::kTruncateBody ? HttpDisposition::kTruncateBody
                                                                   : HttpDisposition::kRespond};
 }

@@ -53,6 +53,8 @@ class FakeS3Server {
     kDropConnection,         // the connection is closed without an answer
     kStall,                  // no answer; the connection stays open until the client leaves
     kTruncateBody,           // the real answer, cut off halfway through its body
+    kCyclingListToken,       // an empty truncated listing page whose next token alternates
+                             // between two values ("cycle-a", "cycle-b")
   };
 
   FakeS3Server();
