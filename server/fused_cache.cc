@@ -4,6 +4,7 @@
 #include <deque>
 #include <exception>
 #include <iterator>
+#include <limits>
 #include <list>
 #include <unordered_map>
 #include <utility>
@@ -81,11 +82,30 @@ struct FusedWeightCache::Impl {
     lru.splice(lru.begin(), lru, it);
   }
 
-  // The cached entry nearest to `key` within max_nearest_distance; most recently used first
-  // on ties. lru.end() when none is near enough.
-  std::list<Entry>::iterator Nearest(const ClusterKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  // Takes one fusion from the token bucket; false when the budget is spent.
+  bool TakeFusionToken(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (options.max_fusions_per_s <= 0.0) return true;
+    const double burst = options.fusion_burst > 0.0
+                             ? options.fusion_burst
+                             : std::max(1.0, options.max_fusions_per_s);
+    if (last_refill == absl::InfinitePast()) {
+      tokens = burst;
+    } else {
+      tokens = std::min(burst, tokens + absl::ToDoubleSeconds(now - last_refill) *
+                                            options.max_fusions_per_s);
+    }
+    last_refill = now;
+    if (tokens < 1.0) return false;
+    tokens -= 1.0;
+    return true;
+  }
+
+  // The cached entry nearest to `key` within `max_distance`; most recently used first on
+  // ties. lru.end() when none is near enough.
+  std::list<Entry>::iterator Nearest(const ClusterKey& key, double max_distance)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     auto best = lru.end();
-    double best_distance = options.max_nearest_distance;
+    double best_distance = max_distance;
     for (auto it = lru.begin(); it != lru.end(); ++it) {
       const double distance = WeightDistance(key.weights, it->key.weights);
       if (distance < best_distance || (best == lru.end() && distance <= best_distance)) {
@@ -138,6 +158,8 @@ struct FusedWeightCache::Impl {
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights ABSL_GUARDED_BY(mu);
   uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // bumped by Clear()
   FusedCacheStats stats ABSL_GUARDED_BY(mu);
+  double tokens ABSL_GUARDED_BY(mu) = 0.0;  // fusion budget left
+  absl::Time last_refill ABSL_GUARDED_BY(mu) = absl::InfinitePast();
 };
 
 FusedWeightCache::FusedWeightCache(FusedCacheOptions options)
@@ -159,7 +181,7 @@ absl::StatusOr<CacheLookup> FusedWeightCache::Lookup(const ClusterKey& key,
   ++s.stats.misses;
 
   if (s.options.miss_policy == FusedCacheOptions::kNearest && !s.Popular(key.text)) {
-    if (auto near = s.Nearest(key); near != s.lru.end()) {
+    if (auto near = s.Nearest(key, s.options.max_nearest_distance); near != s.lru.end()) {
       s.Touch(near);
       ++s.stats.nearest;
       return CacheLookup{near->value, CacheLookup::kNearest, near->key.text, 0.0};
@@ -171,6 +193,15 @@ absl::StatusOr<CacheLookup> FusedWeightCache::Lookup(const ClusterKey& key,
     flight = joined->second;
     s.mu.Await(absl::Condition(&flight->done));
   } else {
+    if (!s.TakeFusionToken(absl::Now())) {
+      if (auto near = s.Nearest(key, std::numeric_limits<double>::infinity());
+          near != s.lru.end()) {
+        s.Touch(near);
+        ++s.stats.nearest;
+        ++s.stats.throttled;
+        return CacheLookup{near->value, CacheLookup::kNearest, near->key.text, 0.0};
+      }
+    }
     flight = std::make_shared<Flight>();
     flight->generation = s.generation;
     s.flights[key.text] = flight;

@@ -55,6 +55,12 @@ struct FusedCacheOptions {
   enum MissPolicy { kFuse, kNearest };
   MissPolicy miss_policy = kFuse;
   double max_nearest_distance = 0.4;  // L1 between quantised weight vectors
+  // Fusions started per second, at most (0: no limit), with bursts of fusion_burst (0: one
+  // second's worth, at least 1). A miss beyond the budget is served by the nearest cached set
+  // at any distance (fusing only when the cache is empty), so one client varying top_k or
+  // temperature cannot make every request pay a fusion while others wait behind it.
+  double max_fusions_per_s = 0.0;
+  double fusion_burst = 0.0;
 };
 
 struct CacheLookup {
@@ -69,6 +75,7 @@ struct FusedCacheStats {
   uint64_t hits = 0;
   uint64_t misses = 0;   // lookups not served from the cache by their own key
   uint64_t nearest = 0;  // misses served by a nearby entry
+  uint64_t throttled = 0;  // of those, served so because the fusion budget was spent
   uint64_t evictions = 0;
   uint64_t fusions = 0;          // calls of the fuse function, failed ones included
   uint64_t fusion_failures = 0;  // of those, the ones that returned an error or null

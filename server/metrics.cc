@@ -54,6 +54,9 @@ struct ServerMetrics::Impl {
       Counter("twin_cache_misses_total", "Lookups not served by their own cluster key");
   prometheus::Counter& cache_nearest =
       Counter("twin_cache_nearest_total", "Misses served from the nearest cached cluster");
+  prometheus::Counter& cache_throttled = Counter(
+      "twin_cache_fusions_throttled_total",
+      "Misses served from the nearest cached cluster because the fusion budget was spent");
   prometheus::Counter& cache_evictions =
       Counter("twin_cache_evictions_total", "Fused weight sets evicted");
   prometheus::Counter& cache_rejected =
@@ -151,6 +154,7 @@ void ServerMetrics::UpdateCache(const void* cache, const FusedCacheStats& s) {
   impl_->cache_hits.Increment(delta(s.hits, last.hits));
   impl_->cache_misses.Increment(delta(s.misses, last.misses));
   impl_->cache_nearest.Increment(delta(s.nearest, last.nearest));
+  impl_->cache_throttled.Increment(delta(s.throttled, last.throttled));
   impl_->cache_evictions.Increment(delta(s.evictions, last.evictions));
   impl_->cache_rejected.Increment(delta(s.rejected_admissions, last.rejected_admissions));
   impl_->fusions.Increment(delta(s.fusions, last.fusions));

@@ -4,7 +4,8 @@
 //   requests_total{task,code}            counter   finished requests by answering task and status
 //   request_latency_seconds{stage}       histogram queue | route | fuse | forward | total
 //   batch_size                           histogram requests per forward batch
-//   cache_hits_total, cache_misses_total, cache_nearest_total, cache_evictions_total,
+//   cache_hits_total, cache_misses_total, cache_nearest_total, cache_fusions_throttled_total,
+//   cache_evictions_total,
 //   cache_rejected_admissions_total      counters
 //   cache_entries, cache_bytes           gauges
 //   fusions_total, fusion_failures_total counters; fusion_seconds_total counter

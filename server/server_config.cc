@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -35,6 +36,12 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.cache.admit_min_requests < 1)
     return Fields().Bad("cache.admit_min_requests", "must be >= 1");
   if (c.cache.frequency_window < 1) return Fields().Bad("cache.frequency_window", "must be >= 1");
+  if (!(c.cache.max_fusions_per_s >= 0 && std::isfinite(c.cache.max_fusions_per_s))) {
+    return Fields().Bad("cache.max_fusions_per_s", "must be >= 0 (0: no limit)");
+  }
+  if (!(c.cache.fusion_burst >= 0 && std::isfinite(c.cache.fusion_burst))) {
+    return Fields().Bad("cache.fusion_burst", "must be >= 0 (0: one second's worth)");
+  }
   if (!(c.cache.max_nearest_distance >= 0 && c.cache.max_nearest_distance <= 2)) {
     return Fields().Bad("cache.max_nearest_distance", "must be in [0, 2]");
   }
@@ -116,7 +123,11 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
   if (const YAML::Node k = root["cache"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(k, "cache",
                                        {"capacity_bytes", "policy", "admit_min_requests",
-                                        "frequency_window", "max_nearest_distance"}));
+                                        "frequency_window", "max_nearest_distance",
+                                        "max_fusions_per_s", "fusion_burst"}));
+    RETURN_IF_ERROR(
+        Fields().Read(k, "max_fusions_per_s", "cache", &c.cache.max_fusions_per_s));
+    RETURN_IF_ERROR(Fields().Read(k, "fusion_burst", "cache", &c.cache.fusion_burst));
     RETURN_IF_ERROR(Fields().Read(k, "capacity_bytes", "cache", &c.cache.capacity_bytes));
     std::string policy = "fuse";
     RETURN_IF_ERROR(Fields().Read(k, "policy", "cache", &policy));

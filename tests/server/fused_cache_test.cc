@@ -204,6 +204,37 @@ TEST(FusedWeightCacheTest, NearestFusesWhenNothingIsNearEnough) {
   EXPECT_EQ(cache.stats().nearest, 0u);
 }
 
+// One client varying top_k or temperature could force a fusion per request. With a budget,
+// misses beyond it are served by the nearest cached set, whatever its distance.
+TEST(FusedWeightCacheTest, FusionsBeyondTheBudgetAreServedByTheNearestSet) {
+  FusedCacheOptions options = Options(10000);
+  options.admit_min_requests = 1;
+  options.max_fusions_per_s = 1e-9;  // no refill within the test
+  options.fusion_burst = 2;
+  FusedWeightCache cache(options);
+  std::atomic<int> calls{0};
+  ASSERT_EQ(cache.Lookup(Key(10, 0, 0), Fuser(100, &calls))->source, CacheLookup::kFused);
+  ASSERT_EQ(cache.Lookup(Key(0, 10, 0), Fuser(100, &calls))->source, CacheLookup::kFused);
+  // The budget of two is spent: a third key (far from both) gets the nearest one.
+  absl::StatusOr<CacheLookup> third = cache.Lookup(Key(0, 1, 9), Fuser(100, &calls));
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->source, CacheLookup::kNearest);
+  EXPECT_EQ(third->served_key, Key(0, 10, 0).text);
+  EXPECT_EQ(calls, 2);
+  // Keys already cached are hits as before.
+  EXPECT_EQ(cache.Lookup(Key(10, 0, 0), Fuser(100, &calls))->source, CacheLookup::kHit);
+  const FusedCacheStats stats = cache.stats();
+  EXPECT_EQ(stats.fusions, 2u);
+  EXPECT_EQ(stats.throttled, 1u);
+  EXPECT_EQ(stats.nearest, 1u);
+
+  // With an empty cache there is nothing to fall back on: it fuses.
+  FusedWeightCache empty(options);
+  EXPECT_EQ(empty.Lookup(Key(10, 0, 0), Fuser(100, &calls))->source, CacheLookup::kFused);
+  EXPECT_EQ(empty.Lookup(Key(0, 10, 0), Fuser(100, &calls))->source, CacheLookup::kFused);
+  EXPECT_EQ(empty.Lookup(Key(0, 0, 10), Fuser(100, &calls))->source, CacheLookup::kNearest);
+}
+
 TEST(FusedWeightCacheTest, FusionErrorsPropagateAndAreNotCached) {
   FusedWeightCache cache(Options(1000));
   const ClusterKey key = Key(7, 0, 3);

@@ -20,7 +20,7 @@ intra_op_threads: 3
 workers: 2
 batching: {max_batch_size: 32, max_queue_delay_us: 500, max_queue_size: 10, max_route_batch: 8}
 cache: {capacity_bytes: 1000, policy: nearest, admit_min_requests: 3, frequency_window: 50,
-        max_nearest_distance: 0.2}
+        max_nearest_distance: 0.2, max_fusions_per_s: 5, fusion_burst: 10}
 cluster_key: {top_k: 1, grid: 4}
 routing: {max_top_k: 2, default_temperature: 0.5, min_temperature: 0.1, max_temperature: 2}
 limits: {max_input_length: 64, max_message_bytes: 2048, max_request_id_bytes: 16,
@@ -41,6 +41,8 @@ log_level: debug
   EXPECT_EQ(c->max_route_batch, 8);
   EXPECT_EQ(c->cache.capacity_bytes, 1000u);
   EXPECT_EQ(c->cache.miss_policy, FusedCacheOptions::kNearest);
+  EXPECT_DOUBLE_EQ(c->cache.max_fusions_per_s, 5.0);
+  EXPECT_DOUBLE_EQ(c->cache.fusion_burst, 10.0);
   EXPECT_EQ(c->cluster_key.top_k, 1);
   EXPECT_EQ(c->cluster_key.grid, 4);
   EXPECT_DOUBLE_EQ(c->default_temperature, 0.5);
