@@ -687,6 +687,38 @@ TEST_F(TwinServerTest, StreamStopsReadingAtItsInFlightLimit) {
   EXPECT_THAT(text, HasSubstr("twin_in_flight_requests 0"));
 }
 
+// Text requests once ignored limits.max_input_length (the tokenizer's max_length applied).
+// With a limit of 3 (bos + 2 bytes), texts that differ only after their second byte are the
+// same input: the same batch shape, the same answer bit for bit.
+TEST_F(TwinServerTest, TextIsCutToMaxInputLength) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.max_input_length = 3;
+  StartServer(config);
+  InferRequest a, b;
+  a.set_text("ab and then one thing");
+  b.set_text("ab but another entirely");
+  a.set_task(Artifacts::Get().zoo().task_names[0]);
+  b.set_task(Artifacts::Get().zoo().task_names[0]);
+  InferResponse ra, rb;
+  ASSERT_TRUE(Call(a, &ra).ok());
+  ASSERT_TRUE(Call(b, &rb).ok());
+  ASSERT_EQ(ra.probabilities_size(), rb.probabilities_size());
+  for (int k = 0; k < ra.probabilities_size(); ++k) {
+    EXPECT_EQ(ra.probabilities(k), rb.probabilities(k)) << k;
+  }
+  // Past the limit the texts differ, and so do the answers.
+  ServerConfig longer = TestConfig(dir_.Join("cache3"));
+  server_->Shutdown();
+  StartServer(longer);
+  ASSERT_TRUE(Call(a, &ra).ok());
+  ASSERT_TRUE(Call(b, &rb).ok());
+  bool differs = false;
+  for (int k = 0; k < ra.probabilities_size(); ++k) {
+    differs |= ra.probabilities(k) != rb.probabilities(k);
+  }
+  EXPECT_TRUE(differs);
+}
+
 // A load that finishes after the shutdown began must not report SERVING again.
 TEST_F(TwinServerTest, HealthStaysNotServingWhenALoadFinishesDuringShutdown) {
   ServerConfig config = TestConfig(dir_.Join("cache"));
