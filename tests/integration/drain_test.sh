@@ -13,7 +13,8 @@ set -euo pipefail
 BUILD=$(cd "${1:?usage: drain_test.sh BUILD_DIR [TRIALS] [RATE]}" && pwd)
 TRIALS="${2:-20}"
 RATE="${3:-400}"
-LOAD_S=3          # bench duration; the SIGTERM lands after about half of it
+LOAD_S=4          # bench duration; the SIGTERM lands inside it
+START_S=1         # twin-client's own start (loading LibTorch) before its load begins
 READY_TIMEOUT_S=60
 
 for bin in twin-zoo twin-merge twin-server twin-client; do
@@ -30,8 +31,9 @@ trap cleanup EXIT
 export OPENBLAS_NUM_THREADS=1
 "$BUILD/bin/twin-zoo" --out "$WORK/zoo" --tasks 3 --vocab 288 >/dev/null
 "$BUILD/bin/twin-merge" --config "$WORK/zoo/merge.yaml" --version v1 --threads 1 --quiet
-# A small grace: health turns NOT_SERVING and the server keeps answering a little before GOAWAY.
-printf 'warmup_requests: 2\ndrain_grace_ms: 200\ndrain_timeout_ms: 20000\n' >"$WORK/server.yaml"
+# A grace of 0.5 s: health turns NOT_SERVING and the server keeps answering before GOAWAY, time
+# for the clients' health watch to see it even on a loaded machine.
+printf 'warmup_requests: 2\ndrain_grace_ms: 500\ndrain_timeout_ms: 20000\n' >"$WORK/server.yaml"
 
 passed=0
 failed=0
@@ -57,7 +59,9 @@ for trial in $(seq 1 "$TRIALS"); do
     --data "$WORK/zoo" --rate "$RATE" --duration_s "$LOAD_S" --seed "$trial" \
     >"$WORK/bench.$trial.out" 2>&1 &
   bench_pid=$!
-  sleep "$(awk -v s="$LOAD_S" -v t="$trial" 'BEGIN { printf "%.2f", s * (0.3 + 0.4 * ((t * 7) % 10) / 10) }')"
+  # Somewhere between 20% and 60% into the load, a different point in every trial.
+  sleep "$(awk -v s="$LOAD_S" -v b="$START_S" -v t="$trial" \
+    'BEGIN { printf "%.2f", b + s * (0.2 + 0.4 * ((t * 7) % 10) / 10) }')"
   kill -TERM "$SERVER_PID"
   rc=0
   wait "$SERVER_PID" || rc=$?
