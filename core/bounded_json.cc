@@ -26,13 +26,13 @@ class BoundedSax {
   BoundedSax(Json* root, int max_depth, std::vector<std::string>* top_level_keys)
       : root_(root), max_depth_(max_depth), top_level_keys_(top_level_keys) {}
 
-  bool null() { return Add(nullptr) != nullptr; }
-  bool boolean(bool v) { return Add(v) != nullptr; }
-  bool number_integer(Json::number_integer_t v) { return Add(v) != nullptr; }
-  bool number_unsigned(Json::number_unsigned_t v) { return Add(v) != nullptr; }
-  bool number_float(Json::number_float_t v, const std::string&) { return Add(v) != nullptr; }
-  bool string(std::string& v) { return Add(std::move(v)) != nullptr; }
-  bool binary(Json::binary_t& v) { return Add(Json::binary(std::move(v))) != nullptr; }
+  bool null() { return Scalar(nullptr); }
+  bool boolean(bool v) { return Scalar(v); }
+  bool number_integer(Json::number_integer_t v) { return Scalar(v); }
+  bool number_unsigned(Json::number_unsigned_t v) { return Scalar(v); }
+  bool number_float(Json::number_float_t v, const std::string&) { return Scalar(v); }
+  bool string(std::string& v) { return Scalar(std::move(v)); }
+  bool binary(Json::binary_t& v) { return Scalar(Json::binary(std::move(v))); }
   bool start_object(std::size_t) { return Open(Json::object()); }
   bool start_array(std::size_t) { return Open(Json::array()); }
   bool end_object() { return Close(); }
@@ -56,7 +56,11 @@ class BoundedSax {
   const std::string& error() const { return error_; }
 
  private:
-  // Places `v` where the parser is and returns it, or nullptr after an error.
+  bool Scalar(Json v) {
+    Add(std::move(v));
+    return true;
+  }
+  // Places `v` where the parser is and returns where it now lives.
   Json* Add(Json v) {
     if (open_.empty()) {
       *root_ = std::move(v);

@@ -116,6 +116,13 @@ struct FusedWeightCache::Impl {
     return best;
   }
 
+  // A miss answered by another cached entry.
+  CacheLookup ServeNearest(std::list<Entry>::iterator near) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Touch(near);
+    ++stats.nearest;
+    return CacheLookup{near->value, CacheLookup::kNearest, near->key.text, 0.0};
+  }
+
   void EvictLru() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const Entry& victim = lru.back();
     bytes_used -= victim.bytes;
@@ -182,9 +189,7 @@ absl::StatusOr<CacheLookup> FusedWeightCache::Lookup(const ClusterKey& key,
 
   if (s.options.miss_policy == FusedCacheOptions::kNearest && !s.Popular(key.text)) {
     if (auto near = s.Nearest(key, s.options.max_nearest_distance); near != s.lru.end()) {
-      s.Touch(near);
-      ++s.stats.nearest;
-      return CacheLookup{near->value, CacheLookup::kNearest, near->key.text, 0.0};
+      return s.ServeNearest(near);
     }
   }
 
@@ -196,10 +201,8 @@ absl::StatusOr<CacheLookup> FusedWeightCache::Lookup(const ClusterKey& key,
     if (!s.TakeFusionToken(absl::Now())) {
       if (auto near = s.Nearest(key, std::numeric_limits<double>::infinity());
           near != s.lru.end()) {
-        s.Touch(near);
-        ++s.stats.nearest;
         ++s.stats.throttled;
-        return CacheLookup{near->value, CacheLookup::kNearest, near->key.text, 0.0};
+        return s.ServeNearest(near);
       }
     }
     flight = std::make_shared<Flight>();

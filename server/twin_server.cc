@@ -337,12 +337,10 @@ void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time d
     reply(payload.status());
     return;
   }
-  ++in_flight_;
   metrics_->AddInFlight(1);
   (*payload)->received = now;
   (*payload)->reply = [this, reply = std::move(reply)](
                           absl::StatusOr<twinmerge::v1::InferResponse> result) {
-    --in_flight_;
     metrics_->AddInFlight(-1);
     // Requests leave the queue without passing here; each answer refreshes the gauge, so it
     // reads the queue as it is once traffic stops (it was set only on arrival).

@@ -129,7 +129,6 @@ class TwinServer {
   absl::Time last_reload_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Mutex load_mu_;     // one load at a time
   absl::Mutex serving_mu_;  // orders SetServing calls (health updates)
-  std::atomic<int64_t> in_flight_{0};
 };
 
 }  // namespace twin
