@@ -5,15 +5,19 @@
 #   scripts/demo.sh                 # everything under ./out/demo
 #   ZOO=lite scripts/demo.sh        # the byte-level zoo on real text (about 3 more minutes)
 #   PORT=50051 METRICS_PORT=9090 scripts/demo.sh
+#   SKIP_BUILD=1 BUILD_DIR=build REQUESTS=200 scripts/demo.sh   # a built tree (CTest demo_tiny)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 OUT="${OUT:-$ROOT/out/demo}"
 
-"$ROOT/scripts/install-deps.sh"
 export OPENBLAS_NUM_THREADS=1
-cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD_DIR" -j "$(nproc)" --target twin-merge twin-zoo twin-inspect twin-server twin-client
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  "$ROOT/scripts/install-deps.sh"
+  cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$BUILD_DIR" -j "$(nproc)" --target twin-merge twin-zoo twin-inspect twin-server twin-client
+fi
+REQUESTS="${REQUESTS:-2000}"
 
 ZOO="${ZOO:-tiny}"
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -54,6 +58,8 @@ for _ in $(seq 1 120); do
 done
 "${CLIENT[@]}" health
 "${CLIENT[@]}" info
+echo "== one text, task unknown"
+"${CLIENT[@]}" infer --text "hello, twin-server"
 if [[ "$ZOO" == lite ]]; then
   echo "== a few texts, task unknown (the router picks the expert and the head)"
   "${CLIENT[@]}" infer --text "Wie man sein Kind nicht nennen sollte: Marc Undpfennig"
@@ -62,9 +68,9 @@ if [[ "$ZOO" == lite ]]; then
   "${CLIENT[@]}" infer --text "The -v option makes the command print the name of each file as it is processed."
 fi
 echo "== mixed-task traffic, task unknown (the router picks the head): 8 concurrent clients"
-"${CLIENT[@]}" bench --data "$OUT/zoo" --concurrency 8 --requests 2000
+"${CLIENT[@]}" bench --data "$OUT/zoo" --concurrency 8 --requests "$REQUESTS"
 echo "== mixed-task traffic, task given by the client"
-"${CLIENT[@]}" bench --data "$OUT/zoo" --concurrency 8 --requests 2000 --send_task
+"${CLIENT[@]}" bench --data "$OUT/zoo" --concurrency 8 --requests "$REQUESTS" --send_task
 echo "== a few server metrics"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E "^twin_(cache_hits|cache_misses|fusions|batch_size_(sum|count))" || true
 kill -TERM "$SERVER_PID"

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "core/router.h"
 #include "core/script_model.h"
@@ -9,12 +11,16 @@
 #include "core/tokenizer.h"
 #include "core/torch_runtime.h"
 #include "core/twin_weights.h"
+#include "server/log.h"
 
 namespace twin {
 
 FusedModel::FusedModel(std::unique_ptr<ScriptModel> model, std::vector<double> weights,
-                       uint64_t bytes)
-    : model_(std::move(model)), weights_(std::move(weights)), bytes_(bytes) {}
+                       uint64_t bytes, bool own_head)
+    : model_(std::move(model)),
+      weights_(std::move(weights)),
+      bytes_(bytes),
+      own_head_(own_head) {}
 
 FusedModel::~FusedModel() = default;
 Engine::~Engine() = default;
@@ -52,9 +58,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   if (engine->vocab_size_ > 0) {
     const int64_t largest = LargestTokenId(set.manifest.tokenizer);
     if (largest >= engine->vocab_size_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "version ", set.manifest.version, ": the tokenizer produces ids up to ", largest,
-          " but the model's vocabulary has ", engine->vocab_size_, " ids"));
+      // Token requests and texts within the vocabulary still work; a text that encodes to an
+      // id beyond it is refused per request (MakePayload), never passed to the model.
+      LogLine(LogLevel::kWarning,
+              absl::StrCat("version ", set.manifest.version, ": the tokenizer produces ids up to ",
+                           largest, " but the model's vocabulary has ", engine->vocab_size_,
+                           " ids; texts with ids beyond it are refused"));
     }
   }
   // A router that cannot read the architecture's features fails here, not on every request.
@@ -119,6 +128,80 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::FuseUnchecked(
   return std::make_shared<FusedModel>(std::move(model), weights, bytes);
 }
 
+absl::StatusOr<std::shared_ptr<FusedModel>> Engine::SharedModel() const {
+  try {
+    ASSIGN_OR_RETURN(auto model, template_->Clone());
+    RETURN_IF_ERROR(model->SetParameters(twin_->shared()));
+    // theta*'s own tensors: nothing beyond what the engine already holds.
+    return std::make_shared<FusedModel>(std::move(model), std::vector<double>(num_tasks(), 0.0),
+                                        0);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("theta* model: ", FirstLine(e.what())));
+  }
+}
+
+absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadExpert(int task,
+                                                               const std::string& path) const {
+  if (task < 0 || task >= num_tasks()) {
+    return absl::InvalidArgumentError(absl::StrCat("task index ", task, " out of range"));
+  }
+  const std::string& name = manifest_.tasks[task].name;
+  c10::Device device(device_name_);
+  ASSIGN_OR_RETURN(auto model, ScriptModel::Load(path, device));
+  try {
+    std::map<std::string, at::Tensor> expected;
+    for (auto& [param, value] : twin_->shared()) expected[param] = value;
+    for (auto& [param, value] : twin_->head(task)) expected[param] = value;
+    uint64_t bytes = 0;
+    std::vector<double> weights(num_tasks(), 0.0);
+    weights[task] = 1.0;
+    const auto params = model->NamedParameters();
+    std::map<std::string, at::Tensor> got(params.begin(), params.end());
+    for (const auto& [param, value] : expected) {
+      auto it = got.find(param);
+      if (it == got.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("expert ", name, " (", path,
+                                                       ") has no parameter '", param, "'"));
+      }
+      if (!it->second.sizes().equals(value.sizes()) || it->second.dtype() != value.dtype()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "expert ", name, " (", path, "): parameter '", param, "' is ",
+            c10::str(it->second.sizes()), " ", std::string(it->second.dtype().name()), " but the version's is ",
+            c10::str(value.sizes()), " ", std::string(value.dtype().name())));
+      }
+    }
+    for (const auto& [param, value] : got) {
+      if (!expected.count(param)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "expert ", name, " (", path, ") has parameter '", param,
+            "' that the version's architecture and ", name, "'s head do not have"));
+      }
+      bytes += value.nbytes();
+    }
+    return std::make_shared<FusedModel>(std::move(model), std::move(weights), bytes,
+                                        /*own_head=*/true);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("expert ", name, ": ", FirstLine(e.what())));
+  }
+}
+
+namespace {
+uint64_t Bytes(const NamedTensors& tensors) {
+  uint64_t bytes = 0;
+  for (const auto& [name, value] : tensors) bytes += value.nbytes();
+  return bytes;
+}
+}  // namespace
+
+uint64_t Engine::shared_bytes() const { return twin_->shared_bytes(); }
+uint64_t Engine::twin_bytes() const { return twin_->twin_bytes(); }
+uint64_t Engine::head_bytes() const {
+  uint64_t bytes = 0;
+  for (int t = 0; t < num_tasks(); ++t) bytes += Bytes(twin_->head(t));
+  return bytes;
+}
+uint64_t Engine::router_bytes() const { return Bytes(router_->tensors()); }
+
 absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& input_ids,
                                            const at::Tensor& attention_mask, int task) const {
   if (task < 0 || task >= num_tasks()) {
@@ -127,7 +210,13 @@ absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& 
   try {
     c10::Device device(device_name_);
     std::lock_guard<std::mutex> lock(model.mu_);
-    RETURN_IF_ERROR(model.model_->SetParameters(twin_->head(task)));
+    if (model.own_head_) {
+      if (task >= static_cast<int>(model.weights_.size()) || model.weights_[task] != 1.0) {
+        return absl::InternalError(absl::StrCat("an expert model cannot answer task ", task));
+      }
+    } else {
+      RETURN_IF_ERROR(model.model_->SetParameters(twin_->head(task)));
+    }
     ASSIGN_OR_RETURN(at::Tensor logits,
                      model.model_->Forward(input_ids.to(device), attention_mask.to(device)));
     return logits.to(at::kCPU);

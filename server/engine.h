@@ -42,7 +42,9 @@ struct EngineOptions {
 // A model with fused parameters theta(w); cached per cluster key.
 class FusedModel : public FusedValue {
  public:
-  FusedModel(std::unique_ptr<ScriptModel> model, std::vector<double> weights, uint64_t bytes);
+  // `own_head`: the model carries its task's head (an expert); Forward() leaves it in place.
+  FusedModel(std::unique_ptr<ScriptModel> model, std::vector<double> weights, uint64_t bytes,
+             bool own_head = false);
   ~FusedModel() override;
   uint64_t bytes() const override { return bytes_; }
   const std::vector<double>& weights() const { return weights_; }
@@ -52,6 +54,7 @@ class FusedModel : public FusedValue {
   std::unique_ptr<ScriptModel> model_;
   std::vector<double> weights_;
   uint64_t bytes_;
+  bool own_head_;
   std::mutex mu_;  // head swap + forward
 };
 
@@ -75,7 +78,17 @@ class Engine {
                                            const std::vector<double>& temperatures) const;
   // A model with parameters theta(w); weights.size() == num_tasks().
   absl::StatusOr<std::shared_ptr<FusedModel>> Fuse(const std::vector<double>& weights) const;
-  // Logits [B, C_task] (CPU) of `task`'s head on the fused model.
+  // theta* alone (weights all zero, no fusion): the static mode's one weight set.
+  absl::StatusOr<std::shared_ptr<FusedModel>> SharedModel() const;
+  // Task `task`'s fine-tuned model from a TorchScript file, checked against the version's
+  // architecture (every parameter's name, shape and dtype); it answers with its own head.
+  absl::StatusOr<std::shared_ptr<FusedModel>> LoadExpert(int task, const std::string& path) const;
+  // Resident bytes of the version's weights: theta*, the twin factors, the heads, the router.
+  uint64_t shared_bytes() const;
+  uint64_t twin_bytes() const;
+  uint64_t head_bytes() const;
+  uint64_t router_bytes() const;
+  // Logits [B, C_task] (CPU) of `task`'s head on the fused model (an expert's own head).
   absl::StatusOr<at::Tensor> Forward(FusedModel& model, const at::Tensor& input_ids,
                                      const at::Tensor& attention_mask, int task) const;
 

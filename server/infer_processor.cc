@@ -99,6 +99,10 @@ absl::StatusOr<std::shared_ptr<InferPayload>> MakePayload(const InferRequest& re
       const int64_t length = std::min<int64_t>(batch.input_ids.size(1), max_length);
       p->input_ids = batch.input_ids[0].slice(0, 0, length);
       p->attention_mask = batch.attention_mask[0].slice(0, 0, length);
+      if (engine.vocab_size() > 0) {
+        // The tokenizer may map some bytes beyond a small model's vocabulary.
+        RETURN_IF_ERROR(CheckTokenIds(p->input_ids, engine.vocab_size(), "text's token ids"));
+      }
       break;
     }
     case InferRequest::kTokens:
@@ -174,6 +178,12 @@ absl::Status InferProcessor::RouteGroup(std::vector<InferPayload*>& group) {
     InferPayload* p = group[i];
     p->router_weights.assign(data + i * t, data + (i + 1) * t);
     p->key = QuantizeWeights(p->router_weights, {p->top_k, config_.cluster_key.grid});
+    if (p->servable->mode == ServingMode::kExperts) {
+      // One expert answers: the router's top task's.
+      std::vector<double> one_hot(t, 0.0);
+      one_hot[p->key.top_task] = 1.0;
+      p->key = QuantizeWeights(one_hot, {1, config_.cluster_key.grid});
+    }
     p->route_s = Seconds(end - start);
     p->routed = end;
     metrics_->RecordRoute(engine.manifest().tasks[p->key.top_task].name);
@@ -181,13 +191,62 @@ absl::Status InferProcessor::RouteGroup(std::vector<InferPayload*>& group) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// A key that needs no router forward: theta* alone (static mode), or the named task's twin or
+// expert alone (the task-given policy, and experts mode).
+ClusterKey FixedKey(const Servable& servable, const InferPayload& p, const ServerConfig& config) {
+  const int t = servable.engine->num_tasks();
+  if (servable.mode == ServingMode::kStatic) {
+    ClusterKey key;
+    key.text = "static";
+    key.weights.assign(t, 0.0);
+    key.top_task = p.task >= 0 ? p.task : 0;
+    return key;
+  }
+  std::vector<double> one_hot(t, 0.0);
+  one_hot[p.task] = 1.0;
+  return QuantizeWeights(one_hot, {p.top_k, config.cluster_key.grid});
+}
+
+bool NeedsRouter(const Servable& servable, const InferPayload& p, const ServerConfig& config) {
+  switch (servable.mode) {
+    case ServingMode::kStatic:
+      return false;
+    case ServingMode::kExperts:
+      return p.task < 0;
+    case ServingMode::kTwin:
+      return p.task < 0 || config.task_given == TaskGivenPolicy::kRouter;
+  }
+  return true;
+}
+
+}  // namespace
+
 void InferProcessor::Route(std::vector<PendingRequest>& requests, std::vector<std::string>* keys) {
   keys->assign(requests.size(), "");
   std::map<const Servable*, std::vector<size_t>> by_servable;
   for (size_t i = 0; i < requests.size(); ++i) {
     by_servable[PayloadOf(requests[i]).servable.get()].push_back(i);
   }
-  for (auto& [servable, indices] : by_servable) {
+  const absl::Time now = absl::Now();
+  for (auto& [servable, all] : by_servable) {
+    auto key_of = [&](const InferPayload& p) {
+      return absl::StrCat(servable->engine->version(), "|", p.key.text);
+    };
+    std::vector<size_t> indices;
+    for (size_t i : all) {
+      InferPayload& p = PayloadOf(requests[i]);
+      if (NeedsRouter(*servable, p, config_)) {
+        indices.push_back(i);
+        continue;
+      }
+      p.key = FixedKey(*servable, p, config_);
+      p.route_s = 0.0;
+      p.routed = now;
+      (*keys)[i] = key_of(p);
+    }
+    if (indices.empty()) continue;
     std::vector<InferPayload*> group;
     for (size_t i : indices) group.push_back(&PayloadOf(requests[i]));
     absl::Status status = RouteGroup(group);
@@ -197,7 +256,7 @@ void InferProcessor::Route(std::vector<PendingRequest>& requests, std::vector<st
         std::vector<InferPayload*> one = {group[k]};
         absl::Status single = RouteGroup(one);
         if (single.ok()) {
-          (*keys)[indices[k]] = absl::StrCat(servable->engine->version(), "|", group[k]->key.text);
+          (*keys)[indices[k]] = key_of(*group[k]);
         } else {
           Fail(*group[k], single);
         }
@@ -206,7 +265,7 @@ void InferProcessor::Route(std::vector<PendingRequest>& requests, std::vector<st
     }
     for (size_t k = 0; k < group.size(); ++k) {
       if (status.ok()) {
-        (*keys)[indices[k]] = absl::StrCat(servable->engine->version(), "|", group[k]->key.text);
+        (*keys)[indices[k]] = key_of(*group[k]);
       } else {
         Fail(*group[k], status);
       }
@@ -284,18 +343,36 @@ void InferProcessor::Run(std::vector<PendingRequest> batch) {
   const Servable& servable = *payloads.front()->servable;
   metrics_->RecordBatch(static_cast<int>(payloads.size()));
   const Engine* engine = servable.engine.get();
-  auto lookup = servable.cache->Lookup(payloads.front()->key, FuserOf(engine));
-  metrics_->UpdateCache(servable.cache.get(), servable.cache->stats());
-  if (!lookup.ok()) {
-    for (InferPayload* p : payloads) Fail(*p, lookup.status());
-    return;
+  std::shared_ptr<FusedValue> fused;  // held for the batch
+  double fuse_s = 0.0;
+  bool hit = true;
+  if (servable.mode == ServingMode::kTwin) {
+    auto lookup = servable.cache->Lookup(payloads.front()->key, FuserOf(engine));
+    metrics_->UpdateCache(servable.cache.get(), servable.cache->stats());
+    if (!lookup.ok()) {
+      for (InferPayload* p : payloads) Fail(*p, lookup.status());
+      return;
+    }
+    fused = lookup->value;
+    fuse_s = lookup->fuse_seconds;
+    hit = lookup->source != CacheLookup::kFused;
   }
-  auto* model = static_cast<FusedModel*>(lookup->value.get());
-  const bool hit = lookup->source != CacheLookup::kFused;
   std::map<int, std::vector<InferPayload*>> by_task;
   for (InferPayload* p : payloads) by_task[p->task >= 0 ? p->task : p->key.top_task].push_back(p);
   for (auto& [task, group] : by_task) {
-    absl::Status status = RunGroup(servable, *model, group, task, lookup->fuse_seconds, hit);
+    FusedModel* model = nullptr;
+    switch (servable.mode) {
+      case ServingMode::kTwin:
+        model = static_cast<FusedModel*>(fused.get());
+        break;
+      case ServingMode::kStatic:
+        model = servable.pinned[0].get();
+        break;
+      case ServingMode::kExperts:
+        model = servable.pinned[task].get();
+        break;
+    }
+    absl::Status status = RunGroup(servable, *model, group, task, fuse_s, hit);
     if (status.ok()) continue;
     if (group.size() == 1) {
       Fail(*group.front(), status);
@@ -303,7 +380,7 @@ void InferProcessor::Run(std::vector<PendingRequest> batch) {
     }
     for (InferPayload* p : group) {
       std::vector<InferPayload*> one = {p};
-      absl::Status single = RunGroup(servable, *model, one, task, lookup->fuse_seconds, hit);
+      absl::Status single = RunGroup(servable, *model, one, task, fuse_s, hit);
       if (!single.ok()) Fail(*p, single);
     }
   }

@@ -71,6 +71,12 @@ struct ServerMetrics::Impl {
   prometheus::Gauge& in_flight = Gauge("twin_in_flight_requests", "Accepted, not yet answered");
   prometheus::Gauge& queue_waiting = Gauge("twin_queue_waiting", "Requests waiting in the queue");
   prometheus::Gauge& ready = Gauge("twin_ready", "1 when the server reports SERVING");
+  prometheus::Family<prometheus::Gauge>& weights =
+      prometheus::BuildGauge().Name("twin_weights_resident_bytes")
+          .Help("Bytes of the serving version's resident weights by part").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& mode =
+      prometheus::BuildGauge().Name("twin_serving_mode_info")
+          .Help("What answers requests: twin, static or experts (value 1)").Register(*registry);
   prometheus::Family<prometheus::Gauge>& artifact =
       prometheus::BuildGauge().Name("twin_artifact_info")
           .Help("The artifact version being served (value 1)").Register(*registry);
@@ -185,6 +191,19 @@ void ServerMetrics::SetQueueWaiting(int64_t n) {
   impl_->queue_waiting.Set(static_cast<double>(n));
 }
 void ServerMetrics::SetReady(bool ready) { impl_->ready.Set(ready ? 1.0 : 0.0); }
+
+void ServerMetrics::SetWeightBytes(uint64_t shared, uint64_t twins, uint64_t heads,
+                                   uint64_t router, uint64_t experts) {
+  impl_->weights.Add({{"part", "shared"}}).Set(static_cast<double>(shared));
+  impl_->weights.Add({{"part", "twins"}}).Set(static_cast<double>(twins));
+  impl_->weights.Add({{"part", "heads"}}).Set(static_cast<double>(heads));
+  impl_->weights.Add({{"part", "router"}}).Set(static_cast<double>(router));
+  impl_->weights.Add({{"part", "experts"}}).Set(static_cast<double>(experts));
+}
+
+void ServerMetrics::SetServingMode(const std::string& mode) {
+  impl_->mode.Add({{"mode", mode}}).Set(1.0);
+}
 
 void ServerMetrics::SetVersion(const std::string& version) {
   absl::MutexLock lock(&impl_->mu);

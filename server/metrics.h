@@ -18,6 +18,11 @@
 //   reload_failures_total                counter   failed loads (the old version kept serving)
 //   reload_duration_seconds              histogram fetch + verify + load + warm-up, loaded ones
 //   ready                                gauge     1 when serving
+//   weights_resident_bytes{part}         gauge     the serving version's weights by part:
+//                                                  shared (theta*), twins (factors + dense
+//                                                  deltas), heads, router, experts (experts
+//                                                  mode); cached fused sets are cache_bytes
+//   serving_mode_info{mode}              gauge     twin | static | experts (value 1)
 //
 // Thread-safety: all methods are thread-safe (prometheus-cpp metrics are atomic).
 #ifndef TWIN_SERVER_METRICS_H_
@@ -67,6 +72,10 @@ class ServerMetrics {
   void SetQueueWaiting(int64_t n);
   void SetVersion(const std::string& version);
   void SetReady(bool ready);
+  // The serving version's resident weights (replaces the previous version's figures).
+  void SetWeightBytes(uint64_t shared, uint64_t twins, uint64_t heads, uint64_t router,
+                      uint64_t experts);
+  void SetServingMode(const std::string& mode);
   // The text exposition of every metric (what /metrics serves).
   std::string Scrape() const;
 

@@ -13,6 +13,7 @@
 
 #include "server/engine.h"
 #include "server/fused_cache.h"
+#include "server/server_config.h"
 
 namespace twin {
 
@@ -29,6 +30,11 @@ struct Servable {
   std::unique_ptr<Engine> engine;
   std::unique_ptr<FusedWeightCache> cache;
   std::map<std::string, int> task_index;  // task name -> index
+  ServingMode mode = ServingMode::kTwin;
+  // Resident weight sets outside the cache: static mode theta* (one entry), experts mode one
+  // per task (by task index); empty in twin mode.
+  std::vector<std::shared_ptr<FusedModel>> pinned;
+  uint64_t pinned_bytes = 0;
 };
 
 }  // namespace twin

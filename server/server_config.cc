@@ -22,6 +22,18 @@ const YamlFields& Fields() {
 
 }  // namespace
 
+const char* ServingModeName(ServingMode mode) {
+  switch (mode) {
+    case ServingMode::kTwin:
+      return "twin";
+    case ServingMode::kStatic:
+      return "static";
+    case ServingMode::kExperts:
+      return "experts";
+  }
+  return "twin";
+}
+
 absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.listen_address.empty()) return Fields().Bad("listen_address", "is required");
   if (c.artifact_uri.empty()) return Fields().Bad("artifact_uri", "is required");
@@ -56,6 +68,17 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (!(c.default_temperature >= c.min_temperature && c.default_temperature <= c.max_temperature)) {
     return Fields().Bad("routing.default_temperature",
                         "must lie in [min_temperature, max_temperature]");
+  }
+  if (c.mode == ServingMode::kExperts && c.experts.empty()) {
+    return Fields().Bad("serving.experts", "must name each task's model in experts mode");
+  }
+  if (c.mode != ServingMode::kExperts && !c.experts.empty()) {
+    return Fields().Bad("serving.experts", "is read only in experts mode (serving.mode: experts)");
+  }
+  for (const auto& [task, path] : c.experts) {
+    if (task.empty() || path.empty()) {
+      return Fields().Bad("serving.experts", "task names and paths must not be empty");
+    }
   }
   if (c.max_input_length < 0) return Fields().Bad("limits.max_input_length", "must be >= 0");
   if (c.max_message_bytes < 1024)
@@ -99,7 +122,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
       Fields().CheckKeys(root, "",
                          {"listen_address", "metrics_address", "artifact_uri", "artifact_version",
                           "cache_dir", "device", "intra_op_threads", "workers", "batching", "cache",
-                          "cluster_key", "routing", "limits", "max_connection_age_ms",
+                          "cluster_key", "routing", "serving", "limits", "max_connection_age_ms",
                           "drain_grace_ms", "drain_timeout_ms", "warmup_requests", "log_level",
                           "kserve", "reload"}));
   RETURN_IF_ERROR(Fields().Read(root, "listen_address", "", &c.listen_address));
@@ -150,11 +173,45 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
   }
   if (const YAML::Node r = root["routing"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(
-        r, "routing", {"max_top_k", "default_temperature", "min_temperature", "max_temperature"}));
+        r, "routing",
+        {"max_top_k", "default_temperature", "min_temperature", "max_temperature", "task_given"}));
     RETURN_IF_ERROR(Fields().Read(r, "max_top_k", "routing", &c.max_top_k));
     RETURN_IF_ERROR(Fields().Read(r, "default_temperature", "routing", &c.default_temperature));
     RETURN_IF_ERROR(Fields().Read(r, "min_temperature", "routing", &c.min_temperature));
     RETURN_IF_ERROR(Fields().Read(r, "max_temperature", "routing", &c.max_temperature));
+    std::string task_given = "task";
+    RETURN_IF_ERROR(Fields().Read(r, "task_given", "routing", &task_given));
+    if (task_given == "task") {
+      c.task_given = TaskGivenPolicy::kTask;
+    } else if (task_given == "router") {
+      c.task_given = TaskGivenPolicy::kRouter;
+    } else {
+      return Fields().Bad("routing.task_given",
+                          absl::StrCat("'", task_given, "' is not task or router"));
+    }
+  }
+  if (const YAML::Node s = root["serving"]) {
+    RETURN_IF_ERROR(Fields().CheckKeys(s, "serving", {"mode", "experts"}));
+    std::string mode = "twin";
+    RETURN_IF_ERROR(Fields().Read(s, "mode", "serving", &mode));
+    if (mode == "twin") {
+      c.mode = ServingMode::kTwin;
+    } else if (mode == "static") {
+      c.mode = ServingMode::kStatic;
+    } else if (mode == "experts") {
+      c.mode = ServingMode::kExperts;
+    } else {
+      return Fields().Bad("serving.mode", absl::StrCat("'", mode, "' is not twin, static or experts"));
+    }
+    if (const YAML::Node e = s["experts"]) {
+      if (!e.IsMap()) return Fields().Bad("serving.experts", "must be a map of task: path");
+      for (const auto& entry : e) {
+        if (!entry.first.IsScalar() || !entry.second.IsScalar()) {
+          return Fields().Bad("serving.experts", "must be a map of task: path");
+        }
+        c.experts[entry.first.Scalar()] = entry.second.Scalar();
+      }
+    }
   }
   if (const YAML::Node l = root["limits"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(

@@ -15,7 +15,17 @@
 //           max_fusions_per_s: 0, fusion_burst: 0}   # 0: fusions unlimited
 //   cluster_key: {top_k: 2, grid: 10}
 //   routing: {max_top_k: 0, default_temperature: 1.0, min_temperature: 0.05,
-//             max_temperature: 20.0}
+//             max_temperature: 20.0,
+//             task_given: task}          # task: a request that names its task is answered by
+//                                        # that task's twin alone (weights one-hot, no router
+//                                        # forward); router: the router weights it like any other
+//   serving: {mode: twin,                # twin: Twin-Merging (router, fused-weight cache);
+//                                        # static: theta* alone, no router, no fusion (one
+//                                        # weight set: the throughput baseline); experts: one
+//                                        # resident model per task (the accuracy and memory
+//                                        # baseline), task given or else the router's top task
+//             experts: {}}               # experts mode: task name -> TorchScript .pt file with
+//                                        # that task's fine-tuned weights (every task named)
 //   limits: {max_input_length: 0, max_message_bytes: 4194304, max_request_id_bytes: 128,
 //            max_text_bytes: 65536, max_stream_in_flight: 32}
 //   max_connection_age_ms: 300000       # GOAWAY after this, so L4 balancers rebalance
@@ -36,6 +46,7 @@
 #define TWIN_SERVER_SERVER_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -51,6 +62,13 @@ struct ReloadConfig {
   int keep_versions = 2;
   int warm_cache_keys = 16;
 };
+
+// What answers a request (see serving.mode above).
+enum class ServingMode { kTwin, kStatic, kExperts };
+const char* ServingModeName(ServingMode mode);
+
+// How a request that names its task is weighted (routing.task_given).
+enum class TaskGivenPolicy { kTask, kRouter };
 
 struct ServerConfig {
   std::string listen_address = "0.0.0.0:50051";
@@ -69,6 +87,9 @@ struct ServerConfig {
   double default_temperature = 1.0;
   double min_temperature = 0.05;
   double max_temperature = 20.0;
+  TaskGivenPolicy task_given = TaskGivenPolicy::kTask;
+  ServingMode mode = ServingMode::kTwin;
+  std::map<std::string, std::string> experts;  // task -> path (experts mode)
   int max_input_length = 0;  // 0 = the tokenizer's max_length
   int max_message_bytes = 4 << 20;
   int max_request_id_bytes = 128;

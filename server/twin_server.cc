@@ -202,6 +202,7 @@ absl::StatusOr<LoadOutcome> TwinServer::LoadLocked(const std::string& version) {
   for (int t = 0; t < servable->engine->num_tasks(); ++t) {
     servable->task_index[set.manifest.tasks[t].name] = t;
   }
+  RETURN_IF_ERROR(Annotate(LoadPinned(servable.get()), absl::StrCat("version ", resolved)));
   RETURN_IF_ERROR(Annotate(WarmUp(*servable), absl::StrCat("warm-up of version ", resolved)));
   WarmCache(previous.get(), *servable);
   {
@@ -210,13 +211,52 @@ absl::StatusOr<LoadOutcome> TwinServer::LoadLocked(const std::string& version) {
     servable_ = servable;
   }
   metrics_->SetVersion(set.version);
+  const Engine& engine = *servable->engine;
+  metrics_->SetWeightBytes(engine.shared_bytes(), engine.twin_bytes(), engine.head_bytes(),
+                           engine.router_bytes(), servable->pinned_bytes);
+  metrics_->SetServingMode(ServingModeName(servable->mode));
   metrics_->UpdateCache(servable->cache.get(), servable->cache->stats());
   SetServing(true);
   outcome.changed = true;
   return outcome;
 }
 
+absl::Status TwinServer::LoadPinned(Servable* servable) const {
+  const Engine& engine = *servable->engine;
+  servable->mode = config_.mode;
+  switch (config_.mode) {
+    case ServingMode::kTwin:
+      return absl::OkStatus();
+    case ServingMode::kStatic: {
+      ASSIGN_OR_RETURN(auto model, engine.SharedModel());
+      servable->pinned.push_back(std::move(model));
+      return absl::OkStatus();
+    }
+    case ServingMode::kExperts:
+      break;
+  }
+  for (const auto& [task, path] : config_.experts) {
+    if (!servable->task_index.count(task)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "serving.experts names task '", task, "', which the version does not have"));
+    }
+  }
+  for (int t = 0; t < engine.num_tasks(); ++t) {
+    const std::string& task = engine.manifest().tasks[t].name;
+    auto it = config_.experts.find(task);
+    if (it == config_.experts.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("serving.experts has no model for task '", task, "'"));
+    }
+    ASSIGN_OR_RETURN(auto model, engine.LoadExpert(t, it->second));
+    servable->pinned_bytes += model->bytes();
+    servable->pinned.push_back(std::move(model));
+  }
+  return absl::OkStatus();
+}
+
 void TwinServer::WarmCache(const Servable* previous, const Servable& next) {
+  if (next.mode != ServingMode::kTwin) return;
   if (previous == nullptr || config_.reload.warm_cache_keys <= 0) return;
   // Cluster keys are weights over task indices: they carry over only to the same task list.
   if (previous->engine->manifest().tasks.size() != next.engine->manifest().tasks.size()) return;
@@ -298,13 +338,21 @@ absl::Status TwinServer::WarmUp(const Servable& servable) {
     constexpr int64_t kWarmUpLength = 8;
     TokenBatch batch{at::full({1, kWarmUpLength}, engine.tokenizer().spec().pad_id, at::kLong),
                      at::ones({1, kWarmUpLength}, at::kLong)};
-    ASSIGN_OR_RETURN(at::Tensor w, engine.RouterWeights(batch.input_ids, batch.attention_mask,
-                                                        {config_.default_temperature}));
+    if (servable.mode != ServingMode::kStatic) {
+      ASSIGN_OR_RETURN(at::Tensor w, engine.RouterWeights(batch.input_ids, batch.attention_mask,
+                                                          {config_.default_temperature}));
+    }
     if (i > 0) continue;
-    std::vector<double> uniform(engine.num_tasks(), 1.0 / engine.num_tasks());
-    ASSIGN_OR_RETURN(auto fused, engine.Fuse(uniform));
+    std::shared_ptr<FusedModel> fused;
+    if (servable.mode == ServingMode::kTwin) {
+      std::vector<double> uniform(engine.num_tasks(), 1.0 / engine.num_tasks());
+      ASSIGN_OR_RETURN(fused, engine.Fuse(uniform));
+    }
     for (int t = 0; t < engine.num_tasks(); ++t) {
-      RETURN_IF_ERROR(engine.Forward(*fused, batch.input_ids, batch.attention_mask, t).status());
+      FusedModel& model = servable.mode == ServingMode::kTwin     ? *fused
+                          : servable.mode == ServingMode::kStatic ? *servable.pinned[0]
+                                                                  : *servable.pinned[t];
+      RETURN_IF_ERROR(engine.Forward(model, batch.input_ids, batch.attention_mask, t).status());
     }
   }
   return absl::OkStatus();

@@ -97,6 +97,8 @@ class TwinServer {
   absl::StatusOr<LoadOutcome> LoadLocked(const std::string& version)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
   absl::Status WarmUp(const Servable& servable);
+  // Static mode: theta*; experts mode: every task's model from serving.experts.
+  absl::Status LoadPinned(Servable* servable) const;
   // Pre-fuses the previous version's hottest cluster keys into `next`'s cache.
   void WarmCache(const Servable* previous, const Servable& next);
   void PruneCache(const std::string& serving, const std::string& previous);

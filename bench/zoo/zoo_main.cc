@@ -25,7 +25,8 @@ ABSL_FLAG(std::string, out, "", "Output directory (required).");
 ABSL_FLAG(std::string, store, "", "Object store URI written into merge.yaml (default: OUT/store).");
 ABSL_FLAG(int, tasks, 4, "Number of tasks / experts.");
 ABSL_FLAG(int, dim, 32, "Model width.");
-ABSL_FLAG(int, vocab, 128, "Vocabulary size.");
+ABSL_FLAG(int, vocab, 288,
+          "Vocabulary size (288: every byte-tokenized text, ids 1 to 259, is valid input).");
 ABSL_FLAG(int, seed, 7, "Seed for data and training.");
 ABSL_FLAG(std::string, merge_method, "task_arithmetic", "merge_method written into merge.yaml.");
 ABSL_FLAG(double, ratio, 0.25, "Twin rank ratio written into merge.yaml (tiny zoo).");

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <map>
+
 namespace twin {
 namespace {
 
@@ -22,7 +24,9 @@ batching: {max_batch_size: 32, max_queue_delay_us: 500, max_queue_size: 10, max_
 cache: {capacity_bytes: 1000, policy: nearest, admit_min_requests: 3, frequency_window: 50,
         max_nearest_distance: 0.2, max_fusions_per_s: 5, fusion_burst: 10}
 cluster_key: {top_k: 1, grid: 4}
-routing: {max_top_k: 2, default_temperature: 0.5, min_temperature: 0.1, max_temperature: 2}
+routing: {max_top_k: 2, default_temperature: 0.5, min_temperature: 0.1, max_temperature: 2,
+          task_given: router}
+serving: {mode: experts, experts: {spam: /m/spam.pt, lang: /m/lang.pt}}
 limits: {max_input_length: 64, max_message_bytes: 2048, max_request_id_bytes: 16,
          max_text_bytes: 100, max_stream_in_flight: 5}
 max_connection_age_ms: 1000
@@ -52,7 +56,42 @@ log_level: debug
   EXPECT_EQ(c->drain_grace_ms, 200);
   EXPECT_EQ(c->drain_timeout_ms, 500);
   EXPECT_EQ(c->log_level, "debug");
+  EXPECT_EQ(c->task_given, TaskGivenPolicy::kRouter);
+  EXPECT_EQ(c->mode, ServingMode::kExperts);
+  EXPECT_EQ(c->experts, (std::map<std::string, std::string>{{"lang", "/m/lang.pt"},
+                                                            {"spam", "/m/spam.pt"}}));
   EXPECT_TRUE(ValidateServerConfig(*c).ok());
+}
+
+TEST(ServerConfigTest, ServingModeAndTaskGivenPolicy) {
+  auto defaults = ParseServerConfig("artifact_uri: file:///x");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->mode, ServingMode::kTwin);
+  EXPECT_EQ(defaults->task_given, TaskGivenPolicy::kTask);
+  auto static_mode = ParseServerConfig("serving: {mode: static}\nrouting: {task_given: task}");
+  ASSERT_TRUE(static_mode.ok()) << static_mode.status();
+  EXPECT_EQ(static_mode->mode, ServingMode::kStatic);
+  EXPECT_STREQ(ServingModeName(static_mode->mode), "static");
+  const std::pair<const char*, const char*> cases[] = {
+      {"serving: {mode: fast}", "serving.mode: 'fast' is not twin, static or experts"},
+      {"routing: {task_given: always}", "routing.task_given: 'always' is not task or router"},
+      {"serving: {experts: [a.pt]}", "serving.experts: must be a map of task: path"},
+      {"serving: {experts: {a: [x]}}", "serving.experts: must be a map of task: path"},
+      {"serving: {modes: twin}", "serving.modes"},
+  };
+  for (const auto& [yaml, needle] : cases) {
+    auto c = ParseServerConfig(yaml);
+    ASSERT_FALSE(c.ok()) << yaml;
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(needle)) << yaml;
+  }
+  ServerConfig c;
+  c.artifact_uri = "file:///x";
+  c.mode = ServingMode::kExperts;
+  EXPECT_THAT(std::string(ValidateServerConfig(c).message()),
+              HasSubstr("serving.experts: must name each task's model"));
+  c.mode = ServingMode::kTwin;
+  c.experts["a"] = "a.pt";
+  EXPECT_THAT(std::string(ValidateServerConfig(c).message()), HasSubstr("only in experts mode"));
 }
 
 TEST(ServerConfigTest, EmptyDocumentGivesDefaultsThatNeedAnArtifactUri) {

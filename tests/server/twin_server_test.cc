@@ -217,7 +217,9 @@ TEST(EngineRouterFeaturesTest, RouteFeaturesTrainAndServeTheRouter) {
 }
 
 TEST_F(TwinServerTest, ExactRoutingReproducesTheCoreLibraryAndCaches) {
-  StartServer(TestConfig(dir_.Join("cache")));
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.task_given = TaskGivenPolicy::kRouter;  // the named task's head, the router's weights
+  StartServer(config);
   const auto& zoo = Artifacts::Get().zoo();
   for (int task = 0; task < 3; ++task) {
     const auto& data = zoo.test_data[task];
