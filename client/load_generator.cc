@@ -59,7 +59,22 @@ struct RunContext {
     *id = absl::StrCat(next_id.fetch_add(1));
     request.set_request_id(*id);
     if (options->send_task) request.set_task(item.task);
+    if (options->temperature_max > 0) {
+      request.mutable_routing()->set_temperature(static_cast<float>(Temperature(*id)));
+    }
     return request;
+  }
+  // Log-uniform in [temperature_min, temperature_max], a pure function of the seed and the id
+  // (so workers need no shared generator).
+  double Temperature(const std::string& id) const {
+    uint64_t x = options->seed * 0x9E3779B97F4A7C15ull + std::hash<std::string>()(id);
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    const double u = static_cast<double>(x >> 11) / static_cast<double>(1ull << 53);
+    const double lo = std::log(options->temperature_min);
+    const double hi = std::log(options->temperature_max);
+    return std::exp(lo + u * (hi - lo));
   }
 };
 
@@ -70,6 +85,12 @@ absl::Status Validate(const Workload& workload, const TaskMix& mix, const LoadOp
   }
   if (o.duration < absl::ZeroDuration() || o.max_requests < 0) {
     return absl::InvalidArgumentError("duration and max_requests must be >= 0");
+  }
+  if (o.temperature_max != 0 || o.temperature_min != 0) {
+    if (!(o.temperature_min > 0 && o.temperature_max >= o.temperature_min &&
+          std::isfinite(o.temperature_max))) {
+      return absl::InvalidArgumentError("temperatures need 0 < min <= max");
+    }
   }
   if (o.duration == absl::ZeroDuration() && o.max_requests == 0) {
     return absl::InvalidArgumentError("a load run needs a duration or a request count");

@@ -54,7 +54,11 @@ struct LoadOptions {
   bool send_task = false;
   // Deadline of each call (for streams: how long to wait for a reply before giving up).
   absl::Duration timeout = absl::Seconds(5);
-  // Seeds the task mix, the example choice and the arrival times.
+  // Per-request router temperatures drawn log-uniformly from [temperature_min,
+  // temperature_max] (0, 0: the server's default): many distinct router-weight mixtures.
+  double temperature_min = 0;
+  double temperature_max = 0;
+  // Seeds the task mix, the example choice, the arrival times and the temperatures.
   uint64_t seed = 1;
 };
 

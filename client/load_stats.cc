@@ -74,6 +74,59 @@ std::string LoadResult::Summary() const {
   return out;
 }
 
+namespace {
+
+std::string JsonString(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+
+}  // namespace
+
+std::string LoadResult::Json() const {
+  std::string out = absl::StrFormat(
+      "{\"elapsed_s\": %.6f, \"sent\": %d, \"ok\": %d, \"failed\": %d, \"dropped\": %d, "
+      "\"throughput_per_s\": %.3f, \"latency_ms\": {\"mean\": %.4f, \"p50\": %.4f, "
+      "\"p90\": %.4f, \"p99\": %.4f, \"max\": %.4f}, \"labelled\": %d, \"correct\": %d, "
+      "\"routed\": %d, \"routed_correct\": %d, \"cache_hits\": %d, "
+      "\"server_time_us\": {\"queue\": %.2f, \"route\": %.2f, \"fuse\": %.2f, "
+      "\"forward\": %.2f, \"total\": %.2f}",
+      absl::ToDoubleSeconds(elapsed), sent, ok, failed, dropped, throughput_per_s,
+      Ms(latency_mean), Ms(latency_p50), Ms(latency_p90), Ms(latency_p99), Ms(latency_max),
+      labelled, correct, routed, routed_correct, cache_hits, server_time.queue_us,
+      server_time.route_us, server_time.fuse_us, server_time.forward_us, server_time.total_us);
+  absl::StrAppend(&out, ", \"errors\": {");
+  bool first = true;
+  for (const auto& [code, count] : errors_by_code) {
+    absl::StrAppend(&out, first ? "" : ", ", JsonString(code), ": ", count);
+    first = false;
+  }
+  absl::StrAppend(&out, "}, \"per_task\": {");
+  first = true;
+  for (const auto& [task, t] : per_task) {
+    absl::StrAppend(&out, first ? "" : ", ", JsonString(task),
+                    absl::StrFormat(": {\"sent\": %d, \"ok\": %d, \"labelled\": %d, "
+                                    "\"correct\": %d, \"routed\": %d, \"routed_correct\": %d}",
+                                    t.sent, t.ok, t.labelled, t.correct, t.routed,
+                                    t.routed_correct));
+    first = false;
+  }
+  absl::StrAppend(&out, "}}\n");
+  return out;
+}
+
 absl::Duration Percentile(std::vector<absl::Duration> sample, double p) {
   if (sample.empty()) return absl::ZeroDuration();
   const size_t rank = static_cast<size_t>(std::ceil(p * sample.size()));

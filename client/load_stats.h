@@ -69,6 +69,8 @@ struct LoadResult {
   double cache_hit_ratio() const;
   // A human-readable multi-line report.
   std::string Summary() const;
+  // The same figures as one JSON object (latencies in milliseconds), for scripts.
+  std::string Json() const;
 };
 
 // The p-quantile (0 < p <= 1) by the nearest-rank rule; zero for an empty sample.

@@ -11,6 +11,7 @@
 // Common flags: --target host:port (default localhost:50051), --timeout_ms, --lb round_robin.
 // Exit codes: 0 ok, 1 RPC failure (or not SERVING), 2 usage error.
 #include <cstdint>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -21,6 +22,8 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "client/cli_format.h"
@@ -57,6 +60,10 @@ ABSL_FLAG(bool, streams, false, "bench: closed loop over InferStreams instead of
 ABSL_FLAG(int32_t, stream_window, 1, "bench: requests in flight per stream");
 ABSL_FLAG(int32_t, max_outstanding, 256, "bench: open loop calls in flight at most");
 ABSL_FLAG(uint64_t, seed, 1, "bench: seed of the task mix, examples and arrivals");
+ABSL_FLAG(std::string, temperatures, "",
+          "bench: LO,HI: per-request router temperatures, log-uniform in [LO, HI] "
+          "(distinct router-weight mixtures); default the server's");
+ABSL_FLAG(std::string, out_json, "", "bench: also write the figures as JSON to this file");
 
 namespace twin::client {
 namespace {
@@ -76,7 +83,8 @@ constexpr char kUsage[] =
     "                    [--temperature X] [--request_id ID]\n"
     "  twin-client bench --data DIR [--concurrency N | --rate R] [--duration_s S | --requests N]\n"
     "                    [--send_task] [--mix task0=3,task1=1] [--streams] [--stream_window W]\n"
-    "                    [--max_outstanding M] [--seed S]\n"
+    "                    [--max_outstanding M] [--seed S] [--temperatures LO,HI]\n"
+    "                    [--out_json FILE]\n"
     "Common flags: --target host:port (default localhost:50051), --timeout_ms, --lb round_robin\n"
     "Exit codes: 0 ok, 1 RPC failure (or not SERVING), 2 usage error.\n";
 
@@ -253,6 +261,13 @@ int RunBench(TwinClient& client) {
   options.send_task = absl::GetFlag(FLAGS_send_task);
   options.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms));
   options.seed = absl::GetFlag(FLAGS_seed);
+  if (const std::string t = absl::GetFlag(FLAGS_temperatures); !t.empty()) {
+    const std::vector<std::string> parts = absl::StrSplit(t, ',');
+    if (parts.size() != 2 || !absl::SimpleAtod(parts[0], &options.temperature_min) ||
+        !absl::SimpleAtod(parts[1], &options.temperature_max)) {
+      return UsageError(absl::StrCat("--temperatures: expected LO,HI, got '", t, "'"));
+    }
+  }
 
   absl::StatusOr<Workload> workload = LoadWorkload(data);
   if (!workload.ok()) return UsageError(absl::StrCat("--data: ", workload.status().message()));
@@ -262,6 +277,14 @@ int RunBench(TwinClient& client) {
   absl::StatusOr<LoadResult> result = RunLoad(&client, *workload, *mix, options);
   if (!result.ok()) return UsageError(std::string(result.status().message()));
   std::cout << result->Summary();
+  if (const std::string path = absl::GetFlag(FLAGS_out_json); !path.empty()) {
+    std::ofstream out(path, std::ios::trunc);
+    out << result->Json();
+    if (!out.good()) {
+      std::cerr << "error: cannot write " << path << "\n";
+      return kExitRpcFailure;
+    }
+  }
   if (result->ok == 0) {
     std::cerr << "error: no request succeeded\n";
     return kExitRpcFailure;

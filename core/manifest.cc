@@ -26,7 +26,9 @@
 //              "twin_blob": "twin/spam.safetensors", "head_tensors": ["head.weight"]}, ...],
 //   "router": {
 //     "blob": "router.safetensors",
-//     "features": "embed",                      // or "route_features"; optional, default embed
+//     "features": "embed",                      // or "route_features" or "ngram"; optional,
+//                                               // default embed
+//     "ngram": {"max_order": 3, "buckets": 2048},  // with features "ngram" only
 //     "spec": {"input_dim": 64, "hidden_dim": 128, "num_hidden_layers": 2, "num_tasks": 3,
 //              "dropout": 0.1, "leaky_relu_slope": 0.01, "layer_norm_eps": 1e-05},
 //     "validation_accuracy": 0.97, "train_examples": 3000, "validation_examples": 600,
@@ -287,10 +289,26 @@ absl::Status ReadRouter(const ObjectReader& top, Manifest* m) {
   RETURN_IF_ERROR(r.Get("blob", &router.blob));
   RETURN_IF_ERROR(ReadRouterSpec(r, m->tasks.size(), &router.spec));
   RETURN_IF_ERROR(r.GetOptional("features", &router.features));
-  if (router.features != "embed" && router.features != "route_features") {
-    return FieldError(
-        r.PathOf("features"),
-        absl::StrCat("must be \"embed\" or \"route_features\", got \"", router.features, "\""));
+  if (router.features != "embed" && router.features != "route_features" &&
+      router.features != "ngram") {
+    return FieldError(r.PathOf("features"),
+                      absl::StrCat("must be \"embed\", \"route_features\" or \"ngram\", got \"",
+                                   router.features, "\""));
+  }
+  if (router.features == "ngram") {
+    ASSIGN_OR_RETURN(ObjectReader g, r.Object("ngram"));
+    RETURN_IF_ERROR(g.Get("max_order", &router.ngram.max_order));
+    RETURN_IF_ERROR(g.Get("buckets", &router.ngram.buckets));
+    if (router.ngram.max_order < 1 || router.ngram.max_order > kMaxNgramOrder) {
+      return FieldError(g.PathOf("max_order"), absl::StrCat("must be in [1, ", kMaxNgramOrder, "]"));
+    }
+    if (router.ngram.buckets < 1 || router.ngram.buckets > kMaxNgramBuckets) {
+      return FieldError(g.PathOf("buckets"), absl::StrCat("must be in [1, ", kMaxNgramBuckets, "]"));
+    }
+    if (router.spec.input_dim != router.ngram.buckets) {
+      return FieldError(r.PathOf("spec.input_dim"),
+                        "must equal ngram.buckets (the router reads one feature per bucket)");
+    }
   }
   RETURN_IF_ERROR(r.Get("validation_accuracy", &router.validation_accuracy));
   if (!(router.validation_accuracy >= 0.0 && router.validation_accuracy <= 1.0)) {
@@ -399,6 +417,10 @@ std::string Manifest::ToJson() const {
                  {"validation_examples", router.validation_examples},
                  {"epochs_run", router.epochs_run},
                  {"confusion", router.confusion}};
+  if (router.features == "ngram") {
+    j["router"]["ngram"] = {{"max_order", router.ngram.max_order},
+                            {"buckets", router.ngram.buckets}};
+  }
   j["report"] = report_blob;
   json blob_map = json::object();
   for (const auto& [name, blob] : blobs) {

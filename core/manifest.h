@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/ngram_spec.h"
 
 namespace twin {
 
@@ -79,8 +80,10 @@ struct RouterSpec {
 
 struct RouterEntry {
   std::string blob = "router.safetensors";
-  // The model method whose output the router reads: "embed" or "route_features".
+  // The router's input: the model method "embed" or "route_features", or "ngram" (hashed token
+  // n-gram counts from the ids, core/ngram_features.h; no model forward).
   std::string features = "embed";
+  NgramSpec ngram;  // read when features is "ngram"
   RouterSpec spec;
   double validation_accuracy = 0.0;
   int64_t train_examples = 0;

@@ -84,7 +84,26 @@ absl::Status ParseRouter(const YAML::Node& node, MergeJobConfig* c) {
   RETURN_IF_ERROR(Fields().CheckKeys(node, "router",
                                      {"hidden_dim", "layers", "dropout", "max_epochs", "batch_size",
                                       "learning_rate", "weight_decay", "validation_fraction",
-                                      "patience", "max_examples_per_task", "balance_tasks"}));
+                                      "patience", "max_examples_per_task", "balance_tasks",
+                                      "features", "ngram"}));
+  RETURN_IF_ERROR(Fields().Read(node, "features", "router", &c->router_features));
+  if (c->router_features != "model" && c->router_features != "ngram") {
+    return Fields().Bad("router.features",
+                        absl::StrCat("'", c->router_features, "' is not model or ngram"));
+  }
+  if (const YAML::Node g = node["ngram"]) {
+    RETURN_IF_ERROR(Fields().CheckKeys(g, "router.ngram", {"max_order", "buckets"}));
+    RETURN_IF_ERROR(Fields().Read(g, "max_order", "router.ngram", &c->router_ngram.max_order));
+    RETURN_IF_ERROR(Fields().Read(g, "buckets", "router.ngram", &c->router_ngram.buckets));
+  }
+  if (c->router_ngram.max_order < 1 || c->router_ngram.max_order > kMaxNgramOrder) {
+    return Fields().Bad("router.ngram.max_order",
+                        absl::StrCat("must be in [1, ", kMaxNgramOrder, "]"));
+  }
+  if (c->router_ngram.buckets < 1 || c->router_ngram.buckets > kMaxNgramBuckets) {
+    return Fields().Bad("router.ngram.buckets",
+                        absl::StrCat("must be in [1, ", kMaxNgramBuckets, "]"));
+  }
   RouterTrainOptions& r = c->router;
   RETURN_IF_ERROR(Fields().Read(node, "hidden_dim", "router", &r.hidden_dim));
   RETURN_IF_ERROR(Fields().Read(node, "layers", "router", &r.num_hidden_layers));

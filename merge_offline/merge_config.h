@@ -17,7 +17,12 @@
 //   twin: {rank_policy: ratio, ratio: 0.1, rank: 8, energy: 0.9, budget_bytes: 0, dtype: f32}
 //   router: {hidden_dim: 0, layers: 2, dropout: 0.1, max_epochs: 100, batch_size: 64,
 //            learning_rate: 0.001, weight_decay: 0.01, validation_fraction: 0.2, patience: 10,
-//            max_examples_per_task: 2000}
+//            max_examples_per_task: 2000,
+//            features: model,           # model: the architecture's route_features() (or
+//                                       # embed()); ngram: hashed token n-gram counts from the
+//                                       # ids (no model forward when serving; hidden_dim 0
+//                                       # then means 256)
+//            ngram: {max_order: 3, buckets: 2048}}
 //   output: file:///var/lib/twin/artifacts
 //   version: ""                      # default: UTC timestamp, e.g. 20261129T101500Z
 //   seed: 42
@@ -37,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "core/manifest.h"
 #include "core/merge_methods.h"
+#include "core/ngram_spec.h"
 #include "core/router.h"
 #include "core/svd_compress.h"
 
@@ -66,6 +72,9 @@ struct MergeJobConfig {
   std::string twin_dtype = "F32";  // F32 | F16
   RouterTrainOptions router;
   int64_t router_max_examples_per_task = 2000;
+  // "model" (the architecture's route_features(), else embed()) or "ngram".
+  std::string router_features = "model";
+  NgramSpec router_ngram;
   std::string output;   // object store URI; required
   std::string version;  // empty = timestamp
   uint64_t seed = 42;

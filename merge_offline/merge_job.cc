@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "core/artifact_set.h"
 #include "core/merge_methods.h"
+#include "core/ngram_features.h"
 #include "core/object_store.h"
 #include "core/router.h"
 #include "core/safetensors.h"
@@ -44,6 +45,8 @@ using merge_internal::ModelLayout;
 using merge_internal::TokenExamples;
 
 constexpr int64_t kProbeSequenceLength = 4;
+// Router hidden width for n-gram features when router.hidden_dim is 0 (2 x buckets otherwise).
+constexpr int64_t kNgramRouterHiddenDim = 256;
 constexpr int64_t kEmbedBatchSize = 256;
 // Power iterations of the randomized SVD. Fine-tuning deltas have a slowly decaying tail, on
 // which 2 iterations leave the mean relative error ~1.5% above the exact truncated SVD's at
@@ -390,14 +393,17 @@ absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_
     ASSIGN_OR_RETURN(at::Tensor t, shared->Get(name));
     RETURN_IF_ERROR(job.architecture->SetParameter(name, t));
   }
+  const bool ngram = job.config.router_features == "ngram";
   std::vector<at::Tensor> features, ids;
   for (size_t t = 0; t < job.router_examples.size(); ++t) {
     const TokenExamples& ex = job.router_examples[t];
     const int64_t n = ex.input_ids.size(0);
     for (int64_t b = 0; b < n; b += kEmbedBatchSize) {
       const int64_t e = std::min(n, b + kEmbedBatchSize);
-      auto f = job.architecture->RouterFeatures(ex.input_ids.slice(0, b, e),
-                                                ex.attention_mask.slice(0, b, e));
+      auto f = ngram ? NgramFeatures(ex.input_ids.slice(0, b, e),
+                                     ex.attention_mask.slice(0, b, e), job.config.router_ngram)
+                     : job.architecture->RouterFeatures(ex.input_ids.slice(0, b, e),
+                                                        ex.attention_mask.slice(0, b, e));
       if (!f.ok()) {
         return Annotate(f.status(),
                         absl::StrCat("router data ", job.config.experts[t].router_data));
@@ -411,11 +417,14 @@ absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_
   job.free_memory.Release();
   RouterTrainOptions options = job.config.router;
   options.seed = job.config.seed;
+  // 2 x 2048 n-gram buckets would make a router larger than many models.
+  if (ngram && options.hidden_dim == 0) options.hidden_dim = kNgramRouterHiddenDim;
   ASSIGN_OR_RETURN(RouterTrainResult result,
                    TrainRouter(at::cat(features), at::cat(ids),
                                static_cast<int64_t>(job.experts.size()), options));
   job.manifest.router = result.entry;
-  job.manifest.router.features = job.architecture->router_features_method();
+  job.manifest.router.features = ngram ? "ngram" : job.architecture->router_features_method();
+  if (ngram) job.manifest.router.ngram = job.config.router_ngram;
   job.progress.Info(
       absl::StrFormat("router: %s features (%d), held-out accuracy %.4f after %d epochs",
                       job.manifest.router.features, result.entry.spec.input_dim,

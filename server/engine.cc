@@ -5,6 +5,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "core/ngram_features.h"
 #include "core/router.h"
 #include "core/script_model.h"
 #include "core/status_macros.h"
@@ -44,7 +45,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   engine->architecture_path_ = set.PathOf(set.manifest.architecture_blob);
   ASSIGN_OR_RETURN(engine->template_, ScriptModel::Load(engine->architecture_path_, device));
   ASSIGN_OR_RETURN(engine->shared_model_, ScriptModel::Load(engine->architecture_path_, device));
-  if (engine->shared_model_->router_features_method() != set.manifest.router.features) {
+  engine->ngram_router_ = set.manifest.router.features == "ngram";
+  if (!engine->ngram_router_ &&
+      engine->shared_model_->router_features_method() != set.manifest.router.features) {
     return absl::InvalidArgumentError(absl::StrCat(
         "version ", set.manifest.version, ": the router was trained on ",
         set.manifest.router.features, "() features but the architecture's router input is ",
@@ -74,12 +77,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("router probe: ", e.what()));
   }
-  ASSIGN_OR_RETURN(at::Tensor probe, engine->shared_model_->RouterFeatures(probe_ids, probe_mask));
+  ASSIGN_OR_RETURN(at::Tensor probe, engine->Features(probe_ids, probe_mask));
   if (probe.dim() != 2 || probe.size(1) != set.manifest.router.spec.input_dim) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "version ", set.manifest.version, ": the architecture's ",
-        engine->shared_model_->router_features_method(), "() gives ", c10::str(probe.sizes()),
-        " features but the router reads ", set.manifest.router.spec.input_dim));
+        "version ", set.manifest.version, ": the router input ",
+        engine->ngram_router_ ? std::string("ngram")
+                              : engine->shared_model_->router_features_method() + "()",
+        " gives ", c10::str(probe.sizes()), " features but the router reads ",
+        set.manifest.router.spec.input_dim));
   }
   return engine;
 }
@@ -94,8 +99,7 @@ absl::StatusOr<at::Tensor> Engine::RouterWeights(const at::Tensor& input_ids,
   // exception would end the process.
   try {
     c10::Device device(device_name_);
-    ASSIGN_OR_RETURN(at::Tensor features, shared_model_->RouterFeatures(
-                                              input_ids.to(device), attention_mask.to(device)));
+    ASSIGN_OR_RETURN(at::Tensor features, Features(input_ids, attention_mask));
     ASSIGN_OR_RETURN(at::Tensor logits, router_->Logits(features));
     c10::InferenceMode guard;
     at::Tensor temps = at::tensor(temperatures, at::kDouble).to(at::kFloat).to(logits.device());
@@ -103,6 +107,18 @@ absl::StatusOr<at::Tensor> Engine::RouterWeights(const at::Tensor& input_ids,
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("routing failed: ", FirstLine(e.what())));
   }
+}
+
+absl::StatusOr<at::Tensor> Engine::Features(const at::Tensor& input_ids,
+                                            const at::Tensor& attention_mask) const {
+  c10::Device device(device_name_);
+  if (ngram_router_) {
+    // From the ids on the CPU: no forward of the model.
+    ASSIGN_OR_RETURN(at::Tensor features,
+                     NgramFeatures(input_ids, attention_mask, manifest_.router.ngram));
+    return features.to(device);
+  }
+  return shared_model_->RouterFeatures(input_ids.to(device), attention_mask.to(device));
 }
 
 absl::StatusOr<std::shared_ptr<FusedModel>> Engine::Fuse(const std::vector<double>& weights) const {

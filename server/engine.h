@@ -1,7 +1,7 @@
 // The inference engine: one loaded artifact set on one device.
 //
 // It keeps the shared expert theta* resident (as a TorchScript model used for routing
-// features), the twin factors (for fusion), the router, the tokenizer and every task's head.
+// features unless the router reads n-gram counts), the twin factors (for fusion), the router, the tokenizer and every task's head.
 // Route() computes router weights for a batch from the shared model's embed(); Fuse() builds a
 // model whose parameters are theta(w); Forward() runs a batch through a fused model with each
 // request's task head.
@@ -94,6 +94,9 @@ class Engine {
 
  private:
   Engine() = default;
+  // The router's input for a batch: n-gram counts from the ids, or the shared model's method.
+  absl::StatusOr<at::Tensor> Features(const at::Tensor& input_ids,
+                                      const at::Tensor& attention_mask) const;
   absl::StatusOr<std::shared_ptr<FusedModel>> FuseUnchecked(
       const std::vector<double>& weights) const;
   Manifest manifest_;
@@ -105,6 +108,7 @@ class Engine {
   std::unique_ptr<ScriptModel> template_;      // weights stripped; cloned for each fusion
   std::string architecture_path_;
   int64_t vocab_size_ = 0;
+  bool ngram_router_ = false;  // manifest router.features == "ngram"
 };
 
 }  // namespace twin

@@ -122,6 +122,8 @@ absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
   ASSIGN_OR_RETURN(auto published, TwinWeights::Load(set, c10::kCPU));
   for (const auto& [name, t] : published->shared()) in.shared.emplace_back(name, t.to(at::kFloat));
   ASSIGN_OR_RETURN(in.router, Router::Load(set));
+  in.ngram_router = set.manifest.router.features == "ngram";
+  in.router_ngram = set.manifest.router.ngram;
   ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(m.tokenizer));
 
   NamedTensors base_head;

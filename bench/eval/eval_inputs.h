@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/ngram_spec.h"
 #include "core/router.h"
 #include "core/twin_weights.h"
 
@@ -58,6 +59,8 @@ struct EvalInputs {
   std::vector<NamedTensors> heads;    // per task: the expert's head tensors
   NamedTensors shared;                // theta* as published
   std::unique_ptr<Router> router;     // as published
+  bool ngram_router = false;          // the router reads n-gram counts (router.features ngram)
+  NgramSpec router_ngram;
   std::string architecture_path;      // TorchScript module that runs every parameter set
   std::string version;                // artifact set version ("" when built in memory)
   std::string shared_method;          // how theta* was merged, e.g. "task_arithmetic"

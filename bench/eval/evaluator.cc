@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/ngram_features.h"
 #include "core/script_model.h"
 #include "core/status_macros.h"
 
@@ -140,10 +141,11 @@ absl::StatusOr<std::vector<at::Tensor>> Evaluator::RouterWeights(double temperat
     for (int64_t start = 0; start < n; start += batch_size_) {
       const int64_t end = std::min(n, start + batch_size_);
       const int64_t len = std::max<int64_t>(1, r.extent[end - 1].item<int64_t>());
-      ASSIGN_OR_RETURN(
-          at::Tensor features,
-          model_->RouterFeatures(r.input_ids.slice(0, start, end).slice(1, 0, len),
-                                 r.attention_mask.slice(0, start, end).slice(1, 0, len)));
+      const at::Tensor ids = r.input_ids.slice(0, start, end).slice(1, 0, len);
+      const at::Tensor mask = r.attention_mask.slice(0, start, end).slice(1, 0, len);
+      ASSIGN_OR_RETURN(at::Tensor features,
+                       inputs_->ngram_router ? NgramFeatures(ids, mask, inputs_->router_ngram)
+                                             : model_->RouterFeatures(ids, mask));
       ASSIGN_OR_RETURN(at::Tensor w, inputs_->router->Weights(features, temperature));
       parts.push_back(w);
     }

@@ -180,6 +180,36 @@ TEST(ManifestTest, RouterFeaturesDefaultToEmbedWhenAbsent) {
   EXPECT_EQ(parsed->router.features, "embed");
 }
 
+// router.features "ngram" carries its parameters, which must match the router's input width.
+TEST(ManifestTest, NgramRouterRoundTripsAndIsChecked) {
+  Manifest m = FullManifest();
+  m.router.features = "ngram";
+  m.router.ngram = {2, m.router.spec.input_dim};
+  auto parsed = Manifest::FromJson(m.ToJson());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->router.features, "ngram");
+  EXPECT_EQ(parsed->router.ngram.max_order, 2);
+  EXPECT_EQ(parsed->router.ngram.buckets, m.router.spec.input_dim);
+  // Other router inputs write no ngram object.
+  EXPECT_FALSE(json::parse(FullManifest().ToJson())["router"].contains("ngram"));
+  const std::pair<const char*, std::function<void(json&)>> cases[] = {
+      {"router.ngram: is missing", [](json& j) { j["router"].erase("ngram"); }},
+      {"router.ngram.max_order: must be in [1, 8]",
+       [](json& j) { j["router"]["ngram"]["max_order"] = 0; }},
+      {"router.ngram.buckets: must be in [1, 1048576]",
+       [](json& j) { j["router"]["ngram"]["buckets"] = int64_t{1} << 21; }},
+      {"router.spec.input_dim: must equal ngram.buckets",
+       [](json& j) { j["router"]["ngram"]["buckets"] = 3; }},
+  };
+  for (const auto& [needle, mutate] : cases) {
+    json j = json::parse(m.ToJson());
+    mutate(j);
+    auto bad = Manifest::FromJson(j.dump());
+    ASSERT_FALSE(bad.ok()) << needle;
+    EXPECT_THAT(std::string(bad.status().message()), HasSubstr(needle));
+  }
+}
+
 TEST(ManifestTest, RejectsTextThatIsNotAJsonObject) {
   auto garbage = Manifest::FromJson("{\"schema_version\": 1,");
   EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);

@@ -21,7 +21,8 @@ models:
     router_data: data/b.safetensors
 parameters: {lambda: 0.7, density: 0.3}
 twin: {rank_policy: energy, energy: 0.95, dtype: f16}
-router: {layers: 3, max_epochs: 7, patience: 2, balance_tasks: true}
+router: {layers: 3, max_epochs: 7, patience: 2, balance_tasks: true, features: ngram,
+         ngram: {max_order: 2, buckets: 1024}}
 tokenizer: {max_length: 64}
 output: store
 version: v1
@@ -50,6 +51,9 @@ TEST(MergeConfigTest, ParsesEveryField) {
   EXPECT_EQ(c->router.num_hidden_layers, 3);
   EXPECT_EQ(c->router.max_epochs, 7);
   EXPECT_TRUE(c->router.balance_tasks);
+  EXPECT_EQ(c->router_features, "ngram");
+  EXPECT_EQ(c->router_ngram.max_order, 2);
+  EXPECT_EQ(c->router_ngram.buckets, 1024);
   EXPECT_EQ(c->tokenizer.max_length, 64);
   EXPECT_EQ(c->output, "/cfg/store");
   EXPECT_EQ(c->version, "v1");
@@ -121,6 +125,14 @@ INSTANTIATE_TEST_SUITE_P(
                 "twin"},
         BadCase{"UnknownPolicy", TWO_MODELS "base_model: b.pt\ntwin: {rank_policy: magic}\n", "rank_policy"},
         BadCase{"BadDtype", TWO_MODELS "base_model: b.pt\ntwin: {dtype: int8}\n", "twin.dtype"},
+        BadCase{"BadRouterFeatures", TWO_MODELS "base_model: b.pt\nrouter: {features: pooled}\n",
+                "router.features: 'pooled' is not model or ngram"},
+        BadCase{"BadNgramOrder", TWO_MODELS "base_model: b.pt\nrouter: {ngram: {max_order: 9}}\n",
+                "router.ngram.max_order"},
+        BadCase{"BadNgramBuckets", TWO_MODELS "base_model: b.pt\nrouter: {ngram: {buckets: 0}}\n",
+                "router.ngram.buckets"},
+        BadCase{"UnknownNgramKey", TWO_MODELS "base_model: b.pt\nrouter: {ngram: {size: 3}}\n",
+                "router.ngram.size"},
         BadCase{"BadDropout", TWO_MODELS "base_model: b.pt\nrouter: {dropout: 1.5}\n", "router.dropout"},
         BadCase{"ZeroDensity", TWO_MODELS "base_model: b.pt\nparameters: {density: 0}\n", "parameters"},
         BadCase{"BadHeadPattern", TWO_MODELS "base_model: b.pt\nhead_pattern: '(['\n", "head_pattern"},

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/artifact_set.h"
 #include "core/file_store.h"
+#include "core/ngram_features.h"
 #include "core/router.h"
 #include "core/script_model.h"
 #include "core/twin_weights.h"
@@ -214,6 +215,69 @@ TEST(EngineRouterFeaturesTest, RouteFeaturesTrainAndServeTheRouter) {
   auto missing = Engine::Load(*served, EngineOptions{"cpu"});
   ASSERT_FALSE(missing.ok());
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("route_features"));
+}
+
+// router.features: ngram: the merge job trains the router on hashed token n-gram counts, the
+// manifest records their parameters and the engine routes from the ids alone.
+TEST(EngineRouterFeaturesTest, NgramFeaturesTrainAndServeTheRouter) {
+  TempDir dir;
+  const auto& zoo = Artifacts::Get().zoo();
+  std::string yaml = absl::StrCat("base_model: ", zoo.base_path, "\nmodels:\n");
+  for (size_t t = 0; t < zoo.task_names.size(); ++t) {
+    absl::StrAppend(&yaml, "  - model: ", zoo.expert_paths[t], "\n    name: ", zoo.task_names[t],
+                    "\n    router_data: ", zoo.router_data[t], "\n");
+  }
+  absl::StrAppend(&yaml, "output: ", dir.Join("store"),
+                  "\nrouter: {max_epochs: 40, features: ngram, ngram: {max_order: 2, buckets: "
+                  "512}}\ntwin: {rank_policy: ratio, ratio: 0.5}\n");
+  auto config = ParseMergeConfig(yaml, dir.path());
+  ASSERT_TRUE(config.ok()) << config.status();
+  MergeJobOptions job_options;
+  job_options.quiet = true;
+  auto result = RunMergeJob(*config, job_options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->manifest.router.features, "ngram");
+  EXPECT_EQ(result->manifest.router.ngram.max_order, 2);
+  EXPECT_EQ(result->manifest.router.spec.input_dim, 512);
+  EXPECT_EQ(result->manifest.router.spec.hidden_dim, 256);  // the n-gram default width
+  // The tiny tasks differ in their token statistics: the router learns them from n-grams.
+  EXPECT_GT(result->manifest.router.validation_accuracy, 1.0 / zoo.task_names.size() + 0.2);
+
+  auto store = FileObjectStore::Create(dir.Join("store"));
+  auto set = FetchArtifactSet(store->get(), result->version, dir.Join("cache"));
+  ASSERT_TRUE(set.ok()) << set.status();
+  auto engine = Engine::Load(*set, EngineOptions{"cpu"});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const auto& data = zoo.test_data[2];
+  const at::Tensor ids = data.input_ids.slice(0, 0, 4);
+  const at::Tensor mask = data.attention_mask.slice(0, 0, 4);
+  auto weights = (*engine)->RouterWeights(ids, mask, {1.0, 1.0, 1.0, 1.0});
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto features = NgramFeatures(ids, mask, set->manifest.router.ngram);
+  ASSERT_TRUE(features.ok());
+  auto router = Router::Load(*set);
+  ASSERT_TRUE(router.ok());
+  auto expected = (*router)->Weights(*features, 1.0);
+  ASSERT_TRUE(expected.ok());
+  const int64_t tasks = set->manifest.router.spec.num_tasks;
+  EXPECT_LE((*weights - *expected).abs().max().item<double>(),
+            2 * twin::testing::Float32Gamma(2 * tasks + 2));
+
+  // Served end to end: a routed request's weights come from the n-gram router.
+  ServerConfig server_config = twin::testing::LoopbackServerConfig(dir.Join("server-cache"));
+  server_config.artifact_uri = dir.Join("store");
+  auto server = twin::testing::StartServer(server_config, /*load=*/true);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = twinmerge::v1::TwinMerge::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  InferRequest request = TokensRequest(ids[0], mask[0], "");
+  InferResponse reply;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub->Infer(&context, request, &reply).ok());
+  const int top = static_cast<int>((*expected)[0].argmax().item<int64_t>());
+  EXPECT_EQ(reply.task(), zoo.task_names[top]);
+  EXPECT_GT(reply.router_weights_size(), 0);
+  (*server)->Shutdown();
 }
 
 TEST_F(TwinServerTest, ExactRoutingReproducesTheCoreLibraryAndCaches) {

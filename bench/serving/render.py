@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Renders serving_bench.py's JSON (and twin-fusion-bench's) as bench/results/serving.md.
+
+  render.py --bench serving.json [--fusion fusion.json] --out serving.md [--title T]
+
+Every figure of a run is also given as a ratio to the static configuration's in the same
+traffic, task mode and load. The normalized score of a run is 100 x its accuracy on each task
+divided by the experts configuration's accuracy on that task (task given, over the whole run),
+averaged over tasks. Standard library only.
+"""
+
+import argparse
+import json
+from collections import defaultdict
+
+LOAD_ORDER = {"c1": 0, "c8": 1, "c32": 2, "open50": 3, "open90": 4}
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def fmt_ratio(x):
+    return "-" if x != x else f"{x:.2f}x"
+
+
+def expert_accuracy(runs, tasks):
+    correct = defaultdict(int)
+    labelled = defaultdict(int)
+    for r in runs:
+        if r["config"] == "experts" and r["task"] == "given":
+            for t, s in r["result"]["per_task"].items():
+                correct[t] += s["correct"]
+                labelled[t] += s["labelled"]
+    return {t: correct[t] / labelled[t] for t in tasks if labelled[t]}
+
+
+def normalized(result, expert):
+    scores = []
+    for t, s in result["per_task"].items():
+        if s["labelled"] and expert.get(t):
+            scores.append(100.0 * s["correct"] / s["labelled"] / expert[t])
+    return sum(scores) / len(scores) if scores else float("nan")
+
+
+def accuracy(result):
+    return result["correct"] / result["labelled"] if result["labelled"] else float("nan")
+
+
+def routing_accuracy(result):
+    return result["routed_correct"] / result["routed"] if result["routed"] else float("nan")
+
+
+def mb(x):
+    return f"{x / 1e6:.2f}"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--bench", required=True)
+    p.add_argument("--fusion")
+    p.add_argument("--out", required=True)
+    p.add_argument("--title", default="Serving benchmark")
+    args = p.parse_args()
+    with open(args.bench) as f:
+        b = json.load(f)
+    runs = b["runs"]
+    expert = expert_accuracy(runs, b["tasks"])
+    static = {(r["traffic"], r["task"], r["load"]): r["result"] for r in runs
+              if r["config"] == "static"}
+    by_cell = {(r["config"], r["traffic"], r["task"], r["load"]): r["result"] for r in runs}
+
+    out = [f"# {args.title}", ""]
+    m = b["machine"]
+    out += [
+        f"Command: `{b['command']}`",
+        "",
+        f"Date {b['date']}; {m['cpus']} CPUs ({m['cpu']}), {m['platform']}; load average "
+        f"{', '.join(f'{x:.2f}' for x in m['load_before'])} before and "
+        f"{', '.join(f'{x:.2f}' for x in m['load_after'])} after; {b['duration_s']} s per run, "
+        f"{len(runs)} runs in {b['seconds'] / 60:.1f} minutes; every server with "
+        f"{b['threads']} intra-op thread(s), OPENBLAS_NUM_THREADS=1, the client on the same "
+        "machine. Configurations ran in turn within each cell, the order rotated from cell to "
+        "cell.",
+        "",
+        "Configurations: **static** = theta* alone (`serving.mode: static`: no router, no "
+        "fusion; the named task's head, else the first task's, so its task-unknown accuracy is "
+        "not meaningful); **experts** = every task's fine-tuned model resident "
+        "(`serving.mode: experts`; task unknown: the router's top task's expert); **twin** = "
+        "twin-server's defaults (`routing.task_given: task`); **twin-router** = "
+        "`routing.task_given: router` (the router weights named-task requests too).",
+        "",
+        "Traffic: identical (one task), skewed (Zipf s = 1.1 over tasks), uniform, distinct "
+        "(uniform, each request with its own router temperature, log-uniform in [0.25, 4]: "
+        "many router-weight mixtures). Load: closed loop at concurrency N (cN), open loop "
+        "(Poisson) at 50% and 90% of static's closed-loop throughput at the highest "
+        "concurrency of the same traffic and task mode (openNN).",
+        "",
+    ]
+    if expert:
+        out += ["Experts' accuracy (task given, whole run), the reference of the normalized "
+                "score: " + ", ".join(f"{t} {a:.4f}" for t, a in sorted(expert.items())), ""]
+
+    # Headline: the issue's targets.
+    top = max((LOAD_ORDER.get(r["load"], -1), r["load"]) for r in runs
+              if r["load"].startswith("c"))[1]
+    out += ["## Headline (closed loop at the highest concurrency, " + top + ")", "",
+            "| figure | value |", "|---|---|"]
+
+    def cell(config, traffic, task, load=top):
+        return by_cell.get((config, traffic, task, load))
+
+    for traffic, task in (("uniform", "unknown"), ("uniform", "given"), ("identical", "unknown"),
+                          ("identical", "given"), ("skewed", "unknown"), ("distinct", "unknown")):
+        t, s = cell("twin", traffic, task), static.get((traffic, task, top))
+        if t and s:
+            out.append(f"| twin / static, {traffic}, task {task}: replies/s, p99 | "
+                       f"{fmt_ratio(ratio(t['throughput_per_s'], s['throughput_per_s']))}, "
+                       f"{fmt_ratio(ratio(t['latency_ms']['p99'], s['latency_ms']['p99']))} |")
+    for task in ("given", "unknown"):
+        scores = [normalized(r["result"], expert) for r in runs
+                  if r["config"] == "twin" and r["task"] == task]
+        scores = [x for x in scores if x == x]
+        if scores:
+            out.append(f"| twin normalized score, task {task} (mean over its runs) | "
+                       f"{sum(scores) / len(scores):.1f} |")
+    c1 = [(by_cell.get(("twin", tr, "unknown", "c1")), static.get((tr, "unknown", "c1")))
+          for tr in ("uniform", "skewed", "identical", "distinct")]
+    c1 = [(t, s) for t, s in c1 if t and s]
+    if c1:
+        route = sum(t["server_time_us"]["route"] for t, _ in c1) / len(c1)
+        forward = sum(s["server_time_us"]["forward"] for _, s in c1) / len(c1)
+        out.append(f"| routing cost per request (twin route time / static forward time, c1, "
+                   f"task unknown) | {route:.0f} us / {forward:.0f} us = "
+                   f"{100 * ratio(route, forward):.0f}% |")
+    routed = [r["result"] for r in runs if r["config"] == "twin" and r["task"] == "unknown"]
+    n = sum(x["routed"] for x in routed)
+    if n:
+        out.append(f"| routing accuracy (twin, task unknown, all runs) | "
+                   f"{sum(x['routed_correct'] for x in routed) / n:.4f} |")
+    out.append("")
+
+    # Memory.
+    out += ["## Resident memory", "",
+            "Weights by part from `twin_weights_resident_bytes` and `twin_cache_bytes` at the "
+            "end of the run (MB); RSS from /proc (MB): idle after warm-up, and peak.", "",
+            "| config | theta* | twins | heads | router | experts | fused cache | idle RSS | "
+            "peak RSS | peak RSS / static |", "|---|---|---|---|---|---|---|---|---|---|"]
+    last = {}
+    for r in runs:
+        last[r["config"]] = r["result"]["server"]
+    for config in b["configs"]:
+        if config not in last:
+            continue
+        w = last[config]["weights_bytes"]
+        peak = last[config]["peak_rss_kb"]
+        out.append(
+            f"| {config} | {mb(w.get('shared', 0))} | {mb(w.get('twins', 0))} | "
+            f"{mb(w.get('heads', 0))} | {mb(w.get('router', 0))} | {mb(w.get('experts', 0))} | "
+            f"{mb(w.get('fused_cache', 0))} | {b['idle_rss_kb'].get(config, 0) / 1e3:.1f} | "
+            f"{peak / 1e3:.1f} | {fmt_ratio(ratio(peak, last['static']['peak_rss_kb']))} |")
+    out += ["", "The static and twin configurations load the same version (theta*, twins, "
+            "heads, router); static reads only theta* and the heads.", ""]
+
+    if args.fusion:
+        with open(args.fusion) as f:
+            fu = json.load(f)
+        out += ["## Fusion micro-benchmark", "",
+                f"`twin-fusion-bench` on version {fu['version']} (median of {fu['reps']}): the "
+                "time to fuse one cluster's weight set (`TwinWeights::Fuse`: the GEMMs and "
+                "adds; `Engine::Fuse`: plus cloning the module and setting its parameters, what "
+                "a cache miss costs) against a memcpy of the bytes the set adds beyond theta*.",
+                "", "| key | tasks kept | bytes | fuse ms | fuse + module ms | memcpy ms | "
+                "fuse / memcpy |", "|---|---|---|---|---|---|---|"]
+        for k in fu["keys"]:
+            out.append(f"| {k['key']} | {k['kept']} | {k['bytes']} | {k['fuse_s'] * 1e3:.3f} | "
+                       f"{k['engine_fuse_s'] * 1e3:.3f} | {k['memcpy_s'] * 1e3:.4f} | "
+                       f"{ratio(k['fuse_s'], k['memcpy_s']):.0f}x |")
+        out.append("")
+
+    # Every run.
+    out += ["## Every run", "",
+            "Latencies client side (ms); ratios to static in the same cell. acc: accuracy over "
+            "labelled replies; norm: normalized score; route: routing accuracy (task unknown); "
+            "batch: mean requests per forward batch (server); hit: fused-cache hit ratio; "
+            "split: the server's mean route / fuse / forward / queue time per request (us).",
+            "", "| traffic | task | load | config | replies/s | x static | p50 | p90 | p99 | "
+            "p99 x static | errors | acc | norm | route | batch | hit | split r/f/fw/q | "
+            "fusions |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ordered = sorted(runs, key=lambda r: (r["traffic"], r["task"], LOAD_ORDER.get(r["load"], 9),
+                                          b["configs"].index(r["config"])))
+    for r in ordered:
+        x = r["result"]
+        s = static.get((r["traffic"], r["task"], r["load"]))
+        lat = x["latency_ms"]
+        st = x["server_time_us"]
+        errors = x["failed"] + x["dropped"]
+        hit = x["cache_hits"] / x["ok"] if x["ok"] else 0.0
+        out.append(
+            f"| {r['traffic']} | {r['task']} | {r['load']} | {r['config']} | "
+            f"{x['throughput_per_s']:.1f} | "
+            f"{fmt_ratio(ratio(x['throughput_per_s'], s['throughput_per_s'])) if s else '-'} | "
+            f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | "
+            f"{fmt_ratio(ratio(lat['p99'], s['latency_ms']['p99'])) if s else '-'} | {errors} | "
+            f"{accuracy(x):.4f} | {normalized(x, expert):.1f} | "
+            f"{'-' if r['task'] == 'given' else f'{routing_accuracy(x):.4f}'} | "
+            f"{x['server']['mean_batch_size']:.2f} | {hit:.2f} | "
+            f"{st['route']:.0f}/{st['fuse']:.0f}/{st['forward']:.0f}/{st['queue']:.0f} | "
+            f"{int(x['server']['fusions'])} |")
+    out.append("")
+    with open(args.out, "w") as f:
+        f.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

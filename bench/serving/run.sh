@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The serving benchmark: static, experts and twin configurations side by side in one run.
+#   bench/serving/run.sh full    # the full zoo -> bench/results/serving.md and serving.json
+#   bench/serving/run.sh lite    # the lite zoo -> bench/results/serving-lite.md and .json
+#   bench/serving/run.sh smoke   # the tiny zoo, a few short runs, into a temporary directory:
+#                                # checks the tool end to end (CTest serving_bench_smoke)
+# Environment: BUILD_DIR (default build), ZOO_DIR (default bench/zoo/work/zoo-<size>, its
+# merge.yaml published to ZOO_DIR/store by twin-merge), DURATION_S (default 5), RESULTS_DIR
+# (default bench/results), EXTRA (more serving_bench.py flags, e.g. "--configs static,twin").
+# The zoos: docs/zoo.md. A full run takes about 25 minutes, lite about 15 (README).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD_DIR="$(cd "${BUILD_DIR:-$ROOT/build}" && pwd)"
+SIZE="${1:-full}"
+RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
+export OPENBLAS_NUM_THREADS=1
+for bin in twin-server twin-client twin-fusion-bench; do
+  [[ -x "$BUILD_DIR/bin/$bin" ]] || { echo "run.sh: build $bin first ($BUILD_DIR/bin)" >&2; exit 2; }
+done
+case "$SIZE" in
+  full|lite)
+    ZOO_DIR="${ZOO_DIR:-$ROOT/bench/zoo/work/zoo-$SIZE}"
+    [[ -d "$ZOO_DIR/store" ]] || {
+      echo "run.sh: no published store in $ZOO_DIR (build the zoo and run twin-merge: docs/zoo.md)" >&2
+      exit 2; }
+    SUFFIX=$([[ "$SIZE" == full ]] && echo "" || echo "-lite")
+    OUT_JSON="$RESULTS_DIR/serving$SUFFIX.json"
+    OUT_MD="$RESULTS_DIR/serving$SUFFIX.md"
+    FUSION_JSON="$RESULTS_DIR/serving$SUFFIX-fusion.json"
+    ARGS=(--duration_s "${DURATION_S:-5}")
+    WORK=""
+    ;;
+  smoke)
+    WORK="$(mktemp -d)"
+    trap 'rm -rf "$WORK"' EXIT
+    "$BUILD_DIR/bin/twin-zoo" --out "$WORK/zoo" --tasks 3 --store "file://$WORK/zoo/store" >/dev/null
+    "$BUILD_DIR/bin/twin-merge" --config "$WORK/zoo/merge.yaml" >/dev/null
+    ZOO_DIR="$WORK/zoo"
+    OUT_JSON="$WORK/serving.json"
+    OUT_MD="$WORK/serving.md"
+    FUSION_JSON="$WORK/fusion.json"
+    ARGS=(--duration_s "${DURATION_S:-0.5}" --concurrency 1,4 --open 0.5 --traffic uniform,distinct)
+    ;;
+  *) echo "usage: run.sh full|lite|smoke" >&2; exit 2 ;;
+esac
+CACHE="$(mktemp -d)"
+trap 'rm -rf "$CACHE" ${WORK:+"$WORK"}' EXIT
+# shellcheck disable=SC2086
+python3 "$ROOT/bench/serving/serving_bench.py" --build "$BUILD_DIR" --store "file://$ZOO_DIR/store" \
+  --zoo "$ZOO_DIR" --data "$ZOO_DIR" --out "$OUT_JSON" --name "$SIZE" "${ARGS[@]}" ${EXTRA:-}
+"$BUILD_DIR/bin/twin-fusion-bench" --store "file://$ZOO_DIR/store" --cache "$CACHE" \
+  --reps "$([[ "$SIZE" == smoke ]] && echo 3 || echo 20)" --out_json "$FUSION_JSON"
+python3 "$ROOT/bench/serving/render.py" --bench "$OUT_JSON" --fusion "$FUSION_JSON" --out "$OUT_MD" \
+  --title "Serving benchmark ($SIZE zoo)"
+if [[ "$SIZE" == smoke ]]; then
+  # The tool's correctness, no timing: every configuration answered in every cell, no errors.
+  python3 - "$OUT_JSON" <<'PY'
+import json, sys
+b = json.load(open(sys.argv[1]))
+cells = {(r["traffic"], r["task"], r["load"]) for r in b["runs"]}
+bad = [r for r in b["runs"] if r["result"]["ok"] == 0 or r["result"]["failed"]]
+configs = {r["config"] for r in b["runs"]}
+assert configs == {"static", "experts", "twin", "twin-router"}, configs
+assert len(cells) == 2 * 2 * 3, sorted(cells)   # traffic x task mode x (c1, c4, open50)
+assert not bad, bad[0]
+for r in b["runs"]:
+    s = r["result"]["server"]
+    assert s["batches"] > 0 and s["mean_batch_size"] >= 1, r
+    if r["config"] == "static":
+        assert s["fusions"] == 0 and r["result"]["server_time_us"]["route"] == 0, r
+    if r["config"] == "experts":
+        assert s["weights_bytes"]["experts"] > 0, r
+print(f"serving_bench_smoke: {len(b['runs'])} runs over {len(cells)} cells, all answered")
+PY
+  grep -q "## Headline" "$OUT_MD" && grep -q "| uniform | unknown | c4 | twin |" "$OUT_MD"
+  echo "serving_bench_smoke: passed"
+else
+  echo "run.sh: wrote $OUT_MD, $OUT_JSON and $FUSION_JSON"
+fi

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""The serving benchmark: twin-server configurations side by side against the static model.
+
+Starts one twin-server per configuration (each its own ports and cache directory, all serving
+the same published artifact set), then for every traffic shape x task mode x load runs
+`twin-client bench` against each configuration in turn, rotating the order from cell to cell so
+that no configuration always runs first or last on a shared, noisy machine. Open-loop rates
+are fractions of the static configuration's closed-loop throughput at the highest concurrency
+of the same traffic and task mode, measured earlier in the same run.
+
+Per run it records the client's figures (replies/s, latency percentiles, errors, accuracy per
+task, cache hits, the server's time split) and, from the server's /metrics and /proc, the mean
+batch size, fusions, throttled fusions, resident weight bytes by part (theta*, twins, heads,
+router, experts, cached fused sets) and the RSS. Writes one JSON file; render.py turns it into
+the Markdown table. Standard library only.
+
+  serving_bench.py --build build --store file:///zoo/store --zoo ZOO_DIR --data DATA_DIR \
+      --out results.json [--duration_s 5] [--concurrency 1,8,32] [--open 0.5,0.9] \
+      [--traffic identical,skewed,uniform,distinct] [--configs static,experts,twin,twin-router]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+TRAFFIC = ("identical", "skewed", "uniform", "distinct")
+CONFIGS = ("static", "experts", "twin", "twin-router")
+ZIPF_S = 1.1
+DISTINCT_TEMPERATURES = "0.25,4"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tasks_of(data_dir):
+    names = set()
+    for f in os.listdir(data_dir):
+        m = re.match(r"(.+)\.test\.(tsv|safetensors)$", f)
+        if m:
+            names.add(m.group(1))
+    if not names:
+        sys.exit(f"serving_bench: no <task>.test.tsv or .test.safetensors in {data_dir}")
+    return sorted(names)
+
+
+def mix_for(traffic, tasks):
+    if traffic == "identical":
+        return f"{tasks[0]}=1"
+    if traffic == "skewed":
+        return ",".join(f"{t}={1.0 / (i + 1) ** ZIPF_S:.6f}" for i, t in enumerate(tasks))
+    return ""  # uniform, distinct
+
+
+def server_yaml(config, args, tasks):
+    lines = [f"intra_op_threads: {args.threads}", "warmup_requests: 4",
+             "reload: {poll_interval_ms: 0}", "log_level: warning"]
+    if config == "static":
+        lines.append("serving: {mode: static}")
+    elif config == "experts":
+        experts = ", ".join(f"{t}: {os.path.join(args.zoo, t + '.pt')}" for t in tasks)
+        lines.append(f"serving: {{mode: experts, experts: {{{experts}}}}}")
+    elif config == "twin-router":
+        lines.append("routing: {task_given: router}")
+    elif config != "twin":
+        sys.exit(f"serving_bench: unknown configuration '{config}'")
+    return "\n".join(lines) + "\n"
+
+
+class Server:
+    def __init__(self, config, args, tasks, work):
+        self.config = config
+        self.port = free_port()
+        self.metrics_port = free_port()
+        yaml_path = os.path.join(work, f"{config}.yaml")
+        with open(yaml_path, "w") as f:
+            f.write(server_yaml(config, args, tasks))
+        self.log_path = os.path.join(work, f"{config}.log")
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS=str(args.threads))
+        self.proc = subprocess.Popen(
+            [os.path.join(args.build, "bin", "twin-server"), "--config", yaml_path,
+             "--artifact_uri", args.store, "--cache_dir", os.path.join(work, f"cache-{config}"),
+             "--listen", f"127.0.0.1:{self.port}",
+             "--metrics_listen", f"127.0.0.1:{self.metrics_port}", "--device", "cpu"],
+            stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, client, timeout_s=600):
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"serving_bench: {self.config} server exited:\n" + open(self.log_path).read())
+            r = subprocess.run([client, "--target", f"127.0.0.1:{self.port}", "health"],
+                               capture_output=True)
+            if r.returncode == 0:
+                return
+            time.sleep(0.5)
+        sys.exit(f"serving_bench: {self.config} server not SERVING after {timeout_s} s")
+
+    def metrics(self):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                      timeout=10).read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name, _, value = line.rpartition(" ")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                pass
+        return values
+
+    def memory_kb(self):
+        rss = hwm = 0
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+        return rss, hwm
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def delta(after, before, name):
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def weights_of(m):
+    parts = {}
+    for key, value in m.items():
+        g = re.match(r'twin_weights_resident_bytes\{part="(\w+)"\}', key)
+        if g:
+            parts[g.group(1)] = value
+    parts["fused_cache"] = m.get("twin_cache_bytes", 0.0)
+    return parts
+
+
+def run_one(server, args, client, data, traffic, task_given, load, tasks, work):
+    out_json = os.path.join(work, "last.json")
+    cmd = [client, "--target", f"127.0.0.1:{server.port}", "--timeout_ms", "10000", "bench",
+           "--data", data, "--duration_s", str(args.duration_s), "--seed", str(args.seed),
+           "--out_json", out_json]
+    mix = mix_for(traffic, tasks)
+    if mix:
+        cmd += ["--mix", mix]
+    if traffic == "distinct":
+        cmd += ["--temperatures", DISTINCT_TEMPERATURES]
+    if task_given:
+        cmd.append("--send_task")
+    if load[0] == "closed":
+        cmd += ["--concurrency", str(load[1])]
+    else:
+        cmd += ["--rate", f"{load[1]:.3f}", "--max_outstanding", "512"]
+    before = server.metrics()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    after = server.metrics()
+    if r.returncode != 0 or not os.path.exists(out_json):
+        sys.exit(f"serving_bench: {' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    with open(out_json) as f:
+        result = json.load(f)
+    os.remove(out_json)
+    batches = delta(after, before, "twin_batch_size_count")
+    rows = delta(after, before, "twin_batch_size_sum")
+    rss, hwm = server.memory_kb()
+    result["server"] = {
+        "batches": batches,
+        "mean_batch_size": rows / batches if batches else 0.0,
+        "fusions": delta(after, before, "twin_fusions_total"),
+        "fusions_throttled": delta(after, before, "twin_cache_fusions_throttled_total"),
+        "cache_nearest": delta(after, before, "twin_cache_nearest_total"),
+        "weights_bytes": weights_of(after),
+        "rss_kb": rss,
+        "peak_rss_kb": hwm,
+    }
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--build", required=True)
+    p.add_argument("--store", required=True, help="object store URI of the artifact set")
+    p.add_argument("--zoo", required=True, help="directory with <task>.pt experts")
+    p.add_argument("--data", required=True, help="directory with <task>.test.tsv|safetensors")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--name", default="", help="label of the model set in the report")
+    p.add_argument("--duration_s", type=float, default=5.0)
+    p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--open", default="0.5,0.9", help="open-loop rates, fractions of static's capacity")
+    p.add_argument("--traffic", default=",".join(TRAFFIC))
+    p.add_argument("--task_modes", default="given,unknown")
+    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads of every server")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+
+    client = os.path.join(args.build, "bin", "twin-client")
+    tasks = tasks_of(args.data)
+    configs = args.configs.split(",")
+    if configs[0] != "static":
+        sys.exit("serving_bench: the first configuration must be static (the baseline)")
+    concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    fractions = [float(x) for x in args.open.split(",") if x]
+    started = time.time()
+    load_before = os.getloadavg()
+    work = tempfile.mkdtemp(prefix="serving-bench-")
+    servers = {c: Server(c, args, tasks, work) for c in configs}
+    runs = []
+    try:
+        for s in servers.values():
+            s.wait_ready(client)
+        idle = {c: s.memory_kb()[0] for c, s in servers.items()}
+        cell = 0
+        for traffic in args.traffic.split(","):
+            for mode in args.task_modes.split(","):
+                task_given = mode == "given"
+                loads = [("closed", c) for c in concurrency]
+                capacity = None
+                for load in loads + [("open", f) for f in fractions]:
+                    if load[0] == "open":
+                        if capacity is None:
+                            continue
+                        load = ("open", load[1] * capacity, load[1])
+                    # Rotate the order so no configuration always goes first.
+                    order = configs[cell % len(configs):] + configs[:cell % len(configs)]
+                    cell += 1
+                    for config in order:
+                        if config == "twin-router" and not task_given:
+                            continue  # identical to twin when no task is named
+                        result = run_one(servers[config], args, client, args.data, traffic,
+                                         task_given, load, tasks, work)
+                        label = (f"c{load[1]}" if load[0] == "closed"
+                                 else f"open{int(round(load[2] * 100))}")
+                        runs.append({"config": config, "traffic": traffic, "task": mode,
+                                     "load": label, "rate": load[1] if load[0] == "open" else None,
+                                     "result": result})
+                        print(f"{traffic:9} {mode:7} {label:7} {config:12} "
+                              f"{result['throughput_per_s']:9.1f}/s p99 "
+                              f"{result['latency_ms']['p99']:8.2f} ms  batch "
+                              f"{result['server']['mean_batch_size']:.2f}", flush=True)
+                        if (config == "static" and load[0] == "closed"
+                                and load[1] == max(concurrency)):
+                            capacity = result["throughput_per_s"]
+    finally:
+        for s in servers.values():
+            s.stop()
+    report = {
+        "name": args.name,
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "cpu": cpu_model(), "load_before": load_before, "load_after": os.getloadavg()},
+        "seconds": time.time() - started,
+        "duration_s": args.duration_s,
+        "threads": args.threads,
+        "tasks": tasks,
+        "configs": configs,
+        "idle_rss_kb": idle,
+        "runs": runs,
+    }
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"serving_bench: {len(runs)} runs in {report['seconds']:.0f} s -> {args.out}")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
