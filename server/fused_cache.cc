@@ -6,6 +6,7 @@
 #include <iterator>
 #include <limits>
 #include <list>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -155,8 +156,56 @@ struct FusedWeightCache::Impl {
     bytes_used += bytes;
   }
 
+  // Finishes a fusion of `key` started in `flight`: stats, admission, waiters, the slot.
+  void Finish(const ClusterKey& key, const std::shared_ptr<Flight>& flight,
+              absl::StatusOr<std::shared_ptr<FusedValue>> result, double seconds)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    ++stats.fusions;
+    stats.fusion_seconds += seconds;
+    if (result.ok()) {
+      Admit(key, *result, flight->generation);
+    } else {
+      ++stats.fusion_failures;
+    }
+    flight->result = std::move(result);
+    flight->seconds = seconds;
+    flight->done = true;
+    // Clear() may have detached this flight and a newer one may own the slot now.
+    if (auto slot = flights.find(key.text); slot != flights.end() && slot->second == flight) {
+      flights.erase(slot);
+    }
+  }
+
+  // The background thread: fuses queued keys one at a time until stopped.
+  void BackgroundLoop() {
+    absl::MutexLock lock(&mu);
+    while (true) {
+      mu.Await(absl::Condition(
+          +[](Impl* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->stopping || !s->pending.empty(); },
+          this));
+      if (stopping) return;
+      Pending job = std::move(pending.front());
+      pending.pop_front();
+      mu.Unlock();
+      const absl::Time start = absl::Now();
+      absl::StatusOr<std::shared_ptr<FusedValue>> result = RunFuse(job.fuse, job.key);
+      const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+      mu.Lock();
+      Finish(job.key, job.flight, std::move(result), seconds);
+    }
+  }
+
+  struct Pending {
+    ClusterKey key;
+    FuseFunction fuse;
+    std::shared_ptr<Flight> flight;
+  };
+
   FusedCacheOptions options;
   mutable absl::Mutex mu;
+  std::deque<Pending> pending ABSL_GUARDED_BY(mu);
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+  std::thread background;
   std::list<Entry> lru ABSL_GUARDED_BY(mu);  // most recently used first
   std::unordered_map<std::string, std::list<Entry>::iterator> index ABSL_GUARDED_BY(mu);
   uint64_t bytes_used ABSL_GUARDED_BY(mu) = 0;
@@ -170,9 +219,26 @@ struct FusedWeightCache::Impl {
 };
 
 FusedWeightCache::FusedWeightCache(FusedCacheOptions options)
-    : impl_(std::make_unique<Impl>(options)) {}
+    : impl_(std::make_unique<Impl>(options)) {
+  if (impl_->options.background_fusion) {
+    impl_->background = std::thread([impl = impl_.get()] { impl->BackgroundLoop(); });
+  }
+}
 
-FusedWeightCache::~FusedWeightCache() = default;
+FusedWeightCache::~FusedWeightCache() {
+  if (!impl_->background.joinable()) return;
+  {
+    absl::MutexLock lock(&impl_->mu);
+    impl_->stopping = true;
+    // Queued fusions are dropped; their flights complete so no one can wait on them forever.
+    for (Impl::Pending& job : impl_->pending) {
+      job.flight->result = absl::CancelledError("the cache is shutting down");
+      job.flight->done = true;
+    }
+    impl_->pending.clear();
+  }
+  impl_->background.join();
+}
 
 absl::StatusOr<CacheLookup> FusedWeightCache::Lookup(const ClusterKey& key,
                                                      const FuseFunction& fuse) {
@@ -191,6 +257,23 @@ absl::StatusOr<CacheLookup> FusedWeightCache::Lookup(const ClusterKey& key,
     if (auto near = s.Nearest(key, s.options.max_nearest_distance); near != s.lru.end()) {
       return s.ServeNearest(near);
     }
+  }
+
+  if (s.options.background_fusion && !s.lru.empty()) {
+    auto near = s.Nearest(key, std::numeric_limits<double>::infinity());
+    if (!s.flights.count(key.text) &&
+        static_cast<int>(s.pending.size()) < std::max(s.options.max_pending_fusions, 1)) {
+      if (!s.TakeFusionToken(absl::Now())) {
+        ++s.stats.throttled;
+        return s.ServeNearest(near);
+      }
+      auto flight = std::make_shared<Flight>();
+      flight->generation = s.generation;
+      s.flights[key.text] = flight;
+      s.pending.push_back(Impl::Pending{key, fuse, flight});
+    }
+    ++s.stats.deferred;
+    return s.ServeNearest(near);
   }
 
   std::shared_ptr<Flight> flight;
@@ -214,21 +297,7 @@ absl::StatusOr<CacheLookup> FusedWeightCache::Lookup(const ClusterKey& key,
     absl::StatusOr<std::shared_ptr<FusedValue>> result = RunFuse(fuse, key);
     const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
     s.mu.Lock();
-
-    ++s.stats.fusions;
-    s.stats.fusion_seconds += seconds;
-    if (result.ok()) {
-      s.Admit(key, *result, flight->generation);
-    } else {
-      ++s.stats.fusion_failures;
-    }
-    flight->result = std::move(result);
-    flight->seconds = seconds;
-    flight->done = true;
-    // Clear() may have detached this flight and a newer one may own the slot now.
-    if (auto slot = s.flights.find(key.text); slot != s.flights.end() && slot->second == flight) {
-      s.flights.erase(slot);
-    }
+    s.Finish(key, flight, std::move(result), seconds);
   }
   if (!flight->result.ok()) return flight->result.status();
   return CacheLookup{*flight->result, CacheLookup::kFused, key.text, flight->seconds};

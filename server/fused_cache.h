@@ -13,6 +13,12 @@
 //   - Every lookup, hit or miss, counts towards popularity. A value larger than capacity_bytes
 //     is served but never kept. A fusion error (or a null value) is returned, annotated with
 //     the key, to every waiter and nothing is cached.
+//   - background_fusion: a miss does not wait for its fusion when anything is cached. It is
+//     served now by the nearest cached set (any distance, source kNearest) and its key is
+//     fused on the cache's own thread (at most max_pending_fusions keys queued, one fusion at a
+//     time, each through the fusion budget), then admitted like any other. Lookups of that key
+//     while it is queued or fusing are served the same way. With nothing cached a miss fuses
+//     now.
 //   - Clear() drops the entries; fusions already running finish and serve their waiters but
 //     are not inserted (they may have used the weights that were current before the Clear).
 //
@@ -22,7 +28,8 @@
 //   r.value->...   // shared_ptr keeps the entry alive even if it is evicted meanwhile
 //
 // Thread-safety: all methods are thread-safe. The fuse function runs without the lock held,
-// on the thread of the lookup that missed first. The cache must outlive every Lookup in
+// on the thread of the lookup that missed first, or (background_fusion) on the cache's thread,
+// which the destructor stops after the fusion in progress (queued ones are dropped). The cache must outlive every Lookup in
 // progress.
 #ifndef TWIN_SERVER_FUSED_CACHE_H_
 #define TWIN_SERVER_FUSED_CACHE_H_
@@ -61,6 +68,9 @@ struct FusedCacheOptions {
   // temperature cannot make every request pay a fusion while others wait behind it.
   double max_fusions_per_s = 0.0;
   double fusion_burst = 0.0;
+  // Misses are served by the nearest cached set while their key fuses in the background.
+  bool background_fusion = false;
+  int max_pending_fusions = 4;
 };
 
 struct CacheLookup {
@@ -76,6 +86,7 @@ struct FusedCacheStats {
   uint64_t misses = 0;   // lookups not served from the cache by their own key
   uint64_t nearest = 0;  // misses served by a nearby entry
   uint64_t throttled = 0;  // of those, served so because the fusion budget was spent
+  uint64_t deferred = 0;   // of those, served so while their key fuses in the background
   uint64_t evictions = 0;
   uint64_t fusions = 0;          // calls of the fuse function, failed ones included
   uint64_t fusion_failures = 0;  // of those, the ones that returned an error or null

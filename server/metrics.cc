@@ -54,6 +54,9 @@ struct ServerMetrics::Impl {
       Counter("twin_cache_misses_total", "Lookups not served by their own cluster key");
   prometheus::Counter& cache_nearest =
       Counter("twin_cache_nearest_total", "Misses served from the nearest cached cluster");
+  prometheus::Counter& cache_deferred = Counter(
+      "twin_cache_deferred_total",
+      "Misses served from the nearest cached cluster while their key fuses in the background");
   prometheus::Counter& cache_throttled = Counter(
       "twin_cache_fusions_throttled_total",
       "Misses served from the nearest cached cluster because the fusion budget was spent");
@@ -161,6 +164,7 @@ void ServerMetrics::UpdateCache(const void* cache, const FusedCacheStats& s) {
   impl_->cache_misses.Increment(delta(s.misses, last.misses));
   impl_->cache_nearest.Increment(delta(s.nearest, last.nearest));
   impl_->cache_throttled.Increment(delta(s.throttled, last.throttled));
+  impl_->cache_deferred.Increment(delta(s.deferred, last.deferred));
   impl_->cache_evictions.Increment(delta(s.evictions, last.evictions));
   impl_->cache_rejected.Increment(delta(s.rejected_admissions, last.rejected_admissions));
   impl_->fusions.Increment(delta(s.fusions, last.fusions));

@@ -5,6 +5,7 @@
 //   request_latency_seconds{stage}       histogram queue | route | fuse | forward | total
 //   batch_size                           histogram requests per forward batch
 //   cache_hits_total, cache_misses_total, cache_nearest_total, cache_fusions_throttled_total,
+//   cache_deferred_total (misses served while their key fuses in the background),
 //   cache_evictions_total,
 //   cache_rejected_admissions_total      counters
 //   cache_entries, cache_bytes           gauges

@@ -47,6 +47,9 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_route_batch < 1) return Fields().Bad("batching.max_route_batch", "must be >= 1");
   if (c.cache.admit_min_requests < 1)
     return Fields().Bad("cache.admit_min_requests", "must be >= 1");
+  if (c.cache.max_pending_fusions < 1) {
+    return Fields().Bad("cache.max_pending_fusions", "must be >= 1");
+  }
   if (c.cache.frequency_window < 1) return Fields().Bad("cache.frequency_window", "must be >= 1");
   if (!(c.cache.max_fusions_per_s >= 0 && std::isfinite(c.cache.max_fusions_per_s))) {
     return Fields().Bad("cache.max_fusions_per_s", "must be >= 0 (0: no limit)");
@@ -147,7 +150,12 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     RETURN_IF_ERROR(Fields().CheckKeys(k, "cache",
                                        {"capacity_bytes", "policy", "admit_min_requests",
                                         "frequency_window", "max_nearest_distance",
-                                        "max_fusions_per_s", "fusion_burst"}));
+                                        "max_fusions_per_s", "fusion_burst", "background_fusion",
+                                        "max_pending_fusions"}));
+    RETURN_IF_ERROR(
+        Fields().Read(k, "background_fusion", "cache", &c.cache.background_fusion));
+    RETURN_IF_ERROR(
+        Fields().Read(k, "max_pending_fusions", "cache", &c.cache.max_pending_fusions));
     RETURN_IF_ERROR(
         Fields().Read(k, "max_fusions_per_s", "cache", &c.cache.max_fusions_per_s));
     RETURN_IF_ERROR(Fields().Read(k, "fusion_burst", "cache", &c.cache.fusion_burst));

@@ -12,7 +12,10 @@
 //              max_route_batch: 64}
 //   cache: {capacity_bytes: 1073741824, policy: fuse, admit_min_requests: 2,
 //           frequency_window: 1000, max_nearest_distance: 0.4,
-//           max_fusions_per_s: 0, fusion_burst: 0}   # 0: fusions unlimited
+//           max_fusions_per_s: 0, fusion_burst: 0,   # 0: fusions unlimited
+//           background_fusion: false,  # true: a miss is served by the nearest cached set
+//                                      # while its key fuses on the cache's thread
+//           max_pending_fusions: 4}    # keys queued for background fusion, at most
 //   cluster_key: {top_k: 2, grid: 10}
 //   routing: {max_top_k: 0, default_temperature: 1.0, min_temperature: 0.05,
 //             max_temperature: 20.0,

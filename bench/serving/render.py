@@ -88,7 +88,10 @@ def main():
         "not meaningful); **experts** = every task's fine-tuned model resident "
         "(`serving.mode: experts`; task unknown: the router's top task's expert); **twin** = "
         "twin-server's defaults (`routing.task_given: task`); **twin-router** = "
-        "`routing.task_given: router` (the router weights named-task requests too).",
+        "`routing.task_given: router` (the router weights named-task requests too); "
+        "**twin-ngram** = the same zoo merged with `router.features: ngram` (hashed token "
+        "n-gram counts, no model forward to route); **twin-bg** = `cache.background_fusion: "
+        "true`; **twin-top1** = `cluster_key.top_k: 1`.",
         "",
         "Traffic: identical (one task), skewed (Zipf s = 1.1 over tasks), uniform, distinct "
         "(uniform, each request with its own router temperature, log-uniform in [0.25, 4]: "
@@ -110,34 +113,47 @@ def main():
     def cell(config, traffic, task, load=top):
         return by_cell.get((config, traffic, task, load))
 
+    twins = [c for c in b["configs"] if c.startswith("twin") and c != "twin-router"]
     for traffic, task in (("uniform", "unknown"), ("uniform", "given"), ("identical", "unknown"),
                           ("identical", "given"), ("skewed", "unknown"), ("distinct", "unknown")):
-        t, s = cell("twin", traffic, task), static.get((traffic, task, top))
-        if t and s:
-            out.append(f"| twin / static, {traffic}, task {task}: replies/s, p99 | "
-                       f"{fmt_ratio(ratio(t['throughput_per_s'], s['throughput_per_s']))}, "
-                       f"{fmt_ratio(ratio(t['latency_ms']['p99'], s['latency_ms']['p99']))} |")
+        s = static.get((traffic, task, top))
+        parts = []
+        for config in twins:
+            t = cell(config, traffic, task)
+            if t and s:
+                parts.append(
+                    f"{config} {fmt_ratio(ratio(t['throughput_per_s'], s['throughput_per_s']))}, "
+                    f"{fmt_ratio(ratio(t['latency_ms']['p99'], s['latency_ms']['p99']))}")
+        if parts:
+            out.append(f"| / static, {traffic}, task {task}: replies/s, p99 | "
+                       + "; ".join(parts) + " |")
     for task in ("given", "unknown"):
-        scores = [normalized(r["result"], expert) for r in runs
-                  if r["config"] == "twin" and r["task"] == task]
-        scores = [x for x in scores if x == x]
-        if scores:
-            out.append(f"| twin normalized score, task {task} (mean over its runs) | "
-                       f"{sum(scores) / len(scores):.1f} |")
-    c1 = [(by_cell.get(("twin", tr, "unknown", "c1")), static.get((tr, "unknown", "c1")))
-          for tr in ("uniform", "skewed", "identical", "distinct")]
-    c1 = [(t, s) for t, s in c1 if t and s]
-    if c1:
-        route = sum(t["server_time_us"]["route"] for t, _ in c1) / len(c1)
-        forward = sum(s["server_time_us"]["forward"] for _, s in c1) / len(c1)
-        out.append(f"| routing cost per request (twin route time / static forward time, c1, "
-                   f"task unknown) | {route:.0f} us / {forward:.0f} us = "
-                   f"{100 * ratio(route, forward):.0f}% |")
-    routed = [r["result"] for r in runs if r["config"] == "twin" and r["task"] == "unknown"]
-    n = sum(x["routed"] for x in routed)
-    if n:
-        out.append(f"| routing accuracy (twin, task unknown, all runs) | "
-                   f"{sum(x['routed_correct'] for x in routed) / n:.4f} |")
+        parts = []
+        for config in b["configs"]:
+            scores = [normalized(r["result"], expert) for r in runs
+                      if r["config"] == config and r["task"] == task]
+            scores = [x for x in scores if x == x]
+            if scores and config != "static":
+                parts.append(f"{config} {sum(scores) / len(scores):.1f}")
+        if parts:
+            out.append(f"| normalized score, task {task} (mean over runs) | "
+                       + "; ".join(parts) + " |")
+    for config in twins:
+        c1 = [(by_cell.get((config, tr, "unknown", "c1")), static.get((tr, "unknown", "c1")))
+              for tr in ("uniform", "skewed", "identical", "distinct")]
+        c1 = [(t, s) for t, s in c1 if t and s]
+        if c1:
+            route = sum(t["server_time_us"]["route"] for t, _ in c1) / len(c1)
+            forward = sum(s["server_time_us"]["forward"] for _, s in c1) / len(c1)
+            out.append(f"| routing cost per request ({config} route time / static forward "
+                       f"time, c1, task unknown) | {route:.0f} us / {forward:.0f} us = "
+                       f"{100 * ratio(route, forward):.0f}% |")
+    for config in twins + ["experts"]:
+        routed = [r["result"] for r in runs if r["config"] == config and r["task"] == "unknown"]
+        n = sum(x["routed"] for x in routed)
+        if n:
+            out.append(f"| routing accuracy ({config}, task unknown, all runs) | "
+                       f"{sum(x['routed_correct'] for x in routed) / n:.4f} |")
     out.append("")
 
     # Memory.

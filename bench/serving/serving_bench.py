@@ -34,6 +34,11 @@ import urllib.request
 
 TRAFFIC = ("identical", "skewed", "uniform", "distinct")
 CONFIGS = ("static", "experts", "twin", "twin-router")
+# More twin configurations, each one option changed from twin's defaults:
+#   twin-ngram   the version published with router.features: ngram (--ngram_store)
+#   twin-bg      cache.background_fusion: true (misses served by the nearest set meanwhile)
+#   twin-top1    cluster_key.top_k: 1 (one twin per request: fewer, larger batches)
+EXTRA_CONFIGS = ("twin-ngram", "twin-bg", "twin-top1")
 ZIPF_S = 1.1
 DISTINCT_TEMPERATURES = "0.25,4"
 
@@ -73,7 +78,11 @@ def server_yaml(config, args, tasks):
         lines.append(f"serving: {{mode: experts, experts: {{{experts}}}}}")
     elif config == "twin-router":
         lines.append("routing: {task_given: router}")
-    elif config != "twin":
+    elif config == "twin-bg":
+        lines.append("cache: {background_fusion: true}")
+    elif config == "twin-top1":
+        lines.append("cluster_key: {top_k: 1}")
+    elif config not in ("twin", "twin-ngram"):
         sys.exit(f"serving_bench: unknown configuration '{config}'")
     return "\n".join(lines) + "\n"
 
@@ -90,7 +99,7 @@ class Server:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS=str(args.threads))
         self.proc = subprocess.Popen(
             [os.path.join(args.build, "bin", "twin-server"), "--config", yaml_path,
-             "--artifact_uri", args.store, "--cache_dir", os.path.join(work, f"cache-{config}"),
+             "--artifact_uri", args.ngram_store if config == "twin-ngram" else args.store, "--cache_dir", os.path.join(work, f"cache-{config}"),
              "--listen", f"127.0.0.1:{self.port}",
              "--metrics_listen", f"127.0.0.1:{self.metrics_port}", "--device", "cpu"],
             stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, env=env)
@@ -209,6 +218,9 @@ def main():
     p.add_argument("--task_modes", default="given,unknown")
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of every server")
+    p.add_argument("--ngram_store", default="",
+                   help="object store URI of the same zoo merged with router.features: ngram "
+                        "(for the twin-ngram configuration)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
 
@@ -217,6 +229,8 @@ def main():
     configs = args.configs.split(",")
     if configs[0] != "static":
         sys.exit("serving_bench: the first configuration must be static (the baseline)")
+    if "twin-ngram" in configs and not args.ngram_store:
+        sys.exit("serving_bench: twin-ngram needs --ngram_store")
     concurrency = [int(c) for c in args.concurrency.split(",") if c]
     fractions = [float(x) for x in args.open.split(",") if x]
     started = time.time()

@@ -390,3 +390,105 @@ TEST(FusedWeightCacheTest, ClearDuringFusionDoesNotInsertTheStaleValue) {
 
 }  // namespace
 }  // namespace twin
+
+namespace twin {
+namespace {
+
+// A fuse function that blocks until `release` is notified (then behaves like Fuser).
+FuseFunction BlockingFuser(uint64_t bytes, std::atomic<int>* calls,
+                           absl::Notification* release) {
+  return [=](const std::vector<double>&) -> absl::StatusOr<std::shared_ptr<FusedValue>> {
+    ++*calls;
+    release->WaitForNotification();
+    return std::make_shared<FakeValue>(bytes);
+  };
+}
+
+void AwaitFusions(const FusedWeightCache& cache, uint64_t fusions) {
+  for (int i = 0; i < 5000 && cache.stats().fusions < fusions; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// background_fusion: with anything cached a miss is answered at once by the nearest set while
+// its key fuses on the cache's thread; later lookups hit the new entry.
+TEST(FusedWeightCacheTest, BackgroundFusionServesTheNearestSetWithoutWaiting) {
+  FusedCacheOptions options = Options(1000);
+  options.background_fusion = true;
+  FusedWeightCache cache(options);
+  std::atomic<int> calls{0};
+  // Nothing cached: the first miss fuses now.
+  auto first = cache.Lookup(Key(10, 0, 0), Fuser(10, &calls));
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->source, CacheLookup::kFused);
+
+  absl::Notification release;
+  std::atomic<int> blocked{0};
+  // The fusion of 0=6,1=4 blocks; the lookups must still return, served by 0=10.
+  for (int i = 0; i < 3; ++i) {
+    auto served = cache.Lookup(Key(6, 4, 0), BlockingFuser(10, &blocked, &release));
+    ASSERT_TRUE(served.ok());
+    EXPECT_EQ(served->source, CacheLookup::kNearest);
+    EXPECT_EQ(served->served_key, Key(10, 0, 0).text);
+    EXPECT_EQ(served->fuse_seconds, 0.0);
+  }
+  EXPECT_EQ(cache.stats().deferred, 3u);
+  release.Notify();
+  AwaitFusions(cache, 2);
+  for (int i = 0; i < 1000 && cache.Keys().size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(blocked.load(), 1);  // one fusion for the three misses
+  auto hit = cache.Lookup(Key(6, 4, 0), Fuser(10, &calls));
+  ASSERT_TRUE(hit.ok());
+  EXPECT_EQ(hit->source, CacheLookup::kHit);
+  EXPECT_EQ(calls.load(), 1);
+}
+
+// The queue is bounded; keys beyond it are served by the nearest set and not fused; the
+// destructor does not wait for queued fusions.
+TEST(FusedWeightCacheTest, BackgroundQueueIsBoundedAndDroppedAtDestruction) {
+  FusedCacheOptions options = Options(1000);
+  options.background_fusion = true;
+  options.max_pending_fusions = 1;
+  absl::Notification release;
+  std::atomic<int> calls{0}, blocked{0};
+  {
+    FusedWeightCache cache(options);
+    ASSERT_TRUE(cache.Lookup(Key(10, 0, 0), Fuser(10, &calls)).ok());
+    // The first deferred key starts fusing (and blocks), the second waits in the queue, the
+    // third finds the queue full.
+    ASSERT_TRUE(cache.Lookup(Key(9, 1, 0), BlockingFuser(10, &blocked, &release)).ok());
+    for (int i = 0; i < 5000 && blocked.load() == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(blocked.load(), 1);
+    ASSERT_TRUE(cache.Lookup(Key(8, 2, 0), BlockingFuser(10, &blocked, &release)).ok());
+    auto third = cache.Lookup(Key(7, 3, 0), BlockingFuser(10, &blocked, &release));
+    ASSERT_TRUE(third.ok());
+    EXPECT_EQ(third->source, CacheLookup::kNearest);
+    EXPECT_EQ(cache.stats().deferred, 3u);
+    release.Notify();  // the running fusion finishes; the destructor drops the queued one
+  }
+  EXPECT_LE(blocked.load(), 2);
+}
+
+// The fusion budget applies to background fusions too.
+TEST(FusedWeightCacheTest, BackgroundFusionsSpendTheFusionBudget) {
+  FusedCacheOptions options = Options(1000);
+  options.background_fusion = true;
+  options.max_fusions_per_s = 0.001;  // one token, refilled after ~17 minutes
+  options.fusion_burst = 1;
+  FusedWeightCache cache(options);
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(cache.Lookup(Key(10, 0, 0), Fuser(10, &calls)).ok());  // the token
+  auto deferred = cache.Lookup(Key(0, 10, 0), Fuser(10, &calls));
+  ASSERT_TRUE(deferred.ok());
+  EXPECT_EQ(deferred->source, CacheLookup::kNearest);
+  EXPECT_EQ(cache.stats().throttled, 1u);
+  EXPECT_EQ(cache.stats().deferred, 0u);
+  EXPECT_EQ(calls.load(), 1);
+}
+
+}  // namespace
+}  // namespace twin
