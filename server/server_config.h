@@ -8,7 +8,7 @@
 //   device: auto                        # auto | cpu | cuda | cuda:N
 //   intra_op_threads: 0                 # LibTorch threads, 0 = all cores
 //   workers: 1                          # batch worker threads
-//   batching: {max_batch_size: 16, max_queue_delay_us: 2000, max_queue_size: 1024,
+//   batching: {max_batch_size: 8, max_queue_delay_us: 2000, max_queue_size: 1024,
 //              max_route_batch: 64}
 //   cache: {capacity_bytes: 1073741824, policy: fuse, admit_min_requests: 2,
 //           frequency_window: 1000, max_nearest_distance: 0.4,

@@ -4,6 +4,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "tests/testing/fake_twin_service.h"
 
 namespace twin::client {
@@ -215,6 +217,49 @@ TEST_F(LoadGeneratorTest, InconsistentOptionsAreRejected) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(RunLoad(client_.get(), Workload(), mix_, CountBound(1)).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// --temperatures: every request carries its own temperature in [min, max], log-uniform, so
+// the server sees many router-weight mixtures; the same seed gives the same temperatures.
+TEST_F(LoadGeneratorTest, PerRequestTemperaturesSpanTheRange) {
+  LoadOptions options = CountBound(200);
+  options.temperature_min = 0.25;
+  options.temperature_max = 4.0;
+  const LoadResult result = Run(options);
+  EXPECT_EQ(result.ok, 200);
+  const std::vector<float> t = server_->service().temperatures();
+  ASSERT_EQ(t.size(), 200u);
+  int below_one = 0;
+  std::set<float> distinct;
+  for (float x : t) {
+    EXPECT_GE(x, 0.25f);
+    EXPECT_LE(x, 4.0f);
+    below_one += x < 1.0f;
+    distinct.insert(x);
+  }
+  EXPECT_GT(distinct.size(), 190u);
+  // Log-uniform: half below the geometric mean 1 (binomial, 200 draws: far inside 60..140).
+  EXPECT_GT(below_one, 60);
+  EXPECT_LT(below_one, 140);
+
+  LoadOptions bad = CountBound(1);
+  bad.temperature_min = 2;
+  bad.temperature_max = 1;
+  EXPECT_THAT(RunLoad(client_.get(), workload_, mix_, bad).status().message(),
+              HasSubstr("temperatures need 0 < min <= max"));
+  bad.temperature_min = 0;
+  EXPECT_FALSE(RunLoad(client_.get(), workload_, mix_, bad).ok());
+}
+
+// The JSON form of a result carries the same counts as the result.
+TEST_F(LoadGeneratorTest, JsonCarriesTheFigures) {
+  LoadOptions options = CountBound(10);
+  const LoadResult result = Run(options);
+  const std::string json = result.Json();
+  EXPECT_THAT(json, HasSubstr("\"sent\": 10, \"ok\": 10, \"failed\": 0"));
+  EXPECT_THAT(json, HasSubstr("\"per_task\": {\"task0\": {"));
+  EXPECT_THAT(json, HasSubstr("\"latency_ms\": {\"mean\": "));
+  EXPECT_EQ(json.back(), '\n');
 }
 
 TEST(PercentileTest, NearestRank) {

@@ -142,10 +142,19 @@ void FakeTwinService::Answer(const InferRequest& request, bool cache_hit, InferR
   timing->set_total_us(10);
 }
 
+std::vector<float> FakeTwinService::temperatures() const {
+  absl::MutexLock lock(&mu_);
+  return temperatures_;
+}
+
 grpc::Status FakeTwinService::Infer(grpc::ServerContext* context, const InferRequest* request,
                                     InferResponse* reply) {
   absl::Duration delay;
   bool cache_hit = false;
+  {
+    absl::MutexLock lock(&mu_);
+    temperatures_.push_back(request->routing().temperature());
+  }
   grpc::Status status = Admit(/*stream=*/false, &delay, &cache_hit);
   DelayUnlessCancelled(context, delay);
   if (!status.ok()) return status;

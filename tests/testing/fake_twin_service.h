@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -60,6 +61,8 @@ class FakeTwinService final : public twinmerge::v1::TwinMerge::Service {
   int64_t stream_messages() const;   // requests received on InferStream
   int64_t streams_opened() const;
   int64_t model_info_calls() const;
+  // routing.temperature of every unary Infer request, in arrival order.
+  std::vector<float> temperatures() const;
 
   grpc::Status Infer(grpc::ServerContext* context, const twinmerge::v1::InferRequest* request,
                      twinmerge::v1::InferResponse* reply) override;
@@ -81,6 +84,7 @@ class FakeTwinService final : public twinmerge::v1::TwinMerge::Service {
   mutable absl::Mutex mu_;
   grpc::Status fail_all_ ABSL_GUARDED_BY(mu_);
   int fail_every_n_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<float> temperatures_ ABSL_GUARDED_BY(mu_);
   grpc::Status fail_every_status_ ABSL_GUARDED_BY(mu_);
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   twinmerge::v1::ModelInfo model_info_ ABSL_GUARDED_BY(mu_);
