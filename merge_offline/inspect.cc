@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/artifact_set.h"
+#include "core/ngram_features.h"
 #include "core/router.h"
 #include "core/safetensors.h"
 #include "core/script_model.h"
@@ -47,7 +48,10 @@ absl::StatusOr<TaskEvaluation> EvaluateTask(const LocalArtifactSet& set, const T
   ASSIGN_OR_RETURN(at::Tensor shared_logits, model->Forward(ids, mask));
   ev.shared_accuracy = Accuracy(shared_logits, labels);
 
-  ASSIGN_OR_RETURN(at::Tensor features, model->RouterFeatures(ids, mask));
+  ASSIGN_OR_RETURN(at::Tensor features,
+                   set.manifest.router.features == "ngram"
+                       ? NgramFeatures(ids, mask, set.manifest.router.ngram)
+                       : model->RouterFeatures(ids, mask));
   ASSIGN_OR_RETURN(at::Tensor weights, router.Weights(features, 1.0));
   ev.routing_accuracy =
       weights.argmax(1).eq(static_cast<int64_t>(t)).to(at::kDouble).mean().item<double>();

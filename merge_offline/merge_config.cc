@@ -87,9 +87,10 @@ absl::Status ParseRouter(const YAML::Node& node, MergeJobConfig* c) {
                                       "patience", "max_examples_per_task", "balance_tasks",
                                       "features", "ngram"}));
   RETURN_IF_ERROR(Fields().Read(node, "features", "router", &c->router_features));
-  if (c->router_features != "model" && c->router_features != "ngram") {
+  if (c->router_features != "auto" && c->router_features != "model" &&
+      c->router_features != "ngram") {
     return Fields().Bad("router.features",
-                        absl::StrCat("'", c->router_features, "' is not model or ngram"));
+                        absl::StrCat("'", c->router_features, "' is not auto, model or ngram"));
   }
   if (const YAML::Node g = node["ngram"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(g, "router.ngram", {"max_order", "buckets"}));

@@ -18,10 +18,12 @@
 //   router: {hidden_dim: 0, layers: 2, dropout: 0.1, max_epochs: 100, batch_size: 64,
 //            learning_rate: 0.001, weight_decay: 0.01, validation_fraction: 0.2, patience: 10,
 //            max_examples_per_task: 2000,
-//            features: model,           # model: the architecture's route_features() (or
-//                                       # embed()); ngram: hashed token n-gram counts from the
-//                                       # ids (no model forward when serving; hidden_dim 0
-//                                       # then means 256)
+//            features: auto,            # ngram: hashed token n-gram counts from the ids (no
+//                                       # model forward when serving; hidden_dim 0 then means
+//                                       # 256); model: the architecture's route_features()
+//                                       # (or embed()), a second forward per request; auto:
+//                                       # train both, keep ngram unless model routes better by
+//                                       # more than 1 point of held-out accuracy
 //            ngram: {max_order: 3, buckets: 2048}}
 //   output: file:///var/lib/twin/artifacts
 //   version: ""                      # default: UTC timestamp, e.g. 20261129T101500Z
@@ -72,8 +74,9 @@ struct MergeJobConfig {
   std::string twin_dtype = "F32";  // F32 | F16
   RouterTrainOptions router;
   int64_t router_max_examples_per_task = 2000;
-  // "model" (the architecture's route_features(), else embed()) or "ngram".
-  std::string router_features = "model";
+  // "auto" (both, see above), "ngram" (n-gram counts of the ids) or "model" (the
+  // architecture's route_features(), else embed()).
+  std::string router_features = "auto";
   NgramSpec router_ngram;
   std::string output;   // object store URI; required
   std::string version;  // empty = timestamp

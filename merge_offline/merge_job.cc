@@ -47,6 +47,9 @@ using merge_internal::TokenExamples;
 constexpr int64_t kProbeSequenceLength = 4;
 // Router hidden width for n-gram features when router.hidden_dim is 0 (2 x buckets otherwise).
 constexpr int64_t kNgramRouterHiddenDim = 256;
+// router.features: auto keeps the n-gram router unless the model's features route better by
+// more than this (held-out accuracy): one point, the cost of a forward per request is not.
+constexpr double kAutoFeatureTolerance = 0.01;
 constexpr int64_t kEmbedBatchSize = 256;
 // Power iterations of the randomized SVD. Fine-tuning deltas have a slowly decaying tail, on
 // which 2 iterations leave the mean relative error ~1.5% above the exact truncated SVD's at
@@ -385,15 +388,8 @@ absl::Status MergeAndCompress(Job& job, Outputs* out) {
   return shared_writer->Finish();
 }
 
-absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_path) {
-  job.progress.Stage("router");
-  job.free_memory.Release();
-  ASSIGN_OR_RETURN(auto shared, SafetensorsReader::Open(out.shared_path));
-  for (const auto& name : shared->names()) {
-    ASSIGN_OR_RETURN(at::Tensor t, shared->Get(name));
-    RETURN_IF_ERROR(job.architecture->SetParameter(name, t));
-  }
-  const bool ngram = job.config.router_features == "ngram";
+// The router trained on one input: n-gram counts of the ids, or the architecture's method.
+absl::StatusOr<RouterTrainResult> TrainRouterOn(Job& job, bool ngram) {
   std::vector<at::Tensor> features, ids;
   for (size_t t = 0; t < job.router_examples.size(); ++t) {
     const TokenExamples& ex = job.router_examples[t];
@@ -412,7 +408,7 @@ absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_
       job.free_memory.Release();  // the batch's activations
     }
     ids.push_back(at::full({n}, static_cast<int64_t>(t), at::kLong));
-    job.progress.Step(t + 1, job.router_examples.size(), "features");
+    job.progress.Step(t + 1, job.router_examples.size(), ngram ? "ngram features" : "features");
   }
   job.free_memory.Release();
   RouterTrainOptions options = job.config.router;
@@ -422,13 +418,41 @@ absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_
   ASSIGN_OR_RETURN(RouterTrainResult result,
                    TrainRouter(at::cat(features), at::cat(ids),
                                static_cast<int64_t>(job.experts.size()), options));
-  job.manifest.router = result.entry;
-  job.manifest.router.features = ngram ? "ngram" : job.architecture->router_features_method();
-  if (ngram) job.manifest.router.ngram = job.config.router_ngram;
+  result.entry.features = ngram ? "ngram" : job.architecture->router_features_method();
+  if (ngram) result.entry.ngram = job.config.router_ngram;
   job.progress.Info(
       absl::StrFormat("router: %s features (%d), held-out accuracy %.4f after %d epochs",
-                      job.manifest.router.features, result.entry.spec.input_dim,
+                      result.entry.features, result.entry.spec.input_dim,
                       result.entry.validation_accuracy, result.entry.epochs_run));
+  return result;
+}
+
+absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_path) {
+  job.progress.Stage("router");
+  job.free_memory.Release();
+  ASSIGN_OR_RETURN(auto shared, SafetensorsReader::Open(out.shared_path));
+  for (const auto& name : shared->names()) {
+    ASSIGN_OR_RETURN(at::Tensor t, shared->Get(name));
+    RETURN_IF_ERROR(job.architecture->SetParameter(name, t));
+  }
+  const std::string& choice = job.config.router_features;
+  RouterTrainResult result;
+  if (choice == "auto") {
+    // Both inputs, on the same held-out split: n-gram counts unless the model's features
+    // route better by more than kAutoFeatureTolerance (n-grams cost no forward to serve).
+    ASSIGN_OR_RETURN(RouterTrainResult by_ngram, TrainRouterOn(job, /*ngram=*/true));
+    ASSIGN_OR_RETURN(RouterTrainResult by_model, TrainRouterOn(job, /*ngram=*/false));
+    const bool model_wins = by_model.entry.validation_accuracy >
+                            by_ngram.entry.validation_accuracy + kAutoFeatureTolerance;
+    result = std::move(model_wins ? by_model : by_ngram);
+    job.progress.Info(absl::StrFormat(
+        "router: auto chose %s (held-out accuracy ngram %.4f, %s %.4f)", result.entry.features,
+        by_ngram.entry.validation_accuracy, by_model.entry.features,
+        by_model.entry.validation_accuracy));
+  } else {
+    ASSIGN_OR_RETURN(result, TrainRouterOn(job, choice == "ngram"));
+  }
+  job.manifest.router = result.entry;
   *router_path = job.work + "/router.safetensors";
   return WriteSafetensors(*router_path, result.router->tensors());
 }

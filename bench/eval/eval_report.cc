@@ -185,6 +185,10 @@ std::string ResultMarkdown(const EvalResult& r, const RunInfo& info) {
                   ". Normalized = 100 x accuracy / the expert's task-given accuracy, averaged "
                   "over tasks.\n\n");
   absl::StrAppend(&out, "## Task given (the client names the task; its head is used)\n\n",
+                  "The two serving policies for a named task (twin-server `routing.task_given`): "
+                  "`task` (the default) weights the named task's twin alone, which is the "
+                  "oracle rows below; `router` weights it by the router, which is the router "
+                  "and key rows.\n\n",
                   MethodTable(r, false), "\n");
   absl::StrAppend(&out,
                   "## Task unknown (the router's top task picks the head; a wrong task counts "

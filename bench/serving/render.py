@@ -55,12 +55,51 @@ def mb(x):
     return f"{x / 1e6:.2f}"
 
 
+def router_inputs(specs, by_cell, static):
+    """The router-input table: quality from twin-eval, cost from this run."""
+    out = ["## Router input", "",
+           "Quality from `twin-eval` on the test split of each task (the version published with "
+           "that router input, rank ratio 0.1); cost from this run: the server's mean route time "
+           "per request against static's mean forward time, closed loop c1, task unknown, "
+           "averaged over the traffic shapes.", "",
+           "| router input | serving config | routing accuracy | score, task given (task twin) "
+           "| score, task given (router) | score, task unknown | router MB | route / static "
+           "forward (us) |", "|---|---|---|---|---|---|---|---|"]
+    for spec in specs:
+        label, rest = spec.split(":", 1)
+        config, path = rest.split("=", 1)
+        with open(path) as f:
+            e = json.load(f)
+        routing = next((r for r in e["routing"] if r["routing"] == "router"), None)
+        by_id = {m["routing"]: m for m in e["methods"] if m["family"] == "twin"}
+        oracle, router = by_id.get("oracle"), by_id.get("router")
+        storage = e["storage"][0] if e.get("storage") else {}
+        cells = [(by_cell.get((config, tr, "unknown", "c1")), static.get((tr, "unknown", "c1")))
+                 for tr in ("uniform", "skewed", "identical", "distinct")]
+        cells = [(t, s) for t, s in cells if t and s]
+        cost = "-"
+        if cells:
+            route = sum(t["server_time_us"]["route"] for t, _ in cells) / len(cells)
+            forward = sum(s["server_time_us"]["forward"] for _, s in cells) / len(cells)
+            cost = f"{route:.0f} / {forward:.0f} = {100 * ratio(route, forward):.0f}%"
+        out.append(
+            f"| {label} | {config} | {routing['mean']:.4f} | "
+            f"{oracle['normalized_given']:.1f} | {router['normalized_given']:.1f} | "
+            f"{router['normalized_unknown']:.1f} | {storage.get('router_bytes', 0) / 1e6:.2f} | "
+            f"{cost} |")
+    out.append("")
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bench", required=True)
     p.add_argument("--fusion")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="Serving benchmark")
+    p.add_argument("--eval", action="append", default=[],
+                   help="NAME:CONFIG=twin-eval.json: a router input, the serving configuration "
+                        "that uses it, and twin-eval's JSON for its version (repeatable)")
     args = p.parse_args()
     with open(args.bench) as f:
         b = json.load(f)
@@ -155,6 +194,9 @@ def main():
             out.append(f"| routing accuracy ({config}, task unknown, all runs) | "
                        f"{sum(x['routed_correct'] for x in routed) / n:.4f} |")
     out.append("")
+
+    if args.eval:
+        out += router_inputs(args.eval, by_cell, static)
 
     # Memory.
     out += ["## Resident memory", "",

@@ -6,7 +6,8 @@
 #                                # checks the tool end to end (CTest serving_bench_smoke)
 # Environment: BUILD_DIR (default build), ZOO_DIR (default bench/zoo/work/zoo-<size>, its
 # merge.yaml published to ZOO_DIR/store by twin-merge), DURATION_S (default 5), RESULTS_DIR
-# (default bench/results), EXTRA (more serving_bench.py flags, e.g. "--configs static,twin").
+# (default bench/results), RESULTS_NAME (default serving or serving-lite: the files' name),
+# EXTRA (more serving_bench.py flags, e.g. "--configs static,twin").
 # The zoos: docs/zoo.md. A full run takes about 25 minutes, lite about 15 (README).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -23,10 +24,10 @@ case "$SIZE" in
     [[ -d "$ZOO_DIR/store" ]] || {
       echo "run.sh: no published store in $ZOO_DIR (build the zoo and run twin-merge: docs/zoo.md)" >&2
       exit 2; }
-    SUFFIX=$([[ "$SIZE" == full ]] && echo "" || echo "-lite")
-    OUT_JSON="$RESULTS_DIR/serving$SUFFIX.json"
-    OUT_MD="$RESULTS_DIR/serving$SUFFIX.md"
-    FUSION_JSON="$RESULTS_DIR/serving$SUFFIX-fusion.json"
+    NAME="${RESULTS_NAME:-serving$([[ "$SIZE" == full ]] && echo "" || echo "-lite")}"
+    OUT_JSON="$RESULTS_DIR/$NAME.json"
+    OUT_MD="$RESULTS_DIR/$NAME.md"
+    FUSION_JSON="$RESULTS_DIR/$NAME-fusion.json"
     ARGS=(--duration_s "${DURATION_S:-5}")
     WORK=""
     ;;

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -180,7 +181,9 @@ def run_one(server, args, client, data, traffic, task_given, load, tasks, work):
     else:
         cmd += ["--rate", f"{load[1]:.3f}", "--max_outstanding", "512"]
     before = server.metrics()
+    start = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - start
     after = server.metrics()
     if r.returncode != 0 or not os.path.exists(out_json):
         sys.exit(f"serving_bench: {' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
@@ -190,6 +193,7 @@ def run_one(server, args, client, data, traffic, task_given, load, tasks, work):
     batches = delta(after, before, "twin_batch_size_count")
     rows = delta(after, before, "twin_batch_size_sum")
     rss, hwm = server.memory_kb()
+    result["wall_s"] = wall  # the client's whole run, draining included
     result["server"] = {
         "batches": batches,
         "mean_batch_size": rows / batches if batches else 0.0,
@@ -223,6 +227,8 @@ def main():
                         "(for the twin-ngram configuration)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
+    # SIGTERM (a CI timeout, a user) still stops the servers through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("serving_bench: terminated"))
 
     client = os.path.join(args.build, "bin", "twin-client")
     tasks = tasks_of(args.data)

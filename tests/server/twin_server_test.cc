@@ -139,7 +139,8 @@ TEST(EngineRouterFeaturesTest, RouteFeaturesTrainAndServeTheRouter) {
                     "\n    router_data: ", zoo.router_data[t], "\n");
   }
   absl::StrAppend(&yaml, "output: ", dir.Join("store"),
-                  "\nrouter: {max_epochs: 40, patience: 10}\ntwin: {rank_policy: ratio, "
+                  "\nrouter: {max_epochs: 40, patience: 10, features: model}\ntwin: "
+                  "{rank_policy: ratio, "
                   "ratio: 0.5}\n");
   auto config = ParseMergeConfig(yaml, dir.path());
   ASSERT_TRUE(config.ok()) << config.status();

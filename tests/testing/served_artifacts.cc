@@ -25,7 +25,7 @@ ServedArtifacts::ServedArtifacts() {
                     ", router_data: ", zoo_.router_data[t], "}\n");
   }
   absl::StrAppend(&y, "output: ", store(), "\ntwin: {rank_policy: ratio, ratio: 0.5}\n",
-                  "router: {max_epochs: 40}\nversion: v1\n");
+                  "router: {max_epochs: 40, features: model}\nversion: v1\n");
   auto config = ParseMergeConfig(y, dir_.path());
   EXPECT_TRUE(config.ok()) << config.status();
   if (!config.ok()) return;
