@@ -18,6 +18,8 @@ std::string Millis(absl::Duration d) {
 }
 
 bool LabelMatches(const WorkItem& item, const twinmerge::v1::InferResponse& reply) {
+  // A reply from another task's head is wrong, whatever its label index.
+  if (!item.task.empty() && reply.task() != item.task) return false;
   if (item.label_index >= 0) return reply.label_index() == item.label_index;
   return reply.label() == item.label;
 }

@@ -2,7 +2,9 @@
 //
 // Latency is client-side wall time from just before a request is sent to its reply, over
 // successful replies only (a failed call's time says more about the deadline than the server).
-// Accuracy compares the reply's label with the example's known label; routing accuracy
+// Accuracy compares the reply's label with the example's known label, and counts a reply
+// from another task than the example's as wrong (its label index means another label set);
+// routing accuracy
 // compares the reply's task with the example's true task, counted only for requests sent
 // without a task (otherwise the server just echoes it).
 //

@@ -107,6 +107,20 @@ TEST_F(LoadGeneratorTest, ClosedLoopCountsAccuracyRoutingAndCacheHits) {
   EXPECT_THAT(summary, HasSubstr("task1"));
 }
 
+// A reply from the wrong task is wrong even when its label index equals the example's.
+TEST_F(LoadGeneratorTest, AnswerFromAnotherTaskIsNeverCorrect) {
+  for (WorkItem& item : workload_.items[1]) {
+    item.label_index = FakeTwinService::ExpectedLabel(item.request);  // the fake's answer
+  }
+  LoadOptions options = CountBound(40);
+  const LoadResult routed = Run(options);  // the fake answers every routed request as task0
+  EXPECT_GT(routed.per_task.at("task1").ok, 0);
+  EXPECT_EQ(routed.per_task.at("task1").correct, 0);
+  options.send_task = true;  // now the fake answers as task1, with the same label index
+  const LoadResult named = Run(options);
+  EXPECT_EQ(named.per_task.at("task1").correct, named.per_task.at("task1").ok);
+}
+
 TEST_F(LoadGeneratorTest, SendTaskMakesTheServerAnswerWithThatTask) {
   LoadOptions options = CountBound(20);
   options.concurrency = 2;
