@@ -59,7 +59,8 @@ def router_inputs(specs, by_cell, static):
     """The router-input table: quality from twin-eval, cost from this run."""
     out = ["## Router input", "",
            "Quality from `twin-eval` on the test split of each task (the version published with "
-           "that router input, rank ratio 0.1); cost from this run: the server's mean route time "
+           "that router input, rank ratio 0.1; `results/router-*.md` hold the whole reports and "
+           "their commands); cost from this run: the server's mean route time "
            "per request against static's mean forward time, closed loop c1, task unknown, "
            "averaged over the traffic shapes.", "",
            "| router input | serving config | routing accuracy | score, task given (task twin) "

@@ -7,7 +7,8 @@
 # Environment: BUILD_DIR (default build), ZOO_DIR (default bench/zoo/work/zoo-<size>, its
 # merge.yaml published to ZOO_DIR/store by twin-merge), DURATION_S (default 5), RESULTS_DIR
 # (default bench/results), RESULTS_NAME (default serving or serving-lite: the files' name),
-# EXTRA (more serving_bench.py flags, e.g. "--configs static,twin").
+# EXTRA (more serving_bench.py flags, e.g. "--configs static,twin"), EVALS (twin-eval JSONs for
+# the router-input table, "route_features():twin=results/router-route_features.json ...").
 # The zoos: docs/zoo.md. A full run takes about 25 minutes, lite about 15 (README).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -51,8 +52,11 @@ python3 "$ROOT/bench/serving/serving_bench.py" --build "$BUILD_DIR" --store "fil
   --zoo "$ZOO_DIR" --data "$ZOO_DIR" --out "$OUT_JSON" --name "$SIZE" "${ARGS[@]}" ${EXTRA:-}
 "$BUILD_DIR/bin/twin-fusion-bench" --store "file://$ZOO_DIR/store" --cache "$CACHE" \
   --reps "$([[ "$SIZE" == smoke ]] && echo 3 || echo 20)" --out_json "$FUSION_JSON"
+# EVALS: "NAME:CONFIG=twin-eval.json ..." adds the router-input table (render.py --eval).
+EVAL_ARGS=()
+for e in ${EVALS:-}; do EVAL_ARGS+=(--eval "$e"); done
 python3 "$ROOT/bench/serving/render.py" --bench "$OUT_JSON" --fusion "$FUSION_JSON" --out "$OUT_MD" \
-  --title "Serving benchmark ($SIZE zoo)"
+  --title "Serving benchmark ($SIZE zoo)" "${EVAL_ARGS[@]}"
 if [[ "$SIZE" == smoke ]]; then
   # The tool's correctness, no timing: every configuration answered in every cell, no errors.
   python3 - "$OUT_JSON" <<'PY'
