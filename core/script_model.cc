@@ -5,6 +5,7 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/inliner.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/status_macros.h"
@@ -83,6 +84,20 @@ int64_t VocabAttribute(const torch::jit::Module& module) {
   }
 }
 
+// One line of a LibTorch error for a Status: TorchScript interpreter errors start with a generic
+// line and a traceback and end with the actual error ("RuntimeError: index out of range in
+// self"), so that last line is kept; other errors keep their first line.
+std::string ErrorLine(const std::string& what) {
+  const std::string first = what.substr(0, what.find('\n'));
+  if (!absl::StartsWith(first, "The following operation failed in the TorchScript interpreter")) {
+    return first;
+  }
+  size_t end = what.find_last_not_of(" \n");
+  if (end == std::string::npos) return first;
+  const size_t begin = what.rfind('\n', end);
+  return what.substr(begin == std::string::npos ? 0 : begin + 1, end + 1 - (begin + 1));
+}
+
 }  // namespace
 
 ScriptModel::ScriptModel(torch::jit::Module module, std::string label)
@@ -90,6 +105,7 @@ ScriptModel::ScriptModel(torch::jit::Module module, std::string label)
       label_(std::move(label)),
       router_features_method_(
           module_.find_method(kRouteFeaturesMethod).has_value() ? kRouteFeaturesMethod : "embed"),
+      has_classify_(module_.find_method(kClassifyMethod).has_value()),
       vocab_attribute_(VocabAttribute(module_)),
       embedding_parameter_(vocab_attribute_ > 0 ? "" : FindEmbeddingParameter(module_)) {}
 
@@ -182,10 +198,8 @@ absl::StatusOr<at::Tensor> ScriptModel::Call(const char* method, const at::Tenso
     }
     return out.toTensor();
   } catch (const std::exception& e) {
-    std::string what = e.what();
-    what = what.substr(0, what.find('\n'));
     return absl::InvalidArgumentError(
-        absl::StrCat("model ", label_, ": ", method, "() failed: ", what));
+        absl::StrCat("model ", label_, ": ", method, "() failed: ", ErrorLine(e.what())));
   }
 }
 
@@ -202,6 +216,60 @@ absl::StatusOr<at::Tensor> ScriptModel::RouterFeatures(const at::Tensor& input_i
 absl::StatusOr<at::Tensor> ScriptModel::Forward(const at::Tensor& input_ids,
                                                 const at::Tensor& attention_mask) {
   return Call("forward", input_ids, attention_mask);
+}
+
+absl::StatusOr<at::Tensor> ScriptModel::Classify(const at::Tensor& features) {
+  if (!has_classify_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model ", label_, " has no method '", kClassifyMethod, "'"));
+  }
+  try {
+    c10::InferenceMode guard;
+    c10::IValue out = module_.get_method(kClassifyMethod)({features});
+    if (!out.isTensor()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model ", label_, ": ", kClassifyMethod, "() did not return a tensor"));
+    }
+    return out.toTensor();
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", label_, ": ", kClassifyMethod,
+                                                   "() failed: ", ErrorLine(e.what())));
+  }
+}
+
+namespace {
+// classify(embed(x)) and forward(x) are the same computation when the methods agree, so they
+// differ by rounding alone (a few units of float32 roundoff times the reduction length, orders
+// of magnitude below this); a classify() that is not forward()'s head differs by the logits' own
+// scale.
+constexpr double kClassifyTolerance = 1e-3;
+}  // namespace
+
+absl::Status ScriptModel::CheckClassify(const at::Tensor& input_ids,
+                                        const at::Tensor& attention_mask) {
+  ASSIGN_OR_RETURN(at::Tensor forward, Forward(input_ids, attention_mask));
+  ASSIGN_OR_RETURN(at::Tensor features, Embed(input_ids, attention_mask));
+  ASSIGN_OR_RETURN(at::Tensor split, Classify(features));
+  try {
+    if (!split.sizes().equals(forward.sizes())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model ", label_, ": classify(embed(x)) gives ", c10::str(split.sizes()),
+          " but forward(x) gives ", c10::str(forward.sizes())));
+    }
+    const at::Tensor f = forward.to(at::kDouble);
+    const double scale = 1.0 + f.abs().max().item<double>();
+    const double diff = (split.to(at::kDouble) - f).abs().max().item<double>();
+    if (!(diff <= kClassifyTolerance * scale)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model ", label_, ": classify(embed(x)) differs from forward(x) by ", diff,
+          " (logits up to ", scale - 1.0, "); classify() must be forward()'s head alone"));
+    }
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    return absl::InternalError(absl::StrCat("model ", label_, ": classify() check failed: ",
+                                            what.substr(0, what.find('\n'))));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ScriptModel::Save(const std::string& path) {

@@ -1,7 +1,9 @@
 // A TorchScript model that follows the model convention (DESIGN.md): methods
 // embed(input_ids, attention_mask) -> [B, d] and forward(input_ids, attention_mask) -> [B, C],
 // optionally route_features(input_ids, attention_mask) -> [B, r] (the router's input; embed's
-// output when the model has no such method), parameters addressed by dotted names.
+// output when the model has no such method) and classify(features) -> [B, C] (the head alone,
+// so that forward(x) == classify(embed(x)); rows of several tasks then share one embed()),
+// parameters addressed by dotted names.
 //
 //   ASSIGN_OR_RETURN(auto model, ScriptModel::Load("expert.pt"));
 //   for (auto& [name, t] : model->NamedParameters()) ...
@@ -56,6 +58,13 @@ class ScriptModel {
   const std::string& router_features_method() const { return router_features_method_; }
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids,
                                      const at::Tensor& attention_mask);
+  // Whether the model defines classify(features); Classify calls it on embed()'s output.
+  bool has_classify() const { return has_classify_; }
+  absl::StatusOr<at::Tensor> Classify(const at::Tensor& features);
+  // Whether classify(embed(x)) reproduces forward(x) on this input (to 1e-3 of the logits'
+  // scale: the same computation differs by rounding alone); the error names the shapes or the
+  // difference. FailedPrecondition when the model has no classify().
+  absl::Status CheckClassify(const at::Tensor& input_ids, const at::Tensor& attention_mask);
 
   // How many token ids the model accepts (ids must be in [0, VocabSize())): the module's int
   // attribute `vocab_size` when it has one, else the rows of the embedding table that embed()
@@ -76,12 +85,15 @@ class ScriptModel {
   torch::jit::Module module_;
   std::string label_;
   std::string router_features_method_;
+  bool has_classify_ = false;
   int64_t vocab_attribute_ = 0;
   std::string embedding_parameter_;
 };
 
 // The optional model-convention method that gives the router its input features.
 inline constexpr char kRouteFeaturesMethod[] = "route_features";
+// The optional model-convention method that applies the head to embed()'s output.
+inline constexpr char kClassifyMethod[] = "classify";
 // The optional int attribute that declares the vocabulary size.
 inline constexpr char kVocabSizeAttribute[] = "vocab_size";
 

@@ -190,6 +190,15 @@ absl::Status Validate(Job& job) {
                                                    job.architecture->router_features_method(),
                                                    "() must return [B, r] features"));
   }
+  if (job.architecture->has_classify()) {
+    // The server answers several tasks' rows with one embed() and classify(); a classify() that
+    // is not forward()'s head would change every answer, so refuse it here already.
+    absl::Status split = job.architecture->CheckClassify(ProbeIds(), ProbeMask());
+    if (!split.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("architecture ", arch_path, ": ",
+                                                     split.message()));
+    }
+  }
   // The vocabulary bounds the router data's ids: the architecture's declared vocab_size, or
   // the rows of its embedding table in the base checkpoint.
   int64_t vocab_size = job.architecture->VocabSize();

@@ -28,6 +28,7 @@ Engine::~Engine() = default;
 
 namespace {
 std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set,
@@ -85,6 +86,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
                               : engine->shared_model_->router_features_method() + "()",
         " gives ", c10::str(probe.sizes()), " features but the router reads ",
         set.manifest.router.spec.input_dim));
+  }
+  if (engine->shared_model_->has_classify() && engine->num_tasks() > 0) {
+    absl::Status split = engine->shared_model_->CheckClassify(probe_ids, probe_mask);
+    if (!split.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("version ", set.manifest.version, ": ", split.message()));
+    }
+    engine->splits_heads_ = true;
   }
   return engine;
 }
@@ -236,6 +245,49 @@ absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& 
     ASSIGN_OR_RETURN(at::Tensor logits,
                      model.model_->Forward(input_ids.to(device), attention_mask.to(device)));
     return logits.to(at::kCPU);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("forward failed: ", FirstLine(e.what())));
+  }
+}
+
+absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardTasks(
+    FusedModel& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+    const std::vector<TaskRun>& runs) const {
+  if (!splits_heads_ || model.own_head_) {
+    return absl::FailedPreconditionError(
+        "this model cannot serve several tasks in one forward (no classify() or an expert)");
+  }
+  int64_t total = 0;
+  for (const TaskRun& run : runs) {
+    if (run.task < 0 || run.task >= num_tasks()) {
+      return absl::InvalidArgumentError(absl::StrCat("task index ", run.task, " out of range"));
+    }
+    if (run.rows <= 0) return absl::InvalidArgumentError("a task run has no rows");
+    total += run.rows;
+  }
+  if (total != input_ids.size(0)) {
+    return absl::InvalidArgumentError(absl::StrCat("the task runs cover ", total,
+                                                   " rows of a batch of ", input_ids.size(0)));
+  }
+  try {
+    c10::Device device(device_name_);
+    std::lock_guard<std::mutex> lock(model.mu_);
+    ASSIGN_OR_RETURN(at::Tensor features,
+                     model.model_->Embed(input_ids.to(device), attention_mask.to(device)));
+    if (features.dim() < 1 || features.size(0) != total) {
+      return absl::InternalError(absl::StrCat("embed() returned ", c10::str(features.sizes()),
+                                              " for a batch of ", total));
+    }
+    std::vector<at::Tensor> out;
+    int64_t offset = 0;
+    for (const TaskRun& run : runs) {
+      RETURN_IF_ERROR(model.model_->SetParameters(twin_->head(run.task)));
+      ASSIGN_OR_RETURN(at::Tensor logits,
+                       model.model_->Classify(features.narrow(0, offset, run.rows)));
+      out.push_back(logits.to(at::kCPU));
+      offset += run.rows;
+    }
+    return out;
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("forward failed: ", FirstLine(e.what())));
   }

@@ -3,8 +3,9 @@
 // It keeps the shared expert theta* resident (as a TorchScript model used for routing
 // features unless the router reads n-gram counts), the twin factors (for fusion), the router, the tokenizer and every task's head.
 // Route() computes router weights for a batch from the shared model's embed(); Fuse() builds a
-// model whose parameters are theta(w); Forward() runs a batch through a fused model with each
-// request's task head.
+// model whose parameters are theta(w); Forward() runs a batch through a fused model with one
+// task's head; ForwardTasks() runs one embed() for rows of several tasks and each task's head on
+// its rows, when the architecture defines classify() (splits_heads()).
 //
 //   ASSIGN_OR_RETURN(auto engine, Engine::Load(set, {.device = "cpu"}));
 //   ASSIGN_OR_RETURN(at::Tensor w, engine->RouterWeights(ids, mask, temperatures));
@@ -92,6 +93,22 @@ class Engine {
   absl::StatusOr<at::Tensor> Forward(FusedModel& model, const at::Tensor& input_ids,
                                      const at::Tensor& attention_mask, int task) const;
 
+  // Whether one body forward can serve rows of several tasks: the architecture defines
+  // classify(features) and Load() found classify(embed(x)) equal to forward(x).
+  bool splits_heads() const { return splits_heads_; }
+  // Rows of several tasks in one batch: `runs` lists (task, rows) in batch order (consecutive
+  // rows; the counts sum to B). One embed() over the batch, then each task's classify() on its
+  // rows; returns the logits [rows, C_task] (CPU) of each run. Needs splits_heads() and a model
+  // that is not an expert (own head).
+  struct TaskRun {
+    int task;
+    int64_t rows;
+  };
+  absl::StatusOr<std::vector<at::Tensor>> ForwardTasks(FusedModel& model,
+                                                       const at::Tensor& input_ids,
+                                                       const at::Tensor& attention_mask,
+                                                       const std::vector<TaskRun>& runs) const;
+
  private:
   Engine() = default;
   // The router's input for a batch: n-gram counts from the ids, or the shared model's method.
@@ -109,6 +126,7 @@ class Engine {
   std::string architecture_path_;
   int64_t vocab_size_ = 0;
   bool ngram_router_ = false;  // manifest router.features == "ngram"
+  bool splits_heads_ = false;
 };
 
 }  // namespace twin

@@ -280,19 +280,27 @@ absl::Status InferProcessor::RunGroup(const Servable& servable, FusedModel& mode
   at::Tensor ids, mask;
   PadBatch(group, &ids, &mask);
   const absl::Time start = absl::Now();
+  metrics_->RecordBodyForward();
   ASSIGN_OR_RETURN(at::Tensor logits, engine.Forward(model, ids, mask, task));
   const absl::Time end = absl::Now();
+  return ReplyGroup(servable, group, task, logits, fuse_s, Seconds(end - start), end, cache_hit);
+}
+
+absl::Status InferProcessor::ReplyGroup(const Servable& servable,
+                                        std::vector<InferPayload*>& group, int task,
+                                        const at::Tensor& logits, double fuse_s, double forward_s,
+                                        absl::Time end, bool cache_hit) {
+  const Engine& engine = *servable.engine;
   const TaskEntry& entry = engine.manifest().tasks[task];
   if (logits.dim() != 2 || logits.size(0) != static_cast<int64_t>(group.size()) ||
       logits.size(1) != static_cast<int64_t>(entry.labels.size())) {
-    return absl::InternalError(absl::StrCat("task ", entry.name, ": the head returned shape ",
-                                            logits.sizes().vec().size(), "-d logits not [B, ",
-                                            entry.labels.size(), "]"));
+    return absl::InternalError(absl::StrCat("task ", entry.name, ": the head returned ",
+                                            c10::str(logits.sizes()), " logits, not [",
+                                            group.size(), ", ", entry.labels.size(), "]"));
   }
   at::Tensor probs = at::softmax(logits.to(at::kFloat), 1).contiguous();
   const float* pd = probs.data_ptr<float>();
   const int64_t c = probs.size(1);
-  const double forward_s = Seconds(end - start);
   for (size_t i = 0; i < group.size(); ++i) {
     InferPayload* p = group[i];
     InferResponse r;
@@ -359,7 +367,35 @@ void InferProcessor::Run(std::vector<PendingRequest> batch) {
   }
   std::map<int, std::vector<InferPayload*>> by_task;
   for (InferPayload* p : payloads) by_task[p->task >= 0 ? p->task : p->key.top_task].push_back(p);
+  std::map<int, bool> answered;
+  if (by_task.size() > 1 && servable.mode != ServingMode::kExperts && engine->splits_heads()) {
+    // One body forward for every task's rows, then each task's head on its own rows.
+    FusedModel& model = servable.mode == ServingMode::kTwin
+                            ? static_cast<FusedModel&>(*fused)
+                            : *servable.pinned[0];
+    std::vector<InferPayload*> rows;
+    std::vector<Engine::TaskRun> runs;
+    for (auto& [task, group] : by_task) {
+      rows.insert(rows.end(), group.begin(), group.end());
+      runs.push_back({task, static_cast<int64_t>(group.size())});
+    }
+    at::Tensor ids, mask;
+    PadBatch(rows, &ids, &mask);
+    const absl::Time start = absl::Now();
+    metrics_->RecordBodyForward();
+    absl::StatusOr<std::vector<at::Tensor>> logits = engine->ForwardTasks(model, ids, mask, runs);
+    const absl::Time end = absl::Now();
+    if (logits.ok()) {
+      size_t k = 0;
+      for (auto& [task, group] : by_task) {
+        answered[task] = ReplyGroup(servable, group, task, (*logits)[k++], fuse_s,
+                                    Seconds(end - start), end, hit)
+                             .ok();
+      }
+    }
+  }
   for (auto& [task, group] : by_task) {
+    if (answered[task]) continue;
     FusedModel* model = nullptr;
     switch (servable.mode) {
       case ServingMode::kTwin:

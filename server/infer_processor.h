@@ -5,8 +5,9 @@
 // InferProcessor implements BatchProcessor: Route() computes router weights for a batch with
 // the shared model and quantises them to cluster keys; Run() gets the fused model for the
 // batch's key from the cache (fusing on a miss), runs each task's head over its requests and
-// completes them. A batch that fails as a whole is retried request by request, so one bad
-// input never fails its neighbours.
+// completes them: one body forward for the whole batch when the architecture splits its head
+// (classify(), Engine::splits_heads()), else one forward per task. A batch that fails as a whole
+// is retried request by request, so one bad input never fails its neighbours.
 //
 // Thread-safety: InferProcessor is thread-safe (it is shared by the batch workers).
 #ifndef TWIN_SERVER_INFER_PROCESSOR_H_
@@ -71,6 +72,11 @@ class InferProcessor : public BatchProcessor {
   absl::Status RunGroup(const Servable& servable, FusedModel& model,
                         std::vector<InferPayload*>& group, int task, double fuse_s,
                         bool cache_hit);
+  // Answers `group` (one task) from its logits; an error (a head of the wrong shape) replies
+  // nothing.
+  absl::Status ReplyGroup(const Servable& servable, std::vector<InferPayload*>& group, int task,
+                          const at::Tensor& logits, double fuse_s, double forward_s,
+                          absl::Time end, bool cache_hit);
   const ServerConfig& config_;
   ServerMetrics* metrics_;
 };

@@ -83,7 +83,8 @@ class ModelInferReactor final : public grpc::ServerUnaryReactor {
                     const ModelInferRequest* request, ModelInferResponse* response)
       : call_(std::make_shared<InferCall>()) {
     absl::Status started =
-        Start(service, server, model_name, max_rows, DeadlineOf(context), *request, response);
+        Start(service, server, model_name, max_rows, DeadlineOf(context),
+              ClientOfPeer(context->peer()), *request, response);
     if (!started.ok()) Finish(ToGrpcStatus(started));
   }
   void OnCancel() override { call_->cancelled->store(true); }
@@ -92,7 +93,8 @@ class ModelInferReactor final : public grpc::ServerUnaryReactor {
  private:
   absl::Status Start(const KServeService& service, TwinServer* server,
                      const std::string& model_name, int max_rows, absl::Time deadline,
-                     const ModelInferRequest& request, ModelInferResponse* response) {
+                     const std::string& client, const ModelInferRequest& request,
+                     ModelInferResponse* response) {
     RETURN_IF_ERROR(service.CheckModel(request.model_name(), request.model_version()));
     ASSIGN_OR_RETURN(call_->task_names, server->TaskNames());
     ASSIGN_OR_RETURN(call_->decoded, DecodeModelInfer(request, max_rows));
@@ -109,7 +111,7 @@ class ModelInferReactor final : public grpc::ServerUnaryReactor {
         if (call_->finished) break;  // an earlier row already failed the call
       }
       std::shared_ptr<InferCall> call = call_;
-      server->Submit(call->decoded.rows[row], deadline, call->cancelled,
+      server->Submit(call->decoded.rows[row], deadline, call->cancelled, client,
                      [call, row](absl::StatusOr<InferResponse> result) {
                        OnRowDone(*call, row, std::move(result));
                      });

@@ -49,6 +49,10 @@ struct ServerMetrics::Impl {
       prometheus::BuildCounter().Name("twin_router_top_task_total")
           .Help("Router's top task per routed request").Register(*registry);
 
+  prometheus::Counter& body_forwards = Counter(
+      "twin_body_forwards_total",
+      "Forwards of the model body: one per batch when the heads split (classify()), else one "
+      "per task in the batch");
   prometheus::Counter& cache_hits = Counter("twin_cache_hits_total", "Fused-weight cache hits");
   prometheus::Counter& cache_misses =
       Counter("twin_cache_misses_total", "Lookups not served by their own cluster key");
@@ -140,6 +144,8 @@ void ServerMetrics::RecordRequest(const std::string& task, const std::string& co
 }
 
 void ServerMetrics::RecordBatch(int size) { impl_->batch_size.Observe(size); }
+
+void ServerMetrics::RecordBodyForward() { impl_->body_forwards.Increment(); }
 
 void ServerMetrics::RecordRoute(const std::string& top_task) {
   impl_->router_top.Add({{"task", top_task}}).Increment();

@@ -64,6 +64,8 @@ class ServerMetrics {
 
   void RecordRequest(const std::string& task, const std::string& code, const StageTimes& t);
   void RecordBatch(int size);
+  // One forward of the model body (embed() for several tasks' rows, or one task's forward()).
+  void RecordBodyForward();
   void RecordRoute(const std::string& top_task);
   // `cache` identifies the servable's cache the stats come from (one per loaded version).
   void UpdateCache(const void* cache, const FusedCacheStats& stats);

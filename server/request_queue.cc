@@ -70,6 +70,7 @@ struct RequestQueue::State {
   int64_t in_routing = 0;
   uint64_t next_id = 1;
   bool closed = false;
+  bool flushing = false;  // Flush(): every group is ready
   absl::Status close_status;
   uint64_t rejected_full = 0;
   uint64_t expired = 0;
@@ -193,7 +194,8 @@ std::vector<PendingRequest> RequestQueue::NextBatch(absl::Time now) {
     absl::MutexLock lock(&mu_);
     State& s = *state_;
     s.PurgeAll(now, completions);
-    const absl::Duration delay = absl::Microseconds(options_.max_queue_delay_us);
+    const absl::Duration delay =
+        s.flushing ? absl::ZeroDuration() : absl::Microseconds(options_.max_queue_delay_us);
     auto chosen = s.groups.end();
     for (auto it = s.groups.begin(); it != s.groups.end(); ++it) {
       const PendingRequest& head = it->second.front();
@@ -217,7 +219,8 @@ std::vector<PendingRequest> RequestQueue::NextBatch(absl::Time now) {
 
 absl::Time RequestQueue::NextReadyTime() const {
   absl::MutexLock lock(&mu_);
-  const absl::Duration delay = absl::Microseconds(options_.max_queue_delay_us);
+  const absl::Duration delay = state_->flushing ? absl::ZeroDuration()
+                                                : absl::Microseconds(options_.max_queue_delay_us);
   absl::Time next = absl::InfiniteFuture();
   for (const auto& [key, group] : state_->groups) {
     const absl::Time head = group.front().enqueued;
@@ -230,6 +233,11 @@ absl::Time RequestQueue::NextReadyTime() const {
 bool RequestQueue::HasUnrouted() const {
   absl::MutexLock lock(&mu_);
   return !state_->unrouted.empty();
+}
+
+void RequestQueue::Flush() {
+  absl::MutexLock lock(&mu_);
+  state_->flushing = true;
 }
 
 void RequestQueue::Close(const absl::Status& status) {

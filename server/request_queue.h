@@ -100,6 +100,9 @@ class RequestQueue {
   // group is ready already and reports its oldest request's enqueue time.
   absl::Time NextReadyTime() const;
   bool HasUnrouted() const;
+  // From now on every group is ready at once, full or not: nothing more will arrive to fill
+  // it (the drain at shutdown), so waiting out max_queue_delay_us only delays answers.
+  void Flush();
   // Completes every waiting request with `status` (shutdown; an OK status is replaced by
   // UNAVAILABLE) and refuses new ones.
   void Close(const absl::Status& status);

@@ -97,6 +97,9 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_stream_in_flight < 1) {
     return Fields().Bad("limits.max_stream_in_flight", "must be >= 1");
   }
+  if (c.max_in_flight_per_client < 0) {
+    return Fields().Bad("limits.max_in_flight_per_client", "must be >= 0 (0: no limit)");
+  }
   if (c.warmup_requests < 0) return Fields().Bad("warmup_requests", "must be >= 0");
   if (c.reload.poll_interval_ms < 0) return Fields().Bad("reload.poll_interval_ms", "must be >= 0");
   if (c.reload.retry_interval_ms < 1) {
@@ -225,13 +228,15 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     RETURN_IF_ERROR(Fields().CheckKeys(
         l, "limits",
         {"max_input_length", "max_message_bytes", "max_request_id_bytes", "max_text_bytes",
-         "max_stream_in_flight"}));
+         "max_stream_in_flight", "max_in_flight_per_client"}));
     RETURN_IF_ERROR(Fields().Read(l, "max_input_length", "limits", &c.max_input_length));
     RETURN_IF_ERROR(Fields().Read(l, "max_message_bytes", "limits", &c.max_message_bytes));
     RETURN_IF_ERROR(Fields().Read(l, "max_request_id_bytes", "limits", &c.max_request_id_bytes));
     RETURN_IF_ERROR(Fields().Read(l, "max_text_bytes", "limits", &c.max_text_bytes));
     RETURN_IF_ERROR(
         Fields().Read(l, "max_stream_in_flight", "limits", &c.max_stream_in_flight));
+    RETURN_IF_ERROR(Fields().Read(l, "max_in_flight_per_client", "limits",
+                                  &c.max_in_flight_per_client));
   }
   if (const YAML::Node k = root["kserve"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(k, "kserve", {"model_name", "max_rows"}));

@@ -30,7 +30,8 @@
 //             experts: {}}               # experts mode: task name -> TorchScript .pt file with
 //                                        # that task's fine-tuned weights (every task named)
 //   limits: {max_input_length: 0, max_message_bytes: 4194304, max_request_id_bytes: 128,
-//            max_text_bytes: 65536, max_stream_in_flight: 32}
+//            max_text_bytes: 65536, max_stream_in_flight: 32,
+//            max_in_flight_per_client: 0}   # per client address (0: no limit)
 //   max_connection_age_ms: 300000       # GOAWAY after this, so L4 balancers rebalance
 //   drain_grace_ms: 0                   # NOT_SERVING this long before GOAWAY
 //   drain_timeout_ms: 30000             # the whole shutdown, from the signal
@@ -101,6 +102,10 @@ struct ServerConfig {
   // stops reading (HTTP/2 flow control then holds the client) until replies are written, so
   // one stream cannot grow memory or fill the shared queue.
   int max_stream_in_flight = 32;
+  // Requests one client address (the peer without its port) may have accepted and unanswered
+  // at once, over all its calls and streams; past it RESOURCE_EXHAUSTED. 0: no limit (behind a
+  // proxy every request shares the proxy's address, so the default is off).
+  int max_in_flight_per_client = 0;
   int64_t max_connection_age_ms = 300000;
   // Shutdown: NOT_SERVING, then drain_grace_ms of normal serving (load balancers stop
   // routing here), then GOAWAY; calls in flight and open streams' accepted requests are

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -358,8 +359,17 @@ absl::Status TwinServer::WarmUp(const Servable& servable) {
   return absl::OkStatus();
 }
 
+std::string ClientOfPeer(const std::string& peer) {
+  if (!absl::StartsWith(peer, "ipv4:") && !absl::StartsWith(peer, "ipv6:")) return peer;
+  const size_t colon = peer.rfind(':');
+  const size_t bracket = peer.rfind(']');
+  if (colon <= 4 || (bracket != std::string::npos && colon < bracket)) return peer;
+  return peer.substr(0, colon);
+}
+
 void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time deadline,
-                        std::shared_ptr<std::atomic<bool>> cancelled, InferReply reply) {
+                        std::shared_ptr<std::atomic<bool>> cancelled, const std::string& client,
+                        InferReply reply) {
   const absl::Time now = absl::Now();
   std::shared_ptr<const Servable> servable;
   {
@@ -385,11 +395,31 @@ void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time d
     reply(payload.status());
     return;
   }
+  const bool counted = config_.max_in_flight_per_client > 0 && !client.empty();
+  if (counted) {
+    absl::MutexLock lock(&clients_mu_);
+    int& in_flight = client_in_flight_[client];
+    if (in_flight >= config_.max_in_flight_per_client) {
+      const int held = in_flight;
+      if (held == 0) client_in_flight_.erase(client);
+      metrics_->RecordRequest("", "RESOURCE_EXHAUSTED", {});
+      reply(absl::ResourceExhaustedError(absl::StrCat(
+          "client ", client, " has ", held, " requests in flight; the limit is ",
+          config_.max_in_flight_per_client, " (limits.max_in_flight_per_client)")));
+      return;
+    }
+    ++in_flight;
+  }
   metrics_->AddInFlight(1);
   (*payload)->received = now;
-  (*payload)->reply = [this, reply = std::move(reply)](
+  (*payload)->reply = [this, reply = std::move(reply), client = counted ? client : std::string()](
                           absl::StatusOr<twinmerge::v1::InferResponse> result) {
     metrics_->AddInFlight(-1);
+    if (!client.empty()) {
+      absl::MutexLock lock(&clients_mu_);
+      auto it = client_in_flight_.find(client);
+      if (it != client_in_flight_.end() && --it->second <= 0) client_in_flight_.erase(it);
+    }
     // Requests leave the queue without passing here; each answer refreshes the gauge, so it
     // reads the queue as it is once traffic stops (it was set only on arrival).
     metrics_->SetQueueWaiting(queue_->stats().waiting);
@@ -479,6 +509,9 @@ void TwinServer::Shutdown() {
     accepting_ = false;
   }
   if (service_ != nullptr) service_->BeginDrain();
+  // Nothing more can arrive to fill a partial batch: run every queued group now.
+  if (queue_ != nullptr) queue_->Flush();
+  if (workers_ != nullptr) workers_->Notify();
   // 3. GOAWAY: no new calls; the calls in flight finish while the workers keep answering
   //    (until the deadline, when gRPC cancels what is left).
   if (grpc_server_ != nullptr) grpc_server_->Shutdown(deadline);

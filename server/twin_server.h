@@ -29,6 +29,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -50,6 +51,10 @@ class BatchWorkers;
 class KServeService;
 class RequestQueue;
 class TwinService;
+
+// The client part of a gRPC peer string: the address without its port ("ipv4:10.0.0.7:51234"
+// -> "ipv4:10.0.0.7", "ipv6:[::1]:5000" -> "ipv6:[::1]"); other forms are returned whole.
+std::string ClientOfPeer(const std::string& peer);
 
 // Opens the artifact store for a URI (OpenObjectStore by default; tests inject faults).
 using ObjectStoreFactory =
@@ -80,8 +85,11 @@ class TwinServer {
   ServerMetrics& metrics() { return *metrics_; }
 
   // Validates and enqueues one request; `reply` is called exactly once (possibly inline).
+  // `client` names the caller for limits.max_in_flight_per_client (ClientOfPeer of the call's
+  // peer); "" is never limited.
   void Submit(const twinmerge::v1::InferRequest& request, absl::Time deadline,
-              std::shared_ptr<std::atomic<bool>> cancelled, InferReply reply);
+              std::shared_ptr<std::atomic<bool>> cancelled, const std::string& client,
+              InferReply reply);
   absl::StatusOr<twinmerge::v1::ModelInfo> ModelInfo() const;
   // The serving version's task names, in index order (cheaper than ModelInfo()).
   absl::StatusOr<std::vector<std::string>> TaskNames() const;
@@ -129,6 +137,8 @@ class TwinServer {
   uint64_t reload_failures_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   absl::Time last_reload_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Mutex clients_mu_;  // guards client_in_flight_
+  absl::flat_hash_map<std::string, int> client_in_flight_ ABSL_GUARDED_BY(clients_mu_);
   absl::Mutex load_mu_;     // one load at a time
   absl::Mutex serving_mu_;  // orders SetServing calls (health updates)
 };

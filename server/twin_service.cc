@@ -21,7 +21,7 @@ class InferReactor final : public grpc::ServerUnaryReactor {
   InferReactor(TwinServer* server, grpc::CallbackServerContext* context,
                const InferRequest* request, InferResponse* response)
       : cancelled_(std::make_shared<std::atomic<bool>>(false)) {
-    server->Submit(*request, DeadlineOf(context), cancelled_,
+    server->Submit(*request, DeadlineOf(context), cancelled_, ClientOfPeer(context->peer()),
                    [this, response](absl::StatusOr<InferResponse> result) {
                      if (result.ok()) {
                        *response = std::move(*result);
@@ -54,6 +54,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<InferRequest, InferRe
       : server_(server),
         service_(service),
         context_(context),
+        client_(ClientOfPeer(context->peer())),
         max_in_flight_(max_in_flight),
         cancelled_(std::make_shared<std::atomic<bool>>(false)) {
     const bool registered = service_->Register(this);
@@ -88,7 +89,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<InferRequest, InferRe
     }
     const std::string id = request.request_id();
     // Unlocked: Submit may answer inline.
-    server_->Submit(request, DeadlineOf(context_), cancelled_,
+    server_->Submit(request, DeadlineOf(context_), cancelled_, client_,
                     [this, id](absl::StatusOr<InferResponse> result) {
                       InferResponse reply;
                       if (result.ok()) {
@@ -165,6 +166,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<InferRequest, InferRe
   TwinServer* server_;
   TwinService* service_;
   grpc::CallbackServerContext* context_;
+  const std::string client_;  // ClientOfPeer(peer), read once
   const int max_in_flight_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
   InferRequest request_;

@@ -54,8 +54,11 @@ def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     h = self.encode(input_ids, attention_mask)
     return self.pool(h, attention_mask.unsqueeze(-1).to(h.dtype))
 
+def classify(self, features: Tensor) -> Tensor:
+    return torch.linear(features, self.head.weight, self.head.bias)
+
 def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    return torch.linear(self.embed(input_ids, attention_mask), self.head.weight, self.head.bias)
+    return self.classify(self.embed(input_ids, attention_mask))
 )JIT";
 
 constexpr char kLayerCall[] =

@@ -7,6 +7,7 @@
 //   block: x += proj(attention(ln1(x))); x += fc2(gelu(fc1(ln2(x))))
 //   embed(ids, mask)   -> masked mean of the final states   [B, dim]
 //   forward(ids, mask) -> head(embed(ids, mask))             [B, classes]
+//   classify(features) -> head(features)                    [B, classes]
 //   route_features(ids, mask) -> the router's input           [B, (layers + 1) * dim + buckets]
 //     masked means of the embeddings and of every block's output (the last one normed), then
 //     log(1 + count) of the byte 1/2/3-grams hashed into route_ngram_buckets buckets.

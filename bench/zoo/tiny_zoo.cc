@@ -22,6 +22,12 @@ def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     return torch.linear(self.embed(input_ids, attention_mask), self.head.weight, self.head.bias)
 )JIT";
 
+// The optional head-alone method: forward(x) == classify(embed(x)).
+constexpr char kTinyClassifySource[] = R"JIT(
+def classify(self, features: Tensor) -> Tensor:
+    return torch.linear(features, self.head.weight, self.head.bias)
+)JIT";
+
 torch::jit::Module Leaf(const std::string& type, std::vector<std::pair<std::string, at::Tensor>> ps) {
   torch::jit::Module m(type);
   for (auto& [name, t] : ps) m.register_parameter(name, t, /*is_buffer=*/false);
@@ -40,6 +46,10 @@ torch::jit::Module MakeTinyModel(const TinyModelOptions& o) {
   m.register_module("head", Leaf("Head", {{"weight", torch::randn({o.num_classes, o.dim}) * scale},
                                           {"bias", torch::zeros({o.num_classes})}}));
   m.define(kTinySource);
+  if (o.with_classify) m.define(kTinyClassifySource);
+  if (o.declared_vocab > 0) {
+    m.register_attribute("vocab_size", c10::IntType::get(), o.declared_vocab);
+  }
   return m;
 }
 
@@ -109,14 +119,15 @@ double TinyAccuracy(torch::jit::Module& module, const TinyTaskData& data) {
 absl::StatusOr<TinyZoo> BuildTinyZoo(const std::string& dir, const TinyZooOptions& o) {
   TinyZoo zoo;
   try {
-    torch::jit::Module base = MakeTinyModel({o.vocab, o.dim, 2, o.seed});
+    torch::jit::Module base = MakeTinyModel({o.vocab, o.dim, 2, o.seed, o.with_classify, o.declared_vocab});
     zoo.base_path = dir + "/base.pt";
     base.save(zoo.base_path);
     for (int64_t t = 0; t < o.num_tasks; ++t) {
       const int64_t classes = 2 + t % 2;
       const std::string name = absl::StrCat("task", t);
       torch::jit::Module expert = base.deepcopy();
-      torch::jit::Module fresh = MakeTinyModel({o.vocab, o.dim, classes, o.seed + 100 + t});
+      torch::jit::Module fresh = MakeTinyModel(
+          {o.vocab, o.dim, classes, o.seed + 100 + t, o.with_classify, o.declared_vocab});
       expert.attr("head").toModule().register_parameter(
           "weight", fresh.attr("head").toModule().attr("weight").toTensor(), false);
       expert.attr("head").toModule().register_parameter(

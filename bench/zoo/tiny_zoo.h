@@ -4,7 +4,8 @@
 // .pt files, with router examples and test splits as safetensors.
 //
 // Model: token embedding [vocab, dim] -> tanh(Linear dim->dim) -> masked mean pool = embed();
-// forward() = Linear(head) over embed(). Parameters: emb.weight, enc.weight, enc.bias,
+// forward() = Linear(head) over embed(), and classify(features) = that Linear alone (unless
+// with_classify is false). Parameters: emb.weight, enc.weight, enc.bias,
 // head.weight, head.bias.
 //
 // Task t of a zoo draws its tokens mostly from its own band of the vocabulary (so a router can
@@ -29,6 +30,11 @@ struct TinyModelOptions {
   int64_t dim = 16;
   int64_t num_classes = 2;
   uint64_t seed = 1;
+  bool with_classify = true;  // defines classify(features)
+  // > 0: the int attribute vocab_size, which then overrides the table's rows as the model's
+  // declared vocabulary; larger than `vocab`, it makes a model that fails inside forward() on
+  // ids the server admits (tests of a failing model).
+  int64_t declared_vocab = 0;
 };
 
 torch::jit::Module MakeTinyModel(const TinyModelOptions& options);
@@ -71,6 +77,8 @@ struct TinyZooOptions {
   int64_t test_examples = 128;
   int64_t train_steps = 60;
   uint64_t seed = 7;
+  bool with_classify = true;  // the models define classify(features)
+  int64_t declared_vocab = 0;  // TinyModelOptions::declared_vocab of every model
 };
 
 // Builds base + experts (task t has 2 + t % 2 classes) under `dir` and returns the paths.

@@ -24,6 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/artifact_set.h"
+#include "core/internal/s3_transport.h"
 #include "core/sha256.h"
 #include "tests/testing/fake_s3_server.h"
 #include "tests/testing/temp_dir.h"
@@ -485,6 +486,26 @@ TEST_F(S3FakeTest, GetToFileAtMostRefusesLargerObjectsAndLeavesNoFile) {
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), bytes);
   ASSERT_TRUE(store_->Put("empty", "").ok());
   EXPECT_TRUE(store_->GetToFileAtMost("empty", dir.Join("empty"), 0).ok());
+}
+
+// A reply held in memory (an object read with Get, a listing page) stops at
+// kMaxInMemoryResponseBytes however large a body the server declares or sends.
+TEST_F(S3FakeTest, InMemoryResponsesStopAtTheirCap) {
+  ASSERT_TRUE(store_->Put("k", "v").ok());
+  const int gets_before = Requests("GET ");
+  server_->InjectFault(Fault::kEndlessBody, 1, "GET ");
+  auto got = store_->Get("k");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kOutOfRange) << got.status();
+  EXPECT_THAT(Message(got.status()),
+              HasSubstr(absl::StrCat("exceeds ", s3_internal::kMaxInMemoryResponseBytes)));
+  EXPECT_EQ(Requests("GET ") - gets_before, 1) << "a body over the cap is not retried";
+  server_->InjectFault(Fault::kEndlessBody, 1, "list-type");
+  auto listed = store_->List("");
+  EXPECT_EQ(listed.status().code(), absl::StatusCode::kOutOfRange) << listed.status();
+  // The store still works afterwards.
+  auto again = store_->Get("k");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, "v");
 }
 
 TEST_F(S3FakeTest, GivesUpAfterMaxAttempts) {

@@ -12,6 +12,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
 using twin::testing::MakeTinyModel;
+using twin::testing::TinyModelOptions;
 using twin::testing::TempDir;
 
 TEST(ScriptModelTest, ListsAndReplacesParametersAndRuns) {
@@ -114,6 +115,67 @@ TEST(ScriptModelTest, RouterFeaturesPreferRouteFeaturesAndFallBackToEmbed) {
   auto bad = (*with)->RouterFeatures(ids, at::ones({2, 4}, at::kLong));
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("route_features"));
+}
+
+// classify(features) is the head alone: Classify(Embed(x)) == Forward(x) for the tiny model,
+// and CheckClassify refuses a classify() that is not forward()'s head, naming the difference.
+TEST(ScriptModelTest, ClassifyIsTheHeadAloneAndIsCheckedAgainstForward) {
+  const at::Tensor ids = at::randint(32, {3, 5}, at::kLong);
+  const at::Tensor mask = at::ones({3, 5}, at::kLong);
+  auto tiny = ScriptModel::Wrap(MakeTinyModel({32, 8, 3, 1}), "tiny");
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  ASSERT_TRUE((*tiny)->has_classify());
+  auto features = (*tiny)->Embed(ids, mask);
+  ASSERT_TRUE(features.ok()) << features.status();
+  auto split = (*tiny)->Classify(*features);
+  auto forward = (*tiny)->Forward(ids, mask);
+  ASSERT_TRUE(split.ok() && forward.ok());
+  // The same operations on the same rows: bit-identical.
+  EXPECT_TRUE(at::equal(*split, *forward));
+  EXPECT_TRUE((*tiny)->CheckClassify(ids, mask).ok());
+  // A clone keeps the method.
+  auto clone = (*tiny)->Clone();
+  ASSERT_TRUE(clone.ok());
+  EXPECT_TRUE((*clone)->has_classify());
+
+  // Without classify(): FailedPrecondition, not a crash.
+  TinyModelOptions plain_options{32, 8, 3, 1};
+  plain_options.with_classify = false;
+  auto plain = ScriptModel::Wrap(MakeTinyModel(plain_options), "plain");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE((*plain)->has_classify());
+  EXPECT_EQ((*plain)->Classify(*features).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*plain)->CheckClassify(ids, mask).code(), absl::StatusCode::kFailedPrecondition);
+
+  // A classify() that scales the head's logits, and one of the wrong width.
+  const char* kBody =
+      "def embed(self, a: Tensor, b: Tensor) -> Tensor:\n  return (a * b) * 1.0\n"
+      "def forward(self, a: Tensor, b: Tensor) -> Tensor:\n  return self.embed(a, b) + 1.0\n";
+  torch::jit::Module scaled("Scaled");
+  scaled.define(std::string(kBody) +
+                "def classify(self, f: Tensor) -> Tensor:\n  return (f + 1.0) * 2.0\n");
+  auto bad = ScriptModel::Wrap(scaled, "scaled");
+  ASSERT_TRUE(bad.ok());
+  absl::Status refused = (*bad)->CheckClassify(ids, mask);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("differs from forward(x)"));
+  torch::jit::Module narrow("Narrow");
+  narrow.define(std::string(kBody) +
+                "def classify(self, f: Tensor) -> Tensor:\n  return (f + 1.0)[:, 0:2]\n");
+  auto wrong = ScriptModel::Wrap(narrow, "narrow");
+  ASSERT_TRUE(wrong.ok());
+  refused = (*wrong)->CheckClassify(ids, mask);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("[3, 2]"));
+  // One that throws names the method.
+  torch::jit::Module throwing("Throwing");
+  throwing.define(std::string(kBody) +
+                  "def classify(self, f: Tensor) -> Tensor:\n  return torch.mm(f, f)\n");
+  auto raises = ScriptModel::Wrap(throwing, "throwing");
+  ASSERT_TRUE(raises.ok());
+  refused = (*raises)->CheckClassify(ids, mask);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("classify"));
 }
 
 TEST(ScriptModelTest, VocabSizeFromTheEmbeddingTableThatEmbedIndexes) {

@@ -211,7 +211,7 @@ TEST_F(ReloadTest, PollingFollowsLatestAndRequestsKeepTheirVersion) {
   for (int i = 0; i < 8; ++i) {
     twinmerge::v1::InferRequest request;
     request.set_text(absl::StrCat("request ", i));
-    server_->Submit(request, absl::InfiniteFuture(), std::make_shared<std::atomic<bool>>(false),
+    server_->Submit(request, absl::InfiniteFuture(), std::make_shared<std::atomic<bool>>(false), "",
                     [&, i](absl::StatusOr<twinmerge::v1::InferResponse> r) {
                       before[i] = r.ok() ? r->artifact_version() : r.status().ToString();
                       done[i].Notify();

@@ -8,7 +8,9 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -48,8 +50,9 @@ InferRequest TokensRequest(const at::Tensor& ids, const at::Tensor& mask, const 
 // The version's parts through the core library, to compute what the server should answer.
 class Reference {
  public:
-  explicit Reference(const std::string& cache) {
-    auto store = FileObjectStore::Create(ServedArtifacts::Get().store());
+  explicit Reference(const std::string& cache,
+                     const std::string& root = ServedArtifacts::Get().store()) {
+    auto store = FileObjectStore::Create(root);
     EXPECT_TRUE(store.ok());
     auto set = FetchArtifactSet(store->get(), "v1", cache);
     EXPECT_TRUE(set.ok()) << set.status();
@@ -261,6 +264,152 @@ TEST_F(ServingModesTest, ExpertsModeAnswersWithEachTasksExpert) {
   EXPECT_THAT(metrics, HasSubstr(absl::StrCat("twin_weights_resident_bytes{part=\"experts\"} ",
                                               expert_bytes)));
   EXPECT_THAT(metrics, HasSubstr("twin_fusions_total 0"));
+}
+
+// Reads a counter's value from the exposition text (0 when absent).
+double CounterValue(const std::string& metrics, const std::string& name) {
+  const std::string prefix = name + " ";
+  size_t at = 0;
+  while ((at = metrics.find(prefix, at)) != std::string::npos) {
+    if (at == 0 || metrics[at - 1] == '\n') return std::stod(metrics.substr(at + prefix.size()));
+    at += prefix.size();
+  }
+  return 0;
+}
+
+// Key-level batching: rows of every task that share one weight set (static mode: theta*) form
+// one batch, take one forward of the body (embed()) and each task's head on its own rows, and
+// are answered exactly as if each had been sent alone. Without classify() in the architecture,
+// the same batch takes one forward per task.
+class KeyBatchingTest : public ServingModesTest {
+ protected:
+  // Sends kRowsPerTask rows of every task at once into a queue whose only batch fills when all
+  // have arrived; checks each reply against theta* with its own task's head; returns how many
+  // body forwards that batch took.
+  void ExpectOneBatch(ServerConfig config, const twin::zoo::TinyZoo& zoo, double* forwards) {
+    const int num_tasks = static_cast<int>(zoo.task_names.size());
+    const int total = num_tasks * kRowsPerTask;
+    config.mode = ServingMode::kStatic;
+    config.queue.max_batch_size = total;
+    config.queue.max_queue_delay_us = 60'000'000;  // the batch runs when full, never on time
+    ASSERT_TRUE(Start(config).ok());
+    const double before = CounterValue(Scrape(), "twin_body_forwards_total");
+    std::vector<InferResponse> replies(total);
+    std::vector<grpc::Status> statuses(total);
+    std::vector<std::thread> callers;
+    for (int k = 0; k < total; ++k) {
+      callers.emplace_back([&, k] {
+        const int task = k % num_tasks;
+        const int row = k / num_tasks;
+        InferRequest request = TokensRequest(zoo.test_data[task].input_ids[row],
+                                             zoo.test_data[task].attention_mask[row],
+                                             zoo.task_names[task]);
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        statuses[k] = stub_->Infer(&context, request, &replies[k]);
+      });
+    }
+    for (std::thread& t : callers) t.join();
+    const std::vector<double> zeros(num_tasks, 0.0);
+    Reference ref(dir_.Join("ref"), config.artifact_uri);
+    for (int k = 0; k < total; ++k) {
+      ASSERT_TRUE(statuses[k].ok()) << k << ": " << statuses[k].error_message();
+      const int task = k % num_tasks;
+      const int row = k / num_tasks;
+      const at::Tensor ids = zoo.test_data[task].input_ids[row];
+      const at::Tensor mask = zoo.test_data[task].attention_mask[row];
+      const int64_t n = mask.sum().item<int64_t>();
+      EXPECT_EQ(replies[k].task(), zoo.task_names[task]);
+      const at::Tensor logits = ref.Logits(zeros, ids.slice(0, 0, n), mask.slice(0, 0, n), task);
+      ExpectProbabilities(replies[k], logits, ref.Bound(logits), zoo.task_names[task]);
+    }
+    const std::string metrics = Scrape();
+    // One batch of every row.
+    EXPECT_THAT(metrics, HasSubstr("twin_batch_size_count 1\n"));
+    *forwards = CounterValue(metrics, "twin_body_forwards_total") - before;
+  }
+};
+
+TEST_F(KeyBatchingTest, TasksSharingAWeightSetShareOneBodyForward) {
+  double forwards = -1;
+  ExpectOneBatch(Config("cache"), ServedArtifacts::Get().zoo(), &forwards);
+  EXPECT_EQ(forwards, 1);
+}
+
+TEST_F(KeyBatchingTest, WithoutClassifyEachTaskTakesItsOwnForward) {
+  // The same kind of zoo, its models without classify(), merged and published here.
+  twin::zoo::TinyZooOptions options;
+  options.with_classify = false;
+  std::filesystem::create_directories(dir_.Join("zoo"));
+  auto zoo = twin::zoo::BuildTinyZoo(dir_.Join("zoo"), options);
+  ASSERT_TRUE(zoo.ok()) << zoo.status();
+  ASSERT_TRUE(twin::testing::PublishTinyZoo(*zoo, dir_.Join("store"), dir_.path()).ok());
+  ServerConfig config = Config("cache");
+  config.artifact_uri = dir_.Join("store");
+  double forwards = -1;
+  ExpectOneBatch(config, *zoo, &forwards);
+  EXPECT_EQ(forwards, static_cast<double>(zoo->task_names.size()));
+}
+
+// A model that fails inside forward() on some inputs (it declares a vocabulary of 128 ids but
+// its table has 64 rows, so ids 64..127 pass admission and break the embedding lookup) fails
+// only those requests, with the model's own error, whichever path they take: one body forward
+// for every task (static mode), the router (twin mode, task unknown). The server keeps serving.
+TEST_F(KeyBatchingTest, AModelFailingOnSomeRowsFailsOnlyThoseRequests) {
+  twin::zoo::TinyZooOptions options;
+  options.declared_vocab = 2 * options.vocab;
+  std::filesystem::create_directories(dir_.Join("zoo"));
+  auto zoo = twin::zoo::BuildTinyZoo(dir_.Join("zoo"), options);
+  ASSERT_TRUE(zoo.ok()) << zoo.status();
+  ASSERT_TRUE(twin::testing::PublishTinyZoo(*zoo, dir_.Join("store"), dir_.path()).ok());
+  const int num_tasks = static_cast<int>(zoo->task_names.size());
+  const int total = num_tasks * kRowsPerTask;
+  for (const ServingMode mode : {ServingMode::kStatic, ServingMode::kTwin}) {
+    SCOPED_TRACE(mode == ServingMode::kStatic ? "static" : "twin");
+    ServerConfig config = Config(mode == ServingMode::kStatic ? "cache-static" : "cache-twin");
+    config.artifact_uri = dir_.Join("store");
+    config.mode = mode;
+    config.queue.max_batch_size = total;
+    config.queue.max_queue_delay_us = 200'000;  // time for every caller to join the batch
+    config.max_route_batch = total;
+    ASSERT_TRUE(Start(config).ok());
+    std::vector<InferResponse> replies(total);
+    std::vector<grpc::Status> statuses(total);
+    std::vector<std::thread> callers;
+    auto bad = [](int k) { return k % 3 == 0; };
+    for (int k = 0; k < total; ++k) {
+      callers.emplace_back([&, k] {
+        const int task = k % num_tasks;
+        InferRequest request = TokensRequest(zoo->test_data[task].input_ids[k / num_tasks],
+                                             zoo->test_data[task].attention_mask[k / num_tasks],
+                                             mode == ServingMode::kStatic ? zoo->task_names[task]
+                                                                          : "");
+        if (bad(k)) request.mutable_tokens()->set_input_ids(0, options.vocab + 36);
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        statuses[k] = stub_->Infer(&context, request, &replies[k]);
+      });
+    }
+    for (std::thread& t : callers) t.join();
+    for (int k = 0; k < total; ++k) {
+      if (bad(k)) {
+        EXPECT_EQ(statuses[k].error_code(), grpc::INVALID_ARGUMENT) << k;
+        EXPECT_THAT(statuses[k].error_message(), HasSubstr("index out of range")) << k;
+      } else {
+        EXPECT_TRUE(statuses[k].ok()) << k << ": " << statuses[k].error_message();
+        if (mode == ServingMode::kStatic) {
+          EXPECT_EQ(replies[k].task(), zoo->task_names[k % num_tasks]);
+        }
+      }
+    }
+    // Still serving.
+    InferResponse after;
+    EXPECT_TRUE(Call(TokensRequest(zoo->test_data[0].input_ids[0],
+                                   zoo->test_data[0].attention_mask[0], zoo->task_names[0]),
+                     &after)
+                    .ok());
+    server_->Shutdown();
+  }
 }
 
 // An experts configuration that does not fit the version fails the load, naming the problem.

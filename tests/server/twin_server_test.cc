@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -784,6 +785,121 @@ TEST_F(TwinServerTest, TextIsCutToMaxInputLength) {
     differs |= ra.probabilities(k) != rb.probabilities(k);
   }
   EXPECT_TRUE(differs);
+}
+
+TEST(ClientOfPeerTest, DropsThePortOfIpPeers) {
+  EXPECT_EQ(ClientOfPeer("ipv4:10.0.0.7:51234"), "ipv4:10.0.0.7");
+  EXPECT_EQ(ClientOfPeer("ipv6:[::1]:5000"), "ipv6:[::1]");
+  EXPECT_EQ(ClientOfPeer("ipv6:[fe80::1%25eth0]:443"), "ipv6:[fe80::1%25eth0]");
+  EXPECT_EQ(ClientOfPeer("ipv6:[::1]"), "ipv6:[::1]");  // no port: whole
+  EXPECT_EQ(ClientOfPeer("unix:/tmp/sock"), "unix:/tmp/sock");
+  EXPECT_EQ(ClientOfPeer(""), "");
+}
+
+// Reads a gauge or counter without labels from the exposition text (-1 when absent).
+double MetricValue(const std::string& text, const std::string& name) {
+  const std::string needle = "\n" + name + " ";
+  const size_t at = text.find(needle);
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + needle.size()));
+}
+
+// limits.max_in_flight_per_client bounds one client address over all its calls and streams;
+// requests parked in a partial batch are answered as soon as the drain starts (the queue is
+// flushed: nothing more can arrive to fill the batch) rather than after their batch delay.
+TEST_F(TwinServerTest, OneClientsRequestsInFlightAreBoundedAndTheDrainFlushesThem) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.max_in_flight_per_client = 2;
+  config.queue.max_batch_size = 64;
+  config.queue.max_queue_delay_us = 600'000'000;  // a partial batch never runs by its delay
+  config.drain_timeout_ms = 60'000;
+  StartServer(config);
+  std::vector<grpc::Status> parked(2);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 2; ++i) {
+    callers.emplace_back([&, i] {
+      InferRequest request;
+      request.set_text(absl::StrCat("parked ", i));
+      InferResponse reply;
+      parked[i] = Call(request, &reply, 120'000);
+    });
+  }
+  for (int i = 0; i < 500 && MetricValue(server_->metrics().Scrape(),
+                                         "twin_in_flight_requests") < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(MetricValue(server_->metrics().Scrape(), "twin_in_flight_requests"), 2);
+
+  // A third unary call and a stream's request from the same address are refused at once.
+  InferRequest third;
+  third.set_text("one too many");
+  InferResponse reply;
+  const grpc::Status refused = Call(third, &reply);
+  EXPECT_EQ(refused.error_code(), grpc::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("has 2 requests in flight"));
+  EXPECT_THAT(refused.error_message(), HasSubstr("limits.max_in_flight_per_client"));
+  {
+    grpc::ClientContext context;
+    auto stream = stub_->InferStream(&context);
+    third.set_request_id("streamed");
+    ASSERT_TRUE(stream->Write(third));
+    stream->WritesDone();
+    InferResponse streamed;
+    ASSERT_TRUE(stream->Read(&streamed));
+    EXPECT_EQ(streamed.request_id(), "streamed");
+    EXPECT_EQ(streamed.error_code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
+    EXPECT_TRUE(stream->Finish().ok());
+  }
+  EXPECT_EQ(MetricValue(server_->metrics().Scrape(), "twin_in_flight_requests"), 2);
+
+  // Shutdown answers the parked pair (their batch would otherwise wait ten minutes).
+  server_->Shutdown();
+  for (auto& t : callers) t.join();
+  EXPECT_TRUE(parked[0].ok()) << parked[0].error_message();
+  EXPECT_TRUE(parked[1].ok()) << parked[1].error_message();
+}
+
+// The whole shutdown is bounded by drain_timeout_ms even when a call cannot finish: a stream
+// whose client writes and never reads holds replies (60 kB each: they echo the request id) that
+// HTTP/2 flow control will not let the server send. At the deadline gRPC cancels what is left
+// and Shutdown returns.
+TEST_F(TwinServerTest, ShutdownEndsAtItsDeadlineWhenAStreamNeverReads) {
+  ServerConfig config = TestConfig(dir_.Join("cache"));
+  config.drain_timeout_ms = 1500;
+  config.max_request_id_bytes = 64 << 10;
+  StartServer(config);
+  grpc::ClientContext context;
+  auto stream = stub_->InferStream(&context);
+  std::atomic<int> written{0};
+  constexpr int kMaxWrites = 5000;  // 300 MB of replies: far beyond any flow-control window
+  std::thread writer([&] {
+    InferRequest r;
+    r.set_text("a reply nobody reads");
+    for (int i = 0; i < kMaxWrites; ++i) {
+      r.set_request_id(absl::StrCat(std::string(60000, 'x'), i));
+      if (!stream->Write(r)) return;
+      ++written;
+    }
+  });
+  // Wait until the writer stalls: the server stopped reading (its replies are stuck).
+  int last = -1;
+  for (int i = 0; i < 600 && written.load() != last; ++i) {
+    last = written.load();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  const bool stalled = written.load() < kMaxWrites;
+  const auto start = std::chrono::steady_clock::now();
+  server_->Shutdown();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  context.TryCancel();
+  writer.join();
+  stream->Finish();
+  EXPECT_TRUE(stalled) << "the stream never filled its flow-control window (" << written.load()
+                       << " requests written)";
+  // Liveness, not speed: a shutdown that waited for the stream would never return; the bound is
+  // the deadline plus a wide margin for a loaded machine.
+  EXPECT_LT(seconds, config.drain_timeout_ms / 1000.0 + 30.0);
+  EXPECT_FALSE(server_->serving());
 }
 
 // A load that finishes after the shutdown began must not report SERVING again.

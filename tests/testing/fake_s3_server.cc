@@ -100,6 +100,7 @@ HttpReply FakeS3Server::State::Serve(const HttpRequest& request) {
   const std::optional<Fault> fault = TakeFault(request);
   if (fault == Fault::kDropConnection) return HttpReply{{}, HttpDisposition::kDrop};
   if (fault == Fault::kStall) return HttpReply{{}, HttpDisposition::kStall};
+  if (fault == Fault::kEndlessBody) return HttpReply{{}, HttpDisposition::kEndlessBody};
   if (fault == Fault::kSlowDown) {
     return HttpReply{Error(503, "SlowDown", "Please reduce your request rate.")};
   }

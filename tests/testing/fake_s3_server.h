@@ -55,6 +55,7 @@ class FakeS3Server {
     kTruncateBody,           // the real answer, cut off halfway through its body
     kCyclingListToken,       // an empty truncated listing page whose next token alternates
                              // between two values ("cycle-a", "cycle-b")
+    kEndlessBody,            // 200 declaring a 1 TiB body, zeros streamed until the client leaves
   };
 
   FakeS3Server();

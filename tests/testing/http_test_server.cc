@@ -217,6 +217,18 @@ void HttpTestServer::State::Serve(int fd) {
       WaitForPeerToLeave(fd);
       break;
     }
+    if (reply.disposition == HttpDisposition::kEndlessBody) {
+      constexpr uint64_t kDeclaredBytes = uint64_t{1} << 40;
+      if (!connection.Write(absl::StrCat("HTTP/1.1 200 OK\r\nContent-Length: ", kDeclaredBytes,
+                                         "\r\nContent-Type: application/octet-stream\r\n\r\n"))) {
+        break;
+      }
+      const std::string chunk(1 << 20, '\0');
+      for (uint64_t sent = 0; sent < kDeclaredBytes && connection.Write(chunk);) {
+        sent += chunk.size();
+      }
+      break;
+    }
     const std::string answer = Serialize(reply.response, head_request);
     if (reply.disposition == HttpDisposition::kTruncateBody) {
       const size_t cut = head_request ? 0 : reply.response.body.size() / 2;

@@ -48,6 +48,7 @@ enum class HttpDisposition {
   kDrop,          // close the connection without an answer
   kStall,         // send nothing; close once the client has gone
   kTruncateBody,  // send the response cut off halfway through its body, then close
+  kEndlessBody,   // 200 with a 1 TiB Content-Length, then zeros until the client leaves
 };
 
 struct HttpReply {

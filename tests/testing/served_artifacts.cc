@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"
 
@@ -19,20 +20,23 @@ ServedArtifacts::ServedArtifacts() {
   auto zoo = BuildTinyZoo(dir_.path(), zoo_options);
   EXPECT_TRUE(zoo.ok()) << zoo.status();
   if (zoo.ok()) zoo_ = *zoo;
-  std::string y = absl::StrCat("base_model: ", zoo_.base_path, "\nmodels:\n");
-  for (size_t t = 0; t < zoo_.task_names.size(); ++t) {
-    absl::StrAppend(&y, "  - {model: ", zoo_.expert_paths[t], ", name: ", zoo_.task_names[t],
-                    ", router_data: ", zoo_.router_data[t], "}\n");
+  absl::Status published = PublishTinyZoo(zoo_, store(), dir_.path());
+  EXPECT_TRUE(published.ok()) << published;
+}
+
+absl::Status PublishTinyZoo(const TinyZoo& zoo, const std::string& store,
+                            const std::string& work) {
+  std::string y = absl::StrCat("base_model: ", zoo.base_path, "\nmodels:\n");
+  for (size_t t = 0; t < zoo.task_names.size(); ++t) {
+    absl::StrAppend(&y, "  - {model: ", zoo.expert_paths[t], ", name: ", zoo.task_names[t],
+                    ", router_data: ", zoo.router_data[t], "}\n");
   }
-  absl::StrAppend(&y, "output: ", store(), "\ntwin: {rank_policy: ratio, ratio: 0.5}\n",
+  absl::StrAppend(&y, "output: ", store, "\ntwin: {rank_policy: ratio, ratio: 0.5}\n",
                   "router: {max_epochs: 40, features: model}\nversion: v1\n");
-  auto config = ParseMergeConfig(y, dir_.path());
-  EXPECT_TRUE(config.ok()) << config.status();
-  if (!config.ok()) return;
+  ASSIGN_OR_RETURN(MergeJobConfig config, ParseMergeConfig(y, work));
   MergeJobOptions options;
   options.quiet = true;
-  auto result = RunMergeJob(*config, options);
-  EXPECT_TRUE(result.ok()) << result.status();
+  return RunMergeJob(config, options).status();
 }
 
 ServerConfig LoopbackServerConfig(const std::string& cache_dir) {

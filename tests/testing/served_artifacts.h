@@ -33,6 +33,10 @@ class ServedArtifacts {
   TinyZoo zoo_;
 };
 
+// Merges `zoo` (rank ratio 0.5, the model's own router features) and publishes it as version
+// "v1" under the file store `store`; `work` holds the merge config's relative paths.
+absl::Status PublishTinyZoo(const TinyZoo& zoo, const std::string& store, const std::string& work);
+
 // Listens on 127.0.0.1 with OS-chosen ports, CPU, exact routing (no key quantisation).
 ServerConfig LoopbackServerConfig(const std::string& cache_dir);
 
