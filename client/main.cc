@@ -38,6 +38,14 @@ ABSL_FLAG(std::string, lb, "", "Client-side load balancing: '' (pick_first) or r
 ABSL_FLAG(bool, health_check, false,
           "Client-side health checking: no calls to servers that report NOT_SERVING "
           "(draining); selects round_robin");
+ABSL_FLAG(bool, tls, false, "Connect with TLS (implied by --ca, --cert, --key)");
+ABSL_FLAG(std::string, ca, "", "PEM roots that signed the server's certificate (TLS)");
+ABSL_FLAG(std::string, cert, "", "PEM client certificate, for servers that require mTLS");
+ABSL_FLAG(std::string, key, "", "PEM private key of --cert");
+ABSL_FLAG(std::string, server_name, "",
+          "Verify the server's certificate against this name instead of the target's host");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "reload/status: file whose first line is the Admin bearer token");
 ABSL_FLAG(std::string, service, "", "health: the service to check ('' = the whole server)");
 ABSL_FLAG(std::string, version, "",
           "reload: the version to load and pin ('' = follow LATEST again)");
@@ -144,6 +152,12 @@ absl::StatusOr<std::unique_ptr<TwinClient>> MakeClient() {
   options.default_timeout_ms = absl::GetFlag(FLAGS_timeout_ms);
   options.load_balancing_policy = absl::GetFlag(FLAGS_lb);
   options.health_check = absl::GetFlag(FLAGS_health_check);
+  options.tls = absl::GetFlag(FLAGS_tls);
+  options.ca_file = absl::GetFlag(FLAGS_ca);
+  options.cert_file = absl::GetFlag(FLAGS_cert);
+  options.key_file = absl::GetFlag(FLAGS_key);
+  options.server_name = absl::GetFlag(FLAGS_server_name);
+  options.admin_token_file = absl::GetFlag(FLAGS_admin_token_file);
   return TwinClient::Create(options);
 }
 

@@ -3,6 +3,10 @@
 #include <chrono>
 #include <utility>
 
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace twin::client {
@@ -19,6 +23,41 @@ constexpr char kRoundRobin[] = "round_robin";
 // gRPC's deadlines are absolute; an infinite timeout means no deadline at all.
 std::chrono::system_clock::time_point DeadlineAfter(absl::Duration timeout) {
   return absl::ToChronoTime(absl::Now() + timeout);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& what, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(what, ": cannot read ", path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+bool WantsTls(const ClientOptions& o) {
+  return o.tls || !o.ca_file.empty() || !o.cert_file.empty() || !o.key_file.empty();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> CredentialsFor(
+    const ClientOptions& o) {
+  if (!WantsTls(o)) return grpc::InsecureChannelCredentials();
+  if (o.cert_file.empty() != o.key_file.empty()) {
+    return absl::InvalidArgumentError("a client certificate needs both cert_file and key_file");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!o.ca_file.empty()) {
+    auto ca = ReadFile("ca_file", o.ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+  }
+  if (!o.cert_file.empty()) {
+    auto cert = ReadFile("cert_file", o.cert_file);
+    if (!cert.ok()) return cert.status();
+    auto key = ReadFile("key_file", o.key_file);
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *cert;
+    ssl.pem_private_key = *key;
+  }
+  return grpc::SslCredentials(ssl);
 }
 
 absl::Status ValidateOptions(const ClientOptions& options) {
@@ -115,10 +154,20 @@ absl::StatusOr<std::unique_ptr<TwinClient>> TwinClient::Create(const ClientOptio
         options.health_check ? R"(,"healthCheckConfig":{"serviceName":""})" : "", "}"));
   }
 
+  if (!options.server_name.empty()) {
+    args.SetSslTargetNameOverride(options.server_name);
+  }
+  auto credentials = CredentialsFor(options);
+  if (!credentials.ok()) return credentials.status();
   auto client = std::unique_ptr<TwinClient>(new TwinClient());
   client->options_ = options;
-  client->channel_ =
-      grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  if (!options.admin_token_file.empty()) {
+    auto token = ReadFile("admin_token_file", options.admin_token_file);
+    if (!token.ok()) return token.status();
+    std::string line = token->substr(0, token->find('\n'));
+    client->options_.admin_token = std::string(absl::StripAsciiWhitespace(line));
+  }
+  client->channel_ = grpc::CreateCustomChannel(options.target, *credentials, args);
   if (client->channel_ == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot create a channel to '", options.target, "'"));
@@ -127,6 +176,12 @@ absl::StatusOr<std::unique_ptr<TwinClient>> TwinClient::Create(const ClientOptio
   client->health_stub_ = grpc::health::v1::Health::NewStub(client->channel_);
   client->admin_stub_ = twinmerge::v1::Admin::NewStub(client->channel_);
   return client;
+}
+
+void TwinClient::AddAdminToken(grpc::ClientContext* context) const {
+  if (!options_.admin_token.empty()) {
+    context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.admin_token));
+  }
 }
 
 void TwinClient::SetDeadline(grpc::ClientContext* context, absl::Duration timeout) const {
@@ -186,6 +241,7 @@ absl::StatusOr<twinmerge::v1::ReloadResponse> TwinClient::Reload(const std::stri
                                                                  absl::Duration timeout) {
   grpc::ClientContext context;
   SetDeadline(&context, timeout);
+  AddAdminToken(&context);
   twinmerge::v1::ReloadRequest request;
   request.set_version(version);
   twinmerge::v1::ReloadResponse response;
@@ -198,6 +254,7 @@ absl::StatusOr<twinmerge::v1::ServingStatus> TwinClient::GetServingStatus(
     absl::Duration timeout) {
   grpc::ClientContext context;
   SetDeadline(&context, timeout);
+  AddAdminToken(&context);
   twinmerge::v1::ServingStatus status_reply;
   grpc::Status status = admin_stub_->GetServingStatus(
       &context, twinmerge::v1::GetServingStatusRequest(), &status_reply);

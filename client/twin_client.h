@@ -62,6 +62,19 @@ struct ClientOptions {
   int64_t keepalive_timeout_ms = 10000;
   // Ping even when no call is in flight (GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS).
   bool keepalive_permit_without_calls = true;
+  // TLS: on when `tls` or any of the files below is set. ca_file: PEM roots that signed the
+  // server's certificate (empty: the system's roots); cert_file + key_file: this client's
+  // certificate, for servers that require mTLS. server_name: the name to verify the server's
+  // certificate against when it differs from the target's host (ssl target name override).
+  bool tls = false;
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  std::string server_name;
+  // Sent as "authorization: Bearer <token>" on Admin calls (Reload, GetServingStatus); read
+  // from admin_token_file's first line when that is set.
+  std::string admin_token;
+  std::string admin_token_file;
 };
 
 // Marks "use ClientOptions::default_timeout_ms" in the methods below.
@@ -141,6 +154,7 @@ class TwinClient {
  private:
   TwinClient() = default;
   void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) const;
+  void AddAdminToken(grpc::ClientContext* context) const;
 
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;

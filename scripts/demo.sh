@@ -47,6 +47,7 @@ METRICS_PORT="${METRICS_PORT:-9191}"
 echo "== twin-server on 127.0.0.1:$PORT (metrics on :$METRICS_PORT)"
 "$BUILD_DIR/bin/twin-server" --artifact_uri "file://$OUT/store" --cache_dir "$OUT/server-cache" \
   --listen "127.0.0.1:$PORT" --metrics_listen "127.0.0.1:$METRICS_PORT" --device cpu \
+  --admin_listen 127.0.0.1:0 \
   > "$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT

@@ -19,8 +19,8 @@ BUILD_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
 )
-# Test-only: the Python clients of the integration tests.
-TEST_PACKAGES=(python3-boto3 python3-grpcio python3-grpc-tools)
+# Test-only: the Python clients of the integration tests; openssl makes the TLS tests' certificates.
+TEST_PACKAGES=(python3-boto3 python3-grpcio python3-grpc-tools openssl)
 PACKAGES=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
 # npm packages pinned by each folder's package-lock.json (tests/s3: the s3rver test server).
 NPM_DIRS=(tests/s3)

@@ -28,6 +28,15 @@ ABSL_FLAG(std::string, device, "", "auto | cpu | cuda | cuda:N.");
 ABSL_FLAG(int, threads, -1, "LibTorch intra-op threads (0 = all cores).");
 ABSL_FLAG(int, load_retry_ms, -1,
           "Wait between attempts while the first version cannot load (reload.retry_interval_ms).");
+ABSL_FLAG(std::string, admin_listen, "",
+          "twinmerge.v1.Admin listen address (admin.listen_address, default 127.0.0.1:50052); "
+          "'inline' serves it on the gRPC port.");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "File whose first line is the bearer token Admin calls must present (admin.token_file).");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (tls.cert_file).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert (tls.key_file).");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: require client certificates it signed, mTLS (tls.client_ca_file).");
 ABSL_FLAG(int, poll_interval_ms, -1,
           "Re-check the artifact version this often; 0 = never (reload.poll_interval_ms).");
 
@@ -83,6 +92,19 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_poll_interval_ms) >= 0) {
     config.reload.poll_interval_ms = absl::GetFlag(FLAGS_poll_interval_ms);
   }
+  if (absl::GetFlag(FLAGS_admin_listen) == "inline") {
+    config.admin_listen_address.clear();
+  } else if (!absl::GetFlag(FLAGS_admin_listen).empty()) {
+    config.admin_listen_address = absl::GetFlag(FLAGS_admin_listen);
+  }
+  if (!absl::GetFlag(FLAGS_admin_token_file).empty()) {
+    config.admin_token_file = absl::GetFlag(FLAGS_admin_token_file);
+  }
+  if (!absl::GetFlag(FLAGS_tls_cert).empty()) config.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  if (!absl::GetFlag(FLAGS_tls_key).empty()) config.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
+    config.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  }
   if (absl::Status valid = twin::ValidateServerConfig(config); !valid.ok()) {
     LogError(valid.ToString());
     return 2;
@@ -107,7 +129,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   Log("gRPC on port " + std::to_string((*server)->port()) + ", metrics on port " +
-      std::to_string((*server)->metrics_port()) + "; NOT_SERVING until loaded");
+      std::to_string((*server)->metrics_port()) + ", admin on port " +
+      std::to_string((*server)->admin_port() > 0 ? (*server)->admin_port()
+                                                 : (*server)->port()) +
+      (config.tls.enabled() ? " (TLS" + std::string(config.tls.client_ca_file.empty() ? "" : ", mTLS") + ")"
+                            : "") +
+      "; NOT_SERVING until loaded");
 
   std::atomic<bool> stop{false};
   std::thread signal_thread([&] {

@@ -45,6 +45,9 @@ struct ServerMetrics::Impl {
       prometheus::BuildHistogram().Name("twin_batch_size").Help("Requests per forward batch")
           .Register(*registry).Add({}, prometheus::Histogram::BucketBoundaries{
                                            1, 2, 4, 8, 16, 32, 64, 128});
+  prometheus::Family<prometheus::Counter>& admin_denied =
+      prometheus::BuildCounter().Name("twin_admin_denied_total")
+          .Help("Admin calls refused by the token check, by reason").Register(*registry);
   prometheus::Family<prometheus::Counter>& router_top =
       prometheus::BuildCounter().Name("twin_router_top_task_total")
           .Help("Router's top task per routed request").Register(*registry);
@@ -121,7 +124,8 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(const std::
   if (!address.empty()) {
     ServerMetrics* raw = metrics.get();
     ASSIGN_OR_RETURN(metrics->impl_->http,
-                     MetricsHttpServer::Start(address, [raw] { return raw->Scrape(); }));
+                     MetricsHttpServer::Start(address, [raw] { return raw->Scrape(); },
+                                              [raw] { return raw->ready(); }));
     metrics->port_ = metrics->impl_->http->port();
   }
   return metrics;
@@ -146,6 +150,10 @@ void ServerMetrics::RecordRequest(const std::string& task, const std::string& co
 void ServerMetrics::RecordBatch(int size) { impl_->batch_size.Observe(size); }
 
 void ServerMetrics::RecordBodyForward() { impl_->body_forwards.Increment(); }
+
+void ServerMetrics::RecordAdminDenied(const std::string& reason) {
+  impl_->admin_denied.Add({{"reason", reason}}).Increment();
+}
 
 void ServerMetrics::RecordRoute(const std::string& top_task) {
   impl_->router_top.Add({{"task", top_task}}).Increment();
@@ -200,7 +208,10 @@ void ServerMetrics::AddInFlight(int64_t delta) {
 void ServerMetrics::SetQueueWaiting(int64_t n) {
   impl_->queue_waiting.Set(static_cast<double>(n));
 }
-void ServerMetrics::SetReady(bool ready) { impl_->ready.Set(ready ? 1.0 : 0.0); }
+void ServerMetrics::SetReady(bool ready) {
+  ready_.store(ready);
+  impl_->ready.Set(ready ? 1.0 : 0.0);
+}
 
 void ServerMetrics::SetWeightBytes(uint64_t shared, uint64_t twins, uint64_t heads,
                                    uint64_t router, uint64_t experts) {

@@ -29,6 +29,7 @@
 #ifndef TWIN_SERVER_METRICS_H_
 #define TWIN_SERVER_METRICS_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -67,6 +68,8 @@ class ServerMetrics {
   // One forward of the model body (embed() for several tasks' rows, or one task's forward()).
   void RecordBodyForward();
   void RecordRoute(const std::string& top_task);
+  // A refused Admin call: reason unauthenticated | permission_denied | no_token.
+  void RecordAdminDenied(const std::string& reason);
   // `cache` identifies the servable's cache the stats come from (one per loaded version).
   void UpdateCache(const void* cache, const FusedCacheStats& stats);
   // outcome: "loaded", "unchanged" or "failed".
@@ -75,6 +78,7 @@ class ServerMetrics {
   void SetQueueWaiting(int64_t n);
   void SetVersion(const std::string& version);
   void SetReady(bool ready);
+  bool ready() const { return ready_.load(); }  // what /readyz reports
   // The serving version's resident weights (replaces the previous version's figures).
   void SetWeightBytes(uint64_t shared, uint64_t twins, uint64_t heads, uint64_t router,
                       uint64_t experts);
@@ -87,6 +91,7 @@ class ServerMetrics {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int port_ = 0;
+  std::atomic<bool> ready_{false};
 };
 
 }  // namespace twin

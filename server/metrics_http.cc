@@ -39,7 +39,7 @@ std::string Response(int code, const char* reason, const std::string& type,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& address, Handler handler) {
+    const std::string& address, Handler handler, ReadyHandler ready) {
   const size_t colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
@@ -69,11 +69,11 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   socklen_t len = sizeof(addr);
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   return std::unique_ptr<MetricsHttpServer>(
-      new MetricsHttpServer(fd, ntohs(addr.sin_port), std::move(handler)));
+      new MetricsHttpServer(fd, ntohs(addr.sin_port), std::move(handler), std::move(ready)));
 }
 
-MetricsHttpServer::MetricsHttpServer(int fd, int port, Handler handler)
-    : fd_(fd), port_(port), handler_(std::move(handler)) {
+MetricsHttpServer::MetricsHttpServer(int fd, int port, Handler handler, ReadyHandler ready)
+    : fd_(fd), port_(port), handler_(std::move(handler)), ready_(std::move(ready)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -118,6 +118,12 @@ void MetricsHttpServer::Serve(int client) {
     SendAll(client, Response(200, "OK", "text/plain; version=0.0.4", handler_()));
   } else if (path == "/healthz") {
     SendAll(client, Response(200, "OK", "text/plain", "ok\n"));
+  } else if (path == "/readyz" && ready_) {
+    if (ready_()) {
+      SendAll(client, Response(200, "OK", "text/plain", "ready\n"));
+    } else {
+      SendAll(client, Response(503, "Service Unavailable", "text/plain", "not serving\n"));
+    }
   } else {
     SendAll(client, Response(404, "Not Found", "text/plain", "not found\n"));
   }

@@ -1,5 +1,7 @@
 // A minimal HTTP/1.x endpoint for Prometheus scrapes: GET /metrics returns the text
-// exposition; /healthz returns "ok"; anything else 404. One thread, one connection at a time,
+// exposition; /healthz returns "ok" (the process is alive); /readyz 200 while the server is
+// SERVING and 503 otherwise (an HTTP readiness probe for when the gRPC port speaks TLS, which
+// the kubelet's gRPC probe cannot); anything else 404. One thread, one connection at a time,
 // with socket timeouts, which is what a scrape endpoint needs.
 //
 // (prometheus-cpp's own exposer embeds civetweb, which fails to start when LibTorch is loaded
@@ -25,20 +27,23 @@ namespace twin {
 class MetricsHttpServer {
  public:
   using Handler = std::function<std::string()>;
-  // `address` is "host:port" (IPv4; port 0 picks a free port).
+  using ReadyHandler = std::function<bool()>;
+  // `address` is "host:port" (IPv4; port 0 picks a free port). Without `ready`, /readyz is 404.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& address,
-                                                                  Handler handler);
+                                                                  Handler handler,
+                                                                  ReadyHandler ready = nullptr);
   ~MetricsHttpServer();
   int port() const { return port_; }
   void Stop();
 
  private:
-  MetricsHttpServer(int fd, int port, Handler handler);
+  MetricsHttpServer(int fd, int port, Handler handler, ReadyHandler ready);
   void Loop();
   void Serve(int client);
   int fd_;
   int port_;
   Handler handler_;
+  ReadyHandler ready_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/status_macros.h"
@@ -109,6 +110,17 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.reload.warm_cache_keys < 0) return Fields().Bad("reload.warm_cache_keys", "must be >= 0");
   if (c.kserve_model_name.empty()) return Fields().Bad("kserve.model_name", "must not be empty");
   if (c.kserve_max_rows < 1) return Fields().Bad("kserve.max_rows", "must be >= 1");
+  RETURN_IF_ERROR(ValidateTlsConfig(c.tls));
+  // Port 0 (an OS-chosen port) gives each listener its own port.
+  if (!c.admin_listen_address.empty() && c.admin_listen_address == c.listen_address &&
+      !absl::EndsWith(c.listen_address, ":0")) {
+    return Fields().Bad("admin.listen_address",
+                        "must differ from listen_address (use \"\" to serve Admin there)");
+  }
+  if (!c.admin_token_file.empty()) {
+    std::ifstream token(c.admin_token_file);
+    if (!token) return Fields().Bad("admin.token_file", c.admin_token_file + " cannot be read");
+  }
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
   if (!kLevels.count(c.log_level))
     return Fields().Bad("log_level", "must be debug|info|warning|error");
@@ -130,7 +142,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
                           "cache_dir", "device", "intra_op_threads", "workers", "batching", "cache",
                           "cluster_key", "routing", "serving", "limits", "max_connection_age_ms",
                           "drain_grace_ms", "drain_timeout_ms", "warmup_requests", "log_level",
-                          "kserve", "reload"}));
+                          "kserve", "reload", "tls", "admin"}));
   RETURN_IF_ERROR(Fields().Read(root, "listen_address", "", &c.listen_address));
   RETURN_IF_ERROR(Fields().Read(root, "metrics_address", "", &c.metrics_address));
   RETURN_IF_ERROR(Fields().Read(root, "artifact_uri", "", &c.artifact_uri));
@@ -250,6 +262,19 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     RETURN_IF_ERROR(Fields().Read(r, "retry_interval_ms", "reload", &c.reload.retry_interval_ms));
     RETURN_IF_ERROR(Fields().Read(r, "keep_versions", "reload", &c.reload.keep_versions));
     RETURN_IF_ERROR(Fields().Read(r, "warm_cache_keys", "reload", &c.reload.warm_cache_keys));
+  }
+  if (const YAML::Node t = root["tls"]) {
+    RETURN_IF_ERROR(Fields().CheckKeys(
+        t, "tls", {"cert_file", "key_file", "client_ca_file", "refresh_interval_s"}));
+    RETURN_IF_ERROR(Fields().Read(t, "cert_file", "tls", &c.tls.cert_file));
+    RETURN_IF_ERROR(Fields().Read(t, "key_file", "tls", &c.tls.key_file));
+    RETURN_IF_ERROR(Fields().Read(t, "client_ca_file", "tls", &c.tls.client_ca_file));
+    RETURN_IF_ERROR(Fields().Read(t, "refresh_interval_s", "tls", &c.tls.refresh_interval_s));
+  }
+  if (const YAML::Node a = root["admin"]) {
+    RETURN_IF_ERROR(Fields().CheckKeys(a, "admin", {"listen_address", "token_file"}));
+    RETURN_IF_ERROR(Fields().Read(a, "listen_address", "admin", &c.admin_listen_address));
+    RETURN_IF_ERROR(Fields().Read(a, "token_file", "admin", &c.admin_token_file));
   }
   RETURN_IF_ERROR(Fields().Read(root, "max_connection_age_ms", "", &c.max_connection_age_ms));
   RETURN_IF_ERROR(Fields().Read(root, "drain_timeout_ms", "", &c.drain_timeout_ms));

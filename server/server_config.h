@@ -44,6 +44,12 @@
 //                                       # 0 = never prune
 //            warm_cache_keys: 16}       # hottest cluster keys pre-fused in a new version
 //   log_level: info                     # debug | info | warning | error
+//   tls: {cert_file: "", key_file: "",  # both set: the gRPC ports speak TLS only
+//         client_ca_file: "",           # set: mTLS, clients need a certificate this CA signed
+//         refresh_interval_s: 60}       # the files are re-read this often (rotation)
+//   admin: {listen_address: 127.0.0.1:50052,  # twinmerge.v1.Admin only here ("": on
+//                                              # listen_address with inference)
+//           token_file: ""}             # set: Admin calls need "authorization: Bearer <token>"
 //
 // Thread-safety: plain value types.
 #ifndef TWIN_SERVER_SERVER_CONFIG_H_
@@ -57,6 +63,7 @@
 #include "server/cluster_key.h"
 #include "server/fused_cache.h"
 #include "server/request_queue.h"
+#include "server/tls.h"
 
 namespace twin {
 
@@ -120,6 +127,14 @@ struct ServerConfig {
   // call cannot take the whole queue; batching.max_queue_size caps it too.
   int kserve_max_rows = 64;
   ReloadConfig reload;
+  TlsConfig tls;
+  // twinmerge.v1.Admin (Reload, GetServingStatus) is served on its own address, loopback by
+  // default, so that reaching the inference port does not let anyone change the version; ""
+  // serves it on listen_address. With a token file every Admin call must carry
+  // "authorization: Bearer <the file's first line>" (compared in constant time; the file is
+  // re-read when it changes): UNAUTHENTICATED without one, PERMISSION_DENIED when it differs.
+  std::string admin_listen_address = "127.0.0.1:50052";
+  std::string admin_token_file;
 };
 
 absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text);

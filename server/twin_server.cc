@@ -21,6 +21,7 @@
 #include "server/kserve_service.h"
 #include "server/log.h"
 #include "server/request_queue.h"
+#include "server/tls.h"
 #include "server/twin_service.h"
 
 namespace twin {
@@ -56,7 +57,8 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
   // Every row is queued like one request.
   kserve_options.max_rows = std::min(config.kserve_max_rows, config.queue.max_queue_size);
   server->kserve_service_ = std::make_unique<KServeService>(server.get(), kserve_options);
-  server->admin_service_ = std::make_unique<AdminService>(server.get());
+  server->admin_service_ = std::make_unique<AdminService>(server.get(), server->metrics_.get(),
+                                                          config.admin_token_file);
   VersionWatcherOptions watch;
   watch.target = config.artifact_version;
   watch.retry_interval = absl::Milliseconds(config.reload.retry_interval_ms);
@@ -67,12 +69,23 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   ServerCredentialsFor(config.tls));
+  if (!config.admin_listen_address.empty()) {
+    grpc::ServerBuilder admin;
+    admin.AddListeningPort(config.admin_listen_address, credentials, &server->admin_port_);
+    admin.RegisterService(server->admin_service_.get());
+    server->admin_server_ = admin.BuildAndStart();
+    if (server->admin_server_ == nullptr || server->admin_port_ == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", config.admin_listen_address,
+                                                 " (admin.listen_address in use?)"));
+    }
+  }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(config.listen_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   builder.RegisterService(server->kserve_service_.get());
-  builder.RegisterService(server->admin_service_.get());
+  if (server->admin_server_ == nullptr) builder.RegisterService(server->admin_service_.get());
   builder.SetMaxReceiveMessageSize(config.max_message_bytes);
   builder.SetMaxSendMessageSize(config.max_message_bytes);
   if (config.max_connection_age_ms > 0) {
@@ -515,6 +528,7 @@ void TwinServer::Shutdown() {
   // 3. GOAWAY: no new calls; the calls in flight finish while the workers keep answering
   //    (until the deadline, when gRPC cancels what is left).
   if (grpc_server_ != nullptr) grpc_server_->Shutdown(deadline);
+  if (admin_server_ != nullptr) admin_server_->Shutdown(deadline);
   // 4. Nothing can arrive now. Requests still queued belong to calls that ended at the
   //    deadline: answered UNAVAILABLE, not run.
   if (queue_ != nullptr) queue_->Close(absl::UnavailableError("server is shutting down"));

@@ -81,6 +81,8 @@ class TwinServer {
   bool serving() const;
 
   int port() const { return port_; }
+  // The Admin port (0 when Admin is served on port()).
+  int admin_port() const { return admin_port_; }
   int metrics_port() const;
   ServerMetrics& metrics() { return *metrics_; }
 
@@ -126,6 +128,8 @@ class TwinServer {
   std::atomic<bool> watching_{false};
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
+  std::unique_ptr<grpc::Server> admin_server_;  // null: Admin is on grpc_server_
+  int admin_port_ = 0;
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const Servable> servable_ ABSL_GUARDED_BY(mu_);

@@ -102,7 +102,8 @@ class Server:
             [os.path.join(args.build, "bin", "twin-server"), "--config", yaml_path,
              "--artifact_uri", args.ngram_store if config == "twin-ngram" else args.store, "--cache_dir", os.path.join(work, f"cache-{config}"),
              "--listen", f"127.0.0.1:{self.port}",
-             "--metrics_listen", f"127.0.0.1:{self.metrics_port}", "--device", "cpu"],
+             "--metrics_listen", f"127.0.0.1:{self.metrics_port}", "--admin_listen", "127.0.0.1:0",
+             "--device", "cpu"],
             stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, client, timeout_s=600):

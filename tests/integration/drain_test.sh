@@ -40,7 +40,7 @@ failed=0
 for trial in $(seq 1 "$TRIALS"); do
   log="$WORK/server.$trial.log"
   "$BUILD/bin/twin-server" --config "$WORK/server.yaml" \
-    --artifact_uri "file://$WORK/zoo/store" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 \
+    --artifact_uri "file://$WORK/zoo/store" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 --admin_listen 127.0.0.1:0 \
     --cache_dir "$WORK/cache" --device cpu --threads 1 >"$log" 2>&1 &
   SERVER_PID=$!
   port=""

@@ -63,7 +63,7 @@ cp "$ROOT/proto/grpc/health/v1/health.proto" "$WORK/health_proto/twin_health/"
 # at the end lands while a version is loading.
 echo "warmup_requests: 20000" >"$WORK/server.yaml"
 "$BUILD/bin/twin-server" --config "$WORK/server.yaml" \
-  --artifact_uri "file://$WORK/zoo/store" --listen 127.0.0.1:0 \
+  --artifact_uri "file://$WORK/zoo/store" --listen 127.0.0.1:0 --admin_listen 127.0.0.1:0 \
   --metrics_listen 127.0.0.1:0 --cache_dir "$WORK/cache" --device cpu --threads 1 \
   --poll_interval_ms 200 >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -71,6 +71,7 @@ PIDS+=("$SERVER_PID")
 PORT=$(wait_for_log "$WORK/server.log" 's/.*gRPC on port \([0-9][0-9]*\),.*/\1/p' "$SERVER_PID") ||
   fail "twin-server did not start"
 METRICS_PORT=$(sed -n 's/.*metrics on port \([0-9][0-9]*\).*/\1/p' "$WORK/server.log" | head -n 1)
+ADMIN_PORT=$(sed -n 's/.*admin on port \([0-9][0-9]*\).*/\1/p' "$WORK/server.log" | head -n 1)
 
 # Prometheus scrapes every second; its own port is picked free by the OS first.
 PROM_PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -85,21 +86,21 @@ YAML
 PIDS+=("$!")
 
 status=0
-TWIN_ADDRESS="127.0.0.1:$PORT" TWIN_SERVER_PID="$SERVER_PID" \
+TWIN_ADDRESS="127.0.0.1:$PORT" TWIN_ADMIN_ADDRESS="127.0.0.1:$ADMIN_PORT" TWIN_SERVER_PID="$SERVER_PID" \
   PROMETHEUS_URL="http://127.0.0.1:$PROM_PORT" TWIN_READY_TIMEOUT_S="$READY_TIMEOUT_S" \
   TWIN_MERGE="$BUILD/bin/twin-merge" TWIN_MERGE_CONFIG="$WORK/zoo/merge.yaml" \
   PYTHONPATH="$WORK/stubs" "$PY" "$HERE/server_client_test.py" -v || status=$?
 [[ $status -eq 0 ]] || fail "the Python client failed"
 
 # The CLI's admin commands against the same server (v2 serving, following LATEST).
-"$BUILD/bin/twin-client" --target "127.0.0.1:$PORT" reload --version v1 >"$WORK/cli.out" ||
+"$BUILD/bin/twin-client" --target "127.0.0.1:$ADMIN_PORT" reload --version v1 >"$WORK/cli.out" ||
   fail "twin-client reload --version v1 failed"
 grep -q "serving v1 (was v2" "$WORK/cli.out" || fail "unexpected reload output: $(cat "$WORK/cli.out")"
-"$BUILD/bin/twin-client" --target "127.0.0.1:$PORT" status >"$WORK/cli.out"
+"$BUILD/bin/twin-client" --target "127.0.0.1:$ADMIN_PORT" status >"$WORK/cli.out"
 grep -q "^target: v1$" "$WORK/cli.out" || fail "unexpected status output: $(cat "$WORK/cli.out")"
-"$BUILD/bin/twin-client" --target "127.0.0.1:$PORT" reload >"$WORK/cli.out"
+"$BUILD/bin/twin-client" --target "127.0.0.1:$ADMIN_PORT" reload >"$WORK/cli.out"
 grep -q "serving v2" "$WORK/cli.out" || fail "unexpected reload output: $(cat "$WORK/cli.out")"
-if "$BUILD/bin/twin-client" --target "127.0.0.1:$PORT" reload --version v77 2>"$WORK/cli.err"; then
+if "$BUILD/bin/twin-client" --target "127.0.0.1:$ADMIN_PORT" reload --version v77 2>"$WORK/cli.err"; then
   fail "reloading a missing version succeeded"
 fi
 grep -q "NOT_FOUND" "$WORK/cli.err" || fail "unexpected error: $(cat "$WORK/cli.err")"

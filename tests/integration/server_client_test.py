@@ -72,7 +72,9 @@ class ServerClientTest(unittest.TestCase):
     def setUpClass(cls):
         cls.channel = grpc.insecure_channel(os.environ["TWIN_ADDRESS"])
         cls.infer = pb_grpc.TwinMergeStub(cls.channel)
-        cls.admin = admin_pb2_grpc.AdminStub(cls.channel)
+        # Admin listens on its own (loopback) address, apart from inference.
+        cls.admin_channel = grpc.insecure_channel(os.environ["TWIN_ADMIN_ADDRESS"])
+        cls.admin = admin_pb2_grpc.AdminStub(cls.admin_channel)
         cls.health = health_pb2_grpc.HealthStub(cls.channel)
 
         def serving():

@@ -46,7 +46,7 @@ mkdir "$WORK/stubs"
   --grpc_python_out="$WORK/stubs" inference/grpc_predict_v2.proto twinmerge/v1/twinmerge.proto
 
 # Port 0: the server picks a free port and logs it, so no other process can take it first.
-"$BUILD/bin/twin-server" --artifact_uri "file://$WORK/zoo/store" --listen 127.0.0.1:0 \
+"$BUILD/bin/twin-server" --artifact_uri "file://$WORK/zoo/store" --listen 127.0.0.1:0 --admin_listen 127.0.0.1:0 \
   --metrics_listen 127.0.0.1:0 --cache_dir "$WORK/cache" --device cpu --threads 1 \
   >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!

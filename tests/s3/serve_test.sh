@@ -68,14 +68,16 @@ export OPENBLAS_NUM_THREADS=1
 "$BIN/twin-zoo" --out "$WORK/zoo" --tasks 3 --vocab 288 >/dev/null
 
 # 1. Store unreachable at start.
-"$BIN/twin-server" --artifact_uri "$STORE" --listen 127.0.0.1:0 --metrics_listen off \
+"$BIN/twin-server" --artifact_uri "$STORE" --listen 127.0.0.1:0 --metrics_listen off --admin_listen 127.0.0.1:0 \
   --cache_dir "$WORK/cache" --device cpu --threads 1 --load_retry_ms 200 \
   --poll_interval_ms 300 >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 wait_until "the gRPC port" grep -q "gRPC on port" "$WORK/server.log"
 PORT=$(sed -n 's/.*gRPC on port \([0-9][0-9]*\),.*/\1/p' "$WORK/server.log" | head -n 1)
+ADMIN_PORT=$(sed -n 's/.*admin on port \([0-9][0-9]*\).*/\1/p' "$WORK/server.log" | head -n 1)
 client() { "$BIN/twin-client" --target "127.0.0.1:$PORT" "$@"; }
+admin() { "$BIN/twin-client" --target "127.0.0.1:$ADMIN_PORT" "$@"; }
 wait_until "a failed load while the store is down" grep -q "load of version LATEST failed" "$WORK/server.log"
 if client health >/dev/null 2>&1; then fail "SERVING while the store is unreachable"; fi
 grep "load of version LATEST failed" "$WORK/server.log" | head -n 1 | grep -q "127.0.0.1 port $S3_PORT" ||
@@ -102,7 +104,7 @@ log "1: SERVING v1 from $STORE once s3rver came up"
 "$PY" "$HERE/boto3_copy_version.py" --endpoint "$TWIN_S3_ENDPOINT" --bucket "$BUCKET" \
   --prefix "$PREFIX" --version v1 --new-version v2 --corrupt router.safetensors >/dev/null
 wait_until "the refused load of v2" grep -q "blob router.safetensors of version v2: sha256 mismatch" "$WORK/server.log"
-client status >"$WORK/status.out"
+admin status >"$WORK/status.out"
 grep -q "^version: v1$" "$WORK/status.out" || fail "not on v1 after the corrupt v2: $(cat "$WORK/status.out")"
 grep -q "^last error: .*router.safetensors" "$WORK/status.out" || fail "status lacks the error"
 client infer --text "still there" | grep -q "artifact_version: v1" || fail "v1 stopped serving"
@@ -113,7 +115,7 @@ log "2: corrupted v2 refused (router.safetensors named), v1 still serving"
   --prefix "$PREFIX" --version v1 --new-version v2-boto3 >/dev/null 2>&1 ||
   fail "boto3 could not copy v1"
 wait_until "the server to load the boto3-written v2-boto3" sh -c \
-  "'$BIN/twin-client' --target 127.0.0.1:$PORT status | grep -q '^version: v2-boto3$'"
+  "'$BIN/twin-client' --target 127.0.0.1:$ADMIN_PORT status | grep -q '^version: v2-boto3$'"
 client infer --text "boto3" | grep -q "artifact_version: v2-boto3" || fail "v2-boto3 not served"
 log "2b: the boto3-written v2-boto3 is served"
 
@@ -136,15 +138,15 @@ grep -q "loading version v3" "$WORK/server.log" && fail "the server tried to loa
 "$BIN/twin-merge" --config "$WORK/zoo/merge.yaml" --output "$STORE" --version v3 --threads 1 \
   --quiet >/dev/null || fail "republishing v3 after the killed run failed"
 wait_until "the server to follow LATEST to v3" sh -c \
-  "'$BIN/twin-client' --target 127.0.0.1:$PORT status | grep -q '^version: v3$'"
+  "'$BIN/twin-client' --target 127.0.0.1:$ADMIN_PORT status | grep -q '^version: v3$'"
 log "3: killed publish invisible, republished v3 served"
 
 # 4. The store goes down: polls fail, v3 keeps serving.
 kill "$S3_PID"
 wait "$S3_PID" 2>/dev/null || true
-failures_before=$(client status | sed -n 's/^reload failures: //p')
+failures_before=$(admin status | sed -n 's/^reload failures: //p')
 wait_until "a failed poll while the store is down" sh -c \
-  "[ \"\$('$BIN/twin-client' --target 127.0.0.1:$PORT status | sed -n 's/^reload failures: //p')\" -gt $failures_before ]"
+  "[ \"\$('$BIN/twin-client' --target 127.0.0.1:$ADMIN_PORT status | sed -n 's/^reload failures: //p')\" -gt $failures_before ]"
 client infer --text "store is down" | grep -q "artifact_version: v3" || fail "v3 stopped serving"
 client health >/dev/null || fail "not SERVING while the store is down"
 log "4: store down, v3 still serving"

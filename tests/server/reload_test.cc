@@ -133,7 +133,9 @@ class ReloadTest : public ::testing::Test {
     auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
                                        grpc::InsecureChannelCredentials());
     infer_ = twinmerge::v1::TwinMerge::NewStub(channel);
-    admin_ = twinmerge::v1::Admin::NewStub(channel);
+    admin_ = twinmerge::v1::Admin::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->admin_port()),
+                            grpc::InsecureChannelCredentials()));
   }
 
   // Publishes `version` with v1's blobs (so every digest is already cached once v1 is).

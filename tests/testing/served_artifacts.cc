@@ -42,6 +42,7 @@ absl::Status PublishTinyZoo(const TinyZoo& zoo, const std::string& store,
 ServerConfig LoopbackServerConfig(const std::string& cache_dir) {
   ServerConfig c;
   c.listen_address = "127.0.0.1:0";
+  c.admin_listen_address = "127.0.0.1:0";
   c.metrics_address = "127.0.0.1:0";
   c.artifact_uri = ServedArtifacts::Get().store();
   c.cache_dir = cache_dir;

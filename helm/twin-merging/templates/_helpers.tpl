@@ -132,6 +132,20 @@ metrics_address: {{ if .Values.metrics.enabled }}{{ printf "0.0.0.0:%d" (int .Va
 artifact_uri: {{ required "artifact.uri is required" .Values.artifact.uri | quote }}
 artifact_version: {{ default "LATEST" .Values.artifact.version | quote }}
 cache_dir: {{ .Values.cacheVolume.mountPath | quote }}
+admin:
+  listen_address: {{ printf "%s:%d" (ternary "0.0.0.0" "127.0.0.1" .Values.admin.exposed) (int .Values.ports.admin) | quote }}
+  {{- if .Values.admin.tokenSecretName }}
+  token_file: /var/run/twin/admin/token
+  {{- end }}
+{{- if .Values.tls.enabled }}
+tls:
+  cert_file: /var/run/twin/tls/tls.crt
+  key_file: /var/run/twin/tls/tls.key
+  {{- if .Values.tls.clientCaSecretName }}
+  client_ca_file: /var/run/twin/client-ca/ca.crt
+  {{- end }}
+  refresh_interval_s: {{ .Values.tls.refreshIntervalSeconds }}
+{{- end }}
 {{- with .Values.config }}
 {{ toYaml . }}
 {{- end }}
