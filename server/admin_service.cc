@@ -37,7 +37,8 @@ absl::Status AdminTokenCheck::Refresh() {
     return absl::UnavailableError(
         absl::StrCat("admin.token_file ", token_file_, " cannot be read: no Admin call is let in"));
   }
-  const int64_t mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  const int64_t mtime_ns =
+      static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   if (loaded_ && mtime_ns == mtime_ns_ && st.st_size == size_) return absl::OkStatus();
   std::ifstream in(token_file_);
   std::string line;

@@ -65,7 +65,10 @@ bool BatchWorkers::RouteSome() {
       queue_->TakeUnrouted(options_.max_route_batch, absl::Now());
   if (requests.empty()) return false;
   std::vector<std::string> keys(requests.size());
+  const absl::Time start = absl::Now();
   processor_->Route(requests, &keys);
+  queue_->RecordService(RequestQueue::Stage::kRoute, static_cast<int>(requests.size()),
+                        absl::Now() - start);
   keys.resize(requests.size());
   const absl::Time now = absl::Now();
   int unroutable = 0;
@@ -84,7 +87,10 @@ bool BatchWorkers::RouteSome() {
 bool BatchWorkers::RunOne() {
   std::vector<PendingRequest> batch = queue_->NextBatch(absl::Now());
   if (batch.empty()) return false;
+  const int size = static_cast<int>(batch.size());
+  const absl::Time start = absl::Now();
   processor_->Run(std::move(batch));
+  queue_->RecordService(RequestQueue::Stage::kRun, size, absl::Now() - start);
   return true;
 }
 

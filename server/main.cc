@@ -132,8 +132,9 @@ int main(int argc, char** argv) {
       std::to_string((*server)->metrics_port()) + ", admin on port " +
       std::to_string((*server)->admin_port() > 0 ? (*server)->admin_port()
                                                  : (*server)->port()) +
-      (config.tls.enabled() ? " (TLS" + std::string(config.tls.client_ca_file.empty() ? "" : ", mTLS") + ")"
-                            : "") +
+      (!config.tls.enabled()              ? ""
+       : config.tls.client_ca_file.empty() ? " (TLS)"
+                                           : " (TLS, mTLS)") +
       "; NOT_SERVING until loaded");
 
   std::atomic<bool> stop{false};

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace twin {
 namespace {
@@ -40,6 +41,7 @@ RequestQueueOptions Sanitize(RequestQueueOptions options) {
   options.max_queue_size = std::max(options.max_queue_size, 1);
   options.max_batch_size = std::max(options.max_batch_size, 1);
   options.max_queue_delay_us = std::max<int64_t>(options.max_queue_delay_us, 0);
+  options.parallelism = std::max(options.parallelism, 1);
   return options;
 }
 
@@ -73,7 +75,21 @@ struct RequestQueue::State {
   bool flushing = false;  // Flush(): every group is ready
   absl::Status close_status;
   uint64_t rejected_full = 0;
+  uint64_t rejected_late = 0;
   uint64_t expired = 0;
+  // Smoothed seconds per request of each stage (0: not measured yet).
+  double route_s = 0;
+  double run_s = 0;
+
+  // The time until a request that joins the queue now is answered: every request ahead at the
+  // measured cost per request, spread over the workers, then its own batch (a full batch's
+  // time, not one request's) and the batching delay.
+  double ExpectedWaitSeconds(const RequestQueueOptions& o) const {
+    const double per_request = route_s + run_s;
+    if (per_request == 0) return 0;
+    return static_cast<double>(Occupancy() + o.max_batch_size) * per_request / o.parallelism +
+           static_cast<double>(o.max_queue_delay_us) * 1e-6;
+  }
   uint64_t cancelled = 0;
 
   int64_t Occupancy() const { return static_cast<int64_t>(unrouted.size()) + routed + in_routing; }
@@ -133,6 +149,16 @@ absl::Status RequestQueue::Enqueue(PendingRequest request, absl::Time now) {
       ++s.rejected_full;
       status = absl::ResourceExhaustedError(
           absl::StrCat("request queue is full (", s.Occupancy(), " waiting)"));
+    } else if (const double wait = s.ExpectedWaitSeconds(options_);
+               options_.deadline_admission && wait > 0 &&
+               request.deadline != absl::InfiniteFuture() &&
+               now + absl::Seconds(wait) > request.deadline) {
+      ++s.rejected_late;
+      status = absl::ResourceExhaustedError(absl::StrFormat(
+          "the queue's expected wait is %.1f ms (%d requests ahead at %.2f ms each), past the "
+          "request's deadline in %.1f ms: refused now rather than answered late",
+          wait * 1e3, s.Occupancy(), (s.route_s + s.run_s) * 1e3 / options_.parallelism,
+          absl::ToDoubleMilliseconds(request.deadline - now)));
     } else {
       request.id = s.next_id++;
       request.enqueued = now;
@@ -235,6 +261,22 @@ bool RequestQueue::HasUnrouted() const {
   return !state_->unrouted.empty();
 }
 
+void RequestQueue::RecordService(Stage stage, int requests, absl::Duration busy) {
+  if (requests <= 0 || busy < absl::ZeroDuration()) return;
+  // Exponentially weighted: recent batches dominate, so the estimate follows load changes
+  // (batches fill up under load and the cost per request drops) within tens of batches.
+  constexpr double kWeight = 0.1;
+  const double sample = absl::ToDoubleSeconds(busy) / requests;
+  absl::MutexLock lock(&mu_);
+  double& smoothed = stage == Stage::kRoute ? state_->route_s : state_->run_s;
+  smoothed = smoothed == 0 ? sample : (1 - kWeight) * smoothed + kWeight * sample;
+}
+
+absl::Duration RequestQueue::ExpectedWait() const {
+  absl::MutexLock lock(&mu_);
+  return absl::Seconds(state_->ExpectedWaitSeconds(options_));
+}
+
 void RequestQueue::Flush() {
   absl::MutexLock lock(&mu_);
   state_->flushing = true;
@@ -267,6 +309,7 @@ RequestQueueStats RequestQueue::stats() const {
   stats.in_routing = s.in_routing;
   stats.groups = static_cast<int64_t>(s.groups.size());
   stats.rejected_full = s.rejected_full;
+  stats.rejected_late = s.rejected_late;
   stats.expired = s.expired;
   stats.cancelled = s.cancelled;
   return stats;

@@ -59,6 +59,13 @@ struct RequestQueueOptions {
   int max_queue_size = 1024;        // unrouted + being routed + routed requests
   int max_batch_size = 8;
   int64_t max_queue_delay_us = 2000;
+  // Deadline-aware admission: a request whose deadline comes before the queue's expected wait
+  // ((requests ahead + its own batch) x the measured service time per request / parallelism,
+  // plus the batching delay) is refused at once with RESOURCE_EXHAUSTED saying so, instead of
+  // waiting to expire. Off until a service time
+  // has been measured (RecordService); requests without a deadline are never refused by it.
+  bool deadline_admission = true;
+  int parallelism = 1;  // batch workers serving the queue
 };
 
 // INVALID_ARGUMENT naming the field when a size is below 1 or the delay is negative. The
@@ -72,6 +79,7 @@ struct RequestQueueStats {
   int64_t in_routing = 0;  // taken by TakeUnrouted, not yet back through AddRouted/DropRouting
   int64_t groups = 0;
   uint64_t rejected_full = 0;
+  uint64_t rejected_late = 0;  // refused at admission: could not be answered before the deadline
   uint64_t expired = 0;
   uint64_t cancelled = 0;
 };
@@ -100,6 +108,12 @@ class RequestQueue {
   // group is ready already and reports its oldest request's enqueue time.
   absl::Time NextReadyTime() const;
   bool HasUnrouted() const;
+  // Reports that a worker spent `busy` on `requests` requests in one stage (routing or the
+  // forward); the per-request cost of both stages, smoothed, drives deadline-aware admission.
+  enum class Stage { kRoute, kRun };
+  void RecordService(Stage stage, int requests, absl::Duration busy);
+  // The expected wait of a request enqueued now (ZeroDuration before any measurement).
+  absl::Duration ExpectedWait() const;
   // From now on every group is ready at once, full or not: nothing more will arrive to fill
   // it (the drain at shutdown), so waiting out max_queue_delay_us only delays answers.
   void Flush();

@@ -154,12 +154,15 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
   if (const YAML::Node b = root["batching"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(
         b, "batching",
-        {"max_batch_size", "max_queue_delay_us", "max_queue_size", "max_route_batch"}));
+        {"max_batch_size", "max_queue_delay_us", "max_queue_size", "max_route_batch",
+         "deadline_admission"}));
     RETURN_IF_ERROR(Fields().Read(b, "max_batch_size", "batching", &c.queue.max_batch_size));
     RETURN_IF_ERROR(
         Fields().Read(b, "max_queue_delay_us", "batching", &c.queue.max_queue_delay_us));
     RETURN_IF_ERROR(Fields().Read(b, "max_queue_size", "batching", &c.queue.max_queue_size));
     RETURN_IF_ERROR(Fields().Read(b, "max_route_batch", "batching", &c.max_route_batch));
+    RETURN_IF_ERROR(
+        Fields().Read(b, "deadline_admission", "batching", &c.queue.deadline_admission));
   }
   if (const YAML::Node k = root["cache"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(k, "cache",

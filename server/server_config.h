@@ -9,7 +9,8 @@
 //   intra_op_threads: 0                 # LibTorch threads, 0 = all cores
 //   workers: 1                          # batch worker threads
 //   batching: {max_batch_size: 8, max_queue_delay_us: 2000, max_queue_size: 1024,
-//              max_route_batch: 64}
+//              max_route_batch: 64,
+//              deadline_admission: true}  # refuse at once what would miss its deadline
 //   cache: {capacity_bytes: 1073741824, policy: fuse, admit_min_requests: 2,
 //           frequency_window: 1000, max_nearest_distance: 0.4,
 //           max_fusions_per_s: 0, fusion_burst: 0,   # 0: fusions unlimited

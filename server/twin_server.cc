@@ -43,7 +43,9 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
   SetLogLevel(config.log_level);
   std::unique_ptr<TwinServer> server(new TwinServer(config, std::move(open_store)));
   ASSIGN_OR_RETURN(server->metrics_, ServerMetrics::Create(config.metrics_address));
-  server->queue_ = std::make_unique<RequestQueue>(config.queue);
+  RequestQueueOptions queue_options = config.queue;
+  queue_options.parallelism = config.workers;
+  server->queue_ = std::make_unique<RequestQueue>(queue_options);
   server->processor_ = std::make_unique<InferProcessor>(server->config_, server->metrics_.get());
   BatchWorkersOptions worker_options;
   worker_options.num_threads = config.workers;

@@ -55,6 +55,21 @@ def mb(x):
     return f"{x / 1e6:.2f}"
 
 
+CONFIG_TEXT = {
+    "static": "theta* alone (`serving.mode: static`: no router, no fusion; the named task's "
+              "head, else the first task's, so its task-unknown accuracy is not meaningful)",
+    "experts": "every task's fine-tuned model resident (`serving.mode: experts`; task unknown: "
+               "the router's top task's expert)",
+    "twin": "twin-server's defaults (`routing.task_given: task`) on the version's own router "
+            "input (the manifest's `router.features`)",
+    "twin-router": "`routing.task_given: router` (the router weights named-task requests too)",
+    "twin-ngram": "the same zoo merged with `router.features: ngram` (hashed token n-gram "
+                  "counts, no model forward to route)",
+    "twin-bg": "`cache.background_fusion: true`",
+    "twin-top1": "`cluster_key.top_k: 1`",
+}
+
+
 def router_inputs(specs, by_cell, static):
     """The router-input table: quality from twin-eval, cost from this run."""
     out = ["## Router input", "",
@@ -98,6 +113,8 @@ def main():
     p.add_argument("--fusion")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="Serving benchmark")
+    p.add_argument("--note", action="append", default=[],
+                   help="a paragraph for the Notes section (repeatable)")
     p.add_argument("--eval", action="append", default=[],
                    help="NAME:CONFIG=twin-eval.json: a router input, the serving configuration "
                         "that uses it, and twin-eval's JSON for its version (repeatable)")
@@ -112,6 +129,8 @@ def main():
 
     out = [f"# {args.title}", ""]
     m = b["machine"]
+    fractions = sorted({int(r["load"][4:]) for r in runs if r["load"].startswith("open")})
+    open_text = " and ".join(f"{f}%" for f in fractions) if fractions else "no rate"
     out += [
         f"Command: `{b['command']}`",
         "",
@@ -123,20 +142,13 @@ def main():
         "machine. Configurations ran in turn within each cell, the order rotated from cell to "
         "cell.",
         "",
-        "Configurations: **static** = theta* alone (`serving.mode: static`: no router, no "
-        "fusion; the named task's head, else the first task's, so its task-unknown accuracy is "
-        "not meaningful); **experts** = every task's fine-tuned model resident "
-        "(`serving.mode: experts`; task unknown: the router's top task's expert); **twin** = "
-        "twin-server's defaults (`routing.task_given: task`); **twin-router** = "
-        "`routing.task_given: router` (the router weights named-task requests too); "
-        "**twin-ngram** = the same zoo merged with `router.features: ngram` (hashed token "
-        "n-gram counts, no model forward to route); **twin-bg** = `cache.background_fusion: "
-        "true`; **twin-top1** = `cluster_key.top_k: 1`.",
+        "Configurations: " + "; ".join(
+            f"**{c}** = {CONFIG_TEXT[c]}" for c in b["configs"] if c in CONFIG_TEXT) + ".",
         "",
         "Traffic: identical (one task), skewed (Zipf s = 1.1 over tasks), uniform, distinct "
         "(uniform, each request with its own router temperature, log-uniform in [0.25, 4]: "
         "many router-weight mixtures). Load: closed loop at concurrency N (cN), open loop "
-        "(Poisson) at 50% and 90% of static's closed-loop throughput at the highest "
+        f"(Poisson) at {open_text} of static's closed-loop throughput at the highest "
         "concurrency of the same traffic and task mode (openNN).",
         "",
     ]
@@ -198,6 +210,10 @@ def main():
 
     if args.eval:
         out += router_inputs(args.eval, by_cell, static)
+    if args.note:
+        out += ["## Notes", ""]
+        for note in args.note:
+            out += [note, ""]
 
     # Memory.
     out += ["## Resident memory", "",

@@ -8,7 +8,8 @@
 # merge.yaml published to ZOO_DIR/store by twin-merge), DURATION_S (default 5), RESULTS_DIR
 # (default bench/results), RESULTS_NAME (default serving or serving-lite: the files' name),
 # EXTRA (more serving_bench.py flags, e.g. "--configs static,twin"), EVALS (twin-eval JSONs for
-# the router-input table, "route_features():twin=results/router-route_features.json ...").
+# the router-input table, "route_features():twin=results/router-route_features.json ..."),
+# NOTES (paragraphs for the report's Notes section, separated by "|").
 # The zoos: docs/zoo.md. A full run takes about 25 minutes, lite about 15 (README).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -55,6 +56,11 @@ python3 "$ROOT/bench/serving/serving_bench.py" --build "$BUILD_DIR" --store "fil
 # EVALS: "NAME:CONFIG=twin-eval.json ..." adds the router-input table (render.py --eval).
 EVAL_ARGS=()
 for e in ${EVALS:-}; do EVAL_ARGS+=(--eval "$e"); done
+# NOTES: paragraphs for the Notes section, separated by "|".
+if [[ -n "${NOTES:-}" ]]; then
+  IFS='|' read -r -a notes <<<"$NOTES"
+  for n in "${notes[@]}"; do EVAL_ARGS+=(--note "$n"); done
+fi
 python3 "$ROOT/bench/serving/render.py" --bench "$OUT_JSON" --fusion "$FUSION_JSON" --out "$OUT_MD" \
   --title "Serving benchmark ($SIZE zoo)" "${EVAL_ARGS[@]}"
 if [[ "$SIZE" == smoke ]]; then

@@ -119,7 +119,8 @@ double TinyAccuracy(torch::jit::Module& module, const TinyTaskData& data) {
 absl::StatusOr<TinyZoo> BuildTinyZoo(const std::string& dir, const TinyZooOptions& o) {
   TinyZoo zoo;
   try {
-    torch::jit::Module base = MakeTinyModel({o.vocab, o.dim, 2, o.seed, o.with_classify, o.declared_vocab});
+    torch::jit::Module base =
+        MakeTinyModel({o.vocab, o.dim, 2, o.seed, o.with_classify, o.declared_vocab});
     zoo.base_path = dir + "/base.pt";
     base.save(zoo.base_path);
     for (int64_t t = 0; t < o.num_tasks; ++t) {

@@ -488,3 +488,47 @@ TEST(BatchWorkersTest, StopAfterCloseReturnsWithoutRunningLeftovers) {
 
 }  // namespace
 }  // namespace twin
+
+namespace twin {
+namespace {
+
+// Deadline-aware admission: once a service time is measured, a request whose deadline comes
+// before the queue's expected wait is refused at once, saying why; requests without a deadline,
+// or with time to spare, are queued; the option turns it off.
+TEST(RequestQueueDeadlineTest, RefusesAtOnceWhatWouldMissItsDeadline) {
+  DoneLog log;
+  RequestQueueOptions options = Opts(100, 8, 1000);
+  options.parallelism = 2;
+  RequestQueue q(options);
+  // Nothing measured yet: even a tight deadline is queued.
+  ASSERT_TRUE(q.Enqueue(log.Make(0, At(1000)), At(0)).ok());
+  EXPECT_EQ(q.ExpectedWait(), absl::ZeroDuration());
+  // 8 requests routed in 8 ms and run in 72 ms: 10 ms each, two workers: 5 ms per place.
+  q.RecordService(RequestQueue::Stage::kRoute, 8, absl::Milliseconds(8));
+  q.RecordService(RequestQueue::Stage::kRun, 8, absl::Milliseconds(72));
+  for (int i = 1; i <= 5; ++i) ASSERT_TRUE(q.Enqueue(log.Make(i), At(0)).ok());
+  // Six ahead plus its own batch of 8 at 5 ms a place, plus the 1 ms batching delay: 71 ms.
+  EXPECT_EQ(q.ExpectedWait(), absl::Milliseconds(71));
+  absl::Status late = q.Enqueue(log.Make(10, At(60'000)), At(0));
+  EXPECT_EQ(late.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(late.message(), HasSubstr("expected wait is 71.0 ms (6 requests ahead"));
+  EXPECT_THAT(late.message(), HasSubstr("deadline in 60.0 ms"));
+  EXPECT_EQ(q.stats().rejected_late, 1u);
+  EXPECT_EQ(log.Count(10), 0);  // refused at Enqueue, not through `done`
+  EXPECT_TRUE(q.Enqueue(log.Make(11, At(80'000)), At(0)).ok());
+  EXPECT_TRUE(q.Enqueue(log.Make(12), At(0)).ok());  // no deadline
+
+  // The estimate follows the measurements (smoothed): a slower forward raises it.
+  const absl::Duration before = q.ExpectedWait();
+  q.RecordService(RequestQueue::Stage::kRun, 8, absl::Milliseconds(800));
+  EXPECT_GT(q.ExpectedWait(), before);
+
+  RequestQueueOptions off = options;
+  off.deadline_admission = false;
+  RequestQueue q_off(off);
+  q_off.RecordService(RequestQueue::Stage::kRun, 1, absl::Seconds(10));
+  EXPECT_TRUE(q_off.Enqueue(log.Make(20, At(1000)), At(0)).ok());
+}
+
+}  // namespace
+}  // namespace twin

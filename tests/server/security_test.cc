@@ -182,8 +182,9 @@ TEST_F(SecurityTest, TlsSettingsThatCannotWorkAreRefusedNamingTheField) {
   tls.refresh_interval_s = 0;
   EXPECT_THAT(ValidateTlsConfig(tls).ToString(), HasSubstr("refresh_interval_s"));
   // Through server.yaml: the same checks when the configuration is validated (at start).
-  auto parsed = ParseServerConfig(absl::StrCat("artifact_uri: file:///s\ntls: {cert_file: ", pki_.Path("server.crt"),
-                                               ", key_file: ", pki_.Path("other-ca.key"), "}\n"));
+  auto parsed = ParseServerConfig(absl::StrCat("artifact_uri: file:///s\ntls: {cert_file: ",
+                                               pki_.Path("server.crt"), ", key_file: ",
+                                               pki_.Path("other-ca.key"), "}\n"));
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_THAT(ValidateServerConfig(*parsed).ToString(),
               HasSubstr("is not the key of the certificate"));
@@ -240,7 +241,8 @@ TEST(AdminConfigTest, AdminAddressAndTokenFileAreChecked) {
                                 "admin: {listen_address: 127.0.0.1:7000}\n");
   ASSERT_TRUE(same.ok());
   EXPECT_THAT(ValidateServerConfig(*same).ToString(), HasSubstr("admin.listen_address"));
-  auto missing = ParseServerConfig("artifact_uri: file:///s\nadmin: {token_file: /nonexistent/token}\n");
+  auto missing =
+      ParseServerConfig("artifact_uri: file:///s\nadmin: {token_file: /nonexistent/token}\n");
   ASSERT_TRUE(missing.ok());
   EXPECT_THAT(ValidateServerConfig(*missing).ToString(), HasSubstr("admin.token_file"));
   auto inline_admin = ParseServerConfig("admin: {listen_address: \"\"}\n");
