@@ -83,12 +83,11 @@ struct RequestQueue::State {
 
   // The time until a request that joins the queue now is answered: every request ahead at the
   // measured cost per request, spread over the workers, then its own batch (a full batch's
-  // time, not one request's) and the batching delay.
+  // time, not one request's). The batching delay is left out: under the load that makes
+  // admission matter, groups fill before it runs out.
   double ExpectedWaitSeconds(const RequestQueueOptions& o) const {
     const double per_request = route_s + run_s;
-    if (per_request == 0) return 0;
-    return static_cast<double>(Occupancy() + o.max_batch_size) * per_request / o.parallelism +
-           static_cast<double>(o.max_queue_delay_us) * 1e-6;
+    return static_cast<double>(Occupancy() + o.max_batch_size) * per_request / o.parallelism;
   }
   uint64_t cancelled = 0;
 

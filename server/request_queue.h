@@ -60,8 +60,8 @@ struct RequestQueueOptions {
   int max_batch_size = 8;
   int64_t max_queue_delay_us = 2000;
   // Deadline-aware admission: a request whose deadline comes before the queue's expected wait
-  // ((requests ahead + its own batch) x the measured service time per request / parallelism,
-  // plus the batching delay) is refused at once with RESOURCE_EXHAUSTED saying so, instead of
+  // ((requests ahead + its own batch) x the measured service time per request / parallelism)
+  // is refused at once with RESOURCE_EXHAUSTED saying so, instead of
   // waiting to expire. Off until a service time
   // has been measured (RecordService); requests without a deadline are never refused by it.
   bool deadline_admission = true;

@@ -31,7 +31,8 @@ const VALUES_DIR = path.join(__dirname, "helm-values");
 // Metrics that rules may reference before the server exports them (the rule says so).
 const PLANNED_METRICS = new Set([]);
 // server.yaml fields the chart sets itself; values.schema.json leaves them out of `config`.
-const CHART_MANAGED = ["listen_address", "metrics_address", "artifact_uri", "artifact_version", "cache_dir"];
+const CHART_MANAGED = ["listen_address", "metrics_address", "artifact_uri", "artifact_version", "cache_dir",
+                       "admin", "tls"];
 
 const results = [];
 function check(name, fn) {

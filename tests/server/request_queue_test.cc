@@ -507,11 +507,11 @@ TEST(RequestQueueDeadlineTest, RefusesAtOnceWhatWouldMissItsDeadline) {
   q.RecordService(RequestQueue::Stage::kRoute, 8, absl::Milliseconds(8));
   q.RecordService(RequestQueue::Stage::kRun, 8, absl::Milliseconds(72));
   for (int i = 1; i <= 5; ++i) ASSERT_TRUE(q.Enqueue(log.Make(i), At(0)).ok());
-  // Six ahead plus its own batch of 8 at 5 ms a place, plus the 1 ms batching delay: 71 ms.
-  EXPECT_EQ(q.ExpectedWait(), absl::Milliseconds(71));
+  // Six ahead plus its own batch of 8 at 5 ms a place: 70 ms.
+  EXPECT_EQ(q.ExpectedWait(), absl::Milliseconds(70));
   absl::Status late = q.Enqueue(log.Make(10, At(60'000)), At(0));
   EXPECT_EQ(late.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(late.message(), HasSubstr("expected wait is 71.0 ms (6 requests ahead"));
+  EXPECT_THAT(late.message(), HasSubstr("expected wait is 70.0 ms (6 requests ahead"));
   EXPECT_THAT(late.message(), HasSubstr("deadline in 60.0 ms"));
   EXPECT_EQ(q.stats().rejected_late, 1u);
   EXPECT_EQ(log.Count(10), 0);  // refused at Enqueue, not through `done`

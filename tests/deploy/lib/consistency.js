@@ -82,7 +82,8 @@ function checkServerContainer(where, podSpec, container, objects, facts, configS
   for (const q of src.serverYamlProblems(config, facts.configKeys)) p.push(`ConfigMap ${cm.metadata.name} ${key}: ${q}`);
   if (configSchema) {
     const rest = { ...config };
-    for (const k of ["listen_address", "metrics_address", "artifact_uri", "artifact_version", "cache_dir"]) delete rest[k];
+    for (const k of ["listen_address", "metrics_address", "artifact_uri", "artifact_version", "cache_dir",
+                     "admin", "tls"]) delete rest[k];
     if (!configSchema(rest)) {
       for (const e of configSchema.errors) p.push(`ConfigMap ${cm.metadata.name} ${key}: ${e.instancePath || "(top)"} ${e.message}`);
     }
