@@ -85,6 +85,9 @@ struct RequestQueue::State {
   // measured cost per request, spread over the workers, then its own batch (a full batch's
   // time, not one request's). The batching delay is left out: under the load that makes
   // admission matter, groups fill before it runs out.
+  double OwnBatchSeconds(const RequestQueueOptions& o) const {
+    return static_cast<double>(o.max_batch_size) * (route_s + run_s) / o.parallelism;
+  }
   double ExpectedWaitSeconds(const RequestQueueOptions& o) const {
     const double per_request = route_s + run_s;
     return static_cast<double>(Occupancy() + o.max_batch_size) * per_request / o.parallelism;
@@ -148,6 +151,15 @@ absl::Status RequestQueue::Enqueue(PendingRequest request, absl::Time now) {
       ++s.rejected_full;
       status = absl::ResourceExhaustedError(
           absl::StrCat("request queue is full (", s.Occupancy(), " waiting)"));
+    } else if (const double alone = s.OwnBatchSeconds(options_);
+               options_.deadline_admission && alone > 0 &&
+               request.deadline != absl::InfiniteFuture() &&
+               now + absl::Seconds(alone) > request.deadline) {
+      // Not even an empty queue could answer in time: the deadline, not the load, is why.
+      ++s.expired;
+      status = absl::DeadlineExceededError(absl::StrFormat(
+          "the deadline in %.2f ms is shorter than one batch's service time (%.2f ms)",
+          absl::ToDoubleMilliseconds(request.deadline - now), alone * 1e3));
     } else if (const double wait = s.ExpectedWaitSeconds(options_);
                options_.deadline_admission && wait > 0 &&
                request.deadline != absl::InfiniteFuture() &&

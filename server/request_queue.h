@@ -62,7 +62,8 @@ struct RequestQueueOptions {
   // Deadline-aware admission: a request whose deadline comes before the queue's expected wait
   // ((requests ahead + its own batch) x the measured service time per request / parallelism)
   // is refused at once with RESOURCE_EXHAUSTED saying so, instead of
-  // waiting to expire. Off until a service time
+  // waiting to expire (DEADLINE_EXCEEDED instead when even its own batch alone would take
+  // longer than the deadline: then the load is not the reason). Off until a service time
   // has been measured (RecordService); requests without a deadline are never refused by it.
   bool deadline_admission = true;
   int parallelism = 1;  // batch workers serving the queue

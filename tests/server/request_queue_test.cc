@@ -516,6 +516,11 @@ TEST(RequestQueueDeadlineTest, RefusesAtOnceWhatWouldMissItsDeadline) {
   EXPECT_EQ(q.stats().rejected_late, 1u);
   EXPECT_EQ(log.Count(10), 0);  // refused at Enqueue, not through `done`
   EXPECT_TRUE(q.Enqueue(log.Make(11, At(80'000)), At(0)).ok());
+  // A deadline shorter than its own batch (8 places at 5 ms): DEADLINE_EXCEEDED, whatever the
+  // queue holds.
+  absl::Status hopeless = q.Enqueue(log.Make(13, At(20'000)), At(0));
+  EXPECT_EQ(hopeless.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(hopeless.message(), HasSubstr("shorter than one batch's service time (40.00 ms)"));
   EXPECT_TRUE(q.Enqueue(log.Make(12), At(0)).ok());  // no deadline
 
   // The estimate follows the measurements (smoothed): a slower forward raises it.
