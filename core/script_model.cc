@@ -187,11 +187,11 @@ absl::Status ScriptModel::SetParameters(
   return absl::OkStatus();
 }
 
-absl::StatusOr<at::Tensor> ScriptModel::Call(const char* method, const at::Tensor& ids,
-                                             const at::Tensor& mask) {
+absl::StatusOr<at::Tensor> ScriptModel::Call(const char* method,
+                                             std::vector<c10::IValue> inputs) {
   try {
     c10::InferenceMode guard;
-    c10::IValue out = module_.get_method(method)({ids, mask});
+    c10::IValue out = module_.get_method(method)(std::move(inputs));
     if (!out.isTensor()) {
       return absl::InvalidArgumentError(
           absl::StrCat("model ", label_, ": ", method, "() did not return a tensor"));
@@ -205,17 +205,17 @@ absl::StatusOr<at::Tensor> ScriptModel::Call(const char* method, const at::Tenso
 
 absl::StatusOr<at::Tensor> ScriptModel::Embed(const at::Tensor& input_ids,
                                               const at::Tensor& attention_mask) {
-  return Call("embed", input_ids, attention_mask);
+  return Call("embed", {input_ids, attention_mask});
 }
 
 absl::StatusOr<at::Tensor> ScriptModel::RouterFeatures(const at::Tensor& input_ids,
                                                        const at::Tensor& attention_mask) {
-  return Call(router_features_method_.c_str(), input_ids, attention_mask);
+  return Call(router_features_method_.c_str(), {input_ids, attention_mask});
 }
 
 absl::StatusOr<at::Tensor> ScriptModel::Forward(const at::Tensor& input_ids,
                                                 const at::Tensor& attention_mask) {
-  return Call("forward", input_ids, attention_mask);
+  return Call("forward", {input_ids, attention_mask});
 }
 
 absl::StatusOr<at::Tensor> ScriptModel::Classify(const at::Tensor& features) {
@@ -223,18 +223,7 @@ absl::StatusOr<at::Tensor> ScriptModel::Classify(const at::Tensor& features) {
     return absl::FailedPreconditionError(
         absl::StrCat("model ", label_, " has no method '", kClassifyMethod, "'"));
   }
-  try {
-    c10::InferenceMode guard;
-    c10::IValue out = module_.get_method(kClassifyMethod)({features});
-    if (!out.isTensor()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model ", label_, ": ", kClassifyMethod, "() did not return a tensor"));
-    }
-    return out.toTensor();
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("model ", label_, ": ", kClassifyMethod,
-                                                   "() failed: ", ErrorLine(e.what())));
-  }
+  return Call(kClassifyMethod, {features});
 }
 
 namespace {

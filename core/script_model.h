@@ -80,8 +80,8 @@ class ScriptModel {
 
  private:
   ScriptModel(torch::jit::Module module, std::string label);
-  absl::StatusOr<at::Tensor> Call(const char* method, const at::Tensor& ids,
-                                  const at::Tensor& mask);
+  // Runs `method` under InferenceMode; a LibTorch error or a non-tensor result is a Status.
+  absl::StatusOr<at::Tensor> Call(const char* method, std::vector<c10::IValue> inputs);
   torch::jit::Module module_;
   std::string label_;
   std::string router_features_method_;

@@ -28,7 +28,6 @@ Engine::~Engine() = default;
 
 namespace {
 std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set,

@@ -367,12 +367,22 @@ void InferProcessor::Run(std::vector<PendingRequest> batch) {
   }
   std::map<int, std::vector<InferPayload*>> by_task;
   for (InferPayload* p : payloads) by_task[p->task >= 0 ? p->task : p->key.top_task].push_back(p);
+  // The weight set that answers `task`: the batch's fused set, theta*, or the task's expert.
+  auto model_for = [&](int task) -> FusedModel& {
+    switch (servable.mode) {
+      case ServingMode::kTwin:
+        return static_cast<FusedModel&>(*fused);
+      case ServingMode::kStatic:
+        return *servable.pinned[0];
+      case ServingMode::kExperts:
+        break;
+    }
+    return *servable.pinned[task];
+  };
   std::map<int, bool> answered;
   if (by_task.size() > 1 && servable.mode != ServingMode::kExperts && engine->splits_heads()) {
     // One body forward for every task's rows, then each task's head on its own rows.
-    FusedModel& model = servable.mode == ServingMode::kTwin
-                            ? static_cast<FusedModel&>(*fused)
-                            : *servable.pinned[0];
+    FusedModel& model = model_for(by_task.begin()->first);
     std::vector<InferPayload*> rows;
     std::vector<Engine::TaskRun> runs;
     for (auto& [task, group] : by_task) {
@@ -396,19 +406,8 @@ void InferProcessor::Run(std::vector<PendingRequest> batch) {
   }
   for (auto& [task, group] : by_task) {
     if (answered[task]) continue;
-    FusedModel* model = nullptr;
-    switch (servable.mode) {
-      case ServingMode::kTwin:
-        model = static_cast<FusedModel*>(fused.get());
-        break;
-      case ServingMode::kStatic:
-        model = servable.pinned[0].get();
-        break;
-      case ServingMode::kExperts:
-        model = servable.pinned[task].get();
-        break;
-    }
-    absl::Status status = RunGroup(servable, *model, group, task, fuse_s, hit);
+    FusedModel& model = model_for(task);
+    absl::Status status = RunGroup(servable, model, group, task, fuse_s, hit);
     if (status.ok()) continue;
     if (group.size() == 1) {
       Fail(*group.front(), status);
@@ -416,7 +415,7 @@ void InferProcessor::Run(std::vector<PendingRequest> batch) {
     }
     for (InferPayload* p : group) {
       std::vector<InferPayload*> one = {p};
-      absl::Status single = RunGroup(servable, *model, one, task, fuse_s, hit);
+      absl::Status single = RunGroup(servable, model, one, task, fuse_s, hit);
       if (!single.ok()) Fail(*p, single);
     }
   }

@@ -77,22 +77,26 @@ struct RequestQueue::State {
   uint64_t rejected_full = 0;
   uint64_t rejected_late = 0;
   uint64_t expired = 0;
+  uint64_t cancelled = 0;
   // Smoothed seconds per request of each stage (0: not measured yet).
   double route_s = 0;
   double run_s = 0;
 
-  // The time until a request that joins the queue now is answered: every request ahead at the
-  // measured cost per request, spread over the workers, then its own batch (a full batch's
-  // time, not one request's). The batching delay is left out: under the load that makes
-  // admission matter, groups fill before it runs out.
-  double OwnBatchSeconds(const RequestQueueOptions& o) const {
-    return static_cast<double>(o.max_batch_size) * (route_s + run_s) / o.parallelism;
+  // The measured cost of one place in the queue: a request's routing and forward over the
+  // workers (0 before any measurement).
+  double PlaceSeconds(const RequestQueueOptions& o) const {
+    return (route_s + run_s) / o.parallelism;
   }
+  // The time until a request that joins the queue now is answered: every request ahead, then
+  // its own batch (a full batch's time, not one request's). The batching delay is left out:
+  // under the load that makes admission matter, groups fill before it runs out.
   double ExpectedWaitSeconds(const RequestQueueOptions& o) const {
-    const double per_request = route_s + run_s;
-    return static_cast<double>(Occupancy() + o.max_batch_size) * per_request / o.parallelism;
+    return static_cast<double>(Occupancy() + o.max_batch_size) * PlaceSeconds(o);
   }
-  uint64_t cancelled = 0;
+  // How long a group may wait to fill: none once flushing.
+  absl::Duration BatchDelay(const RequestQueueOptions& o) const {
+    return flushing ? absl::ZeroDuration() : absl::Microseconds(o.max_queue_delay_us);
+  }
 
   int64_t Occupancy() const { return static_cast<int64_t>(unrouted.size()) + routed + in_routing; }
 
@@ -135,6 +139,13 @@ absl::Status RequestQueue::Enqueue(PendingRequest request, absl::Time now) {
   if (!request.done) return absl::InvalidArgumentError("request has no done callback");
   std::vector<Completion> completions;
   absl::Status status;
+  // Deadline-aware admission: whether `seconds` from now (0: not measured yet) is past the
+  // request's deadline.
+  auto late = [&](double seconds) {
+    return options_.deadline_admission && seconds > 0 &&
+           request.deadline != absl::InfiniteFuture() &&
+           now + absl::Seconds(seconds) > request.deadline;
+  };
   {
     absl::MutexLock lock(&mu_);
     State& s = *state_;
@@ -151,24 +162,19 @@ absl::Status RequestQueue::Enqueue(PendingRequest request, absl::Time now) {
       ++s.rejected_full;
       status = absl::ResourceExhaustedError(
           absl::StrCat("request queue is full (", s.Occupancy(), " waiting)"));
-    } else if (const double alone = s.OwnBatchSeconds(options_);
-               options_.deadline_admission && alone > 0 &&
-               request.deadline != absl::InfiniteFuture() &&
-               now + absl::Seconds(alone) > request.deadline) {
+    } else if (const double alone = options_.max_batch_size * s.PlaceSeconds(options_);
+               late(alone)) {
       // Not even an empty queue could answer in time: the deadline, not the load, is why.
       ++s.expired;
       status = absl::DeadlineExceededError(absl::StrFormat(
           "the deadline in %.2f ms is shorter than one batch's service time (%.2f ms)",
           absl::ToDoubleMilliseconds(request.deadline - now), alone * 1e3));
-    } else if (const double wait = s.ExpectedWaitSeconds(options_);
-               options_.deadline_admission && wait > 0 &&
-               request.deadline != absl::InfiniteFuture() &&
-               now + absl::Seconds(wait) > request.deadline) {
+    } else if (const double wait = s.ExpectedWaitSeconds(options_); late(wait)) {
       ++s.rejected_late;
       status = absl::ResourceExhaustedError(absl::StrFormat(
           "the queue's expected wait is %.1f ms (%d requests ahead at %.2f ms each), past the "
           "request's deadline in %.1f ms: refused now rather than answered late",
-          wait * 1e3, s.Occupancy(), (s.route_s + s.run_s) * 1e3 / options_.parallelism,
+          wait * 1e3, s.Occupancy(), s.PlaceSeconds(options_) * 1e3,
           absl::ToDoubleMilliseconds(request.deadline - now)));
     } else {
       request.id = s.next_id++;
@@ -231,8 +237,7 @@ std::vector<PendingRequest> RequestQueue::NextBatch(absl::Time now) {
     absl::MutexLock lock(&mu_);
     State& s = *state_;
     s.PurgeAll(now, completions);
-    const absl::Duration delay =
-        s.flushing ? absl::ZeroDuration() : absl::Microseconds(options_.max_queue_delay_us);
+    const absl::Duration delay = s.BatchDelay(options_);
     auto chosen = s.groups.end();
     for (auto it = s.groups.begin(); it != s.groups.end(); ++it) {
       const PendingRequest& head = it->second.front();
@@ -256,8 +261,7 @@ std::vector<PendingRequest> RequestQueue::NextBatch(absl::Time now) {
 
 absl::Time RequestQueue::NextReadyTime() const {
   absl::MutexLock lock(&mu_);
-  const absl::Duration delay = state_->flushing ? absl::ZeroDuration()
-                                                : absl::Microseconds(options_.max_queue_delay_us);
+  const absl::Duration delay = state_->BatchDelay(options_);
   absl::Time next = absl::InfiniteFuture();
   for (const auto& [key, group] : state_->groups) {
     const absl::Time head = group.front().enqueued;
