@@ -120,12 +120,14 @@ run_image() {
   for b in twin-zoo twin-merge twin-client; do
     [[ -x $BUILD_DIR/bin/$b ]] || die "needs $b in $BUILD_DIR/bin (cmake --build $BUILD_DIR)"
   done
-  local zoo="$WORK/zoo" name="twin-image-check-$$"
+  local zoo="$WORK/zoo"
+  CONTAINER="twin-image-check-$$"
+  local name="$CONTAINER"
   rm -rf "$zoo" && mkdir -p "$zoo"
   log "tiny zoo and its artifacts in $zoo"
   OPENBLAS_NUM_THREADS=1 "$BUILD_DIR/bin/twin-zoo" --out "$zoo/work" \
     --store "file://$zoo/store" >/dev/null
-  OPENBLAS_NUM_THREADS=1 "$BUILD_DIR/bin/twin-merge" --config "$zoo/work/merge.yaml" >/dev/null
+  OPENBLAS_NUM_THREADS=1 "$BUILD_DIR/bin/twin-merge" --config "$zoo/work/merge.yaml" --quiet
   mkdir -p "$zoo/cache" && chown -R 10001:10001 "$zoo/cache"
   chmod -R a+rX "$zoo/store"
 
@@ -135,8 +137,8 @@ run_image() {
     "$IMAGE" --config /etc/twin/server.yaml \
     --listen "0.0.0.0:$PORT" --metrics_listen "0.0.0.0:$METRICS_PORT" \
     --admin_listen 127.0.0.1:0 >/dev/null
-  trap '"${PODMAN[@]}" logs "$name" >"$WORK/server.log" 2>&1 || true;
-        "${PODMAN[@]}" rm -f -t 30 "$name" >/dev/null 2>&1 || true' EXIT
+  trap '"${PODMAN[@]}" logs "$CONTAINER" >"$WORK/server.log" 2>&1 || true;
+        "${PODMAN[@]}" rm -f -t 30 "$CONTAINER" >/dev/null 2>&1 || true' EXIT
 
   local deadline=$((SECONDS + 300))
   until "$BUILD_DIR/bin/twin-client" --target "127.0.0.1:$PORT" --timeout_ms 2000 health \
