@@ -173,10 +173,7 @@ def reliability_md(report):
         "the client's deadline; goodput is what admission changes. A client without a deadline "
         "is never refused by this policy and waits behind the whole queue "
         "(`batching.max_queue_size`).", "",
-        "## Not measured yet", "",
-        "20 SIGTERMs under open-loop load (the CTest `drain_sigterm` runs them and asserts no "
-        "lost request, but records no figures here), kill -9 and restart under load, 100k "
-        "malformed gRPC requests, corrupted blobs and manifests.", ""])
+        ""])
 
 
 def main():
