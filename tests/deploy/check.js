@@ -47,7 +47,8 @@ function check(name, fn) {
 }
 
 function facts() {
-  return { configKeys: src.serverConfigKeys(), flags: src.serverFlags(), serviceName: src.healthServiceName() };
+  return { configKeys: src.serverConfigKeys(), flags: src.serverFlags(), serviceName: src.healthServiceName(),
+           httpPaths: src.metricsHttpPaths() };
 }
 
 function ajvFor(schema) {
@@ -199,6 +200,41 @@ check("helm template (full.yaml): GPU limit, Secret env, queue metric, merge Job
   if (!envFromSecret(jc).includes("AWS_ACCESS_KEY_ID")) p.push("Job: no credentials from the Secret");
   const grace = d.spec.template.spec.terminationGracePeriodSeconds;
   if (grace !== 90) p.push(`terminationGracePeriodSeconds ${grace}, expected the value's 90`);
+  return p;
+});
+
+check("helm template (tls.yaml): Secrets mounted where server.yaml reads them, HTTP probes, Admin policy", () => {
+  const { objects } = renderObjects([path.join(VALUES_DIR, "tls.yaml")]);
+  const p = [];
+  const d = objects.find((o) => o.kind === "Deployment");
+  const pod = d.spec.template.spec;
+  const c = pod.containers[0];
+  const cm = objects.find((o) => o.kind === "ConfigMap" && o.data && o.data["server.yaml"]);
+  const config = yaml.load(cm.data["server.yaml"]);
+  // Each file server.yaml names must sit on the mount of the Secret that holds it.
+  const secretAt = (file) => {
+    const m = (c.volumeMounts || []).find((vm) => file.startsWith(vm.mountPath + "/"));
+    const v = m && pod.volumes.find((x) => x.name === m.name);
+    return v && v.secret ? v.secret.secretName : null;
+  };
+  const want = [["tls.cert_file", config.tls && config.tls.cert_file, "twin-tls"],
+                ["tls.key_file", config.tls && config.tls.key_file, "twin-tls"],
+                ["tls.client_ca_file", config.tls && config.tls.client_ca_file, "twin-client-ca"],
+                ["admin.token_file", config.admin && config.admin.token_file, "twin-admin-token"]];
+  for (const [field, file, secret] of want) {
+    if (!file) { p.push(`server.yaml has no ${field}`); continue; }
+    if (secretAt(file) !== secret) p.push(`${field} ${file} is not on the Secret ${secret}'s mount`);
+  }
+  if (config.tls && config.tls.refresh_interval_s !== 30) p.push("tls.refresh_interval_s is not the value's 30");
+  if (!config.admin || !/^0\.0\.0\.0:/.test(config.admin.listen_address || "")) p.push("admin.exposed without an all-address Admin listener");
+  for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) {
+    if (!c[probe] || !c[probe].httpGet) p.push(`${probe}: not an HTTP probe under TLS`);
+  }
+  const np = objects.find((o) => o.kind === "NetworkPolicy");
+  const adminRule = np && np.spec.ingress.find((r) => r.ports.some((x) => x.port === "admin"));
+  if (!adminRule || adminRule.from.length !== 1 || !adminRule.from[0].namespaceSelector) {
+    p.push("NetworkPolicy: the Admin port is not limited to networkPolicy.adminFrom");
+  }
   return p;
 });
 
@@ -367,6 +403,19 @@ check("self-test: the checkers reject broken inputs", () => {
   ];
   for (const [what, mutate, want] of cases) {
     const problems = broken(mutate);
+    if (!problems.some((x) => want.test(x))) p.push(`${what}: not reported (got: ${problems.join("; ") || "nothing"})`);
+  }
+  // Under TLS the probes are HTTP: a path the metrics port does not answer, or a gRPC probe,
+  // must be reported.
+  const tlsObjects = renderObjects([path.join(VALUES_DIR, "tls.yaml")]).objects;
+  const tlsCases = [
+    ["TLS probe path", (c) => { c.readinessProbe.httpGet.path = "/ready"; }, /readinessProbe: path \/ready, expected \/readyz/],
+    ["TLS with a gRPC probe", (c) => { c.livenessProbe = { grpc: { port: 50051 } }; }, /livenessProbe: TLS is on, expected an HTTP probe/],
+  ];
+  for (const [what, mutate, want] of tlsCases) {
+    const objs = JSON.parse(JSON.stringify(tlsObjects));
+    mutate(objs.find((o) => o.kind === "Deployment").spec.template.spec.containers[0]);
+    const problems = objectProblems(objs);
     if (!problems.some((x) => want.test(x))) p.push(`${what}: not reported (got: ${problems.join("; ") || "nothing"})`);
   }
   if (!src.mergeYamlProblems({ merge_method: "ties", models: [{ model: "a.pt", weights: 1 }] }, src.mergeConfigKeys()).length) {

@@ -96,8 +96,23 @@ function checkServerContainer(where, podSpec, container, objects, facts, configS
   if (metricsAddress && ports.metrics !== portOf(metricsAddress)) {
     p.push(`container port 'metrics' (${ports.metrics}) differs from metrics_address ${metricsAddress}`);
   }
+  // With TLS the kubelet's gRPC probe cannot connect, so the probes are HTTP on the metrics
+  // port: /healthz (the process answers) for liveness, /readyz (SERVING) for the others.
+  const tls = config.tls && config.tls.cert_file;
   for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) {
     const pr = container[probe];
+    if (tls) {
+      const want = probe === "livenessProbe" ? "/healthz" : "/readyz";
+      if (!pr || !pr.httpGet) { p.push(`${probe}: TLS is on, expected an HTTP probe on the metrics port`); continue; }
+      if (!metricsAddress || pr.httpGet.port !== portOf(metricsAddress)) {
+        p.push(`${probe}: port ${pr.httpGet.port} is not the metrics port (${metricsAddress || "off"})`);
+      }
+      if (pr.httpGet.path !== want) p.push(`${probe}: path ${pr.httpGet.path}, expected ${want}`);
+      if (!facts.httpPaths.includes(pr.httpGet.path)) {
+        p.push(`${probe}: the metrics port does not answer ${pr.httpGet.path} (it answers ${facts.httpPaths.join(", ")})`);
+      }
+      continue;
+    }
     if (!pr || !pr.grpc) { p.push(`${probe}: expected a gRPC probe`); continue; }
     if (pr.grpc.port !== grpcPort) p.push(`${probe}: port ${pr.grpc.port} is not the gRPC port ${grpcPort}`);
     if (pr.grpc.service && pr.grpc.service !== facts.serviceName) {

@@ -119,7 +119,14 @@ function healthServiceName() {
   return m[1];
 }
 
+// The HTTP paths the metrics port answers (server/metrics_http.cc), for the probes that use it.
+function metricsHttpPaths() {
+  const paths = [...read("server/metrics_http.cc").matchAll(/path == "(\/[a-z]*)"/g)].map((m) => m[1]);
+  if (!paths.length) throw new Error("no request paths found in server/metrics_http.cc");
+  return paths;
+}
+
 module.exports = {
   ROOT, metricNames, isExported, metricsInExpr, serverConfigKeys, serverYamlProblems, serverFlags,
-  healthServiceName, mergeConfigKeys, mergeYamlProblems,
+  healthServiceName, metricsHttpPaths, mergeConfigKeys, mergeYamlProblems,
 };
