@@ -231,8 +231,10 @@ void InferProcessor::Route(std::vector<PendingRequest>& requests, std::vector<st
   }
   const absl::Time now = absl::Now();
   for (auto& [servable, all] : by_servable) {
-    auto key_of = [&](const InferPayload& p) {
-      return absl::StrCat(servable->engine->version(), "|", p.key.text);
+    // A structured binding cannot be captured in C++17 (GCC allows it, clang does not).
+    const std::string version = servable->engine->version();
+    auto key_of = [&version](const InferPayload& p) {
+      return absl::StrCat(version, "|", p.key.text);
     };
     std::vector<size_t> indices;
     for (size_t i : all) {

@@ -78,20 +78,33 @@ struct RequestQueue::State {
   uint64_t rejected_late = 0;
   uint64_t expired = 0;
   uint64_t cancelled = 0;
-  // Smoothed seconds per request of each stage (0: not measured yet).
+  // Smoothed seconds per request and per call of each stage (0: not measured yet), and when
+  // the last measurement came.
   double route_s = 0;
   double run_s = 0;
+  double route_call_s = 0;
+  double run_call_s = 0;
+  absl::Time measured_at = absl::InfinitePast();
 
   // The measured cost of one place in the queue: a request's routing and forward over the
-  // workers (0 before any measurement).
+  // workers (0 before any measurement). Measured at the batch sizes the load produces, so it
+  // already holds how well requests batch.
   double PlaceSeconds(const RequestQueueOptions& o) const {
     return (route_s + run_s) / o.parallelism;
   }
+  // The time of a request's own batch once it is at the front: one routing call and one
+  // forward, as measured. Not max_batch_size places: when batches are small the cost per
+  // place is high, and that product would call every deadline hopeless.
+  double BatchSeconds() const { return route_call_s + run_call_s; }
   // The time until a request that joins the queue now is answered: every request ahead, then
-  // its own batch (a full batch's time, not one request's). The batching delay is left out:
-  // under the load that makes admission matter, groups fill before it runs out.
+  // its own batch. The batching delay is left out: under the load that makes admission
+  // matter, groups fill before it runs out.
   double ExpectedWaitSeconds(const RequestQueueOptions& o) const {
-    return static_cast<double>(Occupancy() + o.max_batch_size) * PlaceSeconds(o);
+    return static_cast<double>(Occupancy()) * PlaceSeconds(o) + BatchSeconds();
+  }
+  // Whether the estimate may refuse requests at `now`: measured, and recently.
+  bool EstimateInForce(absl::Time now) const {
+    return now - measured_at <= kServiceEstimateTtl;
   }
   // How long a group may wait to fill: none once flushing.
   absl::Duration BatchDelay(const RequestQueueOptions& o) const {
@@ -141,14 +154,14 @@ absl::Status RequestQueue::Enqueue(PendingRequest request, absl::Time now) {
   absl::Status status;
   // Deadline-aware admission: whether `seconds` from now (0: not measured yet) is past the
   // request's deadline.
-  auto late = [&](double seconds) {
-    return options_.deadline_admission && seconds > 0 &&
-           request.deadline != absl::InfiniteFuture() &&
-           now + absl::Seconds(seconds) > request.deadline;
-  };
   {
     absl::MutexLock lock(&mu_);
     State& s = *state_;
+    const bool estimate = options_.deadline_admission && s.EstimateInForce(now);
+    auto late = [&](double seconds) {
+      return estimate && seconds > 0 && request.deadline != absl::InfiniteFuture() &&
+             now + absl::Seconds(seconds) > request.deadline;
+    };
     s.PurgeAll(now, completions);  // frees the capacity held by dead requests first
     if (s.closed) {
       status = absl::UnavailableError("server is shutting down");
@@ -162,8 +175,7 @@ absl::Status RequestQueue::Enqueue(PendingRequest request, absl::Time now) {
       ++s.rejected_full;
       status = absl::ResourceExhaustedError(
           absl::StrCat("request queue is full (", s.Occupancy(), " waiting)"));
-    } else if (const double alone = options_.max_batch_size * s.PlaceSeconds(options_);
-               late(alone)) {
+    } else if (const double alone = s.BatchSeconds(); late(alone)) {
       // Not even an empty queue could answer in time: the deadline, not the load, is why.
       ++s.expired;
       status = absl::DeadlineExceededError(absl::StrFormat(
@@ -172,9 +184,10 @@ absl::Status RequestQueue::Enqueue(PendingRequest request, absl::Time now) {
     } else if (const double wait = s.ExpectedWaitSeconds(options_); late(wait)) {
       ++s.rejected_late;
       status = absl::ResourceExhaustedError(absl::StrFormat(
-          "the queue's expected wait is %.1f ms (%d requests ahead at %.2f ms each), past the "
-          "request's deadline in %.1f ms: refused now rather than answered late",
-          wait * 1e3, s.Occupancy(), s.PlaceSeconds(options_) * 1e3,
+          "the queue's expected wait is %.1f ms (%d requests ahead at %.2f ms each, then "
+          "%.2f ms for its own batch), past the request's deadline in %.1f ms: refused now "
+          "rather than answered late",
+          wait * 1e3, s.Occupancy(), s.PlaceSeconds(options_) * 1e3, s.BatchSeconds() * 1e3,
           absl::ToDoubleMilliseconds(request.deadline - now)));
     } else {
       request.id = s.next_id++;
@@ -276,15 +289,21 @@ bool RequestQueue::HasUnrouted() const {
   return !state_->unrouted.empty();
 }
 
-void RequestQueue::RecordService(Stage stage, int requests, absl::Duration busy) {
+void RequestQueue::RecordService(Stage stage, int requests, absl::Duration busy,
+                                 absl::Time now) {
   if (requests <= 0 || busy < absl::ZeroDuration()) return;
   // Exponentially weighted: recent batches dominate, so the estimate follows load changes
   // (batches fill up under load and the cost per request drops) within tens of batches.
   constexpr double kWeight = 0.1;
-  const double sample = absl::ToDoubleSeconds(busy) / requests;
+  auto smooth = [](double& smoothed, double sample) {
+    smoothed = smoothed == 0 ? sample : (1 - kWeight) * smoothed + kWeight * sample;
+  };
+  const double call = absl::ToDoubleSeconds(busy);
   absl::MutexLock lock(&mu_);
-  double& smoothed = stage == Stage::kRoute ? state_->route_s : state_->run_s;
-  smoothed = smoothed == 0 ? sample : (1 - kWeight) * smoothed + kWeight * sample;
+  State& s = *state_;
+  smooth(stage == Stage::kRoute ? s.route_s : s.run_s, call / requests);
+  smooth(stage == Stage::kRoute ? s.route_call_s : s.run_call_s, call);
+  s.measured_at = std::max(s.measured_at, now);
 }
 
 absl::Duration RequestQueue::ExpectedWait() const {

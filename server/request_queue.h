@@ -55,16 +55,21 @@ struct PendingRequest {
   std::function<void(const absl::Status&)> done;
 };
 
+// How long a service-time estimate stays in force without a new measurement.
+inline constexpr absl::Duration kServiceEstimateTtl = absl::Seconds(1);
+
 struct RequestQueueOptions {
   int max_queue_size = 1024;        // unrouted + being routed + routed requests
   int max_batch_size = 8;
   int64_t max_queue_delay_us = 2000;
   // Deadline-aware admission: a request whose deadline comes before the queue's expected wait
-  // ((requests ahead + its own batch) x the measured service time per request / parallelism)
-  // is refused at once with RESOURCE_EXHAUSTED saying so, instead of
-  // waiting to expire (DEADLINE_EXCEEDED instead when even its own batch alone would take
-  // longer than the deadline: then the load is not the reason). Off until a service time
-  // has been measured (RecordService); requests without a deadline are never refused by it.
+  // (the requests ahead at the measured service time per request / parallelism, then the
+  // measured time of one batch of its own) is refused at once with RESOURCE_EXHAUSTED saying
+  // so, instead of waiting to expire (DEADLINE_EXCEEDED instead when even its own batch alone
+  // would take longer than the deadline: then the load is not the reason). Off until a
+  // service time has been measured (RecordService), and again once no measurement has come
+  // for kServiceEstimateTtl (an estimate that refused everything would otherwise never be
+  // corrected); requests without a deadline are never refused by it.
   bool deadline_admission = true;
   int parallelism = 1;  // batch workers serving the queue
 };
@@ -109,10 +114,11 @@ class RequestQueue {
   // group is ready already and reports its oldest request's enqueue time.
   absl::Time NextReadyTime() const;
   bool HasUnrouted() const;
-  // Reports that a worker spent `busy` on `requests` requests in one stage (routing or the
-  // forward); the per-request cost of both stages, smoothed, drives deadline-aware admission.
+  // Reports that a worker spent `busy` on one call of a stage (routing or the forward) over
+  // `requests` requests, finishing at `now`; the smoothed cost per request and per call of
+  // both stages drives deadline-aware admission.
   enum class Stage { kRoute, kRun };
-  void RecordService(Stage stage, int requests, absl::Duration busy);
+  void RecordService(Stage stage, int requests, absl::Duration busy, absl::Time now = absl::Now());
   // The expected wait of a request enqueued now (ZeroDuration before any measurement).
   absl::Duration ExpectedWait() const;
   // From now on every group is ready at once, full or not: nothing more will arrive to fill

@@ -503,36 +503,68 @@ TEST(RequestQueueDeadlineTest, RefusesAtOnceWhatWouldMissItsDeadline) {
   // Nothing measured yet: even a tight deadline is queued.
   ASSERT_TRUE(q.Enqueue(log.Make(0, At(1000)), At(0)).ok());
   EXPECT_EQ(q.ExpectedWait(), absl::ZeroDuration());
-  // 8 requests routed in 8 ms and run in 72 ms: 10 ms each, two workers: 5 ms per place.
-  q.RecordService(RequestQueue::Stage::kRoute, 8, absl::Milliseconds(8));
-  q.RecordService(RequestQueue::Stage::kRun, 8, absl::Milliseconds(72));
+  // 8 requests routed in one 8 ms call and run in one 72 ms batch: 10 ms each, two workers:
+  // 5 ms per place; a request's own batch (one route call, one forward) takes 80 ms.
+  q.RecordService(RequestQueue::Stage::kRoute, 8, absl::Milliseconds(8), At(0));
+  q.RecordService(RequestQueue::Stage::kRun, 8, absl::Milliseconds(72), At(0));
   for (int i = 1; i <= 5; ++i) ASSERT_TRUE(q.Enqueue(log.Make(i), At(0)).ok());
-  // Six ahead plus its own batch of 8 at 5 ms a place: 70 ms.
-  EXPECT_EQ(q.ExpectedWait(), absl::Milliseconds(70));
-  absl::Status late = q.Enqueue(log.Make(10, At(60'000)), At(0));
+  // Six ahead at 5 ms a place, then its own batch: 110 ms.
+  EXPECT_EQ(q.ExpectedWait(), absl::Milliseconds(110));
+  absl::Status late = q.Enqueue(log.Make(10, At(100'000)), At(0));
   EXPECT_EQ(late.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(late.message(), HasSubstr("expected wait is 70.0 ms (6 requests ahead"));
-  EXPECT_THAT(late.message(), HasSubstr("deadline in 60.0 ms"));
+  EXPECT_THAT(late.message(), HasSubstr("expected wait is 110.0 ms (6 requests ahead at 5.00 ms "
+                                        "each, then 80.00 ms for its own batch)"));
+  EXPECT_THAT(late.message(), HasSubstr("deadline in 100.0 ms"));
   EXPECT_EQ(q.stats().rejected_late, 1u);
   EXPECT_EQ(log.Count(10), 0);  // refused at Enqueue, not through `done`
-  EXPECT_TRUE(q.Enqueue(log.Make(11, At(80'000)), At(0)).ok());
-  // A deadline shorter than its own batch (8 places at 5 ms): DEADLINE_EXCEEDED, whatever the
-  // queue holds.
-  absl::Status hopeless = q.Enqueue(log.Make(13, At(20'000)), At(0));
+  EXPECT_TRUE(q.Enqueue(log.Make(11, At(120'000)), At(0)).ok());
+  // A deadline shorter than its own batch: DEADLINE_EXCEEDED, whatever the queue holds.
+  absl::Status hopeless = q.Enqueue(log.Make(13, At(60'000)), At(0));
   EXPECT_EQ(hopeless.code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_THAT(hopeless.message(), HasSubstr("shorter than one batch's service time (40.00 ms)"));
+  EXPECT_THAT(hopeless.message(), HasSubstr("shorter than one batch's service time (80.00 ms)"));
   EXPECT_TRUE(q.Enqueue(log.Make(12), At(0)).ok());  // no deadline
 
   // The estimate follows the measurements (smoothed): a slower forward raises it.
   const absl::Duration before = q.ExpectedWait();
-  q.RecordService(RequestQueue::Stage::kRun, 8, absl::Milliseconds(800));
+  q.RecordService(RequestQueue::Stage::kRun, 8, absl::Milliseconds(800), At(0));
   EXPECT_GT(q.ExpectedWait(), before);
 
   RequestQueueOptions off = options;
   off.deadline_admission = false;
   RequestQueue q_off(off);
-  q_off.RecordService(RequestQueue::Stage::kRun, 1, absl::Seconds(10));
+  q_off.RecordService(RequestQueue::Stage::kRun, 1, absl::Seconds(10), At(0));
   EXPECT_TRUE(q_off.Enqueue(log.Make(20, At(1000)), At(0)).ok());
+}
+
+// Small batches cost more per request, but a request's own batch is one batch, not
+// max_batch_size places: with batches of 2 at 4 ms, a 66 ms deadline is not hopeless (16 places
+// at 2 ms would have called it so and refused every request).
+TEST(RequestQueueDeadlineTest, OwnBatchIsTheMeasuredBatchNotMaxBatchSizePlaces) {
+  DoneLog log;
+  RequestQueueOptions options = Opts(1000, 16, 1000);
+  RequestQueue q(options);
+  for (int i = 0; i < 20; ++i) {
+    q.RecordService(RequestQueue::Stage::kRoute, 2, absl::Milliseconds(1), At(0));
+    q.RecordService(RequestQueue::Stage::kRun, 2, absl::Milliseconds(4), At(0));
+  }
+  EXPECT_TRUE(q.Enqueue(log.Make(0, At(66'000)), At(0)).ok());
+  EXPECT_EQ(q.ExpectedWait(), absl::Microseconds(2500 + 5000));
+}
+
+// An estimate that refuses every request would never be corrected (refused requests are not
+// served, so nothing is measured): after kServiceEstimateTtl without a measurement it no
+// longer refuses, and the next measurement brings it back.
+TEST(RequestQueueDeadlineTest, AStaleEstimateStopsRefusing) {
+  DoneLog log;
+  RequestQueue q(Opts(100, 8, 1000));
+  q.RecordService(RequestQueue::Stage::kRun, 1, absl::Seconds(5), At(0));
+  EXPECT_EQ(q.Enqueue(log.Make(0, At(1'000'000)), At(0)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  const absl::Time stale = At(0) + kServiceEstimateTtl + absl::Milliseconds(1);
+  EXPECT_TRUE(q.Enqueue(log.Make(1, stale + absl::Seconds(1)), stale).ok());
+  q.RecordService(RequestQueue::Stage::kRun, 1, absl::Seconds(5), stale);
+  EXPECT_EQ(q.Enqueue(log.Make(2, stale + absl::Seconds(1)), stale).code(),
+            absl::StatusCode::kDeadlineExceeded);
 }
 
 }  // namespace
