@@ -1,6 +1,7 @@
 #include "server/request_queue.h"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <map>
 #include <utility>
@@ -85,6 +86,13 @@ struct RequestQueue::State {
   double route_call_s = 0;
   double run_call_s = 0;
   absl::Time measured_at = absl::InfinitePast();
+  // How the predicted wait until a request's batch starts compared with the wait it had:
+  // smoothed error (actual - predicted) and smoothed absolute deviation from it, seconds, as
+  // TCP estimates its retransmission timeout. Under sustained overload the queue sits at the
+  // admission limit, so most admitted requests are predicted just in time: without this margin
+  // every underestimate becomes an expired request that held a place in the queue.
+  double start_error = 0;
+  double start_deviation = 0;
 
   // The measured cost of one place in the queue: a request's routing and forward over the
   // workers (0 before any measurement). Measured at the batch sizes the load produces, so it
@@ -99,8 +107,21 @@ struct RequestQueue::State {
   // The time until a request that joins the queue now is answered: every request ahead, then
   // its own batch. The batching delay is left out: under the load that makes admission
   // matter, groups fill before it runs out.
+  double PredictedStartSeconds(const RequestQueueOptions& o) const {
+    return static_cast<double>(Occupancy()) * PlaceSeconds(o);
+  }
+  // Two deviations: most of the observed errors fall inside it.
+  double MarginSeconds() const { return start_error + 2 * start_deviation; }
   double ExpectedWaitSeconds(const RequestQueueOptions& o) const {
-    return static_cast<double>(Occupancy()) * PlaceSeconds(o) + BatchSeconds();
+    return std::max(0.0, PredictedStartSeconds(o) + MarginSeconds()) + BatchSeconds();
+  }
+  // A request of a batch that starts at `now` reports how its prediction fared.
+  void RecordStart(const PendingRequest& r, absl::Time now) {
+    if (r.predicted_start == absl::InfiniteDuration()) return;
+    constexpr double kWeight = 0.1;
+    const double error = absl::ToDoubleSeconds((now - r.enqueued) - r.predicted_start);
+    start_error += kWeight * (error - start_error);
+    start_deviation += kWeight * (std::abs(error - start_error) - start_deviation);
   }
   // Whether the estimate may refuse requests at `now`: measured, and recently.
   bool EstimateInForce(absl::Time now) const {
@@ -126,12 +147,54 @@ struct RequestQueue::State {
         kept.push_back(std::move(r));
         continue;
       }
+      // An expired request's batch would have started later still: its error counts too (a
+      // lower bound), or the worst predictions would never be seen.
+      if (!absl::IsCancelled(why)) RecordStart(r, now);
       ++(absl::IsCancelled(why) ? cancelled : expired);
       ++removed;
       out.push_back({std::move(r), std::move(why)});
     }
     requests.swap(kept);
     return removed;
+  }
+
+  // Why a request with `deadline` arriving at `now` is refused (counted), or OK: the queue is
+  // closed or full, the deadline has passed or is shorter than one batch, or the expected
+  // wait is past it (deadline-aware admission).
+  absl::Status Refusal(const RequestQueueOptions& o, absl::Time deadline, absl::Time now) {
+    const bool estimate = o.deadline_admission && EstimateInForce(now);
+    // Whether `seconds` from now (0: not measured yet) is past the deadline.
+    auto late = [&](double seconds) {
+      return estimate && seconds > 0 && deadline != absl::InfiniteFuture() &&
+             now + absl::Seconds(seconds) > deadline;
+    };
+    if (closed) return absl::UnavailableError("server is shutting down");
+    if (deadline <= now) {
+      ++expired;
+      return absl::DeadlineExceededError("deadline passed before the request was queued");
+    }
+    if (Occupancy() >= o.max_queue_size) {
+      ++rejected_full;
+      return absl::ResourceExhaustedError(
+          absl::StrCat("request queue is full (", Occupancy(), " waiting)"));
+    }
+    if (const double alone = BatchSeconds(); late(alone)) {
+      // Not even an empty queue could answer in time: the deadline, not the load, is why.
+      ++expired;
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "the deadline in %.2f ms is shorter than one batch's service time (%.2f ms)",
+          absl::ToDoubleMilliseconds(deadline - now), alone * 1e3));
+    }
+    if (const double wait = ExpectedWaitSeconds(o); late(wait)) {
+      ++rejected_late;
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "the queue's expected wait is %.1f ms (%d requests ahead at %.2f ms each, %+.2f ms "
+          "observed error margin, then %.2f ms for its own batch), past the request's "
+          "deadline in %.1f ms: refused now rather than answered late",
+          wait * 1e3, Occupancy(), PlaceSeconds(o) * 1e3, MarginSeconds() * 1e3,
+          BatchSeconds() * 1e3, absl::ToDoubleMilliseconds(deadline - now)));
+    }
+    return absl::OkStatus();
   }
 
   void PurgeAll(absl::Time now, std::vector<Completion>& out) {
@@ -152,48 +215,36 @@ absl::Status RequestQueue::Enqueue(PendingRequest request, absl::Time now) {
   if (!request.done) return absl::InvalidArgumentError("request has no done callback");
   std::vector<Completion> completions;
   absl::Status status;
-  // Deadline-aware admission: whether `seconds` from now (0: not measured yet) is past the
-  // request's deadline.
   {
     absl::MutexLock lock(&mu_);
     State& s = *state_;
-    const bool estimate = options_.deadline_admission && s.EstimateInForce(now);
-    auto late = [&](double seconds) {
-      return estimate && seconds > 0 && request.deadline != absl::InfiniteFuture() &&
-             now + absl::Seconds(seconds) > request.deadline;
-    };
     s.PurgeAll(now, completions);  // frees the capacity held by dead requests first
-    if (s.closed) {
-      status = absl::UnavailableError("server is shutting down");
-    } else if (IsCancelled(request)) {
+    if (!s.closed && IsCancelled(request)) {
       ++s.cancelled;
       status = absl::CancelledError("request cancelled before it was queued");
-    } else if (request.deadline <= now) {
-      ++s.expired;
-      status = absl::DeadlineExceededError("deadline passed before the request was queued");
-    } else if (s.Occupancy() >= options_.max_queue_size) {
-      ++s.rejected_full;
-      status = absl::ResourceExhaustedError(
-          absl::StrCat("request queue is full (", s.Occupancy(), " waiting)"));
-    } else if (const double alone = s.BatchSeconds(); late(alone)) {
-      // Not even an empty queue could answer in time: the deadline, not the load, is why.
-      ++s.expired;
-      status = absl::DeadlineExceededError(absl::StrFormat(
-          "the deadline in %.2f ms is shorter than one batch's service time (%.2f ms)",
-          absl::ToDoubleMilliseconds(request.deadline - now), alone * 1e3));
-    } else if (const double wait = s.ExpectedWaitSeconds(options_); late(wait)) {
-      ++s.rejected_late;
-      status = absl::ResourceExhaustedError(absl::StrFormat(
-          "the queue's expected wait is %.1f ms (%d requests ahead at %.2f ms each, then "
-          "%.2f ms for its own batch), past the request's deadline in %.1f ms: refused now "
-          "rather than answered late",
-          wait * 1e3, s.Occupancy(), s.PlaceSeconds(options_) * 1e3, s.BatchSeconds() * 1e3,
-          absl::ToDoubleMilliseconds(request.deadline - now)));
     } else {
+      status = s.Refusal(options_, request.deadline, now);
+    }
+    if (status.ok()) {
       request.id = s.next_id++;
       request.enqueued = now;
+      if (options_.deadline_admission && s.EstimateInForce(now)) {
+        request.predicted_start = absl::Seconds(s.PredictedStartSeconds(options_));
+      }
       s.unrouted.push_back(std::move(request));
     }
+  }
+  RunCompletions(completions);
+  return status;
+}
+
+absl::Status RequestQueue::Admit(absl::Time deadline, absl::Time now) {
+  std::vector<Completion> completions;
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    state_->PurgeAll(now, completions);
+    status = state_->Refusal(options_, deadline, now);
   }
   RunCompletions(completions);
   return status;
@@ -261,6 +312,7 @@ std::vector<PendingRequest> RequestQueue::NextBatch(absl::Time now) {
     if (chosen != s.groups.end()) {
       std::deque<PendingRequest>& group = chosen->second;
       while (static_cast<int>(batch.size()) < options_.max_batch_size && !group.empty()) {
+        s.RecordStart(group.front(), now);
         batch.push_back(std::move(group.front()));
         group.pop_front();
       }

@@ -46,6 +46,9 @@ class RequestPayload {
 struct PendingRequest {
   uint64_t id = 0;                         // assigned by Enqueue
   absl::Time enqueued;                     // set by Enqueue
+  // Set by Enqueue when an estimate was in force: the predicted wait until the request's
+  // batch starts, before the correction learned from earlier predictions.
+  absl::Duration predicted_start = absl::InfiniteDuration();
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<std::atomic<bool>> cancelled;  // may be null
   std::string key;                         // cluster key, set by AddRouted
@@ -63,8 +66,9 @@ struct RequestQueueOptions {
   int max_batch_size = 8;
   int64_t max_queue_delay_us = 2000;
   // Deadline-aware admission: a request whose deadline comes before the queue's expected wait
-  // (the requests ahead at the measured service time per request / parallelism, then the
-  // measured time of one batch of its own) is refused at once with RESOURCE_EXHAUSTED saying
+  // (the requests ahead at the measured service time per request / parallelism, corrected by
+  // how far earlier predictions missed, then the measured time of one batch of its own) is
+  // refused at once with RESOURCE_EXHAUSTED saying
   // so, instead of waiting to expire (DEADLINE_EXCEEDED instead when even its own batch alone
   // would take longer than the deadline: then the load is not the reason). Off until a
   // service time has been measured (RecordService), and again once no measurement has come
@@ -99,6 +103,10 @@ class RequestQueue {
   // INVALID_ARGUMENT without `done`; DEADLINE_EXCEEDED / CANCELLED if already so;
   // UNAVAILABLE after Close; RESOURCE_EXHAUSTED when full.
   absl::Status Enqueue(PendingRequest request, absl::Time now);
+  // The refusal Enqueue would give a request with `deadline` at `now` (counted in stats), or
+  // OK, without queueing anything: lets a caller refuse before it spends work preparing the
+  // request. Enqueue decides again.
+  absl::Status Admit(absl::Time deadline, absl::Time now);
   // Up to max_count unrouted requests, oldest first.
   std::vector<PendingRequest> TakeUnrouted(int max_count, absl::Time now);
   // Returns the request to the queue in its key's group (keeps its enqueue time; does not count

@@ -399,9 +399,12 @@ void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time d
     reply(absl::UnavailableError("no artifact version is loaded yet"));
     return;
   }
-  if (deadline <= now) {
-    metrics_->RecordRequest("", "DEADLINE_EXCEEDED", {});
-    reply(absl::DeadlineExceededError("deadline exceeded before the request was queued"));
+  // Admission first: a request the queue would refuse (full, expired, or past its deadline by
+  // the expected wait) is refused before it is validated and tokenized, so that shedding
+  // load under overload costs as little as possible. Enqueue decides again below.
+  if (absl::Status admitted = queue_->Admit(deadline, now); !admitted.ok()) {
+    metrics_->RecordRequest("", absl::StatusCodeToString(admitted.code()), {});
+    reply(admitted);
     return;
   }
   auto payload = MakePayload(request, std::move(servable), config_);

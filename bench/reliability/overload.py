@@ -49,8 +49,10 @@ class Server:
                     "reload: {poll_interval_ms: 0}\nlog_level: info\n"
                     f"batching: {{deadline_admission: {str(admission == 'on').lower()}}}\n")
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS=str(args.threads))
+        pin = ["taskset", "-c", args.server_cpus] if args.server_cpus else []
+        self.client_pin = ["taskset", "-c", args.client_cpus] if args.client_cpus else []
         self.proc = subprocess.Popen(
-            [os.path.join(args.build, "bin", "twin-server"), "--config", yaml_path,
+            pin + [os.path.join(args.build, "bin", "twin-server"), "--config", yaml_path,
              "--artifact_uri", args.store, "--cache_dir", os.path.join(work, f"cache-{admission}"),
              "--listen", "127.0.0.1:0", "--metrics_listen", "off", "--admin_listen", "127.0.0.1:0",
              "--device", "cpu"],
@@ -75,7 +77,7 @@ class Server:
 
     def bench(self, args, extra, timeout_ms):
         out = os.path.join(self.work, "bench.json")
-        cmd = [self.client, "--target", f"127.0.0.1:{self.port}", "--timeout_ms",
+        cmd = self.client_pin + [self.client, "--target", f"127.0.0.1:{self.port}", "--timeout_ms",
                str(int(timeout_ms)), "bench", "--data", args.data, "--out_json", out,
                "--seed", str(args.seed)] + extra
         r = subprocess.run(cmd, capture_output=True, text=True)
@@ -141,7 +143,11 @@ def markdown(report):
              f"{', '.join(f'{x:.2f}' for x in report['machine']['load_before'])} before. "
              f"Open loop at {report['overload']}x the measured capacity for "
              f"{report['overload_s']} s; client deadline = {report['deadline_factor']}x the "
-             "p99 at 50% load (a client whose latency objective is that).", "",
+             "p99 at 50% load (a client whose latency objective is that)." +
+             (f" twin-server pinned to CPU {report['server_cpus']} and the client to CPU "
+              f"{report['client_cpus']} (taskset), so the load generator does not take the "
+              "server's core." if report.get("server_cpus") else
+              " Server and client share the CPUs."), "",
              "| admission | capacity /s | p99 at 50% (ms) | deadline (ms) | offered /s | "
              "goodput /s | goodput / capacity | accepted p99 (ms) | p99 / p99 at 50% | "
              "codes | RSS start -> max (MB) |",
@@ -193,6 +199,9 @@ def main():
     p.add_argument("--deadline_factor", type=float, default=2.0)
     p.add_argument("--policies", default="on,off")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--server_cpus", default="",
+                   help="taskset CPU list for twin-server (with --client_cpus: no shared core)")
+    p.add_argument("--client_cpus", default="", help="taskset CPU list for twin-client bench")
     args = p.parse_args()
     if args.render:
         with open(args.render) as f:
@@ -207,6 +216,7 @@ def main():
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_before": list(os.getloadavg())},
               "overload": args.overload, "overload_s": args.overload_s,
+              "server_cpus": args.server_cpus, "client_cpus": args.client_cpus,
               "deadline_factor": args.deadline_factor, "policies": []}
     with tempfile.TemporaryDirectory() as work:
         for admission in args.policies.split(","):

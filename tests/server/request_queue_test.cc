@@ -513,7 +513,8 @@ TEST(RequestQueueDeadlineTest, RefusesAtOnceWhatWouldMissItsDeadline) {
   absl::Status late = q.Enqueue(log.Make(10, At(100'000)), At(0));
   EXPECT_EQ(late.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(late.message(), HasSubstr("expected wait is 110.0 ms (6 requests ahead at 5.00 ms "
-                                        "each, then 80.00 ms for its own batch)"));
+                                        "each, +0.00 ms observed error margin, then 80.00 ms "
+                                        "for its own batch)"));
   EXPECT_THAT(late.message(), HasSubstr("deadline in 100.0 ms"));
   EXPECT_EQ(q.stats().rejected_late, 1u);
   EXPECT_EQ(log.Count(10), 0);  // refused at Enqueue, not through `done`
@@ -568,4 +569,45 @@ TEST(RequestQueueDeadlineTest, AStaleEstimateStopsRefusing) {
 }
 
 }  // namespace
+// Admit answers what Enqueue would, without queueing: callers refuse before preparing work.
+TEST(RequestQueueDeadlineTest, AdmitRefusesAsEnqueueWouldWithoutQueueing) {
+  DoneLog log;
+  RequestQueue q(Opts(2, 8, 1000));
+  q.RecordService(RequestQueue::Stage::kRun, 8, absl::Milliseconds(80), At(0));
+  EXPECT_TRUE(q.Admit(At(1'000'000), At(0)).ok());
+  EXPECT_EQ(q.stats().waiting, 0);
+  // Its own batch takes 80 ms: a 50 ms deadline is hopeless either way.
+  EXPECT_EQ(q.Admit(At(50'000), At(0)).code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(q.Enqueue(log.Make(0, At(50'000)), At(0)).code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(q.Admit(At(0), At(0)).code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(q.Enqueue(log.Make(1), At(0)).ok());
+  ASSERT_TRUE(q.Enqueue(log.Make(2), At(0)).ok());
+  EXPECT_EQ(q.Admit(absl::InfiniteFuture(), At(0)).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(q.stats().rejected_full, 1u);
+  EXPECT_EQ(q.stats().expired, 3u);
+  q.Close(absl::UnavailableError("closing"));
+  EXPECT_EQ(q.Admit(absl::InfiniteFuture(), At(0)).code(), absl::StatusCode::kUnavailable);
+}
+
+// Predictions that ran late widen the margin: a request whose batch started 30 ms after a
+// predicted 0 ms (nothing ahead) makes the next estimate larger by the learned error.
+TEST(RequestQueueDeadlineTest, LatePredictionsWidenTheMargin) {
+  DoneLog log;
+  RequestQueue q(Opts(100, 1, 0));
+  q.RecordService(RequestQueue::Stage::kRun, 1, absl::Milliseconds(10), At(0));
+  const absl::Duration before = q.ExpectedWait();
+  EXPECT_EQ(before, absl::Milliseconds(10));  // nothing ahead, one batch
+  ASSERT_TRUE(q.Enqueue(log.Make(0), At(0)).ok());
+  ASSERT_EQ(q.TakeUnrouted(1, At(0)).size(), 1u);
+  // (TakeUnrouted hands the request out; route it back under a key and take its batch late.)
+  PendingRequest r;
+  r.enqueued = At(0);
+  r.predicted_start = absl::ZeroDuration();
+  r.done = [](const absl::Status&) {};
+  q.AddRouted(std::move(r), "k", At(0));
+  ASSERT_EQ(q.NextBatch(At(30'000)).size(), 1u);
+  // Error 30 ms: margin 0.1 * 30 + 2 * 0.1 * 0.9 * 30 = 8.4 ms on top of the 10 ms batch.
+  EXPECT_NEAR(absl::ToDoubleMilliseconds(q.ExpectedWait()), 18.4, 1e-6);
+}
+
 }  // namespace twin
