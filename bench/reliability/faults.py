@@ -36,7 +36,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from overload import rss_mb  # noqa: E402  (same folder)
+from overload import read_bench_json, rss_mb  # noqa: E402  (same folder)
 
 ALLOWED_DRAIN_CODES = {"UNAVAILABLE"}
 
@@ -136,12 +136,7 @@ def bench_async(server, args, work, tag, rate, duration_s, health_check=True, ti
 
 def bench_result(proc, out):
     _, err = proc.communicate()
-    if not os.path.exists(out):
-        sys.exit(f"faults: twin-client bench wrote no result: {err[-2000:]}")
-    with open(out) as f:
-        r = json.load(f)
-    os.remove(out)
-    return r
+    return read_bench_json(out, err, "faults")
 
 
 # ------------------------------------------------------------------------------- sigterm

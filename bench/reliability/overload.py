@@ -39,6 +39,16 @@ def rss_mb(pid):
     return None
 
 
+def read_bench_json(out, stderr, who):
+    """The figures `twin-client bench --out_json out` wrote (the file is removed)."""
+    if not os.path.exists(out):
+        sys.exit(f"{who}: twin-client bench wrote no result: {stderr[-2000:]}")
+    with open(out) as f:
+        result = json.load(f)
+    os.remove(out)
+    return result
+
+
 class Server:
     def __init__(self, args, work, admission):
         self.work = work
@@ -81,12 +91,7 @@ class Server:
                str(int(timeout_ms)), "bench", "--data", args.data, "--out_json", out,
                "--seed", str(args.seed)] + extra
         r = subprocess.run(cmd, capture_output=True, text=True)
-        if not os.path.exists(out):
-            sys.exit(f"overload: twin-client bench failed: {r.stderr}")
-        with open(out) as f:
-            result = json.load(f)
-        os.remove(out)
-        return result
+        return read_bench_json(out, r.stderr, "overload")
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
