@@ -30,10 +30,17 @@ SANITIZE_EXCLUDE="${SANITIZE_EXCLUDE-integration|deploy|zoo}"
 CONFIGURE_ONLY=0
 if [[ ${1:-} == --configure-only ]]; then CONFIGURE_ONLY=1; shift; fi
 
-command -v clang++-14 >/dev/null || {
-  echo "test-sanitizers: needs clang-14 (apt-get install clang-14 libclang-rt-14-dev)" >&2
-  exit 1
-}
+# clang-14 and its sanitizer and libFuzzer runtimes (libclang-rt-14-dev), from Debian.
+if ! command -v clang++-14 >/dev/null ||
+   ! compgen -G "/usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null; then
+  echo "test-sanitizers: installing clang-14 and libclang-rt-14-dev" >&2
+  as_root=()
+  [[ $(id -u) -eq 0 ]] || as_root=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get update -qq &&
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev \
+      >/dev/null || { echo "test-sanitizers: cannot install clang-14" >&2; exit 1; }
+fi
 if [[ ! -f $BUILD_DIR/CMakeCache.txt ]]; then
   CC=clang-14 CXX=clang++-14 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTWIN_SANITIZE=address,undefined -DTWIN_FUZZ=ON \
