@@ -19,11 +19,9 @@ standard library and the built binaries.
   faults.py --render f.json          # Markdown sections on stdout
 """
 import argparse
-import datetime
 import glob
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -36,7 +34,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from overload import read_bench_json, rss_mb  # noqa: E402  (same folder)
+from overload import codes_text, read_bench_json, report_header, rss_mb  # noqa: E402
 
 ALLOWED_DRAIN_CODES = {"UNAVAILABLE"}
 
@@ -437,6 +435,10 @@ def phase_corrupt(args, work):
 
 
 # -------------------------------------------------------------------------------- render
+def yes_no(flag):
+    return "yes" if flag else "NO"
+
+
 def render(report):
     out = []
     m = report["machine"]
@@ -470,15 +472,15 @@ def render(report):
                 "| variant | kill -> SERVING (s) | OK | other codes | answers after |",
                 "|---|---|---|---|---|"]
         for r in k["runs"]:
-            codes = ", ".join(f"{c} {n}" for c, n in sorted(r["codes"].items())) or "-"
+            codes = codes_text(r["codes"])
             variant = r["variant"] + (f" (`{r['corrupted_blob']}`)" if r["corrupted_blob"] else "")
             out.append(f"| {variant} | {r['kill_to_serving_s']:.2f} | {r['ok']} | {codes} | "
-                       f"{'yes' if r['answers_after'] else 'NO'} |")
+                       f"{yes_no(r['answers_after'])} |")
         out += ["", "The restart verifies every cached blob against the manifest's sha256 "
                 "before using it; a corrupted one is fetched again from the store.", ""]
     mf = report.get("malformed")
     if mf:
-        codes = ", ".join(f"{c} {n}" for c, n in sorted(mf["codes"].items()))
+        codes = codes_text(mf["codes"])
         out += ["### Malformed requests", "",
                 f"{mf['calls']} calls in {mf['seconds']} s over {len(mf['codes_by_method'])} "
                 "methods (TwinMerge Infer/GetModelInfo/InferStream, KServe v2, health, Admin on "
@@ -486,8 +488,8 @@ def render(report):
                 "tests/fuzz/corpus.", "",
                 "| server alive | health after | answers after | exit code | RSS before -> after "
                 "(MB) | codes |", "|---|---|---|---|---|---|",
-                f"| {'yes' if mf['alive'] else 'NO'} | {mf['health_after']} | "
-                f"{'yes' if mf['answers_after'] else 'NO'} | {mf['exit_code']} | "
+                f"| {yes_no(mf['alive'])} | {mf['health_after']} | "
+                f"{yes_no(mf['answers_after'])} | {mf['exit_code']} | "
                 f"{mf['rss_mb_before']:.0f} -> {mf['rss_mb_after'] or 0:.0f} | {codes} |", ""]
     c = report.get("corrupt")
     if c:
@@ -503,9 +505,9 @@ def render(report):
                 "|---|---|---|---|---|---|"]
         for r in c["cases"]:
             err = r["error"].replace("|", "\\|")
-            out.append(f"| {r['case']} | {'yes' if r['refused'] else 'NO'} | "
-                       f"{'yes' if r['old_version_kept'] else 'NO'} | "
-                       f"{'yes' if r['answers'] else 'NO'} | {r['seconds_to_refuse']:.2f} | "
+            out.append(f"| {r['case']} | {yes_no(r['refused'])} | "
+                       f"{yes_no(r['old_version_kept'])} | "
+                       f"{yes_no(r['answers'])} | {r['seconds_to_refuse']:.2f} | "
                        f"{err} |")
         out.append("")
     return "\n".join(out)
@@ -533,10 +535,7 @@ def main():
         return
     if not (args.build and args.store and args.data and args.out_json):
         p.error("--build, --store, --data and --out_json are required (or --render)")
-    report = {"command": "faults.py " + " ".join(sys.argv[1:]),
-              "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "load_before": list(os.getloadavg())}}
+    report = report_header("faults.py")
     phases = {"sigterm": phase_sigterm, "kill9": phase_kill9, "malformed": phase_malformed,
               "corrupt": phase_corrupt}
     with tempfile.TemporaryDirectory() as work:

@@ -39,6 +39,19 @@ def rss_mb(pid):
     return None
 
 
+def report_header(tool):
+    """The command, date and machine that every reliability report starts with."""
+    return {"command": f"{tool} " + " ".join(sys.argv[1:]),
+            "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "load_before": list(os.getloadavg())}}
+
+
+def codes_text(codes):
+    """Status codes and counts, sorted, for a Markdown cell ("-" when there are none)."""
+    return ", ".join(f"{c} {n}" for c, n in sorted(codes.items())) or "-"
+
+
 def read_bench_json(out, stderr, who):
     """The figures `twin-client bench --out_json out` wrote (the file is removed)."""
     if not os.path.exists(out):
@@ -160,7 +173,7 @@ def markdown(report):
     for p in report["policies"]:
         o, h = p["overload"], p["half_load"]
         rss = [r for _, r in p["rss_mb"] if r is not None]
-        codes = ", ".join(f"{k} {v}" for k, v in sorted(o["errors_by_code"].items())) or "-"
+        codes = codes_text(o["errors_by_code"])
         lines.append(
             f"| {p['admission']} | {p['capacity_per_s']:.1f} | {h['p99_ms']:.1f} | "
             f"{p['deadline_ms']:.1f} | {p['offered_per_s']:.1f} | {o['goodput_per_s']:.1f} | "
@@ -241,10 +254,7 @@ def main():
         return
     if not (args.build and args.store and args.data and args.out_json):
         p.error("--build, --store, --data and --out_json are required (or --render)")
-    report = {"command": "overload.py " + " ".join(sys.argv[1:]),
-              "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "load_before": list(os.getloadavg())},
+    report = {**report_header("overload.py"),
               "overload": args.overload, "overload_s": args.overload_s,
               "server_cpus": args.server_cpus, "client_cpus": args.client_cpus,
               "deadline_factor": args.deadline_factor, "policies": []}
