@@ -42,4 +42,8 @@ inline bool FuzzVerbose() {
     }                                                                                   \
   } while (0)
 
+// Every error a parser returns must say what was wrong: an empty message is a finding.
+#define FUZZ_CHECK_EXPLAINED(status) \
+  FUZZ_CHECK((status).ok() || !(status).message().empty(), "an error without a message")
+
 #endif  // TWIN_TESTS_FUZZ_FUZZ_TARGET_H_

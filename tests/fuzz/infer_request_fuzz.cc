@@ -66,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::StatusOr<twinmerge::v1::InferResponse> reply = result.get();
   FUZZ_NOTE(reply.ok() ? "OK " + reply->task() + " " + reply->label() : reply.status().ToString());
   if (!reply.ok()) {
-    FUZZ_CHECK(!reply.status().message().empty(), "an error without a message");
+    FUZZ_CHECK_EXPLAINED(reply.status());
     return 0;
   }
   FUZZ_CHECK(reply->probabilities_size() > 0, "a reply without probabilities");

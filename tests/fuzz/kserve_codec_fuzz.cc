@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto decoded = twin::DecodeModelInfer(request, kMaxRows);
   FUZZ_NOTE(decoded.status().ToString());
   if (!decoded.ok()) {
-    FUZZ_CHECK(!decoded.status().message().empty(), "an error without a message");
+    FUZZ_CHECK_EXPLAINED(decoded.status());
     return 0;
   }
   FUZZ_CHECK(!decoded->rows.empty() && decoded->rows.size() <= kMaxRows, "row count out of range");

@@ -10,7 +10,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto manifest = twin::Manifest::FromJson(text);
   FUZZ_NOTE(manifest.status().ToString());
   if (!manifest.ok()) {
-    FUZZ_CHECK(!manifest.status().message().empty(), "an error without a message");
+    FUZZ_CHECK_EXPLAINED(manifest.status());
     return 0;
   }
   manifest->NamedBlobs();

@@ -10,7 +10,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto config = twin::ParseMergeConfig(text, "/nonexistent/fuzz");
   FUZZ_NOTE(config.status().ToString());
   if (!config.ok()) {
-    FUZZ_CHECK(!config.status().message().empty(), "an error without a message");
+    FUZZ_CHECK_EXPLAINED(config.status());
     return 0;
   }
   config->ToMergeOptions();

@@ -10,11 +10,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto config = twin::ParseServerConfig(text);
   FUZZ_NOTE(config.status().ToString());
   if (!config.ok()) {
-    FUZZ_CHECK(!config.status().message().empty(), "an error without a message");
+    FUZZ_CHECK_EXPLAINED(config.status());
     return 0;
   }
   const absl::Status valid = twin::ValidateServerConfig(*config);
   FUZZ_NOTE("validate " + valid.ToString());
-  FUZZ_CHECK(valid.ok() || !valid.message().empty(), "an error without a message");
+  FUZZ_CHECK_EXPLAINED(valid);
   return 0;
 }

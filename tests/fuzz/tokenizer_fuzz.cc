@@ -39,7 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto tokenizer = twin::Tokenizer::Create(spec);
   FUZZ_NOTE(tokenizer.status().ToString());
   if (!tokenizer.ok()) {
-    FUZZ_CHECK(!tokenizer.status().message().empty(), "an error without a message");
+    FUZZ_CHECK_EXPLAINED(tokenizer.status());
     return 0;
   }
   std::vector<std::string> texts;
