@@ -12,6 +12,13 @@
 namespace twin {
 namespace {
 
+// Weight of the newest sample in every smoothed estimate of the queue: recent batches
+// dominate, so estimates follow load changes (batches fill up under load and the cost per
+// request drops) within tens of batches.
+constexpr double kSmoothing = 0.1;
+
+void Smooth(double& smoothed, double sample) { smoothed += kSmoothing * (sample - smoothed); }
+
 // A request leaving the queue without being handed out, with the status its `done` gets.
 // Completions are collected under the mutex and run after it is released, so a callback may
 // re-enter the queue (or take its own locks) without deadlocking.
@@ -118,10 +125,9 @@ struct RequestQueue::State {
   // A request of a batch that starts at `now` reports how its prediction fared.
   void RecordStart(const PendingRequest& r, absl::Time now) {
     if (r.predicted_start == absl::InfiniteDuration()) return;
-    constexpr double kWeight = 0.1;
     const double error = absl::ToDoubleSeconds((now - r.enqueued) - r.predicted_start);
-    start_error += kWeight * (error - start_error);
-    start_deviation += kWeight * (std::abs(error - start_error) - start_deviation);
+    Smooth(start_error, error);
+    Smooth(start_deviation, std::abs(error - start_error));
   }
   // Whether the estimate may refuse requests at `now`: measured, and recently.
   bool EstimateInForce(absl::Time now) const {
@@ -344,17 +350,19 @@ bool RequestQueue::HasUnrouted() const {
 void RequestQueue::RecordService(Stage stage, int requests, absl::Duration busy,
                                  absl::Time now) {
   if (requests <= 0 || busy < absl::ZeroDuration()) return;
-  // Exponentially weighted: recent batches dominate, so the estimate follows load changes
-  // (batches fill up under load and the cost per request drops) within tens of batches.
-  constexpr double kWeight = 0.1;
-  auto smooth = [](double& smoothed, double sample) {
-    smoothed = smoothed == 0 ? sample : (1 - kWeight) * smoothed + kWeight * sample;
+  // The first measurement is taken as it is (0 means none yet), later ones smoothed.
+  auto record = [](double& smoothed, double sample) {
+    if (smoothed == 0) {
+      smoothed = sample;
+    } else {
+      Smooth(smoothed, sample);
+    }
   };
   const double call = absl::ToDoubleSeconds(busy);
   absl::MutexLock lock(&mu_);
   State& s = *state_;
-  smooth(stage == Stage::kRoute ? s.route_s : s.run_s, call / requests);
-  smooth(stage == Stage::kRoute ? s.route_call_s : s.run_call_s, call);
+  record(stage == Stage::kRoute ? s.route_s : s.run_s, call / requests);
+  record(stage == Stage::kRoute ? s.route_call_s : s.run_call_s, call);
   s.measured_at = std::max(s.measured_at, now);
 }
 
