@@ -15,7 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "core/status_macros.h"
 
 namespace twin::client {

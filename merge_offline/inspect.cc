@@ -4,13 +4,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/artifact_set.h"
-#include "core/ngram_features.h"
-#include "core/router.h"
-#include "core/safetensors.h"
-#include "core/script_model.h"
+#include "core/store/artifact_set.h"
+#include "core/router/ngram_features.h"
+#include "core/router/router.h"
+#include "core/io/safetensors.h"
+#include "core/model/script_model.h"
 #include "core/status_macros.h"
-#include "core/twin_weights.h"
+#include "core/merge/twin_weights.h"
 
 namespace twin {
 namespace {

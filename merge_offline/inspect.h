@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/object_store.h"
+#include "core/store/object_store.h"
 
 namespace twin {
 

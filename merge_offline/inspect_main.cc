@@ -9,8 +9,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "core/object_store.h"
-#include "core/torch_runtime.h"
+#include "core/store/object_store.h"
+#include "core/model/torch_runtime.h"
 #include "merge_offline/inspect.h"
 
 ABSL_FLAG(std::string, store, "", "Object store URI (required).");

@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/artifact_set.h"
+#include "core/store/artifact_set.h"
 #include "core/status_macros.h"
 #include "core/yaml_fields.h"
 

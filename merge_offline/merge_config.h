@@ -42,11 +42,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/manifest.h"
-#include "core/merge_methods.h"
-#include "core/ngram_spec.h"
-#include "core/router.h"
-#include "core/svd_compress.h"
+#include "core/store/manifest.h"
+#include "core/merge/merge_methods.h"
+#include "core/store/ngram_spec.h"
+#include "core/router/router.h"
+#include "core/merge/svd_compress.h"
 
 namespace twin {
 

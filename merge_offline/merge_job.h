@@ -21,7 +21,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "core/manifest.h"
+#include "core/store/manifest.h"
 #include "merge_offline/merge_config.h"
 
 namespace twin {

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/manifest.h"
+#include "core/store/manifest.h"
 
 namespace twin {
 

@@ -8,7 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/sha256.h"
+#include "core/io/sha256.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/twin_server.h"

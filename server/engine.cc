@@ -5,13 +5,13 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
-#include "core/ngram_features.h"
-#include "core/router.h"
-#include "core/script_model.h"
+#include "core/router/ngram_features.h"
+#include "core/router/router.h"
+#include "core/model/script_model.h"
 #include "core/status_macros.h"
-#include "core/tokenizer.h"
-#include "core/torch_runtime.h"
-#include "core/twin_weights.h"
+#include "core/text/tokenizer.h"
+#include "core/model/torch_runtime.h"
+#include "core/merge/twin_weights.h"
 #include "server/log.h"
 
 namespace twin {

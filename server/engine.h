@@ -25,8 +25,8 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
-#include "core/artifact_set.h"
-#include "core/manifest.h"
+#include "core/store/artifact_set.h"
+#include "core/store/manifest.h"
 #include "server/fused_cache.h"
 
 namespace twin {

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/status_macros.h"
-#include "core/tokenizer.h"
+#include "core/text/tokenizer.h"
 
 namespace twin {
 namespace {

@@ -13,7 +13,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "core/torch_runtime.h"
+#include "core/model/torch_runtime.h"
 #include "server/log.h"
 #include "server/server_config.h"
 #include "server/twin_server.h"

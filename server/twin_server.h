@@ -34,7 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/infer_processor.h"
-#include "core/object_store.h"
+#include "core/store/object_store.h"
 #include "server/server_config.h"
 #include "server/version_watcher.h"
 #include "twinmerge/v1/admin.pb.h"

@@ -12,7 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "bench/eval/evaluator.h"
 #include "bench/eval/twin_factors.h"
-#include "core/merge_methods.h"
+#include "core/merge/merge_methods.h"
 #include "core/status_macros.h"
 #include "server/cluster_key.h"
 

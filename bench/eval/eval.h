@@ -5,7 +5,7 @@
 //   expert    each task's own expert (the upper bound)
 //   linear    weight averaging of the experts
 //   task_arithmetic, ties, dare_task_arithmetic
-//             static merges (core/merge_methods.h); lambda chosen on the validation split from
+//             static merges (core/merge/merge_methods.h); lambda chosen on the validation split from
 //             a grid (highest mean validation accuracy over tasks, the smaller lambda on ties),
 //             or the method's default lambda when there are no validation rows
 //   twin      Twin-Merging: the published shared expert and router, twin factors recomputed

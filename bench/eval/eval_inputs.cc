@@ -8,12 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/zoo/byte_zoo.h"
-#include "core/artifact_set.h"
-#include "core/object_store.h"
-#include "core/safetensors.h"
-#include "core/script_model.h"
+#include "core/store/artifact_set.h"
+#include "core/store/object_store.h"
+#include "core/io/safetensors.h"
+#include "core/model/script_model.h"
 #include "core/status_macros.h"
-#include "core/tokenizer.h"
+#include "core/text/tokenizer.h"
 
 namespace twin::eval {
 namespace {

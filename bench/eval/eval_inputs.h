@@ -30,9 +30,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/ngram_spec.h"
-#include "core/router.h"
-#include "core/twin_weights.h"
+#include "core/store/ngram_spec.h"
+#include "core/router/router.h"
+#include "core/merge/twin_weights.h"
 
 namespace twin::eval {
 

@@ -22,7 +22,7 @@
 #include "bench/eval/eval.h"
 #include "bench/eval/eval_inputs.h"
 #include "bench/eval/eval_report.h"
-#include "core/torch_runtime.h"
+#include "core/model/torch_runtime.h"
 #include "torch/csrc/jit/python/update_graph_executor_opt.h"
 
 ABSL_FLAG(std::string, zoo, "", "Zoo directory written by twin-zoo --size (required).");

@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/ngram_features.h"
-#include "core/script_model.h"
+#include "core/router/ngram_features.h"
+#include "core/model/script_model.h"
 #include "core/status_macros.h"
 
 namespace twin::eval {

@@ -34,7 +34,7 @@
 
 #include "absl/status/statusor.h"
 #include "bench/eval/eval_inputs.h"
-#include "core/twin_weights.h"
+#include "core/merge/twin_weights.h"
 
 namespace twin {
 class ScriptModel;

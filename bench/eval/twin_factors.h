@@ -1,6 +1,6 @@
 // Twin-Merging's exclusive knowledge recomputed in-process from the experts: for each task and
 // merged tensor, v_t = theta_t - theta* (theta* the published shared expert), a truncated SVD
-// (core/svd_compress.h) at the policy's rank for 2-D+ tensors, the dense delta for 1-D ones,
+// (core/merge/svd_compress.h) at the policy's rank for 2-D+ tensors, the dense delta for 1-D ones,
 // as the merge job does; then TwinWeights over theta* and those factors, with the experts'
 // heads.
 //
@@ -18,8 +18,8 @@
 
 #include "absl/status/statusor.h"
 #include "bench/eval/eval_inputs.h"
-#include "core/svd_compress.h"
-#include "core/twin_weights.h"
+#include "core/merge/svd_compress.h"
+#include "core/merge/twin_weights.h"
 
 namespace twin::eval {
 

@@ -8,7 +8,7 @@
 #include <torch/script.h>
 
 #include "absl/strings/str_cat.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "core/status_macros.h"
 
 namespace twin::bench {

@@ -25,10 +25,10 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/artifact_set.h"
-#include "core/object_store.h"
-#include "core/torch_runtime.h"
-#include "core/twin_weights.h"
+#include "core/store/artifact_set.h"
+#include "core/store/object_store.h"
+#include "core/model/torch_runtime.h"
+#include "core/merge/twin_weights.h"
 #include "server/engine.h"
 
 ABSL_FLAG(std::string, store, "", "Object store URI holding the published artifact set.");

@@ -2,7 +2,7 @@
 // masked-byte-modelling pretraining and full fine-tuning with a classification head. The
 // benchmark zoo's base model and experts are built with it.
 //
-// Model (follows docs/model-convention.md; ids are bytes + 4 as in core/tokenizer.h):
+// Model (follows docs/model-convention.md; ids are bytes + 4 as in core/text/tokenizer.h):
 //   x = tok[ids] + pos[0:L]; layers x pre-norm block; norm
 //   block: x += proj(attention(ln1(x))); x += fc2(gelu(fc1(ln2(x))))
 //   embed(ids, mask)   -> masked mean of the final states   [B, dim]
@@ -33,7 +33,7 @@
 
 namespace twin::zoo {
 
-// Token ids below the byte offset: 0 pad, 1 bos (core/tokenizer.h), 2 mask (pretraining only).
+// Token ids below the byte offset: 0 pad, 1 bos (core/text/tokenizer.h), 2 mask (pretraining only).
 inline constexpr int64_t kByteOffset = 4;
 inline constexpr int64_t kMaskId = 2;
 inline constexpr int64_t kByteVocab = 256 + kByteOffset;

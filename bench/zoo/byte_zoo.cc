@@ -14,11 +14,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "core/manifest.h"
-#include "core/safetensors.h"
-#include "core/script_model.h"
+#include "core/store/manifest.h"
+#include "core/io/safetensors.h"
+#include "core/model/script_model.h"
 #include "core/status_macros.h"
-#include "core/tokenizer.h"
+#include "core/text/tokenizer.h"
 
 namespace twin::zoo {
 namespace {

@@ -5,7 +5,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "core/status_macros.h"
 
 namespace twin::zoo {

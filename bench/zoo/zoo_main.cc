@@ -18,7 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/zoo/byte_zoo.h"
 #include "bench/zoo/tiny_zoo.h"
-#include "core/torch_runtime.h"
+#include "core/model/torch_runtime.h"
 #include "torch/csrc/jit/python/update_graph_executor_opt.h"
 
 ABSL_FLAG(std::string, out, "", "Output directory (required).");

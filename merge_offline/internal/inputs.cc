@@ -9,11 +9,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/merge_methods.h"
-#include "core/script_model.h"
-#include "core/sha256.h"
+#include "core/merge/merge_methods.h"
+#include "core/model/script_model.h"
+#include "core/io/sha256.h"
 #include "core/status_macros.h"
-#include "core/tokenizer.h"
+#include "core/text/tokenizer.h"
 
 namespace twin::merge_internal {
 namespace {

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/manifest.h"
-#include "core/safetensors.h"
+#include "core/store/manifest.h"
+#include "core/io/safetensors.h"
 
 namespace twin::merge_internal {
 

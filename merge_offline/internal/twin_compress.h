@@ -21,9 +21,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "core/manifest.h"
-#include "core/safetensors.h"
-#include "core/svd_compress.h"
+#include "core/store/manifest.h"
+#include "core/io/safetensors.h"
+#include "core/merge/svd_compress.h"
 #include "merge_offline/merge_config.h"
 
 namespace twin::merge_internal {

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "bench/zoo/byte_zoo.h"
-#include "core/script_model.h"
-#include "core/tokenizer.h"
+#include "core/model/script_model.h"
+#include "core/text/tokenizer.h"
 #include "tests/testing/rounding.h"
 #include "tests/testing/temp_dir.h"
 

@@ -7,7 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "tests/testing/temp_dir.h"
 
 namespace twin::client {

@@ -2,7 +2,7 @@
 // error has a message; an accepted manifest survives ToJson -> FromJson unchanged.
 #include <string>
 
-#include "core/manifest.h"
+#include "core/store/manifest.h"
 #include "tests/fuzz/fuzz_target.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

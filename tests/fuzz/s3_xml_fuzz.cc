@@ -3,7 +3,7 @@
 // unescaping any text gives it back.
 #include <string>
 
-#include "core/internal/s3_xml.h"
+#include "core/store/internal/s3_xml.h"
 #include "tests/fuzz/fuzz_target.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

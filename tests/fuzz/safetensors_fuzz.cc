@@ -9,7 +9,7 @@
 
 #include <ATen/ATen.h>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "tests/fuzz/fuzz_target.h"
 
 namespace {

@@ -10,7 +10,7 @@
 
 #include <ATen/ATen.h>
 
-#include "core/tokenizer.h"
+#include "core/text/tokenizer.h"
 #include "tests/fuzz/fuzz_target.h"
 
 namespace {

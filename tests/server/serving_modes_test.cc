@@ -14,11 +14,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/artifact_set.h"
-#include "core/file_store.h"
-#include "core/router.h"
-#include "core/script_model.h"
-#include "core/twin_weights.h"
+#include "core/store/artifact_set.h"
+#include "core/store/file_store.h"
+#include "core/router/router.h"
+#include "core/model/script_model.h"
+#include "core/merge/twin_weights.h"
 #include "server/server_config.h"
 #include "server/twin_server.h"
 #include "tests/testing/rounding.h"

@@ -21,12 +21,12 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "core/artifact_set.h"
-#include "core/file_store.h"
-#include "core/ngram_features.h"
-#include "core/router.h"
-#include "core/script_model.h"
-#include "core/twin_weights.h"
+#include "core/store/artifact_set.h"
+#include "core/store/file_store.h"
+#include "core/router/ngram_features.h"
+#include "core/router/router.h"
+#include "core/model/script_model.h"
+#include "core/merge/twin_weights.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"

@@ -12,8 +12,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
-#include "core/internal/s3_xml.h"
-#include "core/sha256.h"
+#include "core/store/internal/s3_xml.h"
+#include "core/io/sha256.h"
 #include "tests/testing/http_test_server.h"
 #include "tests/testing/sigv4_check.h"
 

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/object_store.h"
+#include "core/store/object_store.h"
 
 namespace twin::testing {
 

@@ -14,7 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "core/sha256.h"
+#include "core/io/sha256.h"
 
 namespace twin::testing {
 namespace {

@@ -1,0 +1,225 @@
+#include "core/model/mixed_params.h"
+
+#include <utility>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/merge/twin_weights.h"
+
+namespace twin {
+namespace {
+
+// A [B, n] per-row tensor viewed to broadcast against a [B, ..., n] tensor of `dims` dims.
+at::Tensor RowsView(const at::Tensor& rows, int64_t dims) {
+  std::vector<int64_t> shape(static_cast<size_t>(dims), 1);
+  shape.front() = rows.size(0);
+  shape.back() = rows.size(1);
+  return rows.view(shape);
+}
+
+}  // namespace
+
+const char* MixStrategyName(MixStrategy strategy) {
+  return strategy == MixStrategy::kStacked ? "stacked" : "grouped";
+}
+
+absl::StatusOr<MixStrategy> ParseMixStrategy(const std::string& text) {
+  if (text == "stacked") return MixStrategy::kStacked;
+  if (text == "grouped") return MixStrategy::kGrouped;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown mixing strategy '", text, "' (expected stacked or grouped)"));
+}
+
+MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights, MixStrategy strategy)
+    : twins_(&twins), weights_(std::move(weights)), strategy_(strategy) {
+  rows_ = weights_.size(0);
+  for (int64_t t = 0; t < weights_.size(1); ++t) {
+    at::Tensor rows = at::nonzero(weights_.select(1, t)).squeeze(1);
+    active_pairs_ += rows.size(0);
+    task_rows_.push_back(std::move(rows));
+  }
+}
+
+absl::StatusOr<MixedParams> MixedParams::Create(const TwinWeights& twins, at::Tensor row_weights,
+                                                MixStrategy strategy) {
+  const int64_t tasks = static_cast<int64_t>(twins.num_tasks());
+  if (!row_weights.defined() || row_weights.dim() != 2 || row_weights.size(1) != tasks ||
+      row_weights.size(0) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "row weights must be [rows > 0, ", tasks, "], got ",
+        row_weights.defined() ? c10::str(row_weights.sizes()) : std::string("none")));
+  }
+  if (!at::isFloatingType(row_weights.scalar_type())) {
+    return absl::InvalidArgumentError("row weights must be floating point");
+  }
+  try {
+    at::Tensor w = row_weights.to(at::kFloat).contiguous();
+    if (!at::isfinite(w).all().item<bool>() || (w < 0).any().item<bool>()) {
+      return absl::InvalidArgumentError("row weights must be finite and non-negative");
+    }
+    const at::Tensor* any = twins.shared().empty() ? nullptr : &twins.shared().front().second;
+    if (any != nullptr) w = w.to(any->device());
+    return MixedParams(twins, std::move(w), strategy);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("row weights: ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<MixedParams> MixedParams::Create(const TwinWeights& twins,
+                                                const std::vector<std::vector<double>>& rows,
+                                                MixStrategy strategy) {
+  const size_t tasks = twins.num_tasks();
+  std::vector<float> flat;
+  flat.reserve(rows.size() * tasks);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows[r].size() != tasks) {
+      return absl::InvalidArgumentError(absl::StrCat("row ", r, " has ", rows[r].size(),
+                                                     " weights for ", tasks, " tasks"));
+    }
+    for (double w : rows[r]) flat.push_back(static_cast<float>(w));
+  }
+  at::Tensor w = at::tensor(flat, at::kFloat)
+                     .view({static_cast<int64_t>(rows.size()), static_cast<int64_t>(tasks)});
+  return Create(twins, std::move(w), strategy);
+}
+
+bool MixedParams::Has(const std::string& name) const {
+  return twins_->shared_tensor(name + ".weight") != nullptr;
+}
+
+const at::Tensor& MixedParams::Shared(const std::string& full_name) const {
+  const at::Tensor* t = twins_->shared_tensor(full_name);
+  TORCH_CHECK(t != nullptr, "missing tensor ", full_name);
+  return *t;
+}
+
+at::Tensor MixedParams::TaskColumn(size_t task, int64_t dims) const {
+  std::vector<int64_t> shape(static_cast<size_t>(dims), 1);
+  shape.front() = rows_;
+  return weights_.select(1, static_cast<int64_t>(task)).reshape(shape);
+}
+
+at::Tensor MixedParams::RowVector(const std::string& full_name) const {
+  const at::Tensor& base = Shared(full_name);
+  if (!twins_->has_dense(full_name)) return base;
+  at::Tensor out = base.to(at::kFloat).reshape({1, -1}).repeat({rows_, 1});
+  for (size_t t = 0; t < twins_->num_tasks(); ++t) {
+    const at::Tensor* delta = twins_->dense_delta(t, full_name);
+    if (delta == nullptr || task_rows_[t].size(0) == 0) continue;
+    out.add_(weights_.select(1, static_cast<int64_t>(t)).unsqueeze(1) *
+             delta->to(at::kFloat).reshape({1, -1}));
+  }
+  return out.to(base.scalar_type());
+}
+
+void MixedParams::AddLinearTerms(const std::string& full_name, const at::Tensor& x,
+                                 at::Tensor& y) const {
+  if (const FactorStack* stack = twins_->factor_stack(full_name)) {
+    const at::Tensor xc = x.to(stack->v.scalar_type());
+    if (strategy_ == MixStrategy::kStacked) {
+      at::Tensor z = at::matmul(xc, stack->v);
+      z.mul_(RowsView(weights_.index_select(1, stack->column_task).to(z.scalar_type()), z.dim()));
+      y.add_(at::matmul(z, stack->us.t()).to(y.scalar_type()));
+    } else {
+      for (size_t t = 0; t + 1 < stack->offset.size(); ++t) {
+        const int64_t begin = stack->offset[t], rank = stack->offset[t + 1] - begin;
+        const at::Tensor& rows = task_rows_[t];
+        if (rank == 0 || rows.size(0) == 0) continue;
+        const bool all = rows.size(0) == rows_;
+        at::Tensor xs = all ? xc : xc.index_select(0, rows);
+        at::Tensor w = weights_.select(1, static_cast<int64_t>(t));
+        if (!all) w = w.index_select(0, rows);
+        at::Tensor z = at::matmul(xs, stack->v.narrow(1, begin, rank));
+        z.mul_(RowsView(w.unsqueeze(1).to(z.scalar_type()), z.dim()));
+        at::Tensor d = at::matmul(z, stack->us.narrow(1, begin, rank).t()).to(y.scalar_type());
+        if (all) {
+          y.add_(d);
+        } else {
+          y.index_add_(0, rows, d);
+        }
+      }
+    }
+  }
+  if (twins_->has_dense(full_name)) {
+    for (size_t t = 0; t < twins_->num_tasks(); ++t) {
+      const at::Tensor* delta = twins_->dense_delta(t, full_name);
+      if (delta == nullptr || task_rows_[t].size(0) == 0) continue;
+      y.add_(at::linear(x, delta->to(x.scalar_type())) * TaskColumn(t, x.dim()));
+    }
+  }
+}
+
+void MixedParams::AddEmbeddingTerms(const std::string& full_name, const at::Tensor& ids,
+                                    at::Tensor& y) const {
+  if (const FactorStack* stack = twins_->factor_stack(full_name)) {
+    if (strategy_ == MixStrategy::kStacked) {
+      at::Tensor g = at::embedding(stack->us, ids);
+      g.mul_(RowsView(weights_.index_select(1, stack->column_task).to(g.scalar_type()), g.dim()));
+      y.add_(at::matmul(g, stack->v.t()).to(y.scalar_type()));
+    } else {
+      for (size_t t = 0; t + 1 < stack->offset.size(); ++t) {
+        const int64_t begin = stack->offset[t], rank = stack->offset[t + 1] - begin;
+        const at::Tensor& rows = task_rows_[t];
+        if (rank == 0 || rows.size(0) == 0) continue;
+        const bool all = rows.size(0) == rows_;
+        at::Tensor w = weights_.select(1, static_cast<int64_t>(t));
+        if (!all) w = w.index_select(0, rows);
+        at::Tensor g = at::embedding(stack->us.narrow(1, begin, rank),
+                                     all ? ids : ids.index_select(0, rows));
+        g.mul_(RowsView(w.unsqueeze(1).to(g.scalar_type()), g.dim()));
+        at::Tensor d = at::matmul(g, stack->v.narrow(1, begin, rank).t()).to(y.scalar_type());
+        if (all) {
+          y.add_(d);
+        } else {
+          y.index_add_(0, rows, d);
+        }
+      }
+    }
+  }
+  if (twins_->has_dense(full_name)) {
+    for (size_t t = 0; t < twins_->num_tasks(); ++t) {
+      const at::Tensor* delta = twins_->dense_delta(t, full_name);
+      if (delta == nullptr || task_rows_[t].size(0) == 0) continue;
+      y.add_(at::embedding(delta->to(y.scalar_type()), ids) * TaskColumn(t, ids.dim() + 1));
+    }
+  }
+}
+
+at::Tensor MixedParams::Linear(const std::string& name, const at::Tensor& x) const {
+  TORCH_CHECK(x.size(0) == rows_, "linear ", name, ": input has ", x.size(0),
+              " rows, the mixture ", rows_);
+  const std::string weight = name + ".weight", bias = name + ".bias";
+  at::Tensor y = at::linear(x, Shared(weight));
+  if (twins_->shared_tensor(bias) != nullptr) {
+    at::Tensor b = RowVector(bias);
+    y.add_(b.dim() == 1 ? b : RowsView(b, y.dim()));
+  }
+  AddLinearTerms(weight, x, y);
+  return y;
+}
+
+at::Tensor MixedParams::Embedding(const std::string& name, const at::Tensor& ids) const {
+  TORCH_CHECK(ids.size(0) == rows_, "embedding ", name, ": input has ", ids.size(0),
+              " rows, the mixture ", rows_);
+  const std::string weight = name + ".weight";
+  at::Tensor y = at::embedding(Shared(weight), ids);
+  AddEmbeddingTerms(weight, ids, y);
+  return y;
+}
+
+at::Tensor MixedParams::LayerNorm(const std::string& name, const at::Tensor& x,
+                                  double eps) const {
+  TORCH_CHECK(x.size(0) == rows_, "layer norm ", name, ": input has ", x.size(0),
+              " rows, the mixture ", rows_);
+  at::Tensor g = RowVector(name + ".weight"), b = RowVector(name + ".bias");
+  const int64_t n = Shared(name + ".weight").size(0);
+  if (g.dim() == 1 && b.dim() == 1) return at::layer_norm(x, {n}, g, b, eps);
+  at::Tensor y = at::layer_norm(x, {n}, {}, {}, eps);
+  y.mul_(g.dim() == 1 ? g : RowsView(g, y.dim()));
+  y.add_(b.dim() == 1 ? b : RowsView(b, y.dim()));
+  return y;
+}
+
+}  // namespace twin

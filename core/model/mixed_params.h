@@ -1,0 +1,89 @@
+// The unfused twin path: theta* plus each row's own mixture of the task factors, applied inside
+// every layer, so that one batch holds rows with different router weights and the server keeps
+// one model (theta* and the factors) however many mixtures it serves.
+//
+// For a linear with stacked factors us [out, R], v [in, R] (core/merge/twin_weights.h) and row
+// weights w [B, T]:
+//   y = x W*^T + b(w) + ((x v) * w[:, column_task]) us^T          exact for every row
+// where b(w) = b* + w delta_b (dense deltas, per row). Embeddings gather us's rows instead of
+// multiplying (E(w)[id] = E*[id] + (us[id] * w[:, column_task]) v^T), LayerNorms scale and shift
+// by gamma(w), beta(w) per row. A 2-D tensor stored dense adds sum_t w_t x D_t^T.
+//
+// Two strategies for the factor terms, equal up to rounding:
+//   kStacked: one GEMM pair over all tasks' columns; cost independent of how many tasks a row
+//             uses (the w = 0 columns cost as much as the others);
+//   kGrouped: per task, only the rows with w[row, t] != 0 (index_select, two GEMMs, index_add);
+//             cost proportional to the (row, task) pairs in use, so top-k router weights pay
+//             k / T of the stacked cost, plus the gathers.
+//
+//   ASSIGN_OR_RETURN(MixedParams p, MixedParams::Create(twins, row_weights, MixStrategy::kGrouped));
+//   ASSIGN_OR_RETURN(at::Tensor f, encoder.Embed(ids, mask, p));   // rows mix independently
+//
+// Thread-safety: immutable; holds a reference to `twins`, which must outlive it.
+#ifndef TWIN_CORE_MODEL_MIXED_PARAMS_H_
+#define TWIN_CORE_MODEL_MIXED_PARAMS_H_
+
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "core/model/layer_params.h"
+
+namespace twin {
+
+class TwinWeights;
+
+enum class MixStrategy { kStacked, kGrouped };
+
+// "stacked" / "grouped".
+const char* MixStrategyName(MixStrategy strategy);
+absl::StatusOr<MixStrategy> ParseMixStrategy(const std::string& text);
+
+class MixedParams : public LayerParams {
+ public:
+  // row_weights: [B, num_tasks] floating, finite and non-negative (need not sum to 1).
+  static absl::StatusOr<MixedParams> Create(const TwinWeights& twins, at::Tensor row_weights,
+                                            MixStrategy strategy);
+  // From per-row weight vectors (each of size num_tasks).
+  static absl::StatusOr<MixedParams> Create(const TwinWeights& twins,
+                                            const std::vector<std::vector<double>>& rows,
+                                            MixStrategy strategy);
+
+  at::Tensor Linear(const std::string& name, const at::Tensor& x) const override;
+  at::Tensor Embedding(const std::string& name, const at::Tensor& ids) const override;
+  at::Tensor LayerNorm(const std::string& name, const at::Tensor& x, double eps) const override;
+  bool Has(const std::string& name) const override;
+
+  int64_t rows() const { return rows_; }
+  MixStrategy strategy() const { return strategy_; }
+  // (row, task) pairs with a non-zero weight: what kGrouped pays for.
+  int64_t active_pairs() const { return active_pairs_; }
+
+ private:
+  MixedParams(const TwinWeights& twins, at::Tensor weights, MixStrategy strategy);
+  // theta*'s tensor `full_name` (throws c10::Error naming it when absent).
+  const at::Tensor& Shared(const std::string& full_name) const;
+  // theta*'s 1-D tensor `full_name` per row: [B, n], or theta*'s own [n] when no task has a
+  // delta for it.
+  at::Tensor RowVector(const std::string& full_name) const;
+  // y += the factor and dense terms of the 2-D tensor `full_name` applied to x (linear: x
+  // [B, ..., in]; embedding: gathered rows).
+  void AddLinearTerms(const std::string& full_name, const at::Tensor& x, at::Tensor& y) const;
+  void AddEmbeddingTerms(const std::string& full_name, const at::Tensor& ids,
+                         at::Tensor& y) const;
+  // w [B] of task t viewed to broadcast against a [B, ...] tensor of `dims` dimensions.
+  at::Tensor TaskColumn(size_t task, int64_t dims) const;
+
+  const TwinWeights* twins_;
+  at::Tensor weights_;                    // [B, T] float32
+  std::vector<at::Tensor> task_rows_;     // per task: indices of rows with w != 0 ([0] if none)
+  MixStrategy strategy_;
+  int64_t rows_ = 0;
+  int64_t active_pairs_ = 0;
+};
+
+}  // namespace twin
+
+#endif  // TWIN_CORE_MODEL_MIXED_PARAMS_H_

@@ -1,0 +1,104 @@
+#include "core/text/tokenizer.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace twin {
+namespace {
+constexpr int64_t kByteValues = 256;
+// Far above any vocabulary; far below int64 overflow.
+constexpr int64_t kMaxTokenId = int64_t{1} << 40;
+constexpr int64_t kMaxTokenizerLength = int64_t{1} << 20;
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec& spec) {
+  if (spec.type != "bytes") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown tokenizer type '", spec.type, "' (supported: bytes)"));
+  }
+  if (spec.max_length < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer max_length must be >= 2, got ", spec.max_length));
+  }
+  if (spec.max_length > kMaxTokenizerLength) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer max_length is ", spec.max_length,
+                                                   "; the limit is ", kMaxTokenizerLength));
+  }
+  if (spec.offset < 0 || spec.pad_id < 0) {
+    return absl::InvalidArgumentError("tokenizer offset and pad_id must be >= 0");
+  }
+  // Bounded so that offset + 255 and every id fit comfortably in int64 arithmetic.
+  if (spec.offset > kMaxTokenId - kByteValues || spec.pad_id > kMaxTokenId ||
+      spec.bos_id > kMaxTokenId) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer offset + 255, pad_id and bos_id must be at most ", kMaxTokenId, " (offset ",
+        spec.offset, ", pad_id ", spec.pad_id, ", bos_id ", spec.bos_id, ")"));
+  }
+  if (spec.bos_id < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer bos_id must be -1 (none) or >= 0, got ", spec.bos_id));
+  }
+  if (spec.pad_id >= spec.offset && spec.pad_id < spec.offset + kByteValues) {
+    return absl::InvalidArgumentError("tokenizer pad_id collides with a byte id");
+  }
+  return std::unique_ptr<Tokenizer>(new Tokenizer(spec));
+}
+
+absl::StatusOr<TokenBatch> Tokenizer::Encode(const std::vector<std::string>& texts) const {
+  if (texts.empty()) return absl::InvalidArgumentError("no texts to tokenize");
+  const int64_t bos = spec_.bos_id >= 0 ? 1 : 0;
+  int64_t longest = 1;
+  for (const auto& t : texts) {
+    longest = std::max<int64_t>(longest, std::min<int64_t>(
+                                             static_cast<int64_t>(t.size()) + bos,
+                                             spec_.max_length));
+  }
+  const int64_t batch = static_cast<int64_t>(texts.size());
+  at::Tensor ids = at::full({batch, longest}, spec_.pad_id, at::kLong);
+  at::Tensor mask = at::zeros({batch, longest}, at::kLong);
+  auto ids_a = ids.accessor<int64_t, 2>();
+  auto mask_a = mask.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const std::string& text = texts[b];
+    int64_t pos = 0;
+    if (bos) {
+      ids_a[b][pos] = spec_.bos_id;
+      mask_a[b][pos++] = 1;
+    }
+    for (size_t i = 0; i < text.size() && pos < longest; ++i) {
+      ids_a[b][pos] = static_cast<unsigned char>(text[i]) + spec_.offset;
+      mask_a[b][pos++] = 1;
+    }
+  }
+  return TokenBatch{ids, mask};
+}
+
+int64_t LargestTokenId(const TokenizerSpec& spec) {
+  return std::max({spec.offset + kByteValues - 1, spec.pad_id, spec.bos_id});
+}
+
+absl::Status CheckTokenIds(const at::Tensor& ids, int64_t vocab_size, const std::string& what) {
+  try {
+    const at::Tensor flat = ids.to(at::kCPU, at::kLong).contiguous().reshape({-1});
+    const int64_t* data = flat.data_ptr<int64_t>();
+    const int64_t count = flat.numel();
+    for (int64_t i = 0; i < count; ++i) {
+      if (data[i] < 0 || (vocab_size > 0 && data[i] >= vocab_size)) {
+        std::string index = absl::StrCat(i);
+        if (ids.dim() == 2) index = absl::StrCat(i / ids.size(1), "][", i % ids.size(1));
+        return absl::InvalidArgumentError(absl::StrCat(
+            what, "[", index, "] is ", data[i],
+            data[i] < 0 ? "; token ids must be >= 0"
+                        : absl::StrCat("; the model's vocabulary has ", vocab_size, " ids")));
+      }
+    }
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace twin

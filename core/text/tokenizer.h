@@ -1,0 +1,51 @@
+// Text -> token ids for models whose manifest declares a tokenizer (TokenizerSpec).
+//
+// "bytes": [bos] + (byte + offset)..., truncated to max_length, padded with pad_id; the mask is
+// 1 on real tokens. This is the zoo models' tokenizer.
+//
+//   ASSIGN_OR_RETURN(auto tok, Tokenizer::Create(spec));
+//   ASSIGN_OR_RETURN(TokenBatch b, tok->Encode({"hello", "world"}));
+//
+// Thread-safety: immutable; safe to share.
+#ifndef TWIN_CORE_TEXT_TOKENIZER_H_
+#define TWIN_CORE_TEXT_TOKENIZER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "core/store/manifest.h"
+
+namespace twin {
+
+struct TokenBatch {
+  at::Tensor input_ids;       // [B, L] int64
+  at::Tensor attention_mask;  // [B, L] int64
+};
+
+class Tokenizer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(const TokenizerSpec& spec);
+  const TokenizerSpec& spec() const { return spec_; }
+  // Pads to the longest row (at most max_length).
+  absl::StatusOr<TokenBatch> Encode(const std::vector<std::string>& texts) const;
+
+ private:
+  explicit Tokenizer(TokenizerSpec spec) : spec_(std::move(spec)) {}
+  TokenizerSpec spec_;
+};
+
+// The largest id the tokenizer of `spec` can produce (bytes, pad and bos).
+int64_t LargestTokenId(const TokenizerSpec& spec);
+
+// OK when every entry of the int64 tensor `ids` is in [0, vocab_size) (any non-negative id when
+// vocab_size is 0, unknown); otherwise INVALID_ARGUMENT naming `what`, the first offending
+// index and value, and the limit.
+absl::Status CheckTokenIds(const at::Tensor& ids, int64_t vocab_size, const std::string& what);
+
+}  // namespace twin
+
+#endif  // TWIN_CORE_TEXT_TOKENIZER_H_
