@@ -14,7 +14,9 @@ constexpr int64_t kMaxTokenId = int64_t{1} << 40;
 constexpr int64_t kMaxTokenizerLength = int64_t{1} << 20;
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec& spec) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec& spec,
+                                                             const std::string& dir) {
+  (void)dir;
   if (spec.type != "bytes") {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown tokenizer type '", spec.type, "' (supported: bytes)"));

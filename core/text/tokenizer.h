@@ -28,7 +28,10 @@ struct TokenBatch {
 
 class Tokenizer {
  public:
-  static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(const TokenizerSpec& spec);
+  // `dir`: where the blobs named by spec.files are (the artifact set's directory); used by
+  // type "hf" only.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(const TokenizerSpec& spec,
+                                                           const std::string& dir = "");
   const TokenizerSpec& spec() const { return spec_; }
   // Pads to the longest row (at most max_length).
   absl::StatusOr<TokenBatch> Encode(const std::vector<std::string>& texts) const;

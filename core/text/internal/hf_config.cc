@@ -1,0 +1,365 @@
+#include "core/text/internal/hf_config.h"
+
+#include <algorithm>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/io/bounded_json.h"
+#include "core/status_macros.h"
+#include "core/text/internal/json_fields.h"
+#include "core/text/internal/unicode.h"
+
+namespace twin {
+namespace text_internal {
+namespace {
+
+// tokenizer.json nests a few levels (Sequence normalizers, [left, right] merges).
+constexpr int kTokenizerJsonMaxDepth = 16;
+
+absl::Status Unsupported(absl::string_view what, absl::string_view type) {
+  return absl::UnimplementedError(
+      absl::StrCat(what, ".type \"", type, "\" is not supported"));
+}
+
+absl::StatusOr<std::string> TypeOf(const nlohmann::json& config, absl::string_view what) {
+  if (!config.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": expected an object, got ", ShortDump(config)));
+  }
+  return RequiredString(config, "type", what);
+}
+
+absl::Status ParseNormalizer(const nlohmann::json& config, const std::string& what,
+                             std::vector<NormalizerStep>* steps) {
+  if (config.is_null()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string type, TypeOf(config, what));
+  NormalizerStep step;
+  if (type == "Sequence") {
+    const nlohmann::json& list = Field(config, "normalizers");
+    if (!list.is_array()) return FieldError(what, "normalizers", "an array", list);
+    for (size_t i = 0; i < list.size(); ++i) {
+      RETURN_IF_ERROR(ParseNormalizer(list[i], absl::StrCat(what, ".normalizers[", i, "]"), steps));
+    }
+    return absl::OkStatus();
+  } else if (type == "BertNormalizer") {
+    step.kind = NormalizerStep::Kind::kBert;
+    ASSIGN_OR_RETURN(step.bert.clean_text, OptionalBool(config, "clean_text", true, what));
+    ASSIGN_OR_RETURN(step.bert.handle_chinese_chars,
+                     OptionalBool(config, "handle_chinese_chars", true, what));
+    ASSIGN_OR_RETURN(step.bert.strip_accents, NullableBool(config, "strip_accents", what));
+    ASSIGN_OR_RETURN(step.bert.lowercase, OptionalBool(config, "lowercase", true, what));
+  } else if (type == "Lowercase") {
+    step.kind = NormalizerStep::Kind::kLowercase;
+  } else if (type == "NFD") {
+    step.kind = NormalizerStep::Kind::kNfd;
+  } else if (type == "StripAccents") {
+    step.kind = NormalizerStep::Kind::kStripAccents;
+  } else {
+    return Unsupported(what, type);
+  }
+  steps->push_back(step);
+  return absl::OkStatus();
+}
+
+absl::Status ParsePreTokenizer(const nlohmann::json& config, const std::string& what,
+                               std::vector<PreTokenizerStep>* steps) {
+  if (config.is_null()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string type, TypeOf(config, what));
+  if (!steps->empty() && steps->back().kind == PreTokenizerStep::Kind::kByteLevel) {
+    return absl::UnimplementedError(
+        absl::StrCat(what, ": a pre-tokenizer after ByteLevel is not supported"));
+  }
+  PreTokenizerStep step;
+  if (type == "Sequence") {
+    const nlohmann::json& list = Field(config, "pretokenizers");
+    if (!list.is_array()) return FieldError(what, "pretokenizers", "an array", list);
+    for (size_t i = 0; i < list.size(); ++i) {
+      RETURN_IF_ERROR(
+          ParsePreTokenizer(list[i], absl::StrCat(what, ".pretokenizers[", i, "]"), steps));
+    }
+    return absl::OkStatus();
+  } else if (type == "BertPreTokenizer") {
+    step.kind = PreTokenizerStep::Kind::kBert;
+  } else if (type == "WhitespaceSplit") {
+    step.kind = PreTokenizerStep::Kind::kWhitespaceSplit;
+  } else if (type == "ByteLevel") {
+    step.kind = PreTokenizerStep::Kind::kByteLevel;
+    ASSIGN_OR_RETURN(step.byte_level.add_prefix_space,
+                     OptionalBool(config, "add_prefix_space", false, what));
+    ASSIGN_OR_RETURN(step.byte_level.use_regex, OptionalBool(config, "use_regex", true, what));
+  } else {
+    return Unsupported(what, type);
+  }
+  steps->push_back(step);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<BpeMerge>> ParseMerges(const nlohmann::json& list,
+                                                  const std::string& what) {
+  if (!list.is_array()) return FieldError(what, "merges", "an array", list);
+  std::vector<BpeMerge> merges;
+  merges.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    const nlohmann::json& m = list[i];
+    const std::string name = absl::StrCat("merges[", i, "]");
+    if (m.is_string()) {
+      std::vector<std::string> parts = absl::StrSplit(m.get<std::string>(), ' ');
+      if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
+        return FieldError(what, name, "\"left right\"", m);
+      }
+      merges.emplace_back(std::move(parts[0]), std::move(parts[1]));
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+    } else {
+      return FieldError(what, name, "\"left right\" or [left, right]", m);
+    }
+  }
+  return merges;
+}
+
+// A BPE option this does not implement must be absent, null, or its neutral value.
+absl::Status RequireNeutral(const nlohmann::json& config, const std::string& key,
+                            const nlohmann::json& neutral, const std::string& what) {
+  const nlohmann::json& v = Field(config, key);
+  if (v.is_null() || v == neutral) return absl::OkStatus();
+  return absl::UnimplementedError(
+      absl::StrCat(FieldName(what, key), " = ", ShortDump(v), " is not supported"));
+}
+
+absl::Status ParseModel(const nlohmann::json& config, const std::string& what,
+                        TokenizerPipeline* p) {
+  if (!config.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": expected an object, got ", ShortDump(config)));
+  }
+  std::string type;
+  const nlohmann::json& type_field = Field(config, "type");
+  if (type_field.is_string()) {
+    type = type_field.get<std::string>();
+  } else if (!type_field.is_null()) {
+    return FieldError(what, "type", "a string", type_field);
+  } else if (config.contains("merges")) {
+    type = "BPE";  // files written before models were tagged
+  } else if (config.contains("max_input_chars_per_word")) {
+    type = "WordPiece";
+  }
+  ASSIGN_OR_RETURN(TokenVocab vocab, VocabFromJson(Field(config, "vocab"), what + ".vocab"));
+  if (type == "WordPiece") {
+    WordPieceOptions options;
+    ASSIGN_OR_RETURN(options.unk_token, RequiredString(config, "unk_token", what));
+    ASSIGN_OR_RETURN(auto prefix, NullableString(config, "continuing_subword_prefix", what));
+    if (prefix) options.continuing_subword_prefix = *prefix;
+    const nlohmann::json& max_chars = Field(config, "max_input_chars_per_word");
+    if (!max_chars.is_null()) {
+      if (!max_chars.is_number_integer() || max_chars.get<int64_t>() <= 0 ||
+          max_chars.get<int64_t>() > std::numeric_limits<int>::max()) {
+        return FieldError(what, "max_input_chars_per_word", "a positive integer", max_chars);
+      }
+      options.max_input_chars_per_word = max_chars.get<int>();
+    }
+    ASSIGN_OR_RETURN(p->wordpiece, WordPiece::Create(std::move(vocab), options, what));
+    return absl::OkStatus();
+  }
+  if (type == "BPE") {
+    for (const auto& [key, neutral] :
+         std::vector<std::pair<std::string, nlohmann::json>>{{"dropout", nullptr},
+                                                             {"continuing_subword_prefix", ""},
+                                                             {"end_of_word_suffix", ""},
+                                                             {"fuse_unk", false},
+                                                             {"byte_fallback", false}}) {
+      RETURN_IF_ERROR(RequireNeutral(config, key, neutral, what));
+    }
+    BpeOptions options;
+    ASSIGN_OR_RETURN(options.unk_token, NullableString(config, "unk_token", what));
+    ASSIGN_OR_RETURN(options.ignore_merges, OptionalBool(config, "ignore_merges", false, what));
+    ASSIGN_OR_RETURN(std::vector<BpeMerge> merges, ParseMerges(Field(config, "merges"), what));
+    ASSIGN_OR_RETURN(p->bpe, Bpe::Create(std::move(vocab), merges, options, what));
+    return absl::OkStatus();
+  }
+  if (type.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": unknown model type (no \"type\")"));
+  }
+  return absl::UnimplementedError(absl::StrCat(what, ": unknown model type \"", type,
+                                               "\" (WordPiece and BPE are supported)"));
+}
+
+// ["[CLS]", 101] of Bert/RobertaProcessing.
+absl::StatusOr<int64_t> PairId(const nlohmann::json& config, const std::string& key,
+                               const std::string& what) {
+  const nlohmann::json& v = Field(config, key);
+  if (!v.is_array() || v.size() != 2 || !v[0].is_string() || !v[1].is_number_integer() ||
+      v[1].get<int64_t>() < 0) {
+    return FieldError(what, key, "[token, id]", v);
+  }
+  return v[1].get<int64_t>();
+}
+
+absl::Status ParseTemplate(const nlohmann::json& config, const std::string& what,
+                           TokenizerPipeline* p) {
+  const nlohmann::json& single = Field(config, "single");
+  if (!single.is_array()) return FieldError(what, "single", "an array", single);
+  const nlohmann::json& specials = Field(config, "special_tokens");
+  bool seen_sequence = false;
+  for (size_t i = 0; i < single.size(); ++i) {
+    const nlohmann::json& item = single[i];
+    const std::string name = absl::StrCat(what, ".single[", i, "]");
+    if (item.is_object() && item.contains("Sequence")) {
+      if (seen_sequence) {
+        return absl::UnimplementedError(absl::StrCat(name, ": a second Sequence"));
+      }
+      seen_sequence = true;
+      continue;
+    }
+    const nlohmann::json& special = item.is_object() ? Field(item, "SpecialToken") : item;
+    ASSIGN_OR_RETURN(std::string token, RequiredString(special, "id", name + ".SpecialToken"));
+    const nlohmann::json& entry = specials.is_object() ? Field(specials, token) : nlohmann::json();
+    const nlohmann::json& ids = Field(entry, "ids");
+    if (!ids.is_array() || ids.empty()) {
+      return FieldError(what, "special_tokens." + token + ".ids", "an array of ids", ids);
+    }
+    for (const auto& id : ids) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0) {
+        return FieldError(what, "special_tokens." + token + ".ids", "an array of ids", ids);
+      }
+      (seen_sequence ? p->suffix_ids : p->prefix_ids).push_back(id.get<int64_t>());
+    }
+  }
+  if (!seen_sequence) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ".single: no Sequence entry"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParsePostProcessor(const nlohmann::json& config, const std::string& what,
+                                TokenizerPipeline* p) {
+  if (config.is_null()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string type, TypeOf(config, what));
+  if (type == "Sequence") {
+    const nlohmann::json& list = Field(config, "processors");
+    if (!list.is_array()) return FieldError(what, "processors", "an array", list);
+    for (size_t i = 0; i < list.size(); ++i) {
+      RETURN_IF_ERROR(ParsePostProcessor(list[i], absl::StrCat(what, ".processors[", i, "]"), p));
+    }
+    return absl::OkStatus();
+  }
+  if (type == "ByteLevel") return absl::OkStatus();  // offsets only
+  if (type == "BertProcessing" || type == "RobertaProcessing") {
+    ASSIGN_OR_RETURN(int64_t cls, PairId(config, "cls", what));
+    ASSIGN_OR_RETURN(int64_t sep, PairId(config, "sep", what));
+    p->prefix_ids.push_back(cls);
+    p->suffix_ids.insert(p->suffix_ids.begin(), sep);
+    return absl::OkStatus();
+  }
+  if (type == "TemplateProcessing") return ParseTemplate(config, what, p);
+  return Unsupported(what, type);
+}
+
+absl::Status ParseAddedTokens(const nlohmann::json& list, const std::string& what,
+                              TokenizerPipeline* p) {
+  if (list.is_null()) return absl::OkStatus();
+  if (!list.is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": expected an array, got ",
+                                                   ShortDump(list)));
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    const nlohmann::json& t = list[i];
+    const std::string name = absl::StrCat(what, "[", i, "]");
+    if (!t.is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": expected an object"));
+    }
+    AddedToken token;
+    ASSIGN_OR_RETURN(token.id, RequiredId(t, "id", name));
+    ASSIGN_OR_RETURN(std::string content, RequiredString(t, "content", name));
+    ASSIGN_OR_RETURN(token.content, DecodeUtf8(content, name + ".content"));
+    if (token.content.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ".content: empty"));
+    }
+    ASSIGN_OR_RETURN(bool single_word, OptionalBool(t, "single_word", false, name));
+    if (single_word) {
+      return absl::UnimplementedError(absl::StrCat(name, ".single_word = true is not supported"));
+    }
+    ASSIGN_OR_RETURN(token.lstrip, OptionalBool(t, "lstrip", false, name));
+    ASSIGN_OR_RETURN(token.rstrip, OptionalBool(t, "rstrip", false, name));
+    ASSIGN_OR_RETURN(token.special, OptionalBool(t, "special", false, name));
+    ASSIGN_OR_RETURN(token.normalized, OptionalBool(t, "normalized", !token.special, name));
+    p->added_tokens.push_back(std::move(token));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::u32string TokenizerPipeline::Normalize(std::u32string_view text) const {
+  std::u32string out(text);
+  for (const NormalizerStep& step : normalizers) {
+    switch (step.kind) {
+      case NormalizerStep::Kind::kBert:
+        out = BertNormalize(out, step.bert);
+        break;
+      case NormalizerStep::Kind::kLowercase:
+        out = ToLower(out);
+        break;
+      case NormalizerStep::Kind::kNfd:
+        out = Nfd(out);
+        break;
+      case NormalizerStep::Kind::kStripAccents:
+        out.erase(std::remove_if(out.begin(), out.end(), IsNonspacingMark), out.end());
+        break;
+    }
+  }
+  return out;
+}
+
+void TokenizerPipeline::Finish() {
+  std::vector<const AddedToken*> raw;
+  normalized_added_tokens.clear();
+  for (const AddedToken& token : added_tokens) {
+    if (!token.normalized || normalizers.empty()) {
+      raw.push_back(&token);
+      continue;
+    }
+    AddedToken normalized = token;
+    normalized.content = Normalize(token.content);
+    if (!normalized.content.empty()) normalized_added_tokens.push_back(std::move(normalized));
+  }
+  std::vector<const AddedToken*> in_normalized;
+  for (const AddedToken& token : normalized_added_tokens) in_normalized.push_back(&token);
+  raw_splitter = AddedTokenSplitter(raw);
+  normalized_splitter = AddedTokenSplitter(in_normalized);
+  vocab_size = 0;
+  for (const auto& [token, id] : vocab()) vocab_size = std::max(vocab_size, id + 1);
+  for (const AddedToken& token : added_tokens) vocab_size = std::max(vocab_size, token.id + 1);
+}
+
+absl::StatusOr<std::unique_ptr<TokenizerPipeline>> ParseTokenizerJson(absl::string_view text,
+                                                                     absl::string_view what) {
+  ASSIGN_OR_RETURN(nlohmann::json root,
+                   ParseBoundedJson(text, {.max_depth = kTokenizerJsonMaxDepth}, what));
+  if (!root.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": expected an object"));
+  }
+  const std::string w(what);
+  auto p = std::make_unique<TokenizerPipeline>();
+  if (!root.contains("model")) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": no \"model\""));
+  }
+  RETURN_IF_ERROR(ParseModel(root["model"], w + ": model", p.get()));
+  RETURN_IF_ERROR(ParseNormalizer(Field(root, "normalizer"), w + ": normalizer", &p->normalizers));
+  RETURN_IF_ERROR(
+      ParsePreTokenizer(Field(root, "pre_tokenizer"), w + ": pre_tokenizer", &p->pre_tokenizers));
+  RETURN_IF_ERROR(ParsePostProcessor(Field(root, "post_processor"), w + ": post_processor",
+                                     p.get()));
+  RETURN_IF_ERROR(ParseAddedTokens(Field(root, "added_tokens"), w + ": added_tokens", p.get()));
+  const nlohmann::json& padding = Field(root, "padding");
+  if (padding.is_object() && padding.contains("pad_id")) {
+    ASSIGN_OR_RETURN(p->pad_id, RequiredId(padding, "pad_id", w + ": padding"));
+  }
+  p->Finish();
+  return p;
+}
+
+}  // namespace text_internal
+}  // namespace twin

@@ -1,0 +1,182 @@
+#include "core/text/internal/unicode.h"
+
+#include <unicode/uchar.h>
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
+#include <unicode/utf16.h>
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace twin {
+namespace text_internal {
+namespace {
+
+constexpr char32_t kMaxCodePoint = 0x10FFFF;
+
+absl::Status BadUtf8(absl::string_view what, size_t offset) {
+  return absl::InvalidArgumentError(absl::StrCat(what, ": invalid UTF-8 at byte ", offset));
+}
+
+std::u16string ToUtf16(std::u32string_view text) {
+  std::u16string out;
+  out.reserve(text.size());
+  for (char32_t c : text) {
+    if (c > 0xFFFF) {
+      out.push_back(static_cast<char16_t>(U16_LEAD(c)));
+      out.push_back(static_cast<char16_t>(U16_TRAIL(c)));
+    } else {
+      out.push_back(static_cast<char16_t>(c));
+    }
+  }
+  return out;
+}
+
+std::u32string FromUtf16(const char16_t* text, int32_t length) {
+  std::u32string out;
+  out.reserve(length);
+  for (int32_t i = 0; i < length;) {
+    UChar32 c;
+    U16_NEXT(text, i, length, c);
+    out.push_back(static_cast<char32_t>(c));
+  }
+  return out;
+}
+
+// Runs an ICU string transform that may need a larger output buffer than its input.
+template <typename Fn>
+std::u32string TransformUtf16(std::u32string_view text, Fn fn) {
+  std::u16string in = ToUtf16(text);
+  std::vector<char16_t> out(in.size() + 16);
+  for (;;) {
+    UErrorCode error = U_ZERO_ERROR;
+    int32_t n = fn(in, out.data(), static_cast<int32_t>(out.size()), &error);
+    if (error == U_BUFFER_OVERFLOW_ERROR) {
+      out.resize(n + 1);
+      continue;
+    }
+    // The transforms used here fail only for lack of memory or data; keep the text as it is.
+    if (U_FAILURE(error)) return std::u32string(text);
+    return FromUtf16(out.data(), n);
+  }
+}
+
+int8_t Category(char32_t c) { return u_charType(static_cast<UChar32>(c)); }
+
+}  // namespace
+
+absl::StatusOr<std::u32string> DecodeUtf8(absl::string_view text, absl::string_view what) {
+  std::u32string out;
+  out.reserve(text.size());
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  for (size_t i = 0; i < n;) {
+    unsigned char b = s[i];
+    if (b < 0x80) {
+      out.push_back(b);
+      ++i;
+      continue;
+    }
+    int extra;
+    char32_t cp;
+    char32_t min;
+    if ((b & 0xE0) == 0xC0) {
+      extra = 1, cp = b & 0x1F, min = 0x80;
+    } else if ((b & 0xF0) == 0xE0) {
+      extra = 2, cp = b & 0x0F, min = 0x800;
+    } else if ((b & 0xF8) == 0xF0) {
+      extra = 3, cp = b & 0x07, min = 0x10000;
+    } else {
+      return BadUtf8(what, i);
+    }
+    for (int k = 1; k <= extra; ++k) {
+      if (i + k >= n || (s[i + k] & 0xC0) != 0x80) return BadUtf8(what, i);
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    if (cp < min || cp > kMaxCodePoint || (cp >= 0xD800 && cp <= 0xDFFF)) return BadUtf8(what, i);
+    out.push_back(cp);
+    i += extra + 1;
+  }
+  return out;
+}
+
+void AppendUtf8(char32_t cp, std::string* out) {
+  if (cp < 0x80) {
+    out->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+std::string EncodeUtf8(std::u32string_view cps) {
+  std::string out;
+  out.reserve(cps.size());
+  for (char32_t c : cps) AppendUtf8(c, &out);
+  return out;
+}
+
+bool IsWhitespace(char32_t c) { return u_isUWhiteSpace(static_cast<UChar32>(c)); }
+
+bool IsControl(char32_t c) {
+  if (c == '\t' || c == '\n' || c == '\r') return false;
+  switch (Category(c)) {
+    case U_CONTROL_CHAR:
+    case U_FORMAT_CHAR:
+    case U_UNASSIGNED:
+    case U_PRIVATE_USE_CHAR:
+    case U_SURROGATE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool IsPunctuation(char32_t c) {
+  if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+      (c >= 123 && c <= 126)) {
+    return true;
+  }
+  return (U_GET_GC_MASK(static_cast<UChar32>(c)) & U_GC_P_MASK) != 0;
+}
+
+bool IsChineseChar(char32_t c) {
+  return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
+         (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0x2A700 && c <= 0x2B73F) ||
+         (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B820 && c <= 0x2CEAF) ||
+         (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+bool IsLetter(char32_t c) { return (U_GET_GC_MASK(static_cast<UChar32>(c)) & U_GC_L_MASK) != 0; }
+bool IsNumber(char32_t c) { return (U_GET_GC_MASK(static_cast<UChar32>(c)) & U_GC_N_MASK) != 0; }
+bool IsNonspacingMark(char32_t c) { return Category(c) == U_NON_SPACING_MARK; }
+
+std::u32string ToLower(std::u32string_view text) {
+  return TransformUtf16(text, [](const std::u16string& in, char16_t* out, int32_t cap,
+                                 UErrorCode* error) {
+    return u_strToLower(out, cap, in.data(), static_cast<int32_t>(in.size()), "", error);
+  });
+}
+
+std::u32string Nfd(std::u32string_view text) {
+  UErrorCode init_error = U_ZERO_ERROR;
+  const UNormalizer2* nfd = unorm2_getNFDInstance(&init_error);
+  if (U_FAILURE(init_error)) return std::u32string(text);
+  return TransformUtf16(text, [nfd](const std::u16string& in, char16_t* out, int32_t cap,
+                                    UErrorCode* error) {
+    return unorm2_normalize(nfd, in.data(), static_cast<int32_t>(in.size()), out, cap, error);
+  });
+}
+
+}  // namespace text_internal
+}  // namespace twin

@@ -1,0 +1,46 @@
+// Unicode helpers shared by the Hugging Face tokenizers: UTF-8 <-> code points, the character
+// classes the tokenizers test (from ICU's property data), full lower casing and NFD.
+//
+//   ASSIGN_OR_RETURN(std::u32string cps, DecodeUtf8(text, "text 3"));
+//   if (IsPunctuation(cps[0])) ...
+//
+// Thread-safety: pure functions; ICU's data is immutable once loaded.
+#ifndef TWIN_CORE_TEXT_INTERNAL_UNICODE_H_
+#define TWIN_CORE_TEXT_INTERNAL_UNICODE_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace twin {
+namespace text_internal {
+
+// Strict UTF-8 (no overlong forms, surrogates or values past U+10FFFF). INVALID_ARGUMENT names
+// `what` and the offset of the first bad byte.
+absl::StatusOr<std::u32string> DecodeUtf8(absl::string_view text, absl::string_view what);
+void AppendUtf8(char32_t cp, std::string* out);
+std::string EncodeUtf8(std::u32string_view cps);
+
+// The White_Space property: Rust's char::is_whitespace and Oniguruma's Unicode \s.
+bool IsWhitespace(char32_t c);
+// BERT's control class: general category C* (Cc, Cf, Cn, Co, Cs) except \t, \n and \r.
+bool IsControl(char32_t c);
+// BERT's punctuation: ASCII 33-47, 58-64, 91-96, 123-126, or general category P*.
+bool IsPunctuation(char32_t c);
+// CJK ideographs that BERT isolates (the ranges of BERT's _is_chinese_char).
+bool IsChineseChar(char32_t c);
+bool IsLetter(char32_t c);           // general category L*
+bool IsNumber(char32_t c);           // general category N*
+bool IsNonspacingMark(char32_t c);   // general category Mn
+
+// Full (SpecialCasing) lower casing in the root locale, final sigma included, as Rust's
+// str::to_lowercase and JavaScript's toLowerCase.
+std::u32string ToLower(std::u32string_view text);
+// Canonical decomposition (NFD).
+std::u32string Nfd(std::u32string_view text);
+
+}  // namespace text_internal
+}  // namespace twin
+
+#endif  // TWIN_CORE_TEXT_INTERNAL_UNICODE_H_
