@@ -82,7 +82,7 @@ RUN apt-get update -qq \
         libabsl20220623 \
         libgrpc++1.51 libgrpc29 libprotobuf32 \
         libprometheus-cpp-core1.0 \
-        libyaml-cpp0.7 \
+        libyaml-cpp0.7 libicu72 \
         libcurl4 libssl3 \
     && rm -rf /var/lib/apt/lists/*
 

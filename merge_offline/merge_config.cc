@@ -220,6 +220,7 @@ absl::StatusOr<MergeJobConfig> ParseMergeConfig(const std::string& yaml_text,
   }
 
   if (const YAML::Node t = root["tokenizer"]) {
+    c.tokenizer_given = true;
     RETURN_IF_ERROR(
         Fields().CheckKeys(t, "tokenizer", {"type", "max_length", "pad_id", "bos_id", "offset"}));
     RETURN_IF_ERROR(Fields().Read(t, "type", "tokenizer", &c.tokenizer.type));

@@ -1,7 +1,11 @@
 // merge.yaml: the twin-merge job's configuration, shaped like mergekit's.
 //
 //   merge_method: ties              # linear | task_arithmetic | ties | dare_task_arithmetic | dare_ties
-//   base_model: models/base.pt      # TorchScript .pt, or .safetensors with `architecture`
+//   base_model: models/base.pt      # TorchScript .pt, .safetensors with `architecture`, or a
+//                                   # Hugging Face directory (config.json + model.safetensors
+//                                   # or shards; BERT, RoBERTa, XLM-R): then the experts are
+//                                   # directories of the same family, the architecture is built
+//                                   # from the config, and the version gets a native model
 //   architecture: models/arch.pt    # needed only when base_model is safetensors
 //   models:
 //     - model: experts/spam.pt      # .pt, or .safetensors with the base's architecture
@@ -13,7 +17,8 @@
 //       parameters: {weight: 1.0, density: 0.2, drop_rate: 0.9}
 //   parameters: {lambda: 0.3, weight: 1.0, density: 0.2, drop_rate: 0.9}
 //   head_pattern: "^(head|classifier)\\."
-//   tokenizer: {type: bytes, max_length: 128}
+//   tokenizer: {type: bytes, max_length: 128}   # type hf: the base directory's tokenizer
+//                                   # files (the default for a Hugging Face base that has them)
 //   twin: {rank_policy: ratio, ratio: 0.1, rank: 8, energy: 0.9, budget_bytes: 0, dtype: f32}
 //   router: {hidden_dim: 0, layers: 2, dropout: 0.1, max_epochs: 100, batch_size: 64,
 //            learning_rate: 0.001, weight_decay: 0.01, validation_fraction: 0.2, patience: 10,
@@ -70,6 +75,7 @@ struct MergeJobConfig {
   std::vector<ExpertConfig> experts;
   std::string head_pattern = kDefaultHeadPattern;
   TokenizerSpec tokenizer;
+  bool tokenizer_given = false;  // merge.yaml has a tokenizer section
   RankPolicy rank_policy;
   std::string twin_dtype = "F32";  // F32 | F16
   RouterTrainOptions router;

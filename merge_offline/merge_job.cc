@@ -12,6 +12,7 @@
 #include <thread>
 
 #include <ATen/ATen.h>
+#include <torch/script.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -23,6 +24,8 @@
 #include "core/store/object_store.h"
 #include "core/router/router.h"
 #include "core/io/safetensors.h"
+#include "core/model/hf_config.h"
+#include "core/model/hf_script.h"
 #include "core/model/script_model.h"
 #include "core/status_macros.h"
 #include "core/merge/svd_compress.h"
@@ -72,6 +75,10 @@ struct Job {
   std::vector<InputModel> experts;
   ModelLayout layout;
   std::unique_ptr<ScriptModel> architecture;
+  // The tokenizer the version declares, and where its files are while merging.
+  TokenizerSpec tokenizer;
+  std::string tokenizer_dir;
+  std::vector<std::string> hf_tokenizer_files;  // in the base directory
   std::vector<std::vector<std::string>> labels;
   std::vector<TokenExamples> router_examples;
   int64_t embed_dim = 0;
@@ -91,6 +98,9 @@ std::string DefaultVersion() {
 
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
+// Where a version keeps a Hugging Face model's config and tokenizer files.
+constexpr char kHfBlobDir[] = "hf/";
+
 absl::StatusOr<Named> HeadOf(const InputModel& model, const ModelLayout& layout,
                              bool check_finite) {
   Named head;
@@ -103,6 +113,39 @@ absl::StatusOr<Named> HeadOf(const InputModel& model, const ModelLayout& layout,
 
 at::Tensor ProbeIds() { return at::zeros({1, kProbeSequenceLength}, at::kLong); }
 at::Tensor ProbeMask() { return at::ones({1, kProbeSequenceLength}, at::kLong); }
+
+// The version's tokenizer: merge.yaml's, or a Hugging Face base directory's own files (type
+// "hf", the default for such a base when it has them), truncating to what the model's
+// positions allow.
+absl::Status ChooseTokenizer(Job& job) {
+  const MergeJobConfig& c = job.config;
+  job.tokenizer = c.tokenizer;
+  const bool want_hf = c.tokenizer.type == "hf" || (job.base.hf && !c.tokenizer_given);
+  if (!want_hf) return absl::OkStatus();
+  if (!job.base.hf) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer.type hf reads the base model's tokenizer files, but base_model ",
+        c.base_model, " is not a Hugging Face directory"));
+  }
+  job.hf_tokenizer_files = merge_internal::HfTokenizerFiles(c.base_model);
+  if (job.hf_tokenizer_files.empty()) {
+    if (c.tokenizer.type == "hf") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tokenizer.type hf: ", c.base_model,
+          " has no tokenizer files (tokenizer.json, vocab.txt, or vocab.json + merges.txt)"));
+    }
+    return absl::OkStatus();  // ids-only requests, or merge.yaml's default spec
+  }
+  job.tokenizer.type = "hf";
+  job.tokenizer.files = job.hf_tokenizer_files;
+  const HfEncoderConfig& config = job.base.hf_config;
+  const int64_t positions = config.max_position_embeddings -
+                            (config.family == HfFamily::kBert ? 0 : config.pad_token_id + 1);
+  job.tokenizer.max_length = std::min(job.tokenizer.max_length, positions);
+  job.tokenizer_dir = c.base_model;
+  // Fails here, naming the file, when the files do not make a tokenizer.
+  return Tokenizer::Create(job.tokenizer, job.tokenizer_dir).status();
+}
 
 // Config, inputs, names/shapes, heads, router data, output store. Writes only scratch files.
 absl::Status Validate(Job& job) {
@@ -130,10 +173,29 @@ absl::Status Validate(Job& job) {
                                        c.experts[i].path, job.work, absl::StrCat("expert", i)));
     job.experts.push_back(std::move(e));
   }
+  RETURN_IF_ERROR(merge_internal::CheckSameHfBody(job.base, job.experts));
   std::regex head_pattern(c.head_pattern);
   ASSIGN_OR_RETURN(job.layout, merge_internal::CheckLayout(job.base, job.experts, head_pattern));
 
-  const std::string arch_path = c.architecture.empty() ? c.base_model : c.architecture;
+  std::string arch_path = c.architecture.empty() ? c.base_model : c.architecture;
+  if (job.base.hf && c.architecture.empty()) {
+    // The architecture of a Hugging Face base: a TorchScript module of its family with the
+    // checkpoint's names (core/model/hf_script.h), so every check below and the fused path
+    // work as for any model; the server runs the native model from the config.
+    std::map<std::string, at::Tensor> weights;
+    for (const std::string& name : job.base.reader->names()) {
+      ASSIGN_OR_RETURN(weights[name], job.base.reader->Get(name));
+    }
+    ASSIGN_OR_RETURN(torch::jit::Module module,
+                     MakeHfScriptModule(job.base.hf_config, weights));
+    arch_path = job.work + "/hf_architecture.pt";
+    try {
+      module.save(arch_path);
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("saving the architecture of ", c.base_model,
+                                              ": ", e.what()));
+    }
+  }
   ASSIGN_OR_RETURN(job.architecture, ScriptModel::Load(arch_path));
   std::set<std::string> arch_names;
   for (const auto& [name, t] : job.architecture->NamedParameters()) arch_names.insert(name);
@@ -168,6 +230,10 @@ absl::Status Validate(Job& job) {
     }
     const int64_t classes = logits->size(1);
     std::vector<std::string> labels = c.experts[i].labels;
+    if (labels.empty() && job.experts[i].hf &&
+        static_cast<int64_t>(job.experts[i].hf_config.labels.size()) == classes) {
+      labels = job.experts[i].hf_config.labels;  // config.json's id2label
+    }
     if (labels.empty()) {
       for (int64_t k = 0; k < classes; ++k) labels.push_back(absl::StrCat(k));
     } else if (static_cast<int64_t>(labels.size()) != classes) {
@@ -212,11 +278,12 @@ absl::Status Validate(Job& job) {
     RETURN_IF_ERROR(job.architecture->SetParameter(name, at::empty({0})));
   }
 
+  RETURN_IF_ERROR(ChooseTokenizer(job));
   for (size_t i = 0; i < c.experts.size(); ++i) {
     ASSIGN_OR_RETURN(TokenExamples ex,
-                     merge_internal::LoadRouterExamples(c.experts[i].router_data, c.tokenizer,
+                     merge_internal::LoadRouterExamples(c.experts[i].router_data, job.tokenizer,
                                                         c.router_max_examples_per_task,
-                                                        c.seed + i));
+                                                        c.seed + i, job.tokenizer_dir));
     if (ex.input_ids.size(0) < 2) {
       return absl::InvalidArgumentError(absl::StrCat(
           "router data ", c.experts[i].router_data, ": needs at least 2 examples"));
@@ -481,7 +548,15 @@ void FillManifest(Job& job) {
   m.created_at = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
   m.tool_version = TWIN_VERSION_STRING;
   m.head_pattern = c.head_pattern;
-  m.tokenizer = c.tokenizer;
+  m.tokenizer = job.tokenizer;
+  m.tokenizer.files.clear();
+  for (const std::string& file : job.hf_tokenizer_files) {
+    m.tokenizer.files.push_back(absl::StrCat(kHfBlobDir, file));
+  }
+  if (job.base.hf) {
+    m.native.family = HfFamilyName(job.base.hf_config.family);
+    m.native.config_blob = absl::StrCat(kHfBlobDir, kHfConfigFile);
+  }
   m.embed_dim = job.embed_dim;
   m.num_parameters = job.num_parameters;
   m.base_model = {c.base_model, job.base.sha256};
@@ -580,6 +655,18 @@ absl::StatusOr<MergeJobResult> RunMergeJob(const MergeJobConfig& config,
   }
   RETURN_IF_ERROR(publisher.AddFile(job.manifest.router.blob, router_path));
   RETURN_IF_ERROR(publisher.AddFile(job.manifest.report_blob, report_path));
+  if (job.base.hf) {
+    // The native model's config: the first expert's (a classification architecture; the
+    // experts' bodies were checked equal to the base's), and the tokenizer's files.
+    RETURN_IF_ERROR(publisher.AddFile(
+        job.manifest.native.config_blob,
+        (std::filesystem::path(config.experts.front().path) / kHfConfigFile).string()));
+    for (size_t i = 0; i < job.hf_tokenizer_files.size(); ++i) {
+      RETURN_IF_ERROR(publisher.AddFile(
+          job.manifest.tokenizer.files[i],
+          (std::filesystem::path(config.base_model) / job.hf_tokenizer_files[i]).string()));
+    }
+  }
   RETURN_IF_ERROR(publisher.Publish(job.manifest));
 
   ASSIGN_OR_RETURN(std::string manifest_text,

@@ -85,12 +85,16 @@ bool BatchWorkers::RouteSome() {
 }
 
 bool BatchWorkers::RunOne() {
-  std::vector<PendingRequest> batch = queue_->NextBatch(absl::Now());
-  if (batch.empty()) return false;
-  const int size = static_cast<int>(batch.size());
+  RequestQueue::Batch batch = queue_->NextBatchPlan(absl::Now());
+  if (batch.requests.empty()) return false;
+  const int size = static_cast<int>(batch.requests.size());
   const absl::Time start = absl::Now();
-  processor_->Run(std::move(batch));
-  queue_->RecordService(RequestQueue::Stage::kRun, size, absl::Now() - start);
+  const double fuse_s = processor_->RunBatch(std::move(batch.requests), batch.mode);
+  const absl::Duration busy = absl::Now() - start;
+  queue_->RecordService(RequestQueue::Stage::kRun, size, busy);
+  const absl::Duration fusion = absl::Seconds(std::max(0.0, fuse_s));
+  queue_->RecordBatch(batch.mode, size, std::max(absl::ZeroDuration(), busy - fusion));
+  if (fuse_s > 0) queue_->RecordFusion(fusion);
   return true;
 }
 

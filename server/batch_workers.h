@@ -32,6 +32,15 @@ class BatchProcessor {
   virtual void Route(std::vector<PendingRequest>& requests, std::vector<std::string>* keys) = 0;
   // Runs one batch of requests sharing a key and completes every one of them.
   virtual void Run(std::vector<PendingRequest> batch) = 0;
+  // Runs a batch in `mode` (unfused: requests of any keys, see RequestQueue::NextBatchPlan)
+  // and completes every request; returns the seconds of it spent fusing weights (a cache
+  // miss), which the queue's mode choice counts apart from the forward. The default runs the
+  // batch with Run() and reports no fusion.
+  virtual double RunBatch(std::vector<PendingRequest> batch, BatchMode mode) {
+    (void)mode;
+    Run(std::move(batch));
+    return 0;
+  }
 };
 
 struct BatchWorkersOptions {

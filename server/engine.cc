@@ -2,9 +2,14 @@
 
 #include <ATen/ATen.h>
 
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/hf_config.h"
+#include "core/model/hf_encoder.h"
+#include "core/model/layer_params.h"
 #include "core/router/ngram_features.h"
 #include "core/router/router.h"
 #include "core/model/script_model.h"
@@ -23,12 +28,87 @@ FusedModel::FusedModel(std::unique_ptr<ScriptModel> model, std::vector<double> w
       bytes_(bytes),
       own_head_(own_head) {}
 
+FusedModel::FusedModel(std::unique_ptr<DenseParams> body, std::vector<double> weights,
+                       uint64_t bytes, std::unique_ptr<DenseParams> own_head)
+    : body_(std::move(body)),
+      head_(std::move(own_head)),
+      weights_(std::move(weights)),
+      bytes_(bytes),
+      own_head_(head_ != nullptr) {}
+
 FusedModel::~FusedModel() = default;
 Engine::~Engine() = default;
 
 namespace {
 std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+std::map<std::string, at::Tensor> ByName(const NamedTensors& tensors) {
+  return std::map<std::string, at::Tensor>(tensors.begin(), tensors.end());
+}
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::string text;
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    text.append(buffer, static_cast<size_t>(in.gcount()));
+    if (text.size() > limit) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " is larger than ", limit, " bytes"));
+    }
+  }
+  return text;
+}
 }  // namespace
+
+absl::Status Engine::LoadNative(const LocalArtifactSet& set) {
+  const Manifest& m = set.manifest;
+  const std::string path = set.PathOf(m.native.config_blob);
+  ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, kMaxHfConfigBytes));
+  ASSIGN_OR_RETURN(HfEncoderConfig config, ParseHfEncoderConfig(text, path));
+  if (m.native.family != HfFamilyName(config.family)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "version ", m.version, ": model.native.family is ", m.native.family, " but ", path,
+        " is a ", HfFamilyName(config.family), " config"));
+  }
+  ASSIGN_OR_RETURN(encoder_, HfEncoder::Create(config));
+  const std::map<std::string, at::Tensor> shared = ByName(twin_->shared());
+  for (const std::string& name : encoder_->body_names()) {
+    auto it = shared.find(name);
+    if (it == shared.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("version ", m.version, ": theta* has no '",
+                                                     name, "', which the ", m.native.family,
+                                                     " model reads"));
+    }
+    const auto want = encoder_->tensor_spec().shapes.find(name);
+    if (want != encoder_->tensor_spec().shapes.end() &&
+        !it->second.sizes().equals(want->second)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "version ", m.version, ": theta*'s '", name, "' is ", c10::str(it->second.sizes()),
+          " but ", path, " implies ", c10::str(at::IntArrayRef(want->second))));
+    }
+  }
+  for (int t = 0; t < num_tasks(); ++t) {
+    std::map<std::string, at::Tensor> head = ByName(twin_->head(t));
+    for (const std::string& name : encoder_->head_names()) {
+      if (!head.count(name)) {
+        return absl::InvalidArgumentError(absl::StrCat("version ", m.version, ": task '",
+                                                       m.tasks[t].name, "' has no head tensor '",
+                                                       name, "'"));
+      }
+    }
+    heads_.push_back(std::make_unique<DenseParams>(std::move(head)));
+  }
+  shared_params_ = std::make_unique<DenseParams>(shared);
+  vocab_size_ = config.vocab_size;
+  splits_heads_ = true;
+  if (m.router.features == "route_features") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("version ", m.version, ": the router reads route_features(), which the native ",
+                     m.native.family, " model does not define (use embed or ngram)"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set,
                                                      const EngineOptions& options) {
@@ -40,12 +120,36 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   ASSIGN_OR_RETURN(engine->twin_, TwinWeights::Load(set, device));
   ASSIGN_OR_RETURN(auto router, Router::Load(set));
   ASSIGN_OR_RETURN(engine->router_, router->To(device));
-  ASSIGN_OR_RETURN(engine->tokenizer_, Tokenizer::Create(set.manifest.tokenizer));
+  ASSIGN_OR_RETURN(engine->tokenizer_, Tokenizer::Create(set.manifest.tokenizer, set.dir));
+  engine->mix_strategy_ = options.mix_strategy;
+  engine->ngram_router_ = set.manifest.router.features == "ngram";
+  engine->architecture_path_ = set.PathOf(set.manifest.architecture_blob);
+
+  if (options.model != "auto" && options.model != "torchscript" && options.model != "native") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "engine model '", options.model, "' is not auto, torchscript or native"));
+  }
+  const bool has_native = !set.manifest.native.family.empty();
+  if (options.model == "native" && !has_native) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "version ", set.manifest.version, " has no native model (model.native) to serve"));
+  }
+  if (has_native && options.model != "torchscript") {
+    RETURN_IF_ERROR(engine->LoadNative(set));
+    ASSIGN_OR_RETURN(at::Tensor probe,
+                     engine->Features(at::zeros({1, 2}, at::kLong), at::ones({1, 2}, at::kLong)));
+    if (probe.dim() != 2 || probe.size(1) != set.manifest.router.spec.input_dim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("version ", set.manifest.version, ": the router input ",
+                       set.manifest.router.features, " gives ", c10::str(probe.sizes()),
+                       " features but the router reads ", set.manifest.router.spec.input_dim));
+    }
+    return engine;
+  }
 
   engine->architecture_path_ = set.PathOf(set.manifest.architecture_blob);
   ASSIGN_OR_RETURN(engine->template_, ScriptModel::Load(engine->architecture_path_, device));
   ASSIGN_OR_RETURN(engine->shared_model_, ScriptModel::Load(engine->architecture_path_, device));
-  engine->ngram_router_ = set.manifest.router.features == "ngram";
   if (!engine->ngram_router_ &&
       engine->shared_model_->router_features_method() != set.manifest.router.features) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -59,7 +163,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   }
   engine->vocab_size_ = engine->shared_model_->VocabSize();
   if (engine->vocab_size_ > 0) {
-    const int64_t largest = LargestTokenId(set.manifest.tokenizer);
+    const int64_t largest = engine->tokenizer_->largest_id();
     if (largest >= engine->vocab_size_) {
       // Token requests and texts within the vocabulary still work; a text that encodes to an
       // id beyond it is refused per request (MakePayload), never passed to the model.
@@ -126,6 +230,7 @@ absl::StatusOr<at::Tensor> Engine::Features(const at::Tensor& input_ids,
                      NgramFeatures(input_ids, attention_mask, manifest_.router.ngram));
     return features.to(device);
   }
+  if (native()) return encoder_->Embed(input_ids.to(device), attention_mask.to(device), *shared_params_);
   return shared_model_->RouterFeatures(input_ids.to(device), attention_mask.to(device));
 }
 
@@ -147,12 +252,20 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::FuseUnchecked(
     if (i < shared.size() && fused[i].second.is_same(shared[i].second)) continue;
     bytes += fused[i].second.nbytes();
   }
+  if (native()) {
+    return std::make_shared<FusedModel>(std::make_unique<DenseParams>(ByName(fused)), weights,
+                                        bytes, nullptr);
+  }
   ASSIGN_OR_RETURN(auto model, template_->Clone());
   RETURN_IF_ERROR(model->SetParameters(fused));
   return std::make_shared<FusedModel>(std::move(model), weights, bytes);
 }
 
 absl::StatusOr<std::shared_ptr<FusedModel>> Engine::SharedModel() const {
+  if (native()) {
+    return std::make_shared<FusedModel>(std::make_unique<DenseParams>(shared_params_->tensors()),
+                                        std::vector<double>(num_tasks(), 0.0), 0, nullptr);
+  }
   try {
     ASSIGN_OR_RETURN(auto model, template_->Clone());
     RETURN_IF_ERROR(model->SetParameters(twin_->shared()));
@@ -169,6 +282,7 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadExpert(int task,
   if (task < 0 || task >= num_tasks()) {
     return absl::InvalidArgumentError(absl::StrCat("task index ", task, " out of range"));
   }
+  if (native()) return LoadNativeExpert(task, path);
   const std::string& name = manifest_.tasks[task].name;
   c10::Device device(device_name_);
   ASSIGN_OR_RETURN(auto model, ScriptModel::Load(path, device));
@@ -209,6 +323,100 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadExpert(int task,
   }
 }
 
+absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadNativeExpert(
+    int task, const std::string& dir) const {
+  const std::string& name = manifest_.tasks[task].name;
+  ASSIGN_OR_RETURN(HfModel expert, LoadHfModel(dir));
+  if (expert.encoder->config().family != encoder_->config().family) {
+    return absl::InvalidArgumentError(absl::StrCat("expert ", name, " (", dir, ") is a ",
+                                                   expert.encoder->family_name(),
+                                                   " model, the version's is ",
+                                                   encoder_->family_name()));
+  }
+  try {
+    c10::Device device(device_name_);
+    uint64_t bytes = 0;
+    auto check = [&](std::map<std::string, at::Tensor>& got,
+                     const std::map<std::string, at::Tensor>& expected) -> absl::Status {
+      for (const auto& [param, value] : expected) {
+        auto it = got.find(param);
+        if (it == got.end()) {
+          return absl::InvalidArgumentError(absl::StrCat("expert ", name, " (", dir,
+                                                         ") has no tensor '", param, "'"));
+        }
+        if (!it->second.sizes().equals(value.sizes())) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("expert ", name, " (", dir, "): tensor '", param, "' is ",
+                           c10::str(it->second.sizes()), " but the version's is ",
+                           c10::str(value.sizes())));
+        }
+        it->second = it->second.to(device, value.scalar_type());
+        bytes += it->second.nbytes();
+      }
+      return absl::OkStatus();
+    };
+    RETURN_IF_ERROR(check(expert.body, shared_params_->tensors()));
+    RETURN_IF_ERROR(check(expert.head, heads_[task]->tensors()));
+    std::vector<double> weights(num_tasks(), 0.0);
+    weights[task] = 1.0;
+    return std::make_shared<FusedModel>(std::make_unique<DenseParams>(std::move(expert.body)),
+                                        std::move(weights), bytes,
+                                        std::make_unique<DenseParams>(std::move(expert.head)));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("expert ", name, ": ", FirstLine(e.what())));
+  }
+}
+
+absl::Status Engine::CheckRuns(const std::vector<TaskRun>& runs, int64_t batch) const {
+  int64_t total = 0;
+  for (const TaskRun& run : runs) {
+    if (run.task < 0 || run.task >= num_tasks()) {
+      return absl::InvalidArgumentError(absl::StrCat("task index ", run.task, " out of range"));
+    }
+    if (run.rows <= 0) return absl::InvalidArgumentError("a task run has no rows");
+    total += run.rows;
+  }
+  if (total != batch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the task runs cover ", total, " rows of a batch of ", batch));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<at::Tensor>> Engine::NativeRuns(const at::Tensor& input_ids,
+                                                           const at::Tensor& attention_mask,
+                                                           const LayerParams& body,
+                                                           const std::vector<TaskRun>& runs) const {
+  c10::Device device(device_name_);
+  ASSIGN_OR_RETURN(at::Tensor features,
+                   encoder_->Embed(input_ids.to(device), attention_mask.to(device), body));
+  std::vector<at::Tensor> out;
+  int64_t offset = 0;
+  for (const TaskRun& run : runs) {
+    ASSIGN_OR_RETURN(at::Tensor logits,
+                     encoder_->Classify(features.narrow(0, offset, run.rows), *heads_[run.task]));
+    out.push_back(logits.to(at::kCPU));
+    offset += run.rows;
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardMixed(
+    const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& row_weights,
+    const std::vector<TaskRun>& runs) const {
+  if (!native()) {
+    return absl::FailedPreconditionError(
+        "the unfused path needs a native model; this version is served by TorchScript");
+  }
+  RETURN_IF_ERROR(CheckRuns(runs, input_ids.size(0)));
+  try {
+    ASSIGN_OR_RETURN(MixedParams mixed, MixedParams::Create(*twin_, row_weights, mix_strategy_));
+    return NativeRuns(input_ids, attention_mask, mixed, runs);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("unfused forward failed: ", FirstLine(e.what())));
+  }
+}
+
 namespace {
 uint64_t Bytes(const NamedTensors& tensors) {
   uint64_t bytes = 0;
@@ -233,6 +441,16 @@ absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& 
   }
   try {
     c10::Device device(device_name_);
+    if (model.body_ != nullptr) {
+      if (model.own_head_ && model.weights_[task] != 1.0) {
+        return absl::InternalError(absl::StrCat("an expert model cannot answer task ", task));
+      }
+      ASSIGN_OR_RETURN(at::Tensor logits,
+                       encoder_->Forward(input_ids.to(device), attention_mask.to(device),
+                                         *model.body_,
+                                         model.own_head_ ? *model.head_ : *heads_[task]));
+      return logits.to(at::kCPU);
+    }
     std::lock_guard<std::mutex> lock(model.mu_);
     if (model.own_head_) {
       if (task >= static_cast<int>(model.weights_.size()) || model.weights_[task] != 1.0) {
@@ -256,19 +474,10 @@ absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardTasks(
     return absl::FailedPreconditionError(
         "this model cannot serve several tasks in one forward (no classify() or an expert)");
   }
-  int64_t total = 0;
-  for (const TaskRun& run : runs) {
-    if (run.task < 0 || run.task >= num_tasks()) {
-      return absl::InvalidArgumentError(absl::StrCat("task index ", run.task, " out of range"));
-    }
-    if (run.rows <= 0) return absl::InvalidArgumentError("a task run has no rows");
-    total += run.rows;
-  }
-  if (total != input_ids.size(0)) {
-    return absl::InvalidArgumentError(absl::StrCat("the task runs cover ", total,
-                                                   " rows of a batch of ", input_ids.size(0)));
-  }
+  RETURN_IF_ERROR(CheckRuns(runs, input_ids.size(0)));
+  const int64_t total = input_ids.size(0);
   try {
+    if (model.body_ != nullptr) return NativeRuns(input_ids, attention_mask, *model.body_, runs);
     c10::Device device(device_name_);
     std::lock_guard<std::mutex> lock(model.mu_);
     ASSIGN_OR_RETURN(at::Tensor features,

@@ -12,6 +12,13 @@
 //   ASSIGN_OR_RETURN(auto fused, engine->Fuse({0.7, 0.3}));
 //   ASSIGN_OR_RETURN(at::Tensor logits, engine->Forward(*fused, ids, mask, task));
 //
+// A version with a native model (manifest `model.native`, a Hugging Face family) is served by
+// the engine's own layers (core/model/hf_encoder.h) unless options.model says "torchscript":
+// fused weight sets are then plain tensors (no TorchScript clone), heads are never swapped,
+// and ForwardMixed() answers a batch whose rows have different router weights exactly, with
+// theta* plus each row's mixture of the task factors inside every layer (the unfused path,
+// core/model/mixed_params.h).
+//
 // Thread-safety: an Engine is immutable after Load() and safe to share. A FusedModel
 // serialises its own forwards (head swaps) with an internal mutex.
 #ifndef TWIN_SERVER_ENGINE_H_
@@ -25,12 +32,15 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "core/model/mixed_params.h"
 #include "core/store/artifact_set.h"
 #include "core/store/manifest.h"
 #include "server/fused_cache.h"
 
 namespace twin {
 
+class DenseParams;
+class HfEncoder;
 class ScriptModel;
 class Router;
 class Tokenizer;
@@ -38,6 +48,10 @@ class TwinWeights;
 
 struct EngineOptions {
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
+  // auto: the native model when the version has one, else TorchScript; torchscript; native
+  // (a version without a native model is refused).
+  std::string model = "auto";
+  MixStrategy mix_strategy = MixStrategy::kGrouped;  // the unfused path's kernels
 };
 
 // A model with fused parameters theta(w); cached per cluster key.
@@ -46,13 +60,18 @@ class FusedModel : public FusedValue {
   // `own_head`: the model carries its task's head (an expert); Forward() leaves it in place.
   FusedModel(std::unique_ptr<ScriptModel> model, std::vector<double> weights, uint64_t bytes,
              bool own_head = false);
+  // A native model's weight set; `own_head` set: an expert with its own head.
+  FusedModel(std::unique_ptr<DenseParams> body, std::vector<double> weights, uint64_t bytes,
+             std::unique_ptr<DenseParams> own_head);
   ~FusedModel() override;
   uint64_t bytes() const override { return bytes_; }
   const std::vector<double>& weights() const { return weights_; }
 
  private:
   friend class Engine;
-  std::unique_ptr<ScriptModel> model_;
+  std::unique_ptr<ScriptModel> model_;  // TorchScript
+  std::unique_ptr<DenseParams> body_;   // native
+  std::unique_ptr<DenseParams> head_;   // native expert's own head
   std::vector<double> weights_;
   uint64_t bytes_;
   bool own_head_;
@@ -93,6 +112,13 @@ class Engine {
   absl::StatusOr<at::Tensor> Forward(FusedModel& model, const at::Tensor& input_ids,
                                      const at::Tensor& attention_mask, int task) const;
 
+  // Whether the engine runs the version's native model (then unfused_available()).
+  bool native() const { return encoder_ != nullptr; }
+  bool unfused_available() const { return native(); }
+  // "native" or "torchscript".
+  const char* model_kind() const { return native() ? "native" : "torchscript"; }
+  MixStrategy mix_strategy() const { return mix_strategy_; }
+
   // Whether one body forward can serve rows of several tasks: the architecture defines
   // classify(features) and Load() found classify(embed(x)) equal to forward(x).
   bool splits_heads() const { return splits_heads_; }
@@ -108,6 +134,13 @@ class Engine {
                                                        const at::Tensor& input_ids,
                                                        const at::Tensor& attention_mask,
                                                        const std::vector<TaskRun>& runs) const;
+  // The unfused path (native only): row r of the batch is answered with theta* plus its own
+  // mixture row_weights[r] ([B, T], non-negative) of the task factors; then each run's task
+  // head on its rows. Logits [rows, C_task] (CPU) per run.
+  absl::StatusOr<std::vector<at::Tensor>> ForwardMixed(const at::Tensor& input_ids,
+                                                       const at::Tensor& attention_mask,
+                                                       const at::Tensor& row_weights,
+                                                       const std::vector<TaskRun>& runs) const;
 
  private:
   Engine() = default;
@@ -116,6 +149,16 @@ class Engine {
                                       const at::Tensor& attention_mask) const;
   absl::StatusOr<std::shared_ptr<FusedModel>> FuseUnchecked(
       const std::vector<double>& weights) const;
+  // The native model from the version's config blob, checked against theta* and the heads.
+  absl::Status LoadNative(const LocalArtifactSet& set);
+  absl::StatusOr<std::shared_ptr<FusedModel>> LoadNativeExpert(int task,
+                                                               const std::string& dir) const;
+  absl::Status CheckRuns(const std::vector<TaskRun>& runs, int64_t batch) const;
+  // Embeddings of the batch from `body`, then each run's head.
+  absl::StatusOr<std::vector<at::Tensor>> NativeRuns(const at::Tensor& input_ids,
+                                                     const at::Tensor& attention_mask,
+                                                     const LayerParams& body,
+                                                     const std::vector<TaskRun>& runs) const;
   Manifest manifest_;
   std::string device_name_;
   std::unique_ptr<TwinWeights> twin_;
@@ -126,6 +169,10 @@ class Engine {
   std::string architecture_path_;
   int64_t vocab_size_ = 0;
   bool ngram_router_ = false;  // manifest router.features == "ngram"
+  std::unique_ptr<HfEncoder> encoder_;                // native model, or null
+  std::unique_ptr<DenseParams> shared_params_;        // theta* for the native model
+  std::vector<std::unique_ptr<DenseParams>> heads_;   // per task, native model
+  MixStrategy mix_strategy_ = MixStrategy::kGrouped;
   bool splits_heads_ = false;
 };
 

@@ -291,7 +291,7 @@ absl::Status InferProcessor::RunGroup(const Servable& servable, FusedModel& mode
 absl::Status InferProcessor::ReplyGroup(const Servable& servable,
                                         std::vector<InferPayload*>& group, int task,
                                         const at::Tensor& logits, double fuse_s, double forward_s,
-                                        absl::Time end, bool cache_hit) {
+                                        absl::Time end, bool cache_hit, BatchMode mode) {
   const Engine& engine = *servable.engine;
   const TaskEntry& entry = engine.manifest().tasks[task];
   if (logits.dim() != 2 || logits.size(0) != static_cast<int64_t>(group.size()) ||
@@ -327,6 +327,7 @@ absl::Status InferProcessor::ReplyGroup(const Servable& servable,
     }
     r.set_cluster_key(p->key.text);
     r.set_cache_hit(cache_hit);
+    r.set_batch_mode(BatchModeName(mode));
     r.set_artifact_version(engine.version());
     StageTimes t;
     t.route_s = p->route_s;
@@ -347,9 +348,82 @@ absl::Status InferProcessor::ReplyGroup(const Servable& servable,
 }
 
 void InferProcessor::Run(std::vector<PendingRequest> batch) {
-  if (batch.empty()) return;
+  RunBatch(std::move(batch), BatchMode::kFused);
+}
+
+double InferProcessor::RunBatch(std::vector<PendingRequest> batch, BatchMode mode) {
+  if (batch.empty()) return 0;
   std::vector<InferPayload*> payloads;
   for (auto& r : batch) payloads.push_back(&PayloadOf(r));
+  if (mode == BatchMode::kFused) return RunFused(payloads);
+  // An unfused batch may span versions (a reload) and keys: each servable's rows together;
+  // rows of a servable without the unfused path go fused, one key at a time.
+  std::map<const Servable*, std::vector<InferPayload*>> by_servable;
+  for (InferPayload* p : payloads) by_servable[p->servable.get()].push_back(p);
+  double fuse_s = 0;
+  for (auto& [servable, rows] : by_servable) {
+    if (servable->mode == ServingMode::kTwin && servable->engine->unfused_available()) {
+      RunUnfused(*servable, rows);
+      continue;
+    }
+    std::map<std::string, std::vector<InferPayload*>> by_key;
+    for (InferPayload* p : rows) by_key[p->key.text].push_back(p);
+    for (auto& [key, group] : by_key) fuse_s += RunFused(group);
+  }
+  return fuse_s;
+}
+
+void InferProcessor::RunUnfused(const Servable& servable, std::vector<InferPayload*>& payloads) {
+  metrics_->RecordBatch(static_cast<int>(payloads.size()));
+  const Engine& engine = *servable.engine;
+  const int tasks = engine.num_tasks();
+  std::map<int, std::vector<InferPayload*>> by_task;
+  for (InferPayload* p : payloads) by_task[p->task >= 0 ? p->task : p->key.top_task].push_back(p);
+  std::vector<InferPayload*> rows;
+  std::vector<Engine::TaskRun> runs;
+  for (auto& [task, group] : by_task) {
+    rows.insert(rows.end(), group.begin(), group.end());
+    runs.push_back({task, static_cast<int64_t>(group.size())});
+  }
+  // Each row's own weights: its cluster key's (what a fused batch of that key would use).
+  at::Tensor weights = at::zeros({static_cast<int64_t>(rows.size()), tasks}, at::kFloat);
+  float* w = weights.data_ptr<float>();
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const std::vector<double>& kw = rows[r]->key.weights;
+    for (int t = 0; t < tasks && t < static_cast<int>(kw.size()); ++t) {
+      w[r * tasks + t] = static_cast<float>(kw[t]);
+    }
+  }
+  at::Tensor ids, mask;
+  PadBatch(rows, &ids, &mask);
+  const absl::Time start = absl::Now();
+  metrics_->RecordBodyForward();
+  absl::StatusOr<std::vector<at::Tensor>> logits = engine.ForwardMixed(ids, mask, weights, runs);
+  const absl::Time end = absl::Now();
+  if (logits.ok()) {
+    size_t k = 0;
+    for (auto& [task, group] : by_task) {
+      absl::Status replied = ReplyGroup(servable, group, task, (*logits)[k++], 0.0,
+                                        Seconds(end - start), end, false, BatchMode::kUnfused);
+      if (!replied.ok()) {
+        for (InferPayload* p : group) Fail(*p, replied);
+      }
+    }
+    return;
+  }
+  if (rows.size() == 1) {
+    Fail(*rows.front(), logits.status());
+    return;
+  }
+  // Find the culprit(s): each request alone.
+  for (InferPayload* p : rows) {
+    std::vector<InferPayload*> one = {p};
+    RunUnfused(servable, one);
+  }
+}
+
+double InferProcessor::RunFused(std::vector<InferPayload*>& payloads) {
+  if (payloads.empty()) return 0;
   const Servable& servable = *payloads.front()->servable;
   metrics_->RecordBatch(static_cast<int>(payloads.size()));
   const Engine* engine = servable.engine.get();
@@ -361,7 +435,7 @@ void InferProcessor::Run(std::vector<PendingRequest> batch) {
     metrics_->UpdateCache(servable.cache.get(), servable.cache->stats());
     if (!lookup.ok()) {
       for (InferPayload* p : payloads) Fail(*p, lookup.status());
-      return;
+      return 0;
     }
     fused = lookup->value;
     fuse_s = lookup->fuse_seconds;
@@ -421,6 +495,7 @@ void InferProcessor::Run(std::vector<PendingRequest> batch) {
       if (!single.ok()) Fail(*p, single);
     }
   }
+  return hit ? 0.0 : fuse_s;
 }
 
 }  // namespace twin

@@ -7,7 +7,9 @@
 // batch's key from the cache (fusing on a miss), runs each task's head over its requests and
 // completes them: one body forward for the whole batch when the architecture splits its head
 // (classify(), Engine::splits_heads()), else one forward per task. A batch that fails as a whole
-// is retried request by request, so one bad input never fails its neighbours.
+// is retried request by request, so one bad input never fails its neighbours. An unfused batch
+// (RunBatch with BatchMode::kUnfused, native models) holds requests of any keys: one forward
+// with each row's own weights (Engine::ForwardMixed), then each task's head on its rows.
 //
 // Thread-safety: InferProcessor is thread-safe (it is shared by the batch workers).
 #ifndef TWIN_SERVER_INFER_PROCESSOR_H_
@@ -63,12 +65,17 @@ class InferProcessor : public BatchProcessor {
 
   void Route(std::vector<PendingRequest>& requests, std::vector<std::string>* keys) override;
   void Run(std::vector<PendingRequest> batch) override;
+  double RunBatch(std::vector<PendingRequest> batch, BatchMode mode) override;
 
   // Completes a request with an error (and records it).
   void Fail(InferPayload& payload, const absl::Status& status);
 
  private:
   absl::Status RouteGroup(std::vector<InferPayload*>& group);
+  // A batch of one key; returns the seconds spent fusing.
+  double RunFused(std::vector<InferPayload*>& payloads);
+  // Requests of any keys of one servable with a native engine, each row with its own weights.
+  void RunUnfused(const Servable& servable, std::vector<InferPayload*>& payloads);
   absl::Status RunGroup(const Servable& servable, FusedModel& model,
                         std::vector<InferPayload*>& group, int task, double fuse_s,
                         bool cache_hit);
@@ -76,7 +83,8 @@ class InferProcessor : public BatchProcessor {
   // nothing.
   absl::Status ReplyGroup(const Servable& servable, std::vector<InferPayload*>& group, int task,
                           const at::Tensor& logits, double fuse_s, double forward_s,
-                          absl::Time end, bool cache_hit);
+                          absl::Time end, bool cache_hit,
+                          BatchMode mode = BatchMode::kFused);
   const ServerConfig& config_;
   ServerMetrics* metrics_;
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <functional>
 #include <map>
 #include <utility>
 
@@ -72,6 +73,18 @@ absl::Status ValidateRequestQueueOptions(const RequestQueueOptions& options) {
 }
 
 struct RequestQueue::State {
+  explicit State(const RequestQueueOptions& o)
+      : chooser(ChooserOptions(o)), unfused_available(o.unfused_available) {}
+  static BatchModeOptions ChooserOptions(const RequestQueueOptions& o) {
+    BatchModeOptions m = o.modes;
+    m.max_batch_size = o.max_batch_size;
+    m.unfused_available = o.unfused_available;
+    if (!o.unfused_available) m.fused_available = true;
+    return m;
+  }
+  BatchModeChooser chooser;
+  bool unfused_available;
+  std::function<bool(const std::string&)> resident;
   std::deque<PendingRequest> unrouted;
   // Per key, in arrival (id) order. The number of distinct keys is small (bounded by the
   // cluster-key grid and by the queue size), so scanning all groups is cheap.
@@ -213,7 +226,7 @@ struct RequestQueue::State {
 };
 
 RequestQueue::RequestQueue(RequestQueueOptions options)
-    : options_(Sanitize(options)), state_(std::make_unique<State>()) {}
+    : options_(Sanitize(options)), state_(std::make_unique<State>(options_)) {}
 
 RequestQueue::~RequestQueue() = default;
 
@@ -301,7 +314,11 @@ void RequestQueue::DropRouting(int n) {
 }
 
 std::vector<PendingRequest> RequestQueue::NextBatch(absl::Time now) {
-  std::vector<PendingRequest> batch;
+  return NextBatchPlan(now).requests;
+}
+
+RequestQueue::Batch RequestQueue::NextBatchPlan(absl::Time now) {
+  Batch batch;
   std::vector<Completion> completions;
   {
     absl::MutexLock lock(&mu_);
@@ -315,28 +332,93 @@ std::vector<PendingRequest> RequestQueue::NextBatch(absl::Time now) {
                          now - head.enqueued >= delay;
       if (ready && (chosen == s.groups.end() || head.id < chosen->second.front().id)) chosen = it;
     }
-    if (chosen != s.groups.end()) {
-      std::deque<PendingRequest>& group = chosen->second;
-      while (static_cast<int>(batch.size()) < options_.max_batch_size && !group.empty()) {
+    const bool mixed_full = s.unfused_available && s.routed >= options_.max_batch_size;
+    if (chosen != s.groups.end() || mixed_full) {
+      auto take = [&](std::deque<PendingRequest>& group) {
         s.RecordStart(group.front(), now);
-        batch.push_back(std::move(group.front()));
+        batch.requests.push_back(std::move(group.front()));
         group.pop_front();
+      };
+      if (s.unfused_available) {
+        std::vector<WaitingGroup> waiting;
+        waiting.reserve(s.groups.size());
+        for (const auto& [key, group] : s.groups) {
+          waiting.push_back(WaitingGroup{key, static_cast<int>(group.size()),
+                                         group.front().enqueued,
+                                         !s.resident || s.resident(key)});
+        }
+        BatchModeDecision d = s.chooser.Choose(waiting, now);
+        batch.mode = d.mode;
+        batch.reason = d.reason;
+        if (d.mode == BatchMode::kFused) {
+          chosen = s.groups.find(d.key);
+        } else {
+          // The oldest requests of every key, in arrival order.
+          while (static_cast<int>(batch.requests.size()) < options_.max_batch_size &&
+                 !s.groups.empty()) {
+            auto oldest = s.groups.begin();
+            for (auto it = s.groups.begin(); it != s.groups.end(); ++it) {
+              if (it->second.front().id < oldest->second.front().id) oldest = it;
+            }
+            take(oldest->second);
+            if (oldest->second.empty()) s.groups.erase(oldest);
+          }
+          chosen = s.groups.end();
+        }
+      } else {
+        batch.reason = "only mode";
       }
-      s.routed -= static_cast<int64_t>(batch.size());
-      if (group.empty()) s.groups.erase(chosen);
+      if (chosen != s.groups.end()) {
+        std::deque<PendingRequest>& group = chosen->second;
+        while (static_cast<int>(batch.requests.size()) < options_.max_batch_size &&
+               !group.empty()) {
+          take(group);
+        }
+        if (group.empty()) s.groups.erase(chosen);
+      }
+      s.routed -= static_cast<int64_t>(batch.requests.size());
     }
   }
   RunCompletions(completions);
   return batch;
 }
 
+void RequestQueue::SetModes(bool unfused_available, bool fused_available) {
+  absl::MutexLock lock(&mu_);
+  state_->unfused_available = unfused_available;
+  state_->chooser.SetModes(unfused_available, fused_available || !unfused_available);
+}
+
+bool RequestQueue::unfused_available() const {
+  absl::MutexLock lock(&mu_);
+  return state_->unfused_available;
+}
+
+void RequestQueue::SetResidency(std::function<bool(const std::string& key)> resident) {
+  absl::MutexLock lock(&mu_);
+  state_->resident = std::move(resident);
+}
+
+void RequestQueue::RecordBatch(BatchMode mode, int rows, absl::Duration busy) {
+  absl::MutexLock lock(&mu_);
+  state_->chooser.RecordBatch(mode, rows, absl::ToDoubleSeconds(busy));
+}
+
+void RequestQueue::RecordFusion(absl::Duration busy) {
+  absl::MutexLock lock(&mu_);
+  state_->chooser.RecordFusion(absl::ToDoubleSeconds(busy));
+}
+
 absl::Time RequestQueue::NextReadyTime() const {
   absl::MutexLock lock(&mu_);
   const absl::Duration delay = state_->BatchDelay(options_);
   absl::Time next = absl::InfiniteFuture();
+  // A mixed batch is ready as soon as max_batch_size requests wait in all.
+  const bool mixed_full =
+      state_->unfused_available && state_->routed >= options_.max_batch_size;
   for (const auto& [key, group] : state_->groups) {
     const absl::Time head = group.front().enqueued;
-    const bool full = static_cast<int>(group.size()) >= options_.max_batch_size;
+    const bool full = mixed_full || static_cast<int>(group.size()) >= options_.max_batch_size;
     next = std::min(next, full ? head : head + delay);
   }
   return next;

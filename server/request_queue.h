@@ -5,6 +5,9 @@
 // cluster key (AddRouted). NextBatch then forms batches of requests that share a key: a group
 // is ready when it holds max_batch_size requests or its oldest request has waited
 // max_queue_delay; among ready groups the one with the oldest request goes first.
+// With unfused_available (native families) a batch may instead mix keys: NextBatchPlan asks
+// a BatchModeChooser (batch_mode.h) for one key's fused batch or an unfused batch of the
+// oldest requests of any keys, from the measured costs of both (RecordBatch, RecordFusion).
 // Requests past their deadline or cancelled are removed whenever the queue is touched, and
 // completed with DEADLINE_EXCEEDED or CANCELLED through their `done` callback, exactly once.
 // Requests taken by TakeUnrouted keep counting against max_queue_size until they come back
@@ -34,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/batch_mode.h"
 
 namespace twin {
 
@@ -76,6 +80,11 @@ struct RequestQueueOptions {
   // corrected); requests without a deadline are never refused by it.
   bool deadline_admission = true;
   int parallelism = 1;  // batch workers serving the queue
+  // Mixed batches (native families, the unfused path): requests of any keys in one batch,
+  // chosen per batch against one key's fused batch by `modes` (batch_mode.h; its
+  // max_batch_size is this queue's). Off: every batch holds one key.
+  bool unfused_available = false;
+  BatchModeOptions modes;
 };
 
 // INVALID_ARGUMENT naming the field when a size is below 1 or the delay is negative. The
@@ -118,6 +127,25 @@ class RequestQueue {
   void DropRouting(int n);
   // Up to max_batch_size requests of one key, or empty if no group is ready.
   std::vector<PendingRequest> NextBatch(absl::Time now);
+  // The next batch and how to run it. Without unfused_available: NextBatch's batch, fused.
+  // With it, once a group is ready (full or delayed) or max_batch_size requests wait in all,
+  // the BatchModeChooser picks one key's fused batch or an unfused batch of the oldest
+  // requests of any keys. Empty requests: nothing ready.
+  struct Batch {
+    BatchMode mode = BatchMode::kFused;
+    std::vector<PendingRequest> requests;
+    std::string reason;  // the chooser's
+  };
+  Batch NextBatchPlan(absl::Time now);
+  // Which keys have fused weights resident (the fused cache); unknown keys count as resident
+  // when not set. Called under the queue's lock: must not call back into the queue.
+  void SetResidency(std::function<bool(const std::string& key)> resident);
+  // Which modes the servable now serving offers (a reload may change it): unfused batches
+  // only with unfused_available, fused ones only with fused_available (at least one is).
+  void SetModes(bool unfused_available, bool fused_available);
+  // A finished batch's mode, rows and time, and one fusion's time, for the chooser's costs.
+  void RecordBatch(BatchMode mode, int rows, absl::Duration busy);
+  void RecordFusion(absl::Duration busy);
   // When the next group becomes ready by delay (InfiniteFuture if nothing is routed). A full
   // group is ready already and reports its oldest request's enqueue time.
   absl::Time NextReadyTime() const;
@@ -137,6 +165,7 @@ class RequestQueue {
   void Close(const absl::Status& status);
   RequestQueueStats stats() const;
   const RequestQueueOptions& options() const { return options_; }
+  bool unfused_available() const;
 
  private:
   struct State;

@@ -217,7 +217,41 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     }
   }
   if (const YAML::Node s = root["serving"]) {
-    RETURN_IF_ERROR(Fields().CheckKeys(s, "serving", {"mode", "experts"}));
+    RETURN_IF_ERROR(Fields().CheckKeys(
+        s, "serving", {"mode", "experts", "engine", "batches", "mix_strategy", "batch_choice"}));
+    RETURN_IF_ERROR(Fields().Read(s, "engine", "serving", &c.engine_model));
+    if (c.engine_model != "auto" && c.engine_model != "torchscript" &&
+        c.engine_model != "native") {
+      return Fields().Bad("serving.engine", absl::StrCat("'", c.engine_model,
+                                                         "' is not auto, torchscript or native"));
+    }
+    RETURN_IF_ERROR(Fields().Read(s, "batches", "serving", &c.batches));
+    if (c.batches != "auto" && c.batches != "fused" && c.batches != "unfused") {
+      return Fields().Bad("serving.batches",
+                          absl::StrCat("'", c.batches, "' is not auto, fused or unfused"));
+    }
+    std::string strategy = MixStrategyName(c.mix_strategy);
+    RETURN_IF_ERROR(Fields().Read(s, "mix_strategy", "serving", &strategy));
+    auto parsed = ParseMixStrategy(strategy);
+    if (!parsed.ok()) {
+      return Fields().Bad("serving.mix_strategy", std::string(parsed.status().message()));
+    }
+    c.mix_strategy = *parsed;
+    if (const YAML::Node bc = s["batch_choice"]) {
+      RETURN_IF_ERROR(Fields().CheckKeys(bc, "serving.batch_choice",
+                                         {"hysteresis", "starvation_us", "explore_every"}));
+      RETURN_IF_ERROR(Fields().Read(bc, "hysteresis", "serving.batch_choice",
+                                    &c.queue.modes.hysteresis));
+      RETURN_IF_ERROR(Fields().Read(bc, "starvation_us", "serving.batch_choice",
+                                    &c.queue.modes.starvation_us));
+      RETURN_IF_ERROR(Fields().Read(bc, "explore_every", "serving.batch_choice",
+                                    &c.queue.modes.explore_every));
+      if (!(c.queue.modes.hysteresis >= 0) || c.queue.modes.starvation_us < 0 ||
+          c.queue.modes.explore_every < 1) {
+        return Fields().Bad("serving.batch_choice",
+                            "hysteresis and starvation_us must be >= 0, explore_every >= 1");
+      }
+    }
     std::string mode = "twin";
     RETURN_IF_ERROR(Fields().Read(s, "mode", "serving", &mode));
     if (mode == "twin") {

@@ -28,8 +28,17 @@
 //                                        # weight set: the throughput baseline); experts: one
 //                                        # resident model per task (the accuracy and memory
 //                                        # baseline), task given or else the router's top task
-//             experts: {}}               # experts mode: task name -> TorchScript .pt file with
-//                                        # that task's fine-tuned weights (every task named)
+//             experts: {},               # experts mode: task name -> TorchScript .pt file with
+//                                        # that task's fine-tuned weights (every task named;
+//                                        # a Hugging Face directory for a native model)
+//             engine: auto,              # auto: the version's native model when it has one
+//                                        # (model.native), else TorchScript; torchscript; native
+//             batches: auto,             # auto: fused or unfused chosen per batch from measured
+//                                        # costs (native models); fused: one key per batch;
+//                                        # unfused: always theta* + each row's own mixture
+//             mix_strategy: grouped,     # unfused kernels: grouped (per task, its rows) or
+//                                        # stacked (all tasks' factors in two GEMMs)
+//             batch_choice: {hysteresis: 0.1, starvation_us: 50000, explore_every: 64}}
 //   limits: {max_input_length: 0, max_message_bytes: 4194304, max_request_id_bytes: 128,
 //            max_text_bytes: 65536, max_stream_in_flight: 32,
 //            max_in_flight_per_client: 0}   # per client address (0: no limit)
@@ -61,6 +70,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "core/model/mixed_params.h"
 #include "server/cluster_key.h"
 #include "server/fused_cache.h"
 #include "server/request_queue.h"
@@ -102,6 +112,9 @@ struct ServerConfig {
   TaskGivenPolicy task_given = TaskGivenPolicy::kTask;
   ServingMode mode = ServingMode::kTwin;
   std::map<std::string, std::string> experts;  // task -> path (experts mode)
+  std::string engine_model = "auto";   // serving.engine
+  std::string batches = "auto";        // serving.batches: auto | fused | unfused
+  MixStrategy mix_strategy = MixStrategy::kGrouped;
   int max_input_length = 0;  // 0 = the tokenizer's max_length
   int max_message_bytes = 4 << 20;
   int max_request_id_bytes = 128;

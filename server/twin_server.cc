@@ -212,6 +212,8 @@ absl::StatusOr<LoadOutcome> TwinServer::LoadLocked(const std::string& version) {
   auto servable = std::make_shared<Servable>();
   EngineOptions engine_options;
   engine_options.device = config_.device;
+  engine_options.model = config_.engine_model;
+  engine_options.mix_strategy = config_.mix_strategy;
   ASSIGN_OR_RETURN(servable->engine, Engine::Load(set, engine_options));
   servable->cache = std::make_unique<FusedWeightCache>(config_.cache);
   RETURN_IF_ERROR(ValidateClusterKeyOptions(config_.cluster_key, servable->engine->num_tasks()));
@@ -228,6 +230,19 @@ absl::StatusOr<LoadOutcome> TwinServer::LoadLocked(const std::string& version) {
   }
   metrics_->SetVersion(set.version);
   const Engine& engine = *servable->engine;
+  // Mixed-key batches where this version can run them (twin mode, a native model).
+  const bool unfused = servable->mode == ServingMode::kTwin && engine.unfused_available() &&
+                       config_.batches != "fused";
+  queue_->SetModes(unfused, !(unfused && config_.batches == "unfused"));
+  if (config_.batches == "unfused" && !unfused) {
+    LogLine(LogLevel::kWarning,
+            absl::StrCat("serving.batches is unfused but version ", set.version, " runs ",
+                         engine.model_kind(), " in ", ServingModeName(servable->mode),
+                         " mode: its batches are fused"));
+  }
+  LogLine(LogLevel::kInfo, absl::StrCat("version ", set.version, ": ", engine.model_kind(),
+                                        " engine, ", unfused ? "fused and unfused" : "fused",
+                                        " batches"));
   metrics_->SetWeightBytes(engine.shared_bytes(), engine.twin_bytes(), engine.head_bytes(),
                            engine.router_bytes(), servable->pinned_bytes);
   metrics_->SetServingMode(ServingModeName(servable->mode));

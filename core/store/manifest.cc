@@ -9,7 +9,9 @@
 //     "architecture": "architecture.pt",          // blob: TorchScript module
 //     "shared": "shared.safetensors",             // blob: theta*
 //     "head_pattern": "head.*|classifier.*",
-//     "tokenizer": {"type": "bytes", "max_length": 128, "pad_id": 0, "bos_id": 1, "offset": 4},
+//     "tokenizer": {"type": "bytes", "max_length": 128, "pad_id": 0, "bos_id": 1, "offset": 4,
+//                   "files": ["hf/tokenizer.json"]},   // blobs; optional, with type "hf"
+//     "native": {"family": "roberta", "config": "hf/config.json"},   // optional
 //     "embed_dim": 64,
 //     "num_parameters": 123456,                   // of one full model
 //     "base_model": {"uri": "file:///experts/base.pt", "sha256": "<64 hex or empty>"}
@@ -39,7 +41,8 @@
 //   "blobs": {"shared.safetensors": {"sha256": "<64 lowercase hex>", "size_bytes": 1048576}, ...}
 // }
 //
-// Every field above is required on reading except router.features (default "embed"); unknown
+// Every field above is required on reading except router.features (default "embed"),
+// model.tokenizer.files and model.native (a version the native engine cannot run); unknown
 // fields are ignored. Also checked: tasks is non-empty with unique non-empty names and non-empty
 // labels; twin tensors name known tasks; router.spec dims are > 0 and num_tasks equals the number
 // of tasks; confusion is empty or num_tasks x num_tasks; blob names are valid object keys; digests
@@ -151,6 +154,7 @@ class ObjectReader {
     if (value_->find(key) == value_->end()) return absl::OkStatus();
     return Get(key, out);
   }
+  bool Has(const char* key) const { return value_->find(key) != value_->end(); }
   absl::StatusOr<ObjectReader> Object(const char* key) const {
     ASSIGN_OR_RETURN(const json* field, Field(key));
     return Of(*field, PathOf(key));
@@ -193,6 +197,18 @@ absl::Status ReadModel(const ObjectReader& top, Manifest* m) {
   RETURN_IF_ERROR(tok.Get("pad_id", &m->tokenizer.pad_id));
   RETURN_IF_ERROR(tok.Get("bos_id", &m->tokenizer.bos_id));
   RETURN_IF_ERROR(tok.Get("offset", &m->tokenizer.offset));
+  RETURN_IF_ERROR(tok.GetOptional("files", &m->tokenizer.files));
+  if (m->tokenizer.type == "hf" && m->tokenizer.files.empty()) {
+    return FieldError(tok.PathOf("files"), "must name the tokenizer's blobs with type \"hf\"");
+  }
+  if (r.Has("native")) {
+    ASSIGN_OR_RETURN(ObjectReader native, r.Object("native"));
+    RETURN_IF_ERROR(native.Get("family", &m->native.family));
+    RETURN_IF_ERROR(native.Get("config", &m->native.config_blob));
+    if (m->native.family.empty() || m->native.config_blob.empty()) {
+      return FieldError(r.PathOf("native"), "family and config must not be empty");
+    }
+  }
   RETURN_IF_ERROR(r.Get("embed_dim", &m->embed_dim));
   RETURN_IF_ERROR(CheckNonNegative(r.PathOf("embed_dim"), m->embed_dim));
   RETURN_IF_ERROR(r.Get("num_parameters", &m->num_parameters));
@@ -379,6 +395,10 @@ std::string Manifest::ToJson() const {
                 {"embed_dim", embed_dim},
                 {"num_parameters", num_parameters},
                 {"base_model", SourceJson(base_model)}};
+  if (!tokenizer.files.empty()) j["model"]["tokenizer"]["files"] = tokenizer.files;
+  if (!native.family.empty()) {
+    j["model"]["native"] = {{"family", native.family}, {"config", native.config_blob}};
+  }
   j["merge"] = {{"method", merge_method}, {"parameters", merge_parameters}};
   json tensors = json::array();
   for (const TwinTensorEntry& t : twin_tensors) {
@@ -487,6 +507,10 @@ std::vector<std::pair<std::string, std::string>> Manifest::NamedBlobs() const {
   }
   named.emplace_back("router.blob", router.blob);
   if (!report_blob.empty()) named.emplace_back("report_blob", report_blob);
+  if (!native.family.empty()) named.emplace_back("native.config_blob", native.config_blob);
+  for (size_t i = 0; i < tokenizer.files.size(); ++i) {
+    named.emplace_back(absl::StrCat("tokenizer.files[", i, "]"), tokenizer.files[i]);
+  }
   return named;
 }
 

@@ -94,11 +94,22 @@ struct RouterEntry {
 };
 
 struct TokenizerSpec {
-  std::string type = "bytes";  // "bytes": id = byte + offset; "none": ids only
+  // "bytes": id = byte + offset; "none": ids only; "hf": a Hugging Face tokenizer read from the
+  // blobs in `files` (tokenizer.json, or vocab.txt / vocab.json + merges.txt, with their
+  // tokenizer_config.json and special_tokens_map.json); pad_id, bos_id and offset unused.
+  std::string type = "bytes";
   int64_t max_length = 128;
   int64_t pad_id = 0;
   int64_t bos_id = 1;  // prepended; -1 = none
   int64_t offset = 4;  // id of byte b is b + offset
+  std::vector<std::string> files;  // blob names, with "hf" only
+};
+
+// A model the server can run with its own layers (core/model/), besides the TorchScript
+// architecture: the Hugging Face family and its config.json, a blob of the version.
+struct NativeModelEntry {
+  std::string family;       // "bert", "roberta", "xlm-roberta"; empty: none
+  std::string config_blob;  // e.g. "hf/config.json"
 };
 
 struct Manifest {
@@ -113,6 +124,7 @@ struct Manifest {
   std::string shared_blob = "shared.safetensors";
   std::string head_pattern;
   TokenizerSpec tokenizer;
+  NativeModelEntry native;  // optional
   int64_t embed_dim = 0;
   int64_t num_parameters = 0;  // of one full model
   SourceRef base_model;
@@ -137,8 +149,8 @@ struct Manifest {
   static absl::StatusOr<Manifest> FromJson(const std::string& text);
 
   // The blobs this manifest names in its fields, as (field path, blob name) pairs:
-  // architecture_blob, shared_blob, every task's twin_blob, router.blob and report_blob when
-  // not empty. Publishing requires each to be uploaded; reading requires each in `blobs`.
+  // architecture_blob, shared_blob, every task's twin_blob, router.blob, report_blob when
+  // not empty, native.config_blob and tokenizer.files. Publishing requires each to be uploaded; reading requires each in `blobs`.
   std::vector<std::pair<std::string, std::string>> NamedBlobs() const;
 
   // Index of the task named `name`, or -1.

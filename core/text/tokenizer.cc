@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/text/hf_tokenizer.h"
 
 namespace twin {
 namespace {
@@ -14,12 +15,40 @@ constexpr int64_t kMaxTokenId = int64_t{1} << 40;
 constexpr int64_t kMaxTokenizerLength = int64_t{1} << 20;
 }  // namespace
 
+Tokenizer::Tokenizer(TokenizerSpec spec) : spec_(std::move(spec)) {}
+Tokenizer::~Tokenizer() = default;
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec& spec,
                                                              const std::string& dir) {
-  (void)dir;
+  if (spec.type == "hf") {
+    if (spec.files.empty()) {
+      return absl::InvalidArgumentError("tokenizer type hf names no files");
+    }
+    if (spec.max_length < 2 || spec.max_length > kMaxTokenizerLength) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tokenizer max_length must be in [2, ", kMaxTokenizerLength, "], got ", spec.max_length));
+    }
+    // Every file in one folder (the manifest's "hf/..." blobs, or a model directory).
+    const size_t slash = spec.files.front().rfind('/');
+    const std::string sub = slash == std::string::npos ? "" : spec.files.front().substr(0, slash);
+    for (const std::string& file : spec.files) {
+      const size_t s = file.rfind('/');
+      if ((s == std::string::npos ? "" : file.substr(0, s)) != sub) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tokenizer files must share one folder: ", spec.files.front(), " and ", file));
+      }
+    }
+    std::string folder = dir.empty() ? "." : dir;
+    if (!sub.empty()) folder = absl::StrCat(folder, "/", sub);
+    auto hf = HfTokenizer::Load(folder);
+    if (!hf.ok()) return hf.status();
+    std::unique_ptr<Tokenizer> tok(new Tokenizer(spec));
+    tok->hf_ = std::move(*hf);
+    return tok;
+  }
   if (spec.type != "bytes") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown tokenizer type '", spec.type, "' (supported: bytes)"));
+        "unknown tokenizer type '", spec.type, "' (supported: bytes, hf)"));
   }
   if (spec.max_length < 2) {
     return absl::InvalidArgumentError(
@@ -49,8 +78,33 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec
   return std::unique_ptr<Tokenizer>(new Tokenizer(spec));
 }
 
+int64_t Tokenizer::largest_id() const {
+  return hf_ ? hf_->vocab_size() - 1 : LargestTokenId(spec_);
+}
+
 absl::StatusOr<TokenBatch> Tokenizer::Encode(const std::vector<std::string>& texts) const {
   if (texts.empty()) return absl::InvalidArgumentError("no texts to tokenize");
+  if (hf_) {
+    HfEncodeOptions options;
+    options.max_length = static_cast<int>(spec_.max_length);
+    auto rows = hf_->EncodeBatch(texts, options);
+    if (!rows.ok()) return rows.status();
+    int64_t longest = 1;
+    for (const HfEncoding& e : *rows) longest = std::max<int64_t>(longest, e.ids.size());
+    const int64_t batch = static_cast<int64_t>(texts.size());
+    at::Tensor ids = at::full({batch, longest}, hf_->pad_id().value_or(0), at::kLong);
+    at::Tensor mask = at::zeros({batch, longest}, at::kLong);
+    auto ids_a = ids.accessor<int64_t, 2>();
+    auto mask_a = mask.accessor<int64_t, 2>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const HfEncoding& e = (*rows)[static_cast<size_t>(b)];
+      for (size_t i = 0; i < e.ids.size(); ++i) {
+        ids_a[b][static_cast<int64_t>(i)] = e.ids[i];
+        mask_a[b][static_cast<int64_t>(i)] = 1;
+      }
+    }
+    return TokenBatch{ids, mask};
+  }
   const int64_t bos = spec_.bos_id >= 0 ? 1 : 0;
   int64_t longest = 1;
   for (const auto& t : texts) {
@@ -79,6 +133,7 @@ absl::StatusOr<TokenBatch> Tokenizer::Encode(const std::vector<std::string>& tex
 }
 
 int64_t LargestTokenId(const TokenizerSpec& spec) {
+  if (spec.type == "hf") return -1;
   return std::max({spec.offset + kByteValues - 1, spec.pad_id, spec.bos_id});
 }
 

@@ -2,6 +2,9 @@
 //
 // "bytes": [bos] + (byte + offset)..., truncated to max_length, padded with pad_id; the mask is
 // 1 on real tokens. This is the zoo models' tokenizer.
+// "hf": a Hugging Face tokenizer (core/text/hf_tokenizer.h) from the files spec.files names,
+// all in one directory under `dir`; special tokens added, truncated to max_length, padded with
+// the tokenizer's pad token (0 when it has none).
 //
 //   ASSIGN_OR_RETURN(auto tok, Tokenizer::Create(spec));
 //   ASSIGN_OR_RETURN(TokenBatch b, tok->Encode({"hello", "world"}));
@@ -21,6 +24,8 @@
 
 namespace twin {
 
+class HfTokenizer;
+
 struct TokenBatch {
   at::Tensor input_ids;       // [B, L] int64
   at::Tensor attention_mask;  // [B, L] int64
@@ -35,13 +40,18 @@ class Tokenizer {
   const TokenizerSpec& spec() const { return spec_; }
   // Pads to the longest row (at most max_length).
   absl::StatusOr<TokenBatch> Encode(const std::vector<std::string>& texts) const;
+  // The largest id this tokenizer can produce.
+  int64_t largest_id() const;
+  ~Tokenizer();
 
  private:
-  explicit Tokenizer(TokenizerSpec spec) : spec_(std::move(spec)) {}
+  explicit Tokenizer(TokenizerSpec spec);
   TokenizerSpec spec_;
+  std::unique_ptr<HfTokenizer> hf_;  // type "hf"
 };
 
-// The largest id the tokenizer of `spec` can produce (bytes, pad and bos).
+// The largest id the tokenizer of `spec` can produce (bytes, pad and bos); -1 for "hf", whose
+// vocabulary is in its files (Tokenizer::largest_id()).
 int64_t LargestTokenId(const TokenizerSpec& spec);
 
 // OK when every entry of the int64 tensor `ids` is in [0, vocab_size) (any non-negative id when

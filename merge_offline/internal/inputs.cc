@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/merge/merge_methods.h"
+#include "core/model/hf_encoder.h"
 #include "core/model/script_model.h"
 #include "core/io/sha256.h"
 #include "core/status_macros.h"
@@ -34,6 +35,31 @@ absl::StatusOr<InputModel> OpenInputModel(const std::string& path, const std::st
   model.path = path;
   if (!std::filesystem::exists(path)) {
     return absl::NotFoundError(absl::StrCat("model file ", path, " does not exist"));
+  }
+  if (std::filesystem::is_directory(path)) {
+    if (!std::filesystem::exists(std::filesystem::path(path) / kHfConfigFile)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model directory ", path, " has no ", kHfConfigFile,
+          " (a Hugging Face model directory is expected)"));
+    }
+    ASSIGN_OR_RETURN(HfModel hf, LoadHfModel(path));
+    model.hf = true;
+    model.hf_config = hf.encoder->config();
+    // The digest of the directory: of its config and weight files' digests, in order.
+    std::string digests;
+    for (const char* name : {kHfConfigFile, kHfWeightsIndexFile, kHfWeightsFile}) {
+      const std::string file = (std::filesystem::path(path) / name).string();
+      if (!std::filesystem::exists(file)) continue;
+      ASSIGN_OR_RETURN(std::string d, Sha256File(file));
+      absl::StrAppend(&digests, name, "=", d, "\n");
+    }
+    model.sha256 = Sha256Hex(digests);
+    std::vector<std::pair<std::string, at::Tensor>> tensors(hf.body.begin(), hf.body.end());
+    tensors.insert(tensors.end(), hf.head.begin(), hf.head.end());
+    const std::string tensors_path = absl::StrCat(work_dir, "/", stem, ".safetensors");
+    RETURN_IF_ERROR(WriteSafetensors(tensors_path, tensors));
+    ASSIGN_OR_RETURN(model.reader, SafetensorsReader::Open(tensors_path));
+    return model;
   }
   ASSIGN_OR_RETURN(model.sha256, Sha256File(path));
   std::string tensors_path = path;
@@ -113,9 +139,62 @@ absl::StatusOr<ModelLayout> CheckLayout(const InputModel& base,
   return layout;
 }
 
+std::vector<std::string> HfTokenizerFiles(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const char* name : {"tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
+                           "tokenizer_config.json", "special_tokens_map.json",
+                           "added_tokens.json"}) {
+    if (std::filesystem::is_regular_file(std::filesystem::path(dir) / name)) {
+      files.push_back(name);
+    }
+  }
+  return files;
+}
+
+absl::Status CheckSameHfBody(const InputModel& base, const std::vector<InputModel>& experts) {
+  for (const InputModel& e : experts) {
+    if (e.hf != base.hf) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expert ", e.path, " is ", e.hf ? "a Hugging Face directory" : "a model file",
+          " but the base ", base.path, " is ", base.hf ? "a Hugging Face directory" : "a model file",
+          ": experts must share the base's format and family"));
+    }
+    if (!base.hf) continue;
+    const HfEncoderConfig& a = base.hf_config;
+    const HfEncoderConfig& b = e.hf_config;
+    auto differ = [&](const char* field, const std::string& x,
+                      const std::string& y) -> absl::Status {
+      if (x == y) return absl::OkStatus();
+      return absl::InvalidArgumentError(absl::StrCat("expert ", e.path, ": ", field, " is ", y,
+                                                     " but the base ", base.path, " has ", x));
+    };
+    RETURN_IF_ERROR(differ("model family", HfFamilyName(a.family), HfFamilyName(b.family)));
+    RETURN_IF_ERROR(differ("vocab_size", absl::StrCat(a.vocab_size), absl::StrCat(b.vocab_size)));
+    RETURN_IF_ERROR(
+        differ("hidden_size", absl::StrCat(a.hidden_size), absl::StrCat(b.hidden_size)));
+    RETURN_IF_ERROR(differ("num_hidden_layers", absl::StrCat(a.num_hidden_layers),
+                           absl::StrCat(b.num_hidden_layers)));
+    RETURN_IF_ERROR(differ("num_attention_heads", absl::StrCat(a.num_attention_heads),
+                           absl::StrCat(b.num_attention_heads)));
+    RETURN_IF_ERROR(differ("intermediate_size", absl::StrCat(a.intermediate_size),
+                           absl::StrCat(b.intermediate_size)));
+    RETURN_IF_ERROR(differ("hidden_act", a.hidden_act_name, b.hidden_act_name));
+    RETURN_IF_ERROR(differ("max_position_embeddings", absl::StrCat(a.max_position_embeddings),
+                           absl::StrCat(b.max_position_embeddings)));
+    RETURN_IF_ERROR(differ("type_vocab_size", absl::StrCat(a.type_vocab_size),
+                           absl::StrCat(b.type_vocab_size)));
+    RETURN_IF_ERROR(differ("layer_norm_eps", absl::StrCat(a.layer_norm_eps),
+                           absl::StrCat(b.layer_norm_eps)));
+    RETURN_IF_ERROR(
+        differ("pad_token_id", absl::StrCat(a.pad_token_id), absl::StrCat(b.pad_token_id)));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TokenExamples> LoadRouterExamples(const std::string& path,
                                                  const TokenizerSpec& tokenizer,
-                                                 int64_t max_examples, uint64_t seed) {
+                                                 int64_t max_examples, uint64_t seed,
+                                                 const std::string& tokenizer_dir) {
   TokenExamples ex;
   if (!std::filesystem::exists(path)) {
     return absl::NotFoundError(absl::StrCat("router data ", path, " does not exist"));
@@ -147,7 +226,7 @@ absl::StatusOr<TokenExamples> LoadRouterExamples(const std::string& path,
     if (lines.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("router data ", path, " has no examples"));
     }
-    ASSIGN_OR_RETURN(auto tok, Tokenizer::Create(tokenizer));
+    ASSIGN_OR_RETURN(auto tok, Tokenizer::Create(tokenizer, tokenizer_dir));
     ASSIGN_OR_RETURN(TokenBatch batch, tok->Encode(lines));
     ex.input_ids = batch.input_ids;
     ex.attention_mask = batch.attention_mask;

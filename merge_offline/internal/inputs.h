@@ -12,8 +12,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/store/manifest.h"
 #include "core/io/safetensors.h"
+#include "core/model/hf_config.h"
+#include "core/store/manifest.h"
 
 namespace twin::merge_internal {
 
@@ -21,9 +22,15 @@ struct InputModel {
   std::string path;
   std::string sha256;
   std::unique_ptr<SafetensorsReader> reader;
+  // A Hugging Face directory: its config (the weights were normalised into the reader's file).
+  bool hf = false;
+  HfEncoderConfig hf_config;
 };
 
-// Opens a .pt (converted under work_dir as <stem>.safetensors) or .safetensors model file.
+// Opens a .pt (converted under work_dir as <stem>.safetensors), a .safetensors model file, or
+// a Hugging Face model directory (config.json + model.safetensors or shards; its tensors,
+// normalised to the family's names, written under work_dir as <stem>.safetensors). The digest
+// of a directory covers its config and weight files.
 absl::StatusOr<InputModel> OpenInputModel(const std::string& path, const std::string& work_dir,
                                           const std::string& stem);
 
@@ -43,6 +50,12 @@ absl::StatusOr<ModelLayout> CheckLayout(const InputModel& base,
                                         const std::vector<InputModel>& experts,
                                         const std::regex& head_pattern);
 
+// The Hugging Face tokenizer files of `dir` that exist (tokenizer.json, vocab.txt, vocab.json,
+// merges.txt, tokenizer_config.json, special_tokens_map.json, added_tokens.json), by name.
+std::vector<std::string> HfTokenizerFiles(const std::string& dir);
+// Checks that the experts' configs describe the same body as the base's (family and every
+// structural field); errors name both files and the field.
+absl::Status CheckSameHfBody(const InputModel& base, const std::vector<InputModel>& experts);
 struct TokenExamples {
   at::Tensor input_ids;       // [N, L] int64
   at::Tensor attention_mask;  // [N, L] int64
@@ -50,9 +63,11 @@ struct TokenExamples {
 
 // Loads .safetensors (input_ids, attention_mask) or text (.txt: one example a line, empty lines
 // skipped) examples; at most `max_examples`, chosen by a seeded shuffle when there are more.
+// `tokenizer_dir`: where an "hf" tokenizer's files are.
 absl::StatusOr<TokenExamples> LoadRouterExamples(const std::string& path,
                                                  const TokenizerSpec& tokenizer,
-                                                 int64_t max_examples, uint64_t seed);
+                                                 int64_t max_examples, uint64_t seed,
+                                                 const std::string& tokenizer_dir = "");
 
 }  // namespace twin::merge_internal
 

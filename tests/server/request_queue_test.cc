@@ -611,3 +611,89 @@ TEST(RequestQueueDeadlineTest, LatePredictionsWidenTheMargin) {
 }
 
 }  // namespace twin
+
+namespace twin {
+namespace {
+
+// A mixed-batch queue whose chooser has measured both modes: fused a batch of n rows costs
+// 2 ms + 1 ms n, unfused 2 ms + 1.5 ms n.
+std::unique_ptr<RequestQueue> MixedQueue(int max_batch_size, int64_t delay_us) {
+  RequestQueueOptions o = Opts(64, max_batch_size, delay_us);
+  o.unfused_available = true;
+  o.modes.hysteresis = 0;
+  auto q = std::make_unique<RequestQueue>(o);
+  for (int i = 0; i < 4; ++i) {
+    q->RecordBatch(BatchMode::kFused, 1, absl::Microseconds(3000));
+    q->RecordBatch(BatchMode::kFused, 8, absl::Microseconds(10000));
+    q->RecordBatch(BatchMode::kUnfused, 1, absl::Microseconds(3500));
+    q->RecordBatch(BatchMode::kUnfused, 8, absl::Microseconds(14000));
+  }
+  return q;
+}
+
+TEST(RequestQueueMixedTest, DistinctKeysMakeOneUnfusedBatchInArrivalOrder) {
+  std::unique_ptr<RequestQueue> queue = MixedQueue(8, 1000000);
+  RequestQueue& q = *queue;
+  DoneLog log;
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(q.Enqueue(log.Make(i), At(i)).ok());
+  }
+  // Routed out of order, each to its own key.
+  std::vector<PendingRequest> taken = q.TakeUnrouted(8, At(10));
+  for (int i = 7; i >= 0; --i) {
+    q.AddRouted(std::move(taken[static_cast<size_t>(i)]), "k" + std::to_string(i), At(11));
+  }
+  // No group is full and the delay has not run out, but 8 requests wait in all: ready.
+  EXPECT_EQ(q.NextReadyTime(), At(0));
+  RequestQueue::Batch b = q.NextBatchPlan(At(12));
+  EXPECT_EQ(b.mode, BatchMode::kUnfused);
+  EXPECT_EQ(b.reason, "rate");
+  EXPECT_THAT(Ids(b.requests), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_EQ(q.stats().waiting, 0);
+  EXPECT_EQ(q.stats().groups, 0);
+}
+
+TEST(RequestQueueMixedTest, ADominantKeyGoesFusedAndTheRestWaits) {
+  std::unique_ptr<RequestQueue> queue = MixedQueue(8, 1000000);
+  RequestQueue& q = *queue;
+  DoneLog log;
+  EnqueueRouted(q, log, 6, "popular", At(0));
+  EnqueueRouted(q, log, 1, "a", At(1), 10);
+  EnqueueRouted(q, log, 1, "b", At(2), 20);
+  // fused(popular): 6 rows in 8 ms = 750/s against unfused 8 rows in 14 ms = 571/s.
+  RequestQueue::Batch b = q.NextBatchPlan(At(5));
+  EXPECT_EQ(b.mode, BatchMode::kFused);
+  EXPECT_THAT(Ids(b.requests), ElementsAre(1, 2, 3, 4, 5, 6));
+  // Two requests of two keys left, no group ready: nothing until the delay.
+  EXPECT_TRUE(q.NextBatchPlan(At(6)).requests.empty());
+  EXPECT_EQ(q.stats().waiting, 2);
+}
+
+TEST(RequestQueueMixedTest, ANonResidentKeyIsServedUnfused) {
+  std::unique_ptr<RequestQueue> queue = MixedQueue(8, 1000000);
+  RequestQueue& q = *queue;
+  q.RecordFusion(absl::Milliseconds(50));
+  q.SetResidency([](const std::string& key) { return key != "cold"; });
+  DoneLog log;
+  EnqueueRouted(q, log, 6, "cold", At(0));
+  EnqueueRouted(q, log, 2, "warm", At(1), 10);
+  // fused(cold): 6 rows in 8 + 50 ms; fused(warm) 2 rows in 4 ms = 500/s; unfused 571/s.
+  RequestQueue::Batch b = q.NextBatchPlan(At(5));
+  EXPECT_EQ(b.mode, BatchMode::kUnfused);
+  EXPECT_EQ(b.requests.size(), 8u);
+}
+
+TEST(RequestQueueMixedTest, WithoutTheUnfusedPathBatchesHoldOneKey) {
+  RequestQueue q(Opts(64, 8, 1000000));
+  DoneLog log;
+  for (int i = 0; i < 8; ++i) EnqueueRouted(q, log, 1, "k" + std::to_string(i), At(i), i);
+  EXPECT_EQ(q.NextReadyTime(), At(1000000));  // nothing full: the delay decides
+  EXPECT_TRUE(q.NextBatchPlan(At(20)).requests.empty());
+  RequestQueue::Batch b = q.NextBatchPlan(At(1000000));
+  EXPECT_EQ(b.mode, BatchMode::kFused);
+  EXPECT_EQ(b.reason, "only mode");
+  EXPECT_THAT(Ids(b.requests), ElementsAre(1));
+}
+
+}  // namespace
+}  // namespace twin

@@ -342,6 +342,39 @@ TEST(ManifestTest, InvalidFieldsAreReportedByPath) {
   }
 }
 
+TEST(ManifestTest, NativeModelAndTokenizerFilesRoundTripAndAreNamedBlobs) {
+  Manifest m = FullManifest();
+  EXPECT_FALSE(json::parse(m.ToJson())["model"].contains("native"));
+  EXPECT_FALSE(json::parse(m.ToJson())["model"]["tokenizer"].contains("files"));
+  m.native = NativeModelEntry{"roberta", "hf/config.json"};
+  m.tokenizer.type = "hf";
+  m.tokenizer.files = {"hf/tokenizer.json", "hf/tokenizer_config.json"};
+  auto back = Manifest::FromJson(m.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->native.family, "roberta");
+  EXPECT_EQ(back->native.config_blob, "hf/config.json");
+  EXPECT_EQ(back->tokenizer.files, m.tokenizer.files);
+  EXPECT_EQ(back->ToJson(), m.ToJson());
+  using Named = std::pair<std::string, std::string>;
+  EXPECT_THAT(m.NamedBlobs(),
+              ::testing::IsSupersetOf({Named{"native.config_blob", "hf/config.json"},
+                                       Named{"tokenizer.files[0]", "hf/tokenizer.json"},
+                                       Named{"tokenizer.files[1]", "hf/tokenizer_config.json"}}));
+
+  json j = json::parse(m.ToJson());
+  j["model"]["tokenizer"].erase("files");
+  EXPECT_THAT(Manifest::FromJson(j.dump()).status().message(),
+              HasSubstr("model.tokenizer.files: must name the tokenizer's blobs"));
+  j = json::parse(m.ToJson());
+  j["model"]["native"]["family"] = "";
+  EXPECT_THAT(Manifest::FromJson(j.dump()).status().message(),
+              HasSubstr("model.native: family and config must not be empty"));
+  j = json::parse(m.ToJson());
+  j["model"]["native"].erase("config");
+  EXPECT_THAT(Manifest::FromJson(j.dump()).status().message(),
+              HasSubstr("model.native.config: is missing"));
+}
+
 TEST(ManifestTest, TaskIndexTotalBytesAndNamedBlobs) {
   const Manifest m = FullManifest();
   EXPECT_EQ(m.TaskIndex("spam"), 0);
