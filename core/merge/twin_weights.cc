@@ -226,6 +226,17 @@ void TwinWeights::StackFactors() {
     for (const auto& [name, f] : task.factors) names.insert(name);
     for (const auto& [name, d] : task.dense) dense_names_.insert(name);
   }
+  for (const std::string& name : dense_names_) {
+    const at::Tensor& base = shared_[shared_index_.at(name)].second;
+    if (base.dim() != 1) continue;
+    at::Tensor stack = at::zeros({static_cast<int64_t>(tasks_.size()), base.size(0)},
+                                 base.options().dtype(ComputeType(base.scalar_type())));
+    for (size_t t = 0; t < tasks_.size(); ++t) {
+      auto d = tasks_[t].dense.find(name);
+      if (d != tasks_[t].dense.end()) stack[static_cast<int64_t>(t)].copy_(d->second);
+    }
+    dense_stacks_.emplace(name, std::move(stack));
+  }
   for (const std::string& name : names) {
     const at::Tensor& base = shared_[shared_index_.at(name)].second;
     const at::ScalarType compute = ComputeType(base.scalar_type());
@@ -268,6 +279,11 @@ const at::Tensor* TwinWeights::shared_tensor(const std::string& name) const {
 const FactorStack* TwinWeights::factor_stack(const std::string& name) const {
   auto it = stacks_.find(name);
   return it == stacks_.end() ? nullptr : &it->second;
+}
+
+const at::Tensor* TwinWeights::dense_stack(const std::string& name) const {
+  auto it = dense_stacks_.find(name);
+  return it == dense_stacks_.end() ? nullptr : &it->second;
 }
 
 const at::Tensor* TwinWeights::dense_delta(size_t task, const std::string& name) const {

@@ -81,6 +81,10 @@ class TwinWeights {
   const FactorStack* factor_stack(const std::string& name) const;
   // Task `task`'s dense delta of `name`, or nullptr.
   const at::Tensor* dense_delta(size_t task, const std::string& name) const;
+  // Every task's dense delta of the 1-D tensor `name` as rows of one [T, n] tensor in the
+  // compute type (zeros for tasks without one; a small copy, not in twin_bytes()), or nullptr
+  // (no delta, or not 1-D).
+  const at::Tensor* dense_stack(const std::string& name) const;
   // Whether any task has a dense delta of `name`.
   bool has_dense(const std::string& name) const { return dense_names_.count(name) > 0; }
 
@@ -98,6 +102,7 @@ class TwinWeights {
   std::vector<std::string> task_names_;
   std::map<std::string, FactorStack> stacks_;
   std::set<std::string> dense_names_;
+  std::map<std::string, at::Tensor> dense_stacks_;
 };
 
 }  // namespace twin

@@ -104,6 +104,12 @@ at::Tensor MixedParams::TaskColumn(size_t task, int64_t dims) const {
 at::Tensor MixedParams::RowVector(const std::string& full_name) const {
   const at::Tensor& base = Shared(full_name);
   if (!twins_->has_dense(full_name)) return base;
+  if (const at::Tensor* stack = twins_->dense_stack(full_name)) {
+    // theta* + w D for every row at once: [B, T] @ [T, n].
+    return at::addmm(base.to(stack->scalar_type()).unsqueeze(0), weights_.to(stack->scalar_type()),
+                     *stack)
+        .to(base.scalar_type());
+  }
   at::Tensor out = base.to(at::kFloat).reshape({1, -1}).repeat({rows_, 1});
   for (size_t t = 0; t < twins_->num_tasks(); ++t) {
     const at::Tensor* delta = twins_->dense_delta(t, full_name);
