@@ -5,6 +5,8 @@
 //       the tiny zoo: synthetic token tasks, seconds (tests and the demo)
 //   twin-zoo --size lite|full --data DIR --out DIR [--store URI] [--seed 7] [--threads 1]
 //       the byte-level Transformer zoo on the corpora written by bench/zoo/prepare_data.sh
+//   twin-zoo --size lite|full --format hf --data DIR --out DIR
+//       the same zoo as Hugging Face RoBERTa directories (bench/zoo/hf_byte_zoo.h)
 
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/zoo/byte_zoo.h"
+#include "bench/zoo/hf_byte_zoo.h"
 #include "bench/zoo/tiny_zoo.h"
 #include "core/model/torch_runtime.h"
 #include "torch/csrc/jit/python/update_graph_executor_opt.h"
@@ -32,6 +35,9 @@ ABSL_FLAG(std::string, merge_method, "task_arithmetic", "merge_method written in
 ABSL_FLAG(double, ratio, 0.25, "Twin rank ratio written into merge.yaml (tiny zoo).");
 ABSL_FLAG(std::string, size, "", "Byte-level zoo size: lite or full (empty: the tiny zoo).");
 ABSL_FLAG(std::string, data, "", "Directory with <task>.{train,validation,test}.tsv (--size).");
+ABSL_FLAG(std::string, format, "torchscript",
+          "Byte-level zoo: torchscript (base.pt, <task>.pt) or hf (Hugging Face RoBERTa "
+          "directories base/, <task>/).");
 ABSL_FLAG(std::string, zoo_tasks, twin::zoo::kDefaultZooTasks, "Tasks of the byte-level zoo.");
 ABSL_FLAG(int, threads, 1,
           "Byte-level zoo: intra-op threads (0 = all cores). 1 by default: a second thread "
@@ -54,6 +60,28 @@ ABSL_FLAG(bool, jit_optimize, false,
 
 namespace {
 
+// --format hf: the byte-level zoo as Hugging Face directories; options are the preset's.
+int BuildHfZoo(const std::string& out, const twin::zoo::ByteZooOptions& options) {
+  if (absl::GetFlag(FLAGS_measure_steps) > 0 || absl::GetFlag(FLAGS_rebuild_models) ||
+      !absl::GetFlag(FLAGS_router_data_only).empty()) {
+    std::fprintf(stderr,
+                 "twin-zoo: --measure_steps, --rebuild_models and --router_data_only are for "
+                 "--format torchscript\n");
+    return 2;
+  }
+  std::fprintf(stderr, "twin-zoo: %s\n",
+               twin::ConfigureTorchRuntime({absl::GetFlag(FLAGS_threads)}).c_str());
+  torch::jit::setGraphExecutorOptimize(absl::GetFlag(FLAGS_jit_optimize));
+  auto report = twin::zoo::BuildHfByteZoo(absl::GetFlag(FLAGS_data), out, options);
+  if (!report.ok()) {
+    std::fprintf(stderr, "twin-zoo: %s\n", report.status().ToString().c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "twin-zoo: built in %.1f s\n", report->zoo.seconds);
+  std::printf("%s/merge.yaml\n", out.c_str());
+  return 0;
+}
+
 int BuildByteLevelZoo(const std::string& out) {
   if (absl::GetFlag(FLAGS_data).empty()) {
     std::fprintf(stderr, "twin-zoo: --size needs --data (run bench/zoo/prepare_data.sh)\n");
@@ -74,6 +102,12 @@ int BuildByteLevelZoo(const std::string& out) {
   if (absl::GetFlag(FLAGS_finetune_steps) > 0) {
     options->finetune.steps = absl::GetFlag(FLAGS_finetune_steps);
   }
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (format != "torchscript" && format != "hf") {
+    std::fprintf(stderr, "twin-zoo: --format is torchscript or hf, not '%s'\n", format.c_str());
+    return 2;
+  }
+  if (format == "hf") return BuildHfZoo(out, *options);
   if (!absl::GetFlag(FLAGS_router_data_only).empty()) {
     absl::Status written = twin::zoo::WriteRouterData(absl::GetFlag(FLAGS_data), *options, out,
                                                       absl::GetFlag(FLAGS_router_data_only));
@@ -121,7 +155,7 @@ int BuildByteLevelZoo(const std::string& out) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Builds a zoo of experts and its merge.yaml.\n"
-      "Usage: twin-zoo --out DIR [--size lite|full --data DIR]");
+      "Usage: twin-zoo --out DIR [--size lite|full --data DIR [--format torchscript|hf]]");
   absl::ParseCommandLine(argc, argv);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
@@ -129,6 +163,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!absl::GetFlag(FLAGS_size).empty()) return BuildByteLevelZoo(out);
+  if (absl::GetFlag(FLAGS_format) != "torchscript") {
+    std::fprintf(stderr, "twin-zoo: --format is for the byte-level zoo (--size)\n");
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_tasks) < 2 || absl::GetFlag(FLAGS_dim) < 2 ||
       absl::GetFlag(FLAGS_vocab) < 2 * absl::GetFlag(FLAGS_tasks) * 3) {
     std::fprintf(stderr, "twin-zoo: need --tasks >= 2, --dim >= 2, --vocab >= 6 * tasks\n");

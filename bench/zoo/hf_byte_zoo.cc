@@ -1,0 +1,281 @@
+#include "bench/zoo/hf_byte_zoo.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "bench/zoo/hf_byte_model.h"
+#include "core/io/safetensors.h"
+#include "core/model/hf_encoder.h"
+#include "core/model/layer_params.h"
+#include "core/status_macros.h"
+
+namespace twin::zoo {
+namespace {
+
+constexpr char kSplits[][12] = {"train", "validation", "test"};
+// The base's head is a placeholder (as in the TorchScript zoo): two anonymous labels.
+const std::vector<std::string> kBaseLabels = {"LABEL_0", "LABEL_1"};
+// The router of merge.yaml, as the TorchScript zoo's (byte_zoo.cc) but on n-gram features:
+// the HF module has no route_features().
+constexpr int64_t kZooRouterHidden = 256;
+constexpr int64_t kZooRouterExamples = 6000;
+constexpr int64_t kParityBatch = 256;
+
+struct TaskData {
+  std::string name;
+  std::vector<std::string> labels;
+  TextSplit split[3];  // train, validation, test
+};
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+absl::StatusOr<TaskData> ReadTask(const std::string& dir, const std::string& task,
+                                  int64_t max_train) {
+  TaskData data;
+  data.name = task;
+  for (int s = 0; s < 3; ++s) {
+    ASSIGN_OR_RETURN(
+        data.split[s],
+        ReadTsvSplit(absl::StrCat(dir, "/", task, ".", kSplits[s], ".tsv"), &data.labels));
+  }
+  TextSplit& train = data.split[0];
+  if (max_train > 0 && static_cast<int64_t>(train.texts.size()) > max_train) {
+    train.texts.resize(max_train);
+    train.labels.resize(max_train);
+  }
+  if (data.labels.size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task ", task, ": needs at least 2 labels in ", dir, "/", task, ".train.tsv"));
+  }
+  return data;
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream out(path);
+  out << content;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+std::string Quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// The native forward of the directory `dir` against `module` on `data`.
+absl::StatusOr<HfNativeParity> NativeParity(const std::string& dir, torch::jit::Module& module,
+                                            const TokenizedExamples& data) {
+  ASSIGN_OR_RETURN(HfModel model, LoadHfModel(dir));
+  const DenseParams body(model.body), head(model.head);
+  HfNativeParity parity;
+  try {
+    c10::InferenceMode guard;
+    module.eval();
+    const int64_t n = data.input_ids.size(0);
+    for (int64_t start = 0; start < n; start += kParityBatch) {
+      const int64_t end = std::min(n, start + kParityBatch);
+      at::Tensor mask = data.attention_mask.slice(0, start, end);
+      const int64_t len = mask.sum(1).max().item<int64_t>();
+      at::Tensor ids = data.input_ids.slice(0, start, end).slice(1, 0, len);
+      mask = mask.slice(1, 0, len);
+      ASSIGN_OR_RETURN(at::Tensor native, model.encoder->Forward(ids, mask, body, head));
+      at::Tensor script = module.forward({ids, mask}).toTensor();
+      parity.max_abs_diff =
+          std::max(parity.max_abs_diff, (native - script).abs().max().item<double>());
+      parity.max_abs_logit = std::max(parity.max_abs_logit, script.abs().max().item<double>());
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("parity check of ", dir, ": ", e.what()));
+  }
+  return parity;
+}
+
+std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
+                      const std::string& store) {
+  std::string y = absl::StrCat(
+      "# Twin-Merging of the byte-level benchmark zoo in Hugging Face form (written by "
+      "twin-zoo --size ",
+      o.size, " --format hf).\n", "merge_method: task_arithmetic\nbase_model: ", kHfBaseDir,
+      "\nmodels:\n");
+  for (const ByteZooTask& t : report.tasks) {
+    std::vector<std::string> labels;
+    for (const auto& l : t.labels) labels.push_back(Quoted(l));
+    absl::StrAppend(&y, "  - model: ", t.name, "\n    name: ", t.name, "\n    labels: [",
+                    absl::StrJoin(labels, ", "), "]\n    router_data: ", t.name,
+                    ".router.safetensors\n");
+  }
+  absl::StrAppend(&y, "parameters: {lambda: 0.3}\n",
+                  "twin: {rank_policy: ratio, ratio: ", o.twin_ratio, "}\n",
+                  "router: {features: ngram, hidden_dim: ", kZooRouterHidden,
+                  ", max_epochs: 100, patience: 10, max_examples_per_task: ", kZooRouterExamples,
+                  "}\n", "output: ", store, "\nseed: ", o.seed, "\n");
+  return y;
+}
+
+std::string Summary(const ByteZooOptions& o, const HfByteZooReport& hr) {
+  const ByteTransformerOptions& m = o.model;
+  const ByteZooReport& r = hr.zoo;
+  std::string s = absl::StrFormat(
+      "# Byte-level zoo (%s), Hugging Face RoBERTa\n\n"
+      "Encoder: RoBERTa (post-LN), %d layers, width %d, %d heads, feed-forward %d, %d ids "
+      "(<s> + %d bytes + </s>), no dropout; %d parameters per expert.\n\n"
+      "Pretraining (masked bytes, %.0f%% of positions): %d texts, %d steps of %d, "
+      "lr %.1e, final loss %.3f, %.1f s (%.3f s/step).\n\n"
+      "Fine-tuning: %d steps of %d per task, lr %.1e.\n\n"
+      "| task | classes | train | validation | test | expert validation accuracy | seconds | "
+      "native - TorchScript |\n"
+      "|---|---|---|---|---|---|---|---|\n",
+      o.size, m.layers, m.dim, m.heads, m.ff_dim, m.max_len, m.max_len - 2, r.parameters,
+      100 * o.pretrain.mask_fraction, r.pretrain_texts, r.pretraining.steps, o.pretrain.batch_size,
+      o.pretrain.learning_rate, r.pretraining.final_loss, r.pretraining.seconds,
+      r.pretraining.seconds_per_step, o.finetune.steps, o.finetune.batch_size,
+      o.finetune.learning_rate);
+  for (size_t i = 0; i < r.tasks.size(); ++i) {
+    const ByteZooTask& t = r.tasks[i];
+    absl::StrAppendFormat(&s, "| %s | %d | %d | %d | %d | %.4f | %.1f | %.2g of %.2g |\n", t.name,
+                          t.labels.size(), t.train_examples, t.validation_examples,
+                          t.test_examples, t.validation_accuracy, t.training.seconds,
+                          hr.parity[i].max_abs_diff, hr.parity[i].max_abs_logit);
+  }
+  absl::StrAppendFormat(&s,
+                        "\nLast column: the largest logit difference between the native forward "
+                        "of the written directory (LoadHfModel, HfEncoder::Forward) and the "
+                        "trained TorchScript module on the validation rows, of the largest "
+                        "logit.\n\nTotal: %.1f s.\n",
+                        r.seconds);
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<TokenizedExamples> HfTokenize(const HfTokenizer& tokenizer, const TextSplit& split,
+                                             int64_t max_length) {
+  HfEncodeOptions options;
+  options.max_length = static_cast<int>(max_length);
+  options.pad_to_longest = true;
+  ASSIGN_OR_RETURN(std::vector<HfEncoding> rows, tokenizer.EncodeBatch(split.texts, options));
+  if (rows.empty()) return absl::InvalidArgumentError("no texts to tokenize");
+  const int64_t n = static_cast<int64_t>(rows.size());
+  const int64_t len = static_cast<int64_t>(rows[0].ids.size());
+  TokenizedExamples out;
+  out.input_ids = at::empty({n, len}, at::kLong);
+  out.attention_mask = at::empty({n, len}, at::kLong);
+  auto ids = out.input_ids.accessor<int64_t, 2>();
+  auto mask = out.attention_mask.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < len; ++j) {
+      ids[i][j] = rows[i].ids[j];
+      mask[i][j] = rows[i].attention_mask[j];
+    }
+  }
+  if (!split.labels.empty()) out.labels = at::tensor(split.labels, at::kLong);
+  return out;
+}
+
+absl::StatusOr<HfByteZooReport> BuildHfByteZoo(const std::string& data_dir,
+                                               const std::string& out_dir,
+                                               const ByteZooOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<TaskData> tasks;
+  for (const std::string& task : o.tasks) {
+    ASSIGN_OR_RETURN(TaskData data, ReadTask(data_dir, task, o.max_train_per_task));
+    tasks.push_back(std::move(data));
+  }
+  if (tasks.size() < 2) return absl::InvalidArgumentError("the zoo needs at least 2 tasks");
+  const std::string base_dir = absl::StrCat(out_dir, "/", kHfBaseDir);
+
+  // The tokenizer is written first, so that every id below comes from the file the merge job
+  // will publish.
+  RETURN_IF_ERROR(WriteHfByteTokenizer(o.model, base_dir));
+  ASSIGN_OR_RETURN(auto tokenizer, HfTokenizer::Load(base_dir));
+  ASSIGN_OR_RETURN(HfEncoderConfig base_config, HfByteConfig(o.model, kBaseLabels));
+  ASSIGN_OR_RETURN(torch::jit::Module pretrained, MakeHfBytePretrainer(base_config, o.seed));
+
+  HfByteZooReport hr;
+  ByteZooReport& report = hr.zoo;
+  TextSplit corpus;  // unlabeled: the train splits' text only
+  for (const TaskData& t : tasks) {
+    corpus.texts.insert(corpus.texts.end(), t.split[0].texts.begin(), t.split[0].texts.end());
+  }
+  report.pretrain_texts = static_cast<int64_t>(corpus.texts.size());
+  ASSIGN_OR_RETURN(TokenizedExamples corpus_tokens, HfTokenize(*tokenizer, corpus, o.model.max_len));
+  TrainOptions pretrain = o.pretrain;
+  pretrain.seed = o.seed;
+  std::fprintf(stderr, "twin-zoo: pretraining (HF RoBERTa) on %lld texts, %lld steps\n",
+               static_cast<long long>(report.pretrain_texts),
+               static_cast<long long>(pretrain.steps));
+  ASSIGN_OR_RETURN(report.pretraining, PretrainMaskedBytes(pretrained, corpus_tokens, pretrain));
+  std::fprintf(stderr, "twin-zoo: pretraining loss %.3f, %.1f s\n", report.pretraining.final_loss,
+               report.pretraining.seconds);
+  ASSIGN_OR_RETURN(torch::jit::Module base, MakeHfByteClassifier(pretrained, base_config, o.seed));
+  RETURN_IF_ERROR(SaveHfByteModel(base, o.model, kBaseLabels, base_dir));
+
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const TaskData& t = tasks[i];
+    ByteZooTask result;
+    result.name = t.name;
+    result.labels = t.labels;
+    ASSIGN_OR_RETURN(TokenizedExamples train, HfTokenize(*tokenizer, t.split[0], o.model.max_len));
+    ASSIGN_OR_RETURN(TokenizedExamples validation,
+                     HfTokenize(*tokenizer, t.split[1], o.model.max_len));
+    ASSIGN_OR_RETURN(TokenizedExamples test, HfTokenize(*tokenizer, t.split[2], o.model.max_len));
+    result.train_examples = train.input_ids.size(0);
+    result.validation_examples = validation.input_ids.size(0);
+    result.test_examples = test.input_ids.size(0);
+
+    const uint64_t seed = o.seed + 1 + i;  // the head's initialisation and the batch order
+    ASSIGN_OR_RETURN(HfEncoderConfig config, HfByteConfig(o.model, t.labels));
+    ASSIGN_OR_RETURN(torch::jit::Module expert, MakeHfByteClassifier(pretrained, config, seed));
+    TrainOptions finetune = o.finetune;
+    finetune.seed = seed;
+    ASSIGN_OR_RETURN(result.training, FineTune(expert, train, finetune));
+    ASSIGN_OR_RETURN(result.validation_accuracy, ClassifierAccuracy(expert, validation));
+    std::fprintf(stderr, "twin-zoo: %s: validation accuracy %.4f (%zu classes), %.1f s\n",
+                 t.name.c_str(), result.validation_accuracy, t.labels.size(),
+                 result.training.seconds);
+    if (report.parameters == 0) {
+      for (const auto& p : expert.parameters()) report.parameters += p.numel();
+    }
+    const std::string prefix = absl::StrCat(out_dir, "/", t.name);
+    RETURN_IF_ERROR(SaveHfByteModel(expert, o.model, t.labels, prefix));
+    ASSIGN_OR_RETURN(HfNativeParity parity, NativeParity(prefix, expert, validation));
+    hr.parity.push_back(parity);
+    RETURN_IF_ERROR(WriteSafetensors(
+        prefix + ".router.safetensors",
+        {{"input_ids", train.input_ids}, {"attention_mask", train.attention_mask}}));
+    RETURN_IF_ERROR(
+        WriteSafetensors(prefix + ".test.safetensors", {{"input_ids", test.input_ids},
+                                                        {"attention_mask", test.attention_mask},
+                                                        {"labels", test.labels}}));
+    report.tasks.push_back(std::move(result));
+  }
+  std::string store = o.store;
+  if (store.empty()) {
+    store = absl::StrCat("file://", std::filesystem::absolute(out_dir).string(), "/store");
+  }
+  RETURN_IF_ERROR(WriteFile(out_dir + "/merge.yaml", MergeYaml(o, report, store)));
+  report.seconds = SecondsSince(start);
+  RETURN_IF_ERROR(WriteFile(out_dir + "/zoo.md", Summary(o, hr)));
+  return hr;
+}
+
+}  // namespace twin::zoo
