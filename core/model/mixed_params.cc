@@ -1,5 +1,6 @@
 #include "core/model/mixed_params.h"
 
+#include <functional>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -120,77 +121,76 @@ at::Tensor MixedParams::RowVector(const std::string& full_name) const {
   return out.to(base.scalar_type());
 }
 
+void MixedParams::AddFactorTerms(const FactorStack& stack, const at::Tensor& input,
+                                 const Projection& project, const at::Tensor& expand,
+                                 at::Tensor& y) const {
+  if (strategy_ == MixStrategy::kStacked) {
+    at::Tensor z = project(input, 0, stack.us.size(1));
+    z.mul_(RowsView(weights_.index_select(1, stack.column_task).to(z.scalar_type()), z.dim()));
+    y.add_(at::matmul(z, expand.t()).to(y.scalar_type()));
+    return;
+  }
+  for (size_t t = 0; t + 1 < stack.offset.size(); ++t) {
+    const int64_t begin = stack.offset[t], rank = stack.offset[t + 1] - begin;
+    const at::Tensor& rows = task_rows_[t];
+    if (rank == 0 || rows.size(0) == 0) continue;
+    const bool all = rows.size(0) == rows_;
+    at::Tensor w = weights_.select(1, static_cast<int64_t>(t));
+    if (!all) w = w.index_select(0, rows);
+    at::Tensor z = project(all ? input : input.index_select(0, rows), begin, rank);
+    z.mul_(RowsView(w.unsqueeze(1).to(z.scalar_type()), z.dim()));
+    at::Tensor d = at::matmul(z, expand.narrow(1, begin, rank).t()).to(y.scalar_type());
+    if (all) {
+      y.add_(d);
+    } else {
+      y.index_add_(0, rows, d);
+    }
+  }
+}
+
+void MixedParams::AddDenseTerms(const std::string& full_name, int64_t dims,
+                                const std::function<at::Tensor(const at::Tensor&)>& apply,
+                                at::Tensor& y) const {
+  if (!twins_->has_dense(full_name)) return;
+  for (size_t t = 0; t < twins_->num_tasks(); ++t) {
+    const at::Tensor* delta = twins_->dense_delta(t, full_name);
+    if (delta == nullptr || task_rows_[t].size(0) == 0) continue;
+    y.add_(apply(*delta) * TaskColumn(t, dims));
+  }
+}
+
 void MixedParams::AddLinearTerms(const std::string& full_name, const at::Tensor& x,
                                  at::Tensor& y) const {
   if (const FactorStack* stack = twins_->factor_stack(full_name)) {
-    const at::Tensor xc = x.to(stack->v.scalar_type());
-    if (strategy_ == MixStrategy::kStacked) {
-      at::Tensor z = at::matmul(xc, stack->v);
-      z.mul_(RowsView(weights_.index_select(1, stack->column_task).to(z.scalar_type()), z.dim()));
-      y.add_(at::matmul(z, stack->us.t()).to(y.scalar_type()));
-    } else {
-      for (size_t t = 0; t + 1 < stack->offset.size(); ++t) {
-        const int64_t begin = stack->offset[t], rank = stack->offset[t + 1] - begin;
-        const at::Tensor& rows = task_rows_[t];
-        if (rank == 0 || rows.size(0) == 0) continue;
-        const bool all = rows.size(0) == rows_;
-        at::Tensor xs = all ? xc : xc.index_select(0, rows);
-        at::Tensor w = weights_.select(1, static_cast<int64_t>(t));
-        if (!all) w = w.index_select(0, rows);
-        at::Tensor z = at::matmul(xs, stack->v.narrow(1, begin, rank));
-        z.mul_(RowsView(w.unsqueeze(1).to(z.scalar_type()), z.dim()));
-        at::Tensor d = at::matmul(z, stack->us.narrow(1, begin, rank).t()).to(y.scalar_type());
-        if (all) {
-          y.add_(d);
-        } else {
-          y.index_add_(0, rows, d);
-        }
-      }
-    }
+    // x v: the input projected onto the task columns, then expanded by us.
+    AddFactorTerms(
+        *stack, x.to(stack->v.scalar_type()),
+        [stack](const at::Tensor& in, int64_t begin, int64_t rank) {
+          return at::matmul(in, stack->v.narrow(1, begin, rank));
+        },
+        stack->us, y);
   }
-  if (twins_->has_dense(full_name)) {
-    for (size_t t = 0; t < twins_->num_tasks(); ++t) {
-      const at::Tensor* delta = twins_->dense_delta(t, full_name);
-      if (delta == nullptr || task_rows_[t].size(0) == 0) continue;
-      y.add_(at::linear(x, delta->to(x.scalar_type())) * TaskColumn(t, x.dim()));
-    }
-  }
+  AddDenseTerms(full_name, x.dim(),
+                [&x](const at::Tensor& delta) { return at::linear(x, delta.to(x.scalar_type())); },
+                y);
 }
 
 void MixedParams::AddEmbeddingTerms(const std::string& full_name, const at::Tensor& ids,
                                     at::Tensor& y) const {
   if (const FactorStack* stack = twins_->factor_stack(full_name)) {
-    if (strategy_ == MixStrategy::kStacked) {
-      at::Tensor g = at::embedding(stack->us, ids);
-      g.mul_(RowsView(weights_.index_select(1, stack->column_task).to(g.scalar_type()), g.dim()));
-      y.add_(at::matmul(g, stack->v.t()).to(y.scalar_type()));
-    } else {
-      for (size_t t = 0; t + 1 < stack->offset.size(); ++t) {
-        const int64_t begin = stack->offset[t], rank = stack->offset[t + 1] - begin;
-        const at::Tensor& rows = task_rows_[t];
-        if (rank == 0 || rows.size(0) == 0) continue;
-        const bool all = rows.size(0) == rows_;
-        at::Tensor w = weights_.select(1, static_cast<int64_t>(t));
-        if (!all) w = w.index_select(0, rows);
-        at::Tensor g = at::embedding(stack->us.narrow(1, begin, rank),
-                                     all ? ids : ids.index_select(0, rows));
-        g.mul_(RowsView(w.unsqueeze(1).to(g.scalar_type()), g.dim()));
-        at::Tensor d = at::matmul(g, stack->v.narrow(1, begin, rank).t()).to(y.scalar_type());
-        if (all) {
-          y.add_(d);
-        } else {
-          y.index_add_(0, rows, d);
-        }
-      }
-    }
+    // us's rows of the ids, then expanded by v.
+    AddFactorTerms(
+        *stack, ids,
+        [stack](const at::Tensor& in, int64_t begin, int64_t rank) {
+          return at::embedding(stack->us.narrow(1, begin, rank), in);
+        },
+        stack->v, y);
   }
-  if (twins_->has_dense(full_name)) {
-    for (size_t t = 0; t < twins_->num_tasks(); ++t) {
-      const at::Tensor* delta = twins_->dense_delta(t, full_name);
-      if (delta == nullptr || task_rows_[t].size(0) == 0) continue;
-      y.add_(at::embedding(delta->to(y.scalar_type()), ids) * TaskColumn(t, ids.dim() + 1));
-    }
-  }
+  AddDenseTerms(full_name, ids.dim() + 1,
+                [&ids, &y](const at::Tensor& delta) {
+                  return at::embedding(delta.to(y.scalar_type()), ids);
+                },
+                y);
 }
 
 at::Tensor MixedParams::Linear(const std::string& name, const at::Tensor& x) const {

@@ -23,6 +23,7 @@
 #ifndef TWIN_CORE_MODEL_MIXED_PARAMS_H_
 #define TWIN_CORE_MODEL_MIXED_PARAMS_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,7 @@
 namespace twin {
 
 class TwinWeights;
+struct FactorStack;
 
 enum class MixStrategy { kStacked, kGrouped };
 
@@ -68,6 +70,16 @@ class MixedParams : public LayerParams {
   // theta*'s 1-D tensor `full_name` per row: [B, n], or theta*'s own [n] when no task has a
   // delta for it.
   at::Tensor RowVector(const std::string& full_name) const;
+  // in -> [rows, ..., rank]: the input projected onto the stack's columns [begin, begin+rank).
+  using Projection = std::function<at::Tensor(const at::Tensor& in, int64_t begin, int64_t rank)>;
+  // y += ((project(input) * w[:, column]) expand^T) over every task's columns: all at once
+  // (stacked) or per task on its rows (grouped). expand: [out, R], us or v of the stack.
+  void AddFactorTerms(const FactorStack& stack, const at::Tensor& input,
+                      const Projection& project, const at::Tensor& expand, at::Tensor& y) const;
+  // y += w_t apply(D_t) for every task with a dense delta of `full_name`; y has `dims` dims.
+  void AddDenseTerms(const std::string& full_name, int64_t dims,
+                     const std::function<at::Tensor(const at::Tensor&)>& apply,
+                     at::Tensor& y) const;
   // y += the factor and dense terms of the 2-D tensor `full_name` applied to x (linear: x
   // [B, ..., in]; embedding: gathered rows).
   void AddLinearTerms(const std::string& full_name, const at::Tensor& x, at::Tensor& y) const;
