@@ -29,6 +29,7 @@
 #include "core/store/object_store.h"
 #include "core/model/torch_runtime.h"
 #include "core/merge/twin_weights.h"
+#include "bench/serving/median_time.h"
 #include "server/engine.h"
 
 ABSL_FLAG(std::string, store, "", "Object store URI holding the published artifact set.");
@@ -41,19 +42,6 @@ ABSL_FLAG(std::string, out_json, "", "Also write the figures as JSON here.");
 namespace twin {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-template <typename F>
-double MedianSeconds(int reps, F&& f) {
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = Clock::now();
-    f();
-    times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 struct Row {
   std::string key;

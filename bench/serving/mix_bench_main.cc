@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -43,6 +44,7 @@
 #include "core/model/hf_encoder.h"
 #include "core/model/layer_params.h"
 #include "core/model/mixed_params.h"
+#include "bench/serving/median_time.h"
 #include "core/model/torch_runtime.h"
 
 ABSL_FLAG(std::string, family, "roberta", "bert or roberta.");
@@ -64,19 +66,10 @@ ABSL_FLAG(std::string, out_json, "", "Also write the figures as JSON here.");
 namespace twin {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
+// Every measurement here starts with one untimed call.
 template <typename F>
-double MedianSeconds(int reps, F&& f) {
-  f();  // warm-up
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = Clock::now();
-    f();
-    times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+double WarmMedianSeconds(int reps, F&& f) {
+  return MedianSeconds(reps, std::forward<F>(f), /*warm_up=*/true);
 }
 
 std::vector<int> ParseList(const std::string& text) {
@@ -218,17 +211,17 @@ int main(int argc, char** argv) {
         fused.push_back(
             std::make_unique<DenseParams>(std::map<std::string, at::Tensor>(f.begin(), f.end())));
       }
-      row.static_s = MedianSeconds(reps, [&] {
+      row.static_s = WarmMedianSeconds(reps, [&] {
         OrDie(s.encoder->Forward(ids, mask, *s.shared, *s.head));
       });
-      row.fused_s = MedianSeconds(reps, [&] {
+      row.fused_s = WarmMedianSeconds(reps, [&] {
         for (int j = 0; j < k; ++j) {
           OrDie(s.encoder->Forward(ids.narrow(0, spans[j].first, spans[j].second),
                                    mask.narrow(0, spans[j].first, spans[j].second), *fused[j],
                                    *s.head));
         }
       });
-      row.fused_miss_s = MedianSeconds(std::max(3, reps / 3), [&] {
+      row.fused_miss_s = WarmMedianSeconds(std::max(3, reps / 3), [&] {
         for (int j = 0; j < k; ++j) {
           NamedTensors f = OrDie(s.twins->Fuse(KeyWeights(j, tasks, top_k)));
           DenseParams p(std::map<std::string, at::Tensor>(f.begin(), f.end()));
@@ -237,7 +230,7 @@ int main(int argc, char** argv) {
         }
       });
       for (MixStrategy strategy : {MixStrategy::kStacked, MixStrategy::kGrouped}) {
-        const double t = MedianSeconds(reps, [&] {
+        const double t = WarmMedianSeconds(reps, [&] {
           MixedParams p = OrDie(MixedParams::Create(*s.twins, row_weights, strategy));
           OrDie(s.encoder->Forward(ids, mask, p, *s.head));
         });
