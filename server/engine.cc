@@ -2,9 +2,7 @@
 
 #include <ATen/ATen.h>
 
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "core/model/hf_config.h"
@@ -46,26 +44,12 @@ std::map<std::string, at::Tensor> ByName(const NamedTensors& tensors) {
   return std::map<std::string, at::Tensor>(tensors.begin(), tensors.end());
 }
 
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::string text;
-  char buffer[1 << 16];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    text.append(buffer, static_cast<size_t>(in.gcount()));
-    if (text.size() > limit) {
-      return absl::InvalidArgumentError(absl::StrCat(path, " is larger than ", limit, " bytes"));
-    }
-  }
-  return text;
-}
 }  // namespace
 
 absl::Status Engine::LoadNative(const LocalArtifactSet& set) {
   const Manifest& m = set.manifest;
   const std::string path = set.PathOf(m.native.config_blob);
-  ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, kMaxHfConfigBytes));
-  ASSIGN_OR_RETURN(HfEncoderConfig config, ParseHfEncoderConfig(text, path));
+  ASSIGN_OR_RETURN(HfEncoderConfig config, LoadHfEncoderConfigFile(path));
   if (m.native.family != HfFamilyName(config.family)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "version ", m.version, ": model.native.family is ", m.native.family, " but ", path,

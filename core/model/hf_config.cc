@@ -262,10 +262,13 @@ absl::StatusOr<HfEncoderConfig> ParseHfEncoderConfig(absl::string_view json_text
   return c;
 }
 
-absl::StatusOr<HfEncoderConfig> LoadHfEncoderConfig(const std::string& dir) {
-  const std::string path = absl::StrCat(dir, "/", kHfConfigFile);
+absl::StatusOr<HfEncoderConfig> LoadHfEncoderConfigFile(const std::string& path) {
   ASSIGN_OR_RETURN(const std::string text, internal::ReadBoundedFile(path, kMaxHfConfigBytes));
   return ParseHfEncoderConfig(text, path);
+}
+
+absl::StatusOr<HfEncoderConfig> LoadHfEncoderConfig(const std::string& dir) {
+  return LoadHfEncoderConfigFile(absl::StrCat(dir, "/", kHfConfigFile));
 }
 
 }  // namespace twin

@@ -67,6 +67,8 @@ const char* HfFamilyName(HfFamily family);
 // Parses the text of a config.json; `path` names it in errors.
 absl::StatusOr<HfEncoderConfig> ParseHfEncoderConfig(absl::string_view json_text,
                                                      const std::string& path);
+// Reads and parses the config file `path` (any name: an artifact set's blob).
+absl::StatusOr<HfEncoderConfig> LoadHfEncoderConfigFile(const std::string& path);
 // Reads and parses `dir`/config.json.
 absl::StatusOr<HfEncoderConfig> LoadHfEncoderConfig(const std::string& dir);
 
