@@ -17,13 +17,13 @@
 #include "core/store/manifest.h"
 #include "core/io/safetensors.h"
 #include "core/model/script_model.h"
+#include "bench/zoo/zoo_files.h"
 #include "core/status_macros.h"
 #include "core/text/tokenizer.h"
 
 namespace twin::zoo {
 namespace {
 
-constexpr char kSplits[][12] = {"train", "validation", "test"};
 constexpr int64_t kBaseClasses = 2;  // the base model's head is a placeholder
 // Width of the router's hidden layers written into merge.yaml; the default (twice the input)
 // would be ~4000 for route_features' ~2000 inputs, far more than five tasks need.
@@ -31,37 +31,6 @@ constexpr int64_t kZooRouterHidden = 256;
 // Router examples per task: the train split's rows up to this many (the full zoo has 2500 to
 // 14000 per task); more rows than twin-merge's default 2000 raised routing accuracy.
 constexpr int64_t kZooRouterExamples = 6000;
-
-struct TaskData {
-  std::string name;
-  std::vector<std::string> labels;
-  TextSplit split[3];  // train, validation, test
-};
-
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-absl::StatusOr<TaskData> ReadTask(const std::string& dir, const std::string& task,
-                                  int64_t max_train) {
-  TaskData data;
-  data.name = task;
-  for (int s = 0; s < 3; ++s) {
-    ASSIGN_OR_RETURN(
-        data.split[s],
-        ReadTsvSplit(absl::StrCat(dir, "/", task, ".", kSplits[s], ".tsv"), &data.labels));
-  }
-  TextSplit& train = data.split[0];
-  if (max_train > 0 && static_cast<int64_t>(train.texts.size()) > max_train) {
-    train.texts.resize(max_train);
-    train.labels.resize(max_train);
-  }
-  if (data.labels.size() < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("task ", task, ": needs at least 2 labels in ", dir, "/", task, ".train.tsv"));
-  }
-  return data;
-}
 
 absl::StatusOr<TokenizedExamples> Tokenize(const Tokenizer& tokenizer, const TextSplit& split) {
   ASSIGN_OR_RETURN(TokenBatch batch, tokenizer.Encode(split.texts));
@@ -89,23 +58,6 @@ absl::Status Save(torch::jit::Module& module, const std::string& path) {
   return absl::OkStatus();
 }
 
-std::string Quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
-}
-
-absl::Status WriteFile(const std::string& path, const std::string& content) {
-  std::ofstream out(path);
-  out << content;
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
-}
-
 std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
                       const std::string& store) {
   std::string y = absl::StrCat(
@@ -114,7 +66,7 @@ std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
       o.size, ").\n", "merge_method: task_arithmetic\nbase_model: base.pt\nmodels:\n");
   for (const ByteZooTask& t : report.tasks) {
     std::vector<std::string> labels;
-    for (const auto& l : t.labels) labels.push_back(Quoted(l));
+    for (const auto& l : t.labels) labels.push_back(YamlQuoted(l));
     absl::StrAppend(&y, "  - model: ", t.name, ".pt\n    name: ", t.name, "\n    labels: [",
                     absl::StrJoin(labels, ", "), "]\n    router_data: ", t.name,
                     ".router.safetensors\n");
@@ -255,7 +207,7 @@ absl::Status WriteRouterData(const std::string& data_dir, const ByteZooOptions& 
   spec.offset = kByteOffset;
   ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(spec));
   for (const std::string& task : o.tasks) {
-    ASSIGN_OR_RETURN(TaskData data, ReadTask(data_dir, task, o.max_train_per_task));
+    ASSIGN_OR_RETURN(ZooTask data, ReadZooTask(data_dir, task, o.max_train_per_task));
     ASSIGN_OR_RETURN(TokenizedExamples examples, Tokenize(*tokenizer, data.split[index]));
     RETURN_IF_ERROR(WriteSafetensors(
         absl::StrCat(out_dir, "/", task, ".router.safetensors"),
@@ -269,7 +221,7 @@ absl::StatusOr<StepTimes> MeasureStepTimes(const std::string& data_dir, const By
   if (o.tasks.empty() || steps < 1) {
     return absl::InvalidArgumentError("measuring needs a task and at least one step");
   }
-  ASSIGN_OR_RETURN(TaskData task, ReadTask(data_dir, o.tasks[0], o.max_train_per_task));
+  ASSIGN_OR_RETURN(ZooTask task, ReadZooTask(data_dir, o.tasks[0], o.max_train_per_task));
   TokenizerSpec spec;
   spec.max_length = o.model.max_len;
   ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(spec));
@@ -301,9 +253,9 @@ absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const st
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
-  std::vector<TaskData> tasks;
+  std::vector<ZooTask> tasks;
   for (const std::string& task : o.tasks) {
-    ASSIGN_OR_RETURN(TaskData data, ReadTask(data_dir, task, o.max_train_per_task));
+    ASSIGN_OR_RETURN(ZooTask data, ReadZooTask(data_dir, task, o.max_train_per_task));
     tasks.push_back(std::move(data));
   }
   if (tasks.size() < 2) return absl::InvalidArgumentError("the zoo needs at least 2 tasks");
@@ -314,7 +266,7 @@ absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const st
 
   ByteZooReport report;
   TextSplit corpus;  // unlabeled: the train splits' text only
-  for (const TaskData& t : tasks) {
+  for (const ZooTask& t : tasks) {
     corpus.texts.insert(corpus.texts.end(), t.split[0].texts.begin(), t.split[0].texts.end());
   }
   report.pretrain_texts = static_cast<int64_t>(corpus.texts.size());
@@ -337,7 +289,7 @@ absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const st
   RETURN_IF_ERROR(Save(base, out_dir + "/base.pt"));
 
   for (size_t i = 0; i < tasks.size(); ++i) {
-    const TaskData& t = tasks[i];
+    const ZooTask& t = tasks[i];
     ByteZooTask result;
     result.name = t.name;
     result.labels = t.labels;
@@ -378,9 +330,9 @@ absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const st
   if (store.empty()) {
     store = absl::StrCat("file://", std::filesystem::absolute(out_dir).string(), "/store");
   }
-  RETURN_IF_ERROR(WriteFile(out_dir + "/merge.yaml", MergeYaml(o, report, store)));
+  RETURN_IF_ERROR(WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, store)));
   report.seconds = SecondsSince(start);
-  RETURN_IF_ERROR(WriteFile(out_dir + "/zoo.md", Summary(o, report)));
+  RETURN_IF_ERROR(WriteTextFile(out_dir + "/zoo.md", Summary(o, report)));
   return report;
 }
 

@@ -19,12 +19,12 @@
 #include "core/io/safetensors.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/layer_params.h"
+#include "bench/zoo/zoo_files.h"
 #include "core/status_macros.h"
 
 namespace twin::zoo {
 namespace {
 
-constexpr char kSplits[][12] = {"train", "validation", "test"};
 // The base's head is a placeholder (as in the TorchScript zoo): two anonymous labels.
 const std::vector<std::string> kBaseLabels = {"LABEL_0", "LABEL_1"};
 // The router of merge.yaml, as the TorchScript zoo's (byte_zoo.cc) but on n-gram features:
@@ -32,54 +32,6 @@ const std::vector<std::string> kBaseLabels = {"LABEL_0", "LABEL_1"};
 constexpr int64_t kZooRouterHidden = 256;
 constexpr int64_t kZooRouterExamples = 6000;
 constexpr int64_t kParityBatch = 256;
-
-struct TaskData {
-  std::string name;
-  std::vector<std::string> labels;
-  TextSplit split[3];  // train, validation, test
-};
-
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-absl::StatusOr<TaskData> ReadTask(const std::string& dir, const std::string& task,
-                                  int64_t max_train) {
-  TaskData data;
-  data.name = task;
-  for (int s = 0; s < 3; ++s) {
-    ASSIGN_OR_RETURN(
-        data.split[s],
-        ReadTsvSplit(absl::StrCat(dir, "/", task, ".", kSplits[s], ".tsv"), &data.labels));
-  }
-  TextSplit& train = data.split[0];
-  if (max_train > 0 && static_cast<int64_t>(train.texts.size()) > max_train) {
-    train.texts.resize(max_train);
-    train.labels.resize(max_train);
-  }
-  if (data.labels.size() < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("task ", task, ": needs at least 2 labels in ", dir, "/", task, ".train.tsv"));
-  }
-  return data;
-}
-
-absl::Status WriteFile(const std::string& path, const std::string& content) {
-  std::ofstream out(path);
-  out << content;
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
-}
-
-std::string Quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
-}
 
 // The native forward of the directory `dir` against `module` on `data`.
 absl::StatusOr<HfNativeParity> NativeParity(const std::string& dir, torch::jit::Module& module,
@@ -118,7 +70,7 @@ std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
       "\nmodels:\n");
   for (const ByteZooTask& t : report.tasks) {
     std::vector<std::string> labels;
-    for (const auto& l : t.labels) labels.push_back(Quoted(l));
+    for (const auto& l : t.labels) labels.push_back(YamlQuoted(l));
     absl::StrAppend(&y, "  - model: ", t.name, "\n    name: ", t.name, "\n    labels: [",
                     absl::StrJoin(labels, ", "), "]\n    router_data: ", t.name,
                     ".router.safetensors\n");
@@ -195,9 +147,9 @@ absl::StatusOr<HfByteZooReport> BuildHfByteZoo(const std::string& data_dir,
                                                const std::string& out_dir,
                                                const ByteZooOptions& o) {
   const auto start = std::chrono::steady_clock::now();
-  std::vector<TaskData> tasks;
+  std::vector<ZooTask> tasks;
   for (const std::string& task : o.tasks) {
-    ASSIGN_OR_RETURN(TaskData data, ReadTask(data_dir, task, o.max_train_per_task));
+    ASSIGN_OR_RETURN(ZooTask data, ReadZooTask(data_dir, task, o.max_train_per_task));
     tasks.push_back(std::move(data));
   }
   if (tasks.size() < 2) return absl::InvalidArgumentError("the zoo needs at least 2 tasks");
@@ -213,7 +165,7 @@ absl::StatusOr<HfByteZooReport> BuildHfByteZoo(const std::string& data_dir,
   HfByteZooReport hr;
   ByteZooReport& report = hr.zoo;
   TextSplit corpus;  // unlabeled: the train splits' text only
-  for (const TaskData& t : tasks) {
+  for (const ZooTask& t : tasks) {
     corpus.texts.insert(corpus.texts.end(), t.split[0].texts.begin(), t.split[0].texts.end());
   }
   report.pretrain_texts = static_cast<int64_t>(corpus.texts.size());
@@ -230,7 +182,7 @@ absl::StatusOr<HfByteZooReport> BuildHfByteZoo(const std::string& data_dir,
   RETURN_IF_ERROR(SaveHfByteModel(base, o.model, kBaseLabels, base_dir));
 
   for (size_t i = 0; i < tasks.size(); ++i) {
-    const TaskData& t = tasks[i];
+    const ZooTask& t = tasks[i];
     ByteZooTask result;
     result.name = t.name;
     result.labels = t.labels;
@@ -272,9 +224,9 @@ absl::StatusOr<HfByteZooReport> BuildHfByteZoo(const std::string& data_dir,
   if (store.empty()) {
     store = absl::StrCat("file://", std::filesystem::absolute(out_dir).string(), "/store");
   }
-  RETURN_IF_ERROR(WriteFile(out_dir + "/merge.yaml", MergeYaml(o, report, store)));
+  RETURN_IF_ERROR(WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, store)));
   report.seconds = SecondsSince(start);
-  RETURN_IF_ERROR(WriteFile(out_dir + "/zoo.md", Summary(o, hr)));
+  RETURN_IF_ERROR(WriteTextFile(out_dir + "/zoo.md", Summary(o, hr)));
   return hr;
 }
 
