@@ -2,12 +2,17 @@
 
 #include <ATen/ATen.h>
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/store/artifact_set.h"
 #include "core/router/ngram_features.h"
 #include "core/router/router.h"
 #include "core/io/safetensors.h"
+#include "core/model/hf_config.h"
+#include "core/model/hf_encoder.h"
+#include "core/model/layer_params.h"
 #include "core/model/script_model.h"
 #include "core/status_macros.h"
 #include "core/merge/twin_weights.h"
@@ -17,6 +22,19 @@ namespace {
 
 double Accuracy(const at::Tensor& logits, const at::Tensor& labels) {
   return logits.argmax(1).eq(labels).to(at::kDouble).mean().item<double>();
+}
+
+// The zoo's expert of `task`: the Hugging Face directory ZOO/<task>/ (native forward) when it
+// has a config.json, else the TorchScript file ZOO/<task>.pt.
+absl::StatusOr<at::Tensor> ExpertLogits(const std::string& zoo_dir, const std::string& task,
+                                        const at::Tensor& ids, const at::Tensor& mask) {
+  const std::string dir = absl::StrCat(zoo_dir, "/", task);
+  if (std::filesystem::exists(std::filesystem::path(dir) / kHfConfigFile)) {
+    ASSIGN_OR_RETURN(HfModel expert, LoadHfModel(dir));
+    return expert.encoder->Forward(ids, mask, DenseParams(expert.body), DenseParams(expert.head));
+  }
+  ASSIGN_OR_RETURN(auto expert, ScriptModel::Load(dir + ".pt"));
+  return expert->Forward(ids, mask);
 }
 
 absl::StatusOr<TaskEvaluation> EvaluateTask(const LocalArtifactSet& set, const TwinWeights& tw,
@@ -37,9 +55,7 @@ absl::StatusOr<TaskEvaluation> EvaluateTask(const LocalArtifactSet& set, const T
   labels = labels.slice(0, 0, n);
   ev.examples = n;
 
-  ASSIGN_OR_RETURN(auto expert,
-                   ScriptModel::Load(absl::StrCat(options.zoo_dir, "/", task, ".pt")));
-  ASSIGN_OR_RETURN(at::Tensor expert_logits, expert->Forward(ids, mask));
+  ASSIGN_OR_RETURN(at::Tensor expert_logits, ExpertLogits(options.zoo_dir, task, ids, mask));
   ev.expert_accuracy = Accuracy(expert_logits, labels);
 
   ASSIGN_OR_RETURN(auto model, ScriptModel::Load(set.PathOf(set.manifest.architecture_blob)));

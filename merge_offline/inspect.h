@@ -2,7 +2,8 @@
 // evaluate Twin-Merging against the experts on labeled test files.
 //
 // Evaluation (per task, on <zoo_dir>/<task>.test.safetensors with input_ids, attention_mask,
-// labels, and the expert <zoo_dir>/<task>.pt): accuracy of the expert, of the shared expert
+// labels, and the expert <zoo_dir>/<task>.pt or the Hugging Face directory <zoo_dir>/<task>/):
+// accuracy of the expert, of the shared expert
 // alone (with the task's head), and of Twin-Merging (router weights from the shared model's
 // features, weights fused per example, the task's head); routing accuracy is how often the
 // router's top task is the true one.

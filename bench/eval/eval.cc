@@ -369,8 +369,10 @@ absl::StatusOr<EvalResult> RunEvaluation(const EvalInputs& inputs, const EvalOpt
       inputs.router == nullptr) {
     return absl::InvalidArgumentError("inputs need one expert and head per task and a router");
   }
-  ASSIGN_OR_RETURN(auto evaluator, Evaluator::Create(&inputs, options.batch_size));
+  ASSIGN_OR_RETURN(EvalEngine engine, ParseEvalEngine(options.engine));
+  ASSIGN_OR_RETURN(auto evaluator, Evaluator::Create(&inputs, options.batch_size, engine));
   EvalResult result;
+  result.engine = evaluator->engine_name();
   result.version = inputs.version;
   result.shared_method = inputs.shared_method;
   result.target_normalized = options.target_normalized;

@@ -51,6 +51,7 @@ struct EvalOptions {
   double target_normalized = 95.0;  // for the smallest rank ratio that keeps this score
   uint64_t seed = 7;                // DARE masks and randomized SVD
   int64_t batch_size = 256;         // rows per forward pass
+  std::string engine = "auto";      // auto | torchscript | native (evaluator.h)
   bool progress = true;             // stderr
 };
 
@@ -109,6 +110,7 @@ struct EvalResult {
   std::vector<std::vector<std::string>> class_names;  // per task
   std::vector<int64_t> test_rows, validation_rows;
   std::string version, shared_method;
+  std::string engine;  // "native" or "torchscript": the model that ran every method
   std::vector<MethodResult> methods;
   std::vector<LambdaSearch> searches;
   std::vector<RoutingResult> routing;

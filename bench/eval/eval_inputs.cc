@@ -11,6 +11,7 @@
 #include "core/store/artifact_set.h"
 #include "core/store/object_store.h"
 #include "core/io/safetensors.h"
+#include "core/model/hf_encoder.h"
 #include "core/model/script_model.h"
 #include "core/status_macros.h"
 #include "core/text/tokenizer.h"
@@ -65,8 +66,21 @@ absl::StatusOr<LabeledRows> ReadValidationRows(const std::string& path,
   return rows;
 }
 
-absl::StatusOr<NamedTensors> ModelParameters(const std::string& path) {
-  ASSIGN_OR_RETURN(auto model, ScriptModel::Load(path));
+// A zoo model's parameters: the Hugging Face directory ZOO/<stem> when it has a config.json
+// (names normalised as twin-merge normalises them), else the TorchScript file ZOO/<stem>.pt.
+// *label: the path read.
+absl::StatusOr<NamedTensors> ModelParameters(const std::string& zoo, const std::string& stem,
+                                             std::string* label) {
+  const std::string dir = absl::StrCat(zoo, "/", stem);
+  if (std::filesystem::exists(std::filesystem::path(dir) / kHfConfigFile)) {
+    *label = dir;
+    ASSIGN_OR_RETURN(HfModel model, LoadHfModel(dir));
+    NamedTensors params(model.body.begin(), model.body.end());
+    params.insert(params.end(), model.head.begin(), model.head.end());
+    return params;
+  }
+  *label = dir + ".pt";
+  ASSIGN_OR_RETURN(auto model, ScriptModel::Load(*label));
   return model->NamedParameters();
 }
 
@@ -119,23 +133,25 @@ absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
   in.version = set.version;
   in.shared_method = m.merge_method;
   in.architecture_path = set.PathOf(m.architecture_blob);
+  if (!m.native.family.empty()) in.native_config_path = set.PathOf(m.native.config_blob);
   ASSIGN_OR_RETURN(auto published, TwinWeights::Load(set, c10::kCPU));
   for (const auto& [name, t] : published->shared()) in.shared.emplace_back(name, t.to(at::kFloat));
   ASSIGN_OR_RETURN(in.router, Router::Load(set));
   in.ngram_router = set.manifest.router.features == "ngram";
   in.router_ngram = set.manifest.router.ngram;
-  ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(m.tokenizer));
+  ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(m.tokenizer, set.dir));
 
   NamedTensors base_head;
-  ASSIGN_OR_RETURN(NamedTensors base, ModelParameters(zoo + "/base.pt"));
+  std::string base_path;
+  ASSIGN_OR_RETURN(NamedTensors base, ModelParameters(zoo, "base", &base_path));
   RETURN_IF_ERROR(
-      SplitParameters(base, in.shared, m.head_pattern, zoo + "/base.pt", &in.base, &base_head));
+      SplitParameters(base, in.shared, m.head_pattern, base_path, &in.base, &base_head));
   for (const TaskEntry& entry : m.tasks) {
     EvalTask task;
     task.name = entry.name;
     task.labels = entry.labels;
-    const std::string expert_path = absl::StrCat(zoo, "/", entry.name, ".pt");
-    ASSIGN_OR_RETURN(NamedTensors params, ModelParameters(expert_path));
+    std::string expert_path;
+    ASSIGN_OR_RETURN(NamedTensors params, ModelParameters(zoo, entry.name, &expert_path));
     NamedTensors merged, head;
     RETURN_IF_ERROR(
         SplitParameters(params, in.shared, m.head_pattern, expert_path, &merged, &head));

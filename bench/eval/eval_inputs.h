@@ -5,7 +5,8 @@
 // LoadEvalInputs reads them from a zoo written by `twin-zoo --size` and the artifact set that
 // `twin-merge` published from it:
 //
-//   ZOO/base.pt, ZOO/<task>.pt                   TorchScript base and experts (own heads)
+//   ZOO/base.pt, ZOO/<task>.pt                   TorchScript base and experts (own heads), or
+//   ZOO/base/, ZOO/<task>/                       Hugging Face directories (twin-zoo --format hf)
 //   ZOO/<task>.test.safetensors                  input_ids, attention_mask, labels
 //   DATA/<task>.validation.tsv                   label<TAB>escaped text (bench/zoo/DATA.md)
 //   STORE/<version>/...                          shared expert, router, architecture, tokenizer
@@ -62,6 +63,7 @@ struct EvalInputs {
   bool ngram_router = false;          // the router reads n-gram counts (router.features ngram)
   NgramSpec router_ngram;
   std::string architecture_path;      // TorchScript module that runs every parameter set
+  std::string native_config_path;     // the version's native model config (model.native), or ""
   std::string version;                // artifact set version ("" when built in memory)
   std::string shared_method;          // how theta* was merged, e.g. "task_arithmetic"
 };

@@ -51,6 +51,9 @@ ABSL_FLAG(double, target, 95.0, "Normalized score the smallest rank ratio must k
 ABSL_FLAG(int, seed, 7, "Seed of DARE masks and the randomized SVD.");
 ABSL_FLAG(bool, jit_optimize, false,
           "Let the TorchScript executor profile and specialise (slower with varying lengths).");
+ABSL_FLAG(std::string, engine, "auto",
+          "auto (the version's native model when it has one, else TorchScript), torchscript "
+          "or native.");
 ABSL_FLAG(bool, quiet, false, "No progress on stderr.");
 
 namespace {
@@ -106,6 +109,7 @@ int main(int argc, char** argv) {
   options.seed = absl::GetFlag(FLAGS_seed);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.progress = !absl::GetFlag(FLAGS_quiet);
+  options.engine = absl::GetFlag(FLAGS_engine);
 
   const int threads = absl::GetFlag(FLAGS_threads);
   const std::string runtime = twin::ConfigureTorchRuntime({threads});

@@ -176,7 +176,11 @@ std::string ResultMarkdown(const EvalResult& r, const RunInfo& info) {
                   absl::StrFormat("%.1f", r.seconds), " s.\n\n");
   absl::StrAppend(&out, "Zoo `", info.zoo_dir, "`, data `", info.data_dir,
                   "`, artifact set version `", r.version, "` (shared expert: ", r.shared_method,
-                  ").\n\n");
+                  "). Model: ", r.engine == "native"
+                      ? "the native engine (every twin row mixed per row, unfused, as the "
+                        "server's unfused batches do)"
+                      : "TorchScript (every twin row fused per distinct weight vector)",
+                  ".\n\n");
   std::vector<std::string> rows;
   for (size_t t = 0; t < r.tasks.size(); ++t) {
     rows.push_back(absl::StrCat(r.tasks[t], " ", r.test_rows[t], " / ", r.validation_rows[t]));
@@ -273,7 +277,7 @@ std::string ResultJson(const EvalResult& r, const RunInfo& info) {
               {"date", info.date},       {"threads", info.threads},
               {"zoo", info.zoo_dir},     {"data", info.data_dir},
               {"version", r.version},    {"shared_method", r.shared_method},
-              {"seconds", r.seconds}};
+              {"engine", r.engine},      {"seconds", r.seconds}};
   j["tasks"] = nlohmann::json::array();
   for (size_t t = 0; t < r.tasks.size(); ++t) {
     j["tasks"].push_back({{"name", r.tasks[t]},

@@ -6,6 +6,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/hf_config.h"
+#include "core/model/hf_encoder.h"
+#include "core/model/layer_params.h"
+#include "core/model/mixed_params.h"
 #include "core/router/ngram_features.h"
 #include "core/model/script_model.h"
 #include "core/status_macros.h"
@@ -24,7 +28,20 @@ absl::StatusOr<at::Tensor> Guarded(const std::string& what, Fn fn) {
   }
 }
 
+std::unique_ptr<DenseParams> Dense(const NamedTensors& tensors) {
+  return std::make_unique<DenseParams>(
+      std::map<std::string, at::Tensor>(tensors.begin(), tensors.end()));
+}
+
 }  // namespace
+
+absl::StatusOr<EvalEngine> ParseEvalEngine(const std::string& text) {
+  if (text == "auto") return EvalEngine::kAuto;
+  if (text == "torchscript") return EvalEngine::kTorchScript;
+  if (text == "native") return EvalEngine::kNative;
+  return absl::InvalidArgumentError(
+      absl::StrCat("engine '", text, "' is not auto, torchscript or native"));
+}
 
 double MeanOf(const at::Tensor& correct) {
   if (!correct.defined() || correct.numel() == 0) return 0.0;
@@ -32,11 +49,23 @@ double MeanOf(const at::Tensor& correct) {
 }
 
 absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(const EvalInputs* inputs,
-                                                             int64_t batch_size) {
+                                                             int64_t batch_size,
+                                                             EvalEngine engine) {
   if (batch_size < 1) return absl::InvalidArgumentError("batch_size must be >= 1");
   if (inputs->tasks.empty()) return absl::InvalidArgumentError("no tasks to evaluate");
+  if (engine == EvalEngine::kNative && inputs->native_config_path.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("version ", inputs->version, " has no native model (model.native)"));
+  }
   std::unique_ptr<Evaluator> ev(new Evaluator(inputs, batch_size));
-  ASSIGN_OR_RETURN(ev->model_, ScriptModel::Load(inputs->architecture_path));
+  if (engine != EvalEngine::kTorchScript && !inputs->native_config_path.empty()) {
+    ASSIGN_OR_RETURN(HfEncoderConfig config, LoadHfEncoderConfigFile(inputs->native_config_path));
+    ASSIGN_OR_RETURN(ev->encoder_, HfEncoder::Create(config));
+    ev->shared_ = Dense(inputs->shared);
+    for (const NamedTensors& head : inputs->heads) ev->heads_.push_back(Dense(head));
+  } else {
+    ASSIGN_OR_RETURN(ev->model_, ScriptModel::Load(inputs->architecture_path));
+  }
   for (const EvalTask& task : inputs->tasks) {
     ASSIGN_OR_RETURN(Rows test, SortedByLength(task.test, task.name));
     ASSIGN_OR_RETURN(Rows validation, SortedByLength(task.validation, task.name));
@@ -86,12 +115,19 @@ const at::Tensor& Evaluator::labels(size_t task, Split split) const {
 
 absl::Status Evaluator::UseHead(size_t task) {
   if (current_head_ == static_cast<int>(task)) return absl::OkStatus();
-  RETURN_IF_ERROR(model_->SetParameters(inputs_->heads[task]));
+  if (!native()) RETURN_IF_ERROR(model_->SetParameters(inputs_->heads[task]));
   current_head_ = static_cast<int>(task);
   return absl::OkStatus();
 }
 
-absl::StatusOr<at::Tensor> Evaluator::Predict(size_t task, Split split, const at::Tensor& index) {
+absl::Status Evaluator::UseBody(const NamedTensors& theta) {
+  if (!native()) return model_->SetParameters(theta);
+  body_ = Dense(theta);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> Evaluator::Predict(size_t task, Split split, const at::Tensor& index,
+                                              const Mix* mix) {
   const Rows& r = RowsOf(task, split);
   const int64_t n = index.size(0);
   std::vector<at::Tensor> parts;
@@ -101,7 +137,17 @@ absl::StatusOr<at::Tensor> Evaluator::Predict(size_t task, Split split, const at
     const int64_t len = std::max<int64_t>(1, r.extent[idx[-1].item<int64_t>()].item<int64_t>());
     at::Tensor ids = r.input_ids.index_select(0, idx).slice(1, 0, len);
     at::Tensor mask = r.attention_mask.index_select(0, idx).slice(1, 0, len);
-    auto logits = model_->Forward(ids, mask);
+    absl::StatusOr<at::Tensor> logits;
+    if (!native()) {
+      logits = model_->Forward(ids, mask);
+    } else if (mix == nullptr) {
+      logits = encoder_->Forward(ids, mask, *body_, *heads_[task]);
+    } else {
+      ASSIGN_OR_RETURN(MixedParams mixed,
+                       MixedParams::Create(*mix->twin, mix->row_weights.index_select(0, idx),
+                                           MixStrategy::kGrouped));
+      logits = encoder_->Forward(ids, mask, mixed, *heads_[task]);
+    }
     if (!logits.ok()) {
       return absl::Status(logits.status().code(), absl::StrCat("task ", inputs_->tasks[task].name,
                                                                ": ", logits.status().message()));
@@ -117,7 +163,7 @@ absl::StatusOr<at::Tensor> Evaluator::Predict(size_t task, Split split, const at
 
 absl::StatusOr<at::Tensor> Evaluator::StaticTask(const NamedTensors& theta, size_t task,
                                                  Split split) {
-  RETURN_IF_ERROR(model_->SetParameters(theta));
+  RETURN_IF_ERROR(UseBody(theta));
   RETURN_IF_ERROR(UseHead(task));
   return Predict(task, split, at::arange(rows(task, split), at::kLong));
 }
@@ -132,7 +178,7 @@ absl::StatusOr<Correct> Evaluator::Static(const NamedTensors& theta, Split split
 }
 
 absl::StatusOr<std::vector<at::Tensor>> Evaluator::RouterWeights(double temperature, Split split) {
-  RETURN_IF_ERROR(model_->SetParameters(inputs_->shared));
+  if (!native()) RETURN_IF_ERROR(model_->SetParameters(inputs_->shared));
   std::vector<at::Tensor> out;
   for (size_t t = 0; t < num_tasks(); ++t) {
     const Rows& r = RowsOf(t, split);
@@ -145,6 +191,7 @@ absl::StatusOr<std::vector<at::Tensor>> Evaluator::RouterWeights(double temperat
       const at::Tensor mask = r.attention_mask.slice(0, start, end).slice(1, 0, len);
       ASSIGN_OR_RETURN(at::Tensor features,
                        inputs_->ngram_router ? NgramFeatures(ids, mask, inputs_->router_ngram)
+                       : native()            ? encoder_->Embed(ids, mask, *shared_)
                                              : model_->RouterFeatures(ids, mask));
       ASSIGN_OR_RETURN(at::Tensor w, inputs_->router->Weights(features, temperature));
       parts.push_back(w);
@@ -183,6 +230,8 @@ absl::StatusOr<Correct> Evaluator::Fused(const TwinWeights& twin,
     }
     out.push_back(at::zeros({n}, at::kBool));
   }
+  if (fusions != nullptr) *fusions = static_cast<int64_t>(groups.size());
+  if (native()) return MixedPerRow(twin, weights, split, progress);
   int64_t done = 0;
   for (const auto& [w, per_task] : groups) {
     ASSIGN_OR_RETURN(NamedTensors fused, twin.Fuse(w));
@@ -196,7 +245,23 @@ absl::StatusOr<Correct> Evaluator::Fused(const TwinWeights& twin,
     }
     if (progress) progress(++done, static_cast<int64_t>(groups.size()));
   }
-  if (fusions != nullptr) *fusions = static_cast<int64_t>(groups.size());
+  return out;
+}
+
+absl::StatusOr<Correct> Evaluator::MixedPerRow(const TwinWeights& twin,
+                                               const std::vector<at::Tensor>& weights,
+                                               Split split, const FuseProgress& progress) {
+  Correct out;
+  for (size_t t = 0; t < num_tasks(); ++t) {
+    ASSIGN_OR_RETURN(at::Tensor w, Guarded("router weights", [&] {
+                       return weights[t].to(at::kFloat).contiguous();
+                     }));
+    const Mix mix{&twin, w};
+    ASSIGN_OR_RETURN(at::Tensor right,
+                     Predict(t, split, at::arange(rows(t, split), at::kLong), &mix));
+    out.push_back(right);
+    if (progress) progress(static_cast<int64_t>(t) + 1, static_cast<int64_t>(num_tasks()));
+  }
   return out;
 }
 

@@ -67,6 +67,10 @@ CONFIG_TEXT = {
                   "counts, no model forward to route)",
     "twin-bg": "`cache.background_fusion: true`",
     "twin-top1": "`cluster_key.top_k: 1`",
+    "twin-fused": "`serving.batches: fused` (native model: every batch one cluster key's fused "
+                  "weights)",
+    "twin-unfused": "`serving.batches: unfused` (native model: mixed batches, theta* plus each "
+                    "row's own mixture inside every layer)",
 }
 
 

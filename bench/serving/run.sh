@@ -2,6 +2,9 @@
 # The serving benchmark: static, experts and twin configurations side by side in one run.
 #   bench/serving/run.sh full    # the full zoo -> bench/results/serving.md and serving.json
 #   bench/serving/run.sh lite    # the lite zoo -> bench/results/serving-lite.md and .json
+#   bench/serving/run.sh lite-hf # the lite zoo in Hugging Face form (twin-zoo --format hf),
+#                                # served by the native engine; twin (per-batch choice),
+#                                # twin-fused and twin-unfused -> bench/results/serving-lite-hf.md
 #   bench/serving/run.sh smoke   # the tiny zoo, a few short runs, into a temporary directory:
 #                                # checks the tool end to end (CTest serving_bench_smoke)
 # Environment: BUILD_DIR (default build), ZOO_DIR (default bench/zoo/work/zoo-<size>, its
@@ -21,16 +24,19 @@ for bin in twin-server twin-client twin-fusion-bench; do
   [[ -x "$BUILD_DIR/bin/$bin" ]] || { echo "run.sh: build $bin first ($BUILD_DIR/bin)" >&2; exit 2; }
 done
 case "$SIZE" in
-  full|lite)
+  full|lite|lite-hf)
     ZOO_DIR="${ZOO_DIR:-$ROOT/bench/zoo/work/zoo-$SIZE}"
     [[ -d "$ZOO_DIR/store" ]] || {
       echo "run.sh: no published store in $ZOO_DIR (build the zoo and run twin-merge: docs/zoo.md)" >&2
       exit 2; }
-    NAME="${RESULTS_NAME:-serving$([[ "$SIZE" == full ]] && echo "" || echo "-lite")}"
+    NAME="${RESULTS_NAME:-serving$([[ "$SIZE" == full ]] && echo "" || echo "-$SIZE")}"
     OUT_JSON="$RESULTS_DIR/$NAME.json"
     OUT_MD="$RESULTS_DIR/$NAME.md"
     FUSION_JSON="$RESULTS_DIR/$NAME-fusion.json"
     ARGS=(--duration_s "${DURATION_S:-5}")
+    if [[ "$SIZE" == lite-hf ]]; then
+      ARGS+=(--configs static,experts,twin,twin-fused,twin-unfused)
+    fi
     WORK=""
     ;;
   smoke)
@@ -44,7 +50,7 @@ case "$SIZE" in
     FUSION_JSON="$WORK/fusion.json"
     ARGS=(--duration_s "${DURATION_S:-0.5}" --concurrency 1,4 --open 0.5 --traffic uniform,distinct)
     ;;
-  *) echo "usage: run.sh full|lite|smoke" >&2; exit 2 ;;
+  *) echo "usage: run.sh full|lite|lite-hf|smoke" >&2; exit 2 ;;
 esac
 CACHE="$(mktemp -d)"
 trap 'rm -rf "$CACHE" ${WORK:+"$WORK"}' EXIT

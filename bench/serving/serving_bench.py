@@ -39,7 +39,11 @@ CONFIGS = ("static", "experts", "twin", "twin-router")
 #   twin-ngram   the version published with router.features: ngram (--ngram_store)
 #   twin-bg      cache.background_fusion: true (misses served by the nearest set meanwhile)
 #   twin-top1    cluster_key.top_k: 1 (one twin per request: fewer, larger batches)
-EXTRA_CONFIGS = ("twin-ngram", "twin-bg", "twin-top1")
+# Native models only (a version with model.native, e.g. the zoo in Hugging Face form):
+#   twin-fused   serving.batches: fused (every batch one cluster key's fused weights)
+#   twin-unfused serving.batches: unfused (mixed batches: theta* + each row's mixture)
+# (twin itself is serving.batches: auto there, the per-batch choice.)
+EXTRA_CONFIGS = ("twin-ngram", "twin-bg", "twin-top1", "twin-fused", "twin-unfused")
 ZIPF_S = 1.1
 DISTINCT_TEMPERATURES = "0.25,4"
 
@@ -69,13 +73,19 @@ def mix_for(traffic, tasks):
     return ""  # uniform, distinct
 
 
+def expert_path(zoo, task):
+    """A task's expert: the Hugging Face directory ZOO/<task>/ when there is one, else ZOO/<task>.pt."""
+    d = os.path.join(zoo, task)
+    return d if os.path.isfile(os.path.join(d, "config.json")) else d + ".pt"
+
+
 def server_yaml(config, args, tasks):
     lines = [f"intra_op_threads: {args.threads}", "warmup_requests: 4",
              "reload: {poll_interval_ms: 0}", "log_level: warning"]
     if config == "static":
         lines.append("serving: {mode: static}")
     elif config == "experts":
-        experts = ", ".join(f"{t}: {os.path.join(args.zoo, t + '.pt')}" for t in tasks)
+        experts = ", ".join(f"{t}: {expert_path(args.zoo, t)}" for t in tasks)
         lines.append(f"serving: {{mode: experts, experts: {{{experts}}}}}")
     elif config == "twin-router":
         lines.append("routing: {task_given: router}")
@@ -83,6 +93,10 @@ def server_yaml(config, args, tasks):
         lines.append("cache: {background_fusion: true}")
     elif config == "twin-top1":
         lines.append("cluster_key: {top_k: 1}")
+    elif config == "twin-fused":
+        lines.append("serving: {batches: fused}")
+    elif config == "twin-unfused":
+        lines.append("serving: {batches: unfused}")
     elif config not in ("twin", "twin-ngram"):
         sys.exit(f"serving_bench: unknown configuration '{config}'")
     return "\n".join(lines) + "\n"
@@ -212,7 +226,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--build", required=True)
     p.add_argument("--store", required=True, help="object store URI of the artifact set")
-    p.add_argument("--zoo", required=True, help="directory with <task>.pt experts")
+    p.add_argument("--zoo", required=True,
+                   help="directory with the experts: <task>.pt or Hugging Face <task>/")
     p.add_argument("--data", required=True, help="directory with <task>.test.tsv|safetensors")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--name", default="", help="label of the model set in the report")

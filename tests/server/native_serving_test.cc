@@ -19,14 +19,22 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "bench/zoo/tiny_zoo.h"
+#include "core/model/hf_encoder.h"
+#include "core/model/layer_params.h"
 #include "core/store/artifact_set.h"
 #include "core/store/file_store.h"
+#include "core/store/object_store.h"
+#include "core/text/tokenizer.h"
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"
 #include "server/server_config.h"
 #include "server/twin_server.h"
 #include "tests/core/model/hf_test_models.h"
+#include "tests/core/model/hf_test_zoo.h"
 #include "tests/testing/rounding.h"
+#include "tests/testing/served_artifacts.h"
 #include "tests/testing/temp_dir.h"
 #include "twinmerge/v1/twinmerge.grpc.pb.h"
 
@@ -38,75 +46,14 @@ using twin::testing::TempDir;
 using twinmerge::v1::InferRequest;
 using twinmerge::v1::InferResponse;
 
-const char* const kTasks[] = {"spam", "topic", "mood"};
 constexpr int kNumTasks = 3;
-
-// Words of each task's texts (the router tells tasks apart by their n-grams) and the shared
-// special tokens; the vocabulary is exactly the model's 100 ids.
-std::vector<std::string> Vocabulary() {
-  std::vector<std::string> v = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
-  for (char c = 'a'; c <= 'z'; ++c) v.push_back(std::string(1, c));
-  for (char c = 'a'; c <= 'z'; ++c) v.push_back(absl::StrCat("##", std::string(1, c)));
-  for (const char* w : {"free", "money", "win", "prize", "click", "offer", "cash", "deal",
-                        "sport", "match", "team", "goal", "score", "league", "coach", "season",
-                        "happy", "sad", "love", "angry", "calm", "glad", "tired", "proud"}) {
-    v.push_back(w);
-  }
-  while (v.size() < 100) v.push_back(absl::StrCat("[unused", v.size(), "]"));
-  return v;
-}
-
-std::vector<std::string> TaskTexts(int task, int n) {
-  const std::vector<std::string> v = Vocabulary();
-  const size_t first = 5 + 52 + 8 * static_cast<size_t>(task);
-  std::vector<std::string> texts;
-  for (int i = 0; i < n; ++i) {
-    std::vector<std::string> words;
-    for (int j = 0; j < 3 + i % 4; ++j) words.push_back(v[first + (i * 3 + j * 5) % 8]);
-    texts.push_back(absl::StrJoin(words, " "));
-  }
-  return texts;
-}
 
 class NativeServingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
-    HfTestModel m;
-    m.model_type = "bert";
-    m.pad = 0;
-    m.num_labels = 2;
-    const std::string base = dir_->Join("base");
-    std::filesystem::create_directories(base);
-    const twin::testing::NamedTensors weights = twin::testing::WriteHfTestDir(base, m);
-    std::ofstream(base + "/vocab.txt") << absl::StrJoin(Vocabulary(), "\n") << "\n";
-    std::ofstream(base + "/tokenizer_config.json") << R"({"do_lower_case": true})";
-    std::string yaml = absl::StrCat("base_model: ", base, "\nmodels:\n");
-    for (int t = 0; t < kNumTasks; ++t) {
-      // Each expert: the base plus its own deltas, and its own head of 2 + t classes.
-      HfTestModel e = m;
-      e.seed = 10 + t;
-      e.num_labels = 2 + t;
-      const twin::testing::NamedTensors delta = twin::testing::HfTestWeights(e);
-      twin::testing::NamedTensors expert;
-      for (size_t i = 0; i < weights.size(); ++i) {
-        const bool head = weights[i].first.rfind("classifier.", 0) == 0;
-        expert.emplace_back(weights[i].first,
-                            head ? delta[i].second : weights[i].second + 0.2 * delta[i].second);
-      }
-      const std::string dir = dir_->Join(kTasks[t]);
-      std::filesystem::create_directories(dir);
-      twin::testing::WriteHfConfig(dir, twin::testing::HfTestConfig(e));
-      twin::testing::WriteHfWeights(dir, expert, /*shards=*/t == 1 ? 2 : 0);
-      const std::string data = dir_->Join(absl::StrCat(kTasks[t], ".txt"));
-      std::ofstream(data) << absl::StrJoin(TaskTexts(t, 40), "\n") << "\n";
-      absl::StrAppend(&yaml, "  - {model: ", dir, ", name: ", kTasks[t], ", router_data: ", data,
-                      "}\n");
-    }
-    absl::StrAppend(&yaml, "output: ", dir_->Join("store"),
-                    "\ntwin: {rank_policy: ratio, ratio: 0.5}\n",
-                    "router: {max_epochs: 30, features: ngram}\nversion: v1\n");
-    auto config = ParseMergeConfig(yaml, dir_->path());
+    zoo_ = new twin::testing::HfTestZoo(twin::testing::WriteHfTestZoo(dir_->path()));
+    auto config = ParseMergeConfig(zoo_->merge_yaml, dir_->path());
     ASSERT_TRUE(config.ok()) << config.status();
     MergeJobOptions options;
     options.quiet = true;
@@ -116,6 +63,7 @@ class NativeServingTest : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     delete manifest_;
+    delete zoo_;
     delete dir_;
   }
 
@@ -133,9 +81,10 @@ class NativeServingTest : public ::testing::Test {
     return c;
   }
 
-  // Starts a server, sends every text (task unknown) and returns the replies.
+  // Starts a server, sends every text (task unknown, or tasks[k] when given) and returns the
+  // replies.
   std::vector<InferResponse> Serve(ServerConfig config, const std::vector<std::string>& texts,
-                                   bool concurrent) {
+                                   bool concurrent, const std::vector<std::string>& tasks = {}) {
     auto server = TwinServer::Start(config);
     EXPECT_TRUE(server.ok()) << server.status();
     if (!server.ok()) return {};
@@ -147,6 +96,7 @@ class NativeServingTest : public ::testing::Test {
     auto call = [&](size_t k) {
       InferRequest request;
       request.set_text(texts[k]);
+      if (!tasks.empty()) request.set_task(tasks[k]);
       grpc::ClientContext context;
       context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
       statuses[k] = stub->Infer(&context, request, &replies[k]);
@@ -187,17 +137,21 @@ class NativeServingTest : public ::testing::Test {
   std::vector<std::string> Texts() const {
     std::vector<std::string> texts;
     for (int t = 0; t < kNumTasks; ++t) {
-      for (const std::string& s : TaskTexts(t, 6)) texts.push_back(s + " deal sport");
+      for (const std::string& s : twin::testing::HfTestZooTexts(t, 6)) {
+        texts.push_back(s + " deal sport");
+      }
     }
     return texts;
   }
 
   static TempDir* dir_;
+  static twin::testing::HfTestZoo* zoo_;
   static Manifest* manifest_;
   int counter_ = 0;
 };
 
 TempDir* NativeServingTest::dir_ = nullptr;
+twin::testing::HfTestZoo* NativeServingTest::zoo_ = nullptr;
 Manifest* NativeServingTest::manifest_ = nullptr;
 
 TEST_F(NativeServingTest, TheVersionCarriesTheNativeModelAndTokenizer) {
@@ -256,6 +210,107 @@ TEST_F(NativeServingTest, MixedBatchesAnswerLikeOneByOne) {
   std::set<std::string> keys;
   for (const InferResponse& r : together) keys.insert(r.cluster_key());
   EXPECT_GT(keys.size(), 3u);  // the batches really mixed keys
+}
+
+// serving.mode: experts with the Hugging Face directories themselves: each named task is
+// answered by its own expert, run natively, as the expert's own forward computes it.
+TEST_F(NativeServingTest, ExpertsModeServesTheHuggingFaceDirectories) {
+  ASSERT_NE(manifest_, nullptr);
+  ServerConfig config = Config("experts");
+  config.mode = ServingMode::kExperts;
+  for (size_t t = 0; t < zoo_->tasks.size(); ++t) {
+    config.experts[zoo_->tasks[t]] = zoo_->expert_dirs[t];
+  }
+  std::vector<std::string> texts, tasks;
+  for (int t = 0; t < kNumTasks; ++t) {
+    for (const std::string& text : twin::testing::HfTestZooTexts(t, 4)) {
+      texts.push_back(text + " win goal");
+      tasks.push_back(zoo_->tasks[t]);
+    }
+  }
+  const std::vector<InferResponse> replies = Serve(config, texts, false, tasks);
+  ASSERT_EQ(replies.size(), texts.size());
+
+  auto store = OpenObjectStore(zoo_->store);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto set = FetchArtifactSet(store->get(), "LATEST", dir_->Join("fetch-experts"));
+  ASSERT_TRUE(set.ok()) << set.status();
+  auto tokenizer = Tokenizer::Create(set->manifest.tokenizer, set->dir);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const twin::testing::HfTestModel& m = zoo_->base;
+  for (size_t k = 0; k < texts.size(); ++k) {
+    EXPECT_EQ(replies[k].task(), tasks[k]);
+    const size_t t = k / 4;
+    auto expert = LoadHfModel(zoo_->expert_dirs[t]);
+    ASSERT_TRUE(expert.ok()) << expert.status();
+    auto batch = (*tokenizer)->Encode({texts[k]});
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    auto logits = expert->encoder->Forward(batch->input_ids, batch->attention_mask,
+                                           DenseParams(expert->body), DenseParams(expert->head));
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    const at::Tensor p = logits->softmax(1)[0];
+    const double bound = twin::testing::ProbabilityError(
+        twin::testing::HfForwardDepth(m), twin::testing::HfForwardWidth(m, batch->input_ids.size(1)),
+        logits->abs().max().item<double>());
+    ASSERT_EQ(replies[k].probabilities_size(), p.size(0)) << texts[k];
+    for (int c = 0; c < replies[k].probabilities_size(); ++c) {
+      EXPECT_NEAR(replies[k].probabilities(c), p[c].item<double>(), bound) << texts[k] << " " << c;
+    }
+  }
+}
+
+// One server reloads from a TorchScript version to a native one and back: each version is
+// served by its own engine (unfused batches exist only on the native one), and a reload
+// changes the queue's modes with it.
+TEST_F(NativeServingTest, ReloadsBetweenATorchScriptAndANativeVersion) {
+  ASSERT_NE(manifest_, nullptr);
+  const std::string store = dir_->Join("store-mixed");
+  twin::zoo::TinyZooOptions tiny;
+  std::filesystem::create_directories(dir_->Join("tiny"));
+  auto zoo = twin::zoo::BuildTinyZoo(dir_->Join("tiny"), tiny);
+  ASSERT_TRUE(zoo.ok()) << zoo.status();
+  ASSERT_TRUE(twin::testing::PublishTinyZoo(*zoo, store, dir_->Join("tiny-work")).ok());
+  const std::string ts_version = "v1";  // PublishTinyZoo's
+  // The Hugging Face zoo again, as version hf1 of the same store (LATEST then names it).
+  std::string yaml = absl::StrReplaceAll(
+      zoo_->merge_yaml, {{"output: " + zoo_->store, "output: " + store}, {"version: v1", "version: hf1"}});
+  auto merge = ParseMergeConfig(yaml, dir_->path());
+  ASSERT_TRUE(merge.ok()) << merge.status();
+  MergeJobOptions options;
+  options.quiet = true;
+  ASSERT_TRUE(RunMergeJob(*merge, options).ok());
+
+  ServerConfig config = Config("reload");
+  config.artifact_uri = store;
+  config.batches = "unfused";
+  auto server = TwinServer::Start(config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = twinmerge::v1::TwinMerge::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  // Token ids both vocabularies hold (the tiny zoo's 64, BERT's 100).
+  auto infer = [&](InferResponse* reply) {
+    InferRequest request;
+    for (int64_t id : {2, 11, 23, 40, 3}) {
+      request.mutable_tokens()->add_input_ids(id);
+      request.mutable_tokens()->add_attention_mask(1);
+    }
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return stub->Infer(&context, request, reply);
+  };
+  const std::pair<std::string, std::string> steps[] = {
+      {ts_version, "fused"}, {"hf1", "unfused"}, {ts_version, "fused"}, {"", "unfused"}};
+  for (const auto& [version, mode] : steps) {
+    SCOPED_TRACE(version.empty() ? "LATEST" : version);
+    ASSERT_TRUE((*server)->LoadVersion(version).ok());
+    InferResponse reply;
+    const grpc::Status status = infer(&reply);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(reply.artifact_version(), version.empty() ? "hf1" : version);
+    EXPECT_EQ(reply.batch_mode(), mode);
+    EXPECT_EQ(reply.task().empty(), false);
+  }
+  (*server)->Shutdown();
 }
 
 }  // namespace

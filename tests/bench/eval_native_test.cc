@@ -1,0 +1,214 @@
+// twin-eval on a zoo in Hugging Face form: BERT directories merged by twin-merge, then every
+// method evaluated by the native engine (twin rows mixed per row, unfused) and by TorchScript.
+// Test labels are each expert's own predictions on rows whose top two logits are further apart
+// than the rounding bound, so the expert and the full-rank oracle twin must score exactly 1 on
+// both engines.
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "bench/eval/eval.h"
+#include "bench/eval/eval_inputs.h"
+#include "bench/eval/evaluator.h"
+#include "core/io/safetensors.h"
+#include "core/model/hf_encoder.h"
+#include "core/model/layer_params.h"
+#include "core/store/artifact_set.h"
+#include "core/store/object_store.h"
+#include "core/text/tokenizer.h"
+#include "merge_offline/merge_config.h"
+#include "merge_offline/merge_job.h"
+#include "tests/core/model/hf_test_zoo.h"
+#include "tests/testing/rounding.h"
+#include "tests/testing/temp_dir.h"
+
+namespace twin::eval {
+namespace {
+
+using ::testing::HasSubstr;
+using twin::testing::TempDir;
+
+class EvalNativeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    twin::testing::HfTestZooOptions zo;
+    zo.ratio = 1.0;  // full rank: the oracle twin is each expert up to rounding
+    zoo_ = new twin::testing::HfTestZoo(twin::testing::WriteHfTestZoo(dir_->path(), zo));
+    auto config = ParseMergeConfig(zoo_->merge_yaml, dir_->path());
+    ASSERT_TRUE(config.ok()) << config.status();
+    MergeJobOptions mo;
+    mo.quiet = true;
+    auto merged = RunMergeJob(*config, mo);
+    ASSERT_TRUE(merged.ok()) << merged.status();
+
+    auto store = OpenObjectStore(zoo_->store);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto set = FetchArtifactSet(store->get(), "LATEST", dir_->Join("fetch"));
+    ASSERT_TRUE(set.ok()) << set.status();
+    auto tokenizer = Tokenizer::Create(set->manifest.tokenizer, set->dir);
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    // Two forwards computed differently (TorchScript, native; fused, unfused) differ by at most
+    // ForwardError each; the full-rank factors reproduce each weight up to one more inner
+    // product's rounding per layer: 4x the bound of one forward.
+    const twin::testing::HfTestModel& m = zoo_->base;
+    for (size_t t = 0; t < zoo_->tasks.size(); ++t) {
+      // Each task's texts with another task's words mixed in, so that predictions vary.
+      std::vector<std::string> texts = twin::testing::HfTestZooTexts(static_cast<int>(t), 48);
+      const std::vector<std::string> other =
+          twin::testing::HfTestZooTexts(static_cast<int>((t + 1) % 3), 48);
+      for (size_t i = 0; i < texts.size(); i += 2) texts[i] += " " + other[i];
+      auto batch = (*tokenizer)->Encode(texts);
+      ASSERT_TRUE(batch.ok()) << batch.status();
+      auto expert = LoadHfModel(zoo_->expert_dirs[t]);
+      ASSERT_TRUE(expert.ok()) << expert.status();
+      auto logits = expert->encoder->Forward(batch->input_ids, batch->attention_mask,
+                                             DenseParams(expert->body), DenseParams(expert->head));
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      const double scale = logits->abs().max().item<double>();
+      const double bound =
+          4 * twin::testing::ForwardError(twin::testing::HfForwardDepth(m) + 4,
+                                          twin::testing::HfForwardWidth(m, batch->input_ids.size(1)),
+                                          scale);
+      auto top = logits->topk(2, 1);
+      at::Tensor margin = std::get<0>(top).select(1, 0) - std::get<0>(top).select(1, 1);
+      at::Tensor keep = margin.gt(2 * bound).nonzero().squeeze(1);
+      ASSERT_GT(keep.size(0), 24) << zoo_->tasks[t];
+      ASSERT_TRUE(WriteSafetensors(
+                      dir_->Join(absl::StrCat(zoo_->tasks[t], ".test.safetensors")),
+                      {{"input_ids", batch->input_ids.index_select(0, keep)},
+                       {"attention_mask", batch->attention_mask.index_select(0, keep)},
+                       {"labels", std::get<1>(top).select(1, 0).index_select(0, keep)}})
+                      .ok());
+    }
+    EvalSources sources;
+    sources.zoo_dir = dir_->path();
+    auto inputs = LoadEvalInputs(sources);
+    ASSERT_TRUE(inputs.ok()) << inputs.status();
+    inputs_ = new EvalInputs(*std::move(inputs));
+
+    EvalOptions o;
+    o.lambdas = {0.3};
+    o.ties_lambdas = {1.0};
+    o.ratios = {1.0};
+    o.energy = 0;
+    o.key_grids = {4};
+    o.batch_size = 16;
+    o.progress = false;
+    auto native = RunEvaluation(*inputs_, o);
+    ASSERT_TRUE(native.ok()) << native.status();
+    native_ = new EvalResult(*std::move(native));
+    o.engine = "torchscript";
+    auto script = RunEvaluation(*inputs_, o);
+    ASSERT_TRUE(script.ok()) << script.status();
+    script_ = new EvalResult(*std::move(script));
+  }
+  static void TearDownTestSuite() {
+    delete script_;
+    delete native_;
+    delete inputs_;
+    delete zoo_;
+    delete dir_;
+  }
+
+  static const MethodResult* Twin(const EvalResult& r, const std::string& routing) {
+    for (const MethodResult& m : r.methods) {
+      if (m.family == "twin" && m.routing == routing) return &m;
+    }
+    return nullptr;
+  }
+
+  static TempDir* dir_;
+  static twin::testing::HfTestZoo* zoo_;
+  static EvalInputs* inputs_;
+  static EvalResult* native_;
+  static EvalResult* script_;
+};
+
+TempDir* EvalNativeTest::dir_ = nullptr;
+twin::testing::HfTestZoo* EvalNativeTest::zoo_ = nullptr;
+EvalInputs* EvalNativeTest::inputs_ = nullptr;
+EvalResult* EvalNativeTest::native_ = nullptr;
+EvalResult* EvalNativeTest::script_ = nullptr;
+
+TEST_F(EvalNativeTest, ExpertsAreReadFromTheirHuggingFaceDirectories) {
+  ASSERT_NE(inputs_, nullptr);
+  EXPECT_FALSE(inputs_->native_config_path.empty());
+  ASSERT_EQ(inputs_->experts.size(), zoo_->tasks.size());
+  for (size_t t = 0; t < zoo_->tasks.size(); ++t) {
+    auto expert = LoadHfModel(zoo_->expert_dirs[t]);
+    ASSERT_TRUE(expert.ok()) << expert.status();
+    ASSERT_EQ(inputs_->experts[t].size(), expert->body.size()) << zoo_->tasks[t];
+    for (const auto& [name, tensor] : inputs_->experts[t]) {
+      ASSERT_EQ(expert->body.count(name), 1u) << name;
+      EXPECT_TRUE(at::equal(tensor, expert->body.at(name))) << zoo_->tasks[t] << " " << name;
+    }
+    ASSERT_EQ(inputs_->heads[t].size(), expert->head.size());
+    for (const auto& [name, tensor] : inputs_->heads[t]) {
+      EXPECT_EQ(name.rfind("classifier.", 0), 0u) << name;
+      EXPECT_TRUE(at::equal(tensor, expert->head.at(name))) << name;
+    }
+  }
+}
+
+TEST_F(EvalNativeTest, AutoRunsTheNativeModel) {
+  ASSERT_NE(native_, nullptr);
+  ASSERT_NE(script_, nullptr);
+  EXPECT_EQ(native_->engine, "native");
+  EXPECT_EQ(script_->engine, "torchscript");
+  EXPECT_EQ(native_->methods.size(), script_->methods.size());
+}
+
+TEST_F(EvalNativeTest, ExpertsAndTheFullRankOracleTwinScoreTheirOwnLabels) {
+  ASSERT_NE(native_, nullptr);
+  ASSERT_NE(script_, nullptr);
+  for (const EvalResult* r : {native_, script_}) {
+    const MethodResult* expert = r->Find("expert");
+    const MethodResult* oracle = Twin(*r, "oracle");
+    ASSERT_NE(expert, nullptr);
+    ASSERT_NE(oracle, nullptr);
+    for (size_t t = 0; t < zoo_->tasks.size(); ++t) {
+      EXPECT_EQ(expert->given[t], 1.0) << r->engine << " " << zoo_->tasks[t];
+      // One-hot mixtures through the engine's twin path: unfused per row (native), fused
+      // (TorchScript).
+      EXPECT_EQ(oracle->given[t], 1.0) << r->engine << " " << zoo_->tasks[t];
+    }
+  }
+  // The base with the experts' heads is not the experts: the labels tell models apart.
+  const MethodResult* base = native_->Find("base");
+  ASSERT_NE(base, nullptr);
+  EXPECT_LT(Mean(base->given), 1.0);
+}
+
+TEST_F(EvalNativeTest, RouterRowsCountTheSameDistinctMixturesOnBothEngines) {
+  ASSERT_NE(native_, nullptr);
+  ASSERT_NE(script_, nullptr);
+  const MethodResult* a = Twin(*native_, "router");
+  const MethodResult* b = Twin(*script_, "router");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(a->fusions, b->fusions);
+  EXPECT_GT(a->fusions, 3);  // exact router weights: many distinct mixtures
+}
+
+TEST(EvalEngineTest, NativeNeedsAVersionWithANativeModel) {
+  EvalInputs in;
+  in.tasks.emplace_back();
+  in.version = "v-ts";
+  auto ev = Evaluator::Create(&in, 8, EvalEngine::kNative);
+  ASSERT_FALSE(ev.ok());
+  EXPECT_EQ(ev.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ev.status().message(), HasSubstr("v-ts has no native model"));
+  auto bad = ParseEvalEngine("onnx");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("'onnx'"));
+  EXPECT_EQ(*ParseEvalEngine("native"), EvalEngine::kNative);
+}
+
+}  // namespace
+}  // namespace twin::eval
