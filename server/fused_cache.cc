@@ -329,6 +329,11 @@ std::vector<std::string> FusedWeightCache::Keys() const {
   return keys;
 }
 
+bool FusedWeightCache::Contains(const std::string& key_text) const {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->index.count(key_text) > 0;
+}
+
 std::vector<ClusterKey> FusedWeightCache::HotKeys(size_t max) const {
   absl::MutexLock lock(&impl_->mu);
   std::vector<ClusterKey> keys;

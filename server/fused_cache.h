@@ -108,6 +108,9 @@ class FusedWeightCache {
   void Clear();
   // Keys currently cached, most recently used first.
   std::vector<std::string> Keys() const;
+  // Whether the key whose text is `key_text` has fused weights cached now (no lookup is
+  // recorded, nothing is touched).
+  bool Contains(const std::string& key_text) const;
   // Up to `max` cached cluster keys, most recently used first (to pre-fuse them in a new
   // version's cache before it serves).
   std::vector<ClusterKey> HotKeys(size_t max) const;

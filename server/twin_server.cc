@@ -234,6 +234,16 @@ absl::StatusOr<LoadOutcome> TwinServer::LoadLocked(const std::string& version) {
   const bool unfused = servable->mode == ServingMode::kTwin && engine.unfused_available() &&
                        config_.batches != "fused";
   queue_->SetModes(unfused, !(unfused && config_.batches == "unfused"));
+  // The chooser charges a fused batch of a key without cached weights its fusion. Queue keys
+  // are "<version>|<cluster key>"; another version's keys count as resident (they drain).
+  queue_->SetResidency([weak = std::weak_ptr<Servable>(servable),
+                        prefix = absl::StrCat(set.version, "|")](const std::string& key) {
+    std::shared_ptr<Servable> s = weak.lock();
+    if (s == nullptr || s->cache == nullptr || key.compare(0, prefix.size(), prefix) != 0) {
+      return true;
+    }
+    return s->cache->Contains(key.substr(prefix.size()));
+  });
   if (config_.batches == "unfused" && !unfused) {
     LogLine(LogLevel::kWarning,
             absl::StrCat("serving.batches is unfused but version ", set.version, " runs ",

@@ -114,6 +114,31 @@ TEST(FusedWeightCacheTest, PopularKeyEvictsLeastRecentlyUsedByBytes) {
   EXPECT_EQ(calls, 5);
 }
 
+TEST(FusedWeightCacheTest, ContainsSaysWhatIsCachedWithoutCountingALookup) {
+  FusedWeightCache cache(Options(300));  // admit_min_requests = 2
+  std::atomic<int> calls{0};
+  const ClusterKey a = Key(10, 0, 0), b = Key(0, 10, 0), c = Key(0, 0, 10), d = Key(5, 5, 0);
+  EXPECT_FALSE(cache.Contains(a.text));
+  for (const ClusterKey& key : {a, b, c}) ASSERT_TRUE(cache.Lookup(key, Fuser(100, &calls)).ok());
+  EXPECT_TRUE(cache.Contains(a.text));
+  EXPECT_TRUE(cache.Contains(c.text));
+  // Asking does not make d popular or a recent: d's first lookup is still not admitted, and
+  // d's second evicts a (least recent) and then b.
+  EXPECT_FALSE(cache.Contains(d.text));
+  EXPECT_FALSE(cache.Contains(d.text));
+  EXPECT_TRUE(cache.Contains(a.text));
+  ASSERT_TRUE(cache.Lookup(d, Fuser(150, &calls)).ok());
+  EXPECT_FALSE(cache.Contains(d.text));
+  ASSERT_TRUE(cache.Lookup(d, Fuser(150, &calls)).ok());
+  EXPECT_TRUE(cache.Contains(d.text));
+  EXPECT_FALSE(cache.Contains(a.text));
+  EXPECT_FALSE(cache.Contains(b.text));
+  EXPECT_TRUE(cache.Contains(c.text));
+  EXPECT_EQ(cache.stats().hits, 0u);
+  cache.Clear();
+  EXPECT_FALSE(cache.Contains(a.text));
+}
+
 TEST(FusedWeightCacheTest, FrequencyWindowForgetsOldRequests) {
   FusedCacheOptions options = Options(100);
   options.frequency_window = 2;
