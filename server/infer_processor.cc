@@ -209,6 +209,13 @@ ClusterKey FixedKey(const Servable& servable, const InferPayload& p, const Serve
   return QuantizeWeights(one_hot, {p.top_k, config.cluster_key.grid});
 }
 
+// The router's own weights as p's key keeps them (its top_k tasks, renormalised to sum 1) but
+// without the key's grid rounding. Empty when the row was not routed (a fixed key).
+std::vector<double> RouterMixture(const InferPayload& p, int tasks) {
+  if (static_cast<int>(p.router_weights.size()) != tasks) return {};
+  return QuantizeWeights(p.router_weights, {p.top_k, /*grid=*/0}).weights;
+}
+
 bool NeedsRouter(const Servable& servable, const InferPayload& p, const ServerConfig& config) {
   switch (servable.mode) {
     case ServingMode::kStatic:
@@ -314,8 +321,9 @@ absl::Status InferProcessor::ReplyGroup(const Servable& servable,
     r.set_label(entry.labels[best]);
     for (int64_t k = 0; k < c; ++k) r.add_probabilities(row[k]);
     std::vector<std::pair<double, int>> kept;
-    for (int k = 0; k < static_cast<int>(p->key.weights.size()); ++k) {
-      if (p->key.weights[k] > 0) kept.emplace_back(p->key.weights[k], k);
+    const std::vector<double>& used = p->mixed_weights.empty() ? p->key.weights : p->mixed_weights;
+    for (int k = 0; k < static_cast<int>(used.size()); ++k) {
+      if (used[k] > 0) kept.emplace_back(used[k], k);
     }
     std::sort(kept.begin(), kept.end(), [](auto& a, auto& b) {
       return a.first != b.first ? a.first > b.first : a.second < b.second;
@@ -385,11 +393,15 @@ void InferProcessor::RunUnfused(const Servable& servable, std::vector<InferPaylo
     rows.insert(rows.end(), group.begin(), group.end());
     runs.push_back({task, static_cast<int64_t>(group.size())});
   }
-  // Each row's own weights: its cluster key's (what a fused batch of that key would use).
+  // Each row's own weights: its cluster key's (what a fused batch of that key would use), or
+  // with unfused_weights: router the router's own weights over the key's tasks.
   at::Tensor weights = at::zeros({static_cast<int64_t>(rows.size()), tasks}, at::kFloat);
   float* w = weights.data_ptr<float>();
   for (size_t r = 0; r < rows.size(); ++r) {
-    const std::vector<double>& kw = rows[r]->key.weights;
+    InferPayload* p = rows[r];
+    p->mixed_weights.clear();
+    if (config_.unfused_weights == "router") p->mixed_weights = RouterMixture(*p, tasks);
+    const std::vector<double>& kw = p->mixed_weights.empty() ? p->key.weights : p->mixed_weights;
     for (int t = 0; t < tasks && t < static_cast<int>(kw.size()); ++t) {
       w[r * tasks + t] = static_cast<float>(kw[t]);
     }

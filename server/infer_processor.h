@@ -47,6 +47,9 @@ struct InferPayload : public RequestPayload {
   // Filled by routing.
   ClusterKey key;
   std::vector<double> router_weights;
+  // The weights the row ran with when they are not the key's (an unfused row with
+  // serving.unfused_weights: router); empty otherwise.
+  std::vector<double> mixed_weights;
   double route_s = 0.0;
   absl::Time routed;
   // Called exactly once.

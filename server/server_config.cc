@@ -218,7 +218,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
   }
   if (const YAML::Node s = root["serving"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(
-        s, "serving", {"mode", "experts", "engine", "batches", "mix_strategy", "batch_choice"}));
+        s, "serving",
+        {"mode", "experts", "engine", "batches", "mix_strategy", "batch_choice", "unfused_weights"}));
     RETURN_IF_ERROR(Fields().Read(s, "engine", "serving", &c.engine_model));
     if (c.engine_model != "auto" && c.engine_model != "torchscript" &&
         c.engine_model != "native") {
@@ -229,6 +230,11 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     if (c.batches != "auto" && c.batches != "fused" && c.batches != "unfused") {
       return Fields().Bad("serving.batches",
                           absl::StrCat("'", c.batches, "' is not auto, fused or unfused"));
+    }
+    RETURN_IF_ERROR(Fields().Read(s, "unfused_weights", "serving", &c.unfused_weights));
+    if (c.unfused_weights != "key" && c.unfused_weights != "router") {
+      return Fields().Bad("serving.unfused_weights",
+                          absl::StrCat("'", c.unfused_weights, "' is not key or router"));
     }
     std::string strategy = MixStrategyName(c.mix_strategy);
     RETURN_IF_ERROR(Fields().Read(s, "mix_strategy", "serving", &strategy));

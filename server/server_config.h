@@ -38,6 +38,10 @@
 //                                        # unfused: always theta* + each row's own mixture
 //             mix_strategy: grouped,     # unfused kernels: grouped (per task, its rows) or
 //                                        # stacked (all tasks' factors in two GEMMs)
+//             unfused_weights: key,      # what an unfused row mixes: key (its cluster key's
+//                                        # quantised weights, as a fused batch of that key);
+//                                        # router (the router's own weights over the key's
+//                                        # tasks, renormalised: no grid rounding)
 //             batch_choice: {hysteresis: 0.1, starvation_us: 50000, explore_every: 64}}
 //   limits: {max_input_length: 0, max_message_bytes: 4194304, max_request_id_bytes: 128,
 //            max_text_bytes: 65536, max_stream_in_flight: 32,
@@ -115,6 +119,7 @@ struct ServerConfig {
   std::string engine_model = "auto";   // serving.engine
   std::string batches = "auto";        // serving.batches: auto | fused | unfused
   MixStrategy mix_strategy = MixStrategy::kGrouped;
+  std::string unfused_weights = "key";  // serving.unfused_weights: key | router
   int max_input_length = 0;  // 0 = the tokenizer's max_length
   int max_message_bytes = 4 << 20;
   int max_request_id_bytes = 128;

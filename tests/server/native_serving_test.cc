@@ -9,6 +9,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -210,6 +211,37 @@ TEST_F(NativeServingTest, MixedBatchesAnswerLikeOneByOne) {
   std::set<std::string> keys;
   for (const InferResponse& r : together) keys.insert(r.cluster_key());
   EXPECT_GT(keys.size(), 3u);  // the batches really mixed keys
+}
+
+// serving.unfused_weights: router: an unfused row mixes the router's own top-2 weights, not
+// its key's grid-rounded ones, while the key (g4) still names the fused set for fused batches:
+// the same replies as exact top-2 keys (grid 0).
+TEST_F(NativeServingTest, UnfusedRowsCanMixTheRoutersOwnWeights) {
+  ASSERT_NE(manifest_, nullptr);
+  const std::vector<std::string> texts = Texts();
+  ServerConfig router = Config("router-weights");
+  router.batches = "unfused";
+  router.cluster_key = {2, 4};
+  router.unfused_weights = "router";
+  ServerConfig exact = Config("exact-keys");
+  exact.batches = "unfused";
+  exact.cluster_key = {2, 0};
+  const std::vector<InferResponse> a = Serve(router, texts, false);
+  const std::vector<InferResponse> b = Serve(exact, texts, false);
+  ExpectSame(a, b, texts, "router weights on g4 keys vs exact keys");
+  ASSERT_EQ(a.size(), texts.size());
+  int off_grid = 0;
+  for (size_t k = 0; k < a.size(); ++k) {
+    EXPECT_EQ(a[k].cluster_key().rfind("g4:", 0), 0u) << a[k].cluster_key();
+    ASSERT_EQ(a[k].router_weights_size(), b[k].router_weights_size()) << texts[k];
+    for (int i = 0; i < a[k].router_weights_size(); ++i) {
+      EXPECT_EQ(a[k].router_weights(i).task(), b[k].router_weights(i).task());
+      EXPECT_NEAR(a[k].router_weights(i).weight(), b[k].router_weights(i).weight(), 1e-6);
+      const double quarters = a[k].router_weights(i).weight() * 4;
+      off_grid += std::abs(quarters - std::round(quarters)) > 1e-3;
+    }
+  }
+  EXPECT_GT(off_grid, 0);  // the weights are not the key's multiples of 1/4
 }
 
 // serving.mode: experts with the Hugging Face directories themselves: each named task is

@@ -72,12 +72,24 @@ TEST(ServerConfigTest, ServingModeAndTaskGivenPolicy) {
   ASSERT_TRUE(static_mode.ok()) << static_mode.status();
   EXPECT_EQ(static_mode->mode, ServingMode::kStatic);
   EXPECT_STREQ(ServingModeName(static_mode->mode), "static");
+  EXPECT_EQ(defaults->unfused_weights, "key");
+  auto native = ParseServerConfig(
+      "serving: {engine: native, batches: unfused, unfused_weights: router, mix_strategy: stacked}");
+  ASSERT_TRUE(native.ok()) << native.status();
+  EXPECT_EQ(native->engine_model, "native");
+  EXPECT_EQ(native->batches, "unfused");
+  EXPECT_EQ(native->unfused_weights, "router");
+  EXPECT_EQ(native->mix_strategy, MixStrategy::kStacked);
   const std::pair<const char*, const char*> cases[] = {
       {"serving: {mode: fast}", "serving.mode: 'fast' is not twin, static or experts"},
       {"routing: {task_given: always}", "routing.task_given: 'always' is not task or router"},
       {"serving: {experts: [a.pt]}", "serving.experts: must be a map of task: path"},
       {"serving: {experts: {a: [x]}}", "serving.experts: must be a map of task: path"},
       {"serving: {modes: twin}", "serving.modes"},
+      {"serving: {batches: sometimes}", "serving.batches: 'sometimes' is not auto, fused or unfused"},
+      {"serving: {unfused_weights: exact}", "serving.unfused_weights: 'exact' is not key or router"},
+      {"serving: {engine: onnx}", "serving.engine: 'onnx' is not auto, torchscript or native"},
+      {"serving: {mix_strategy: fastest}", "serving.mix_strategy"},
   };
   for (const auto& [yaml, needle] : cases) {
     auto c = ParseServerConfig(yaml);
