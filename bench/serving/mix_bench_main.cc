@@ -196,18 +196,26 @@ int main(int argc, char** argv) {
       Row row;
       row.batch = batch;
       row.keys = k;
-      // Rows of key j are contiguous: rows [j * B / K, (j + 1) * B / K).
+      // The i-th key is order[i]; its rows are contiguous: rows [i * B / K, (i + 1) * B / K).
+      // Keys are ordered by their top task (key j's is j mod T), as twin-server orders an
+      // unfused batch (by the task whose head answers), so each task's primary rows are one run.
+      std::vector<int> order(static_cast<size_t>(k));
+      for (int j = 0; j < k; ++j) order[static_cast<size_t>(j)] = j;
+      std::stable_sort(order.begin(), order.end(),
+                       [tasks](int a, int b) { return a % tasks < b % tasks; });
       std::vector<std::vector<double>> row_weights;
       std::vector<std::pair<int64_t, int64_t>> spans;
-      for (int j = 0; j < k; ++j) {
-        const int64_t begin = static_cast<int64_t>(j) * batch / k;
-        const int64_t end = static_cast<int64_t>(j + 1) * batch / k;
+      for (int i = 0; i < k; ++i) {
+        const int64_t begin = static_cast<int64_t>(i) * batch / k;
+        const int64_t end = static_cast<int64_t>(i + 1) * batch / k;
         spans.emplace_back(begin, end - begin);
-        for (int64_t r = begin; r < end; ++r) row_weights.push_back(KeyWeights(j, tasks, top_k));
+        for (int64_t r = begin; r < end; ++r) {
+          row_weights.push_back(KeyWeights(order[static_cast<size_t>(i)], tasks, top_k));
+        }
       }
       std::vector<std::unique_ptr<DenseParams>> fused;
-      for (int j = 0; j < k; ++j) {
-        NamedTensors f = OrDie(s.twins->Fuse(KeyWeights(j, tasks, top_k)));
+      for (int i = 0; i < k; ++i) {
+        NamedTensors f = OrDie(s.twins->Fuse(KeyWeights(order[static_cast<size_t>(i)], tasks, top_k)));
         fused.push_back(
             std::make_unique<DenseParams>(std::map<std::string, at::Tensor>(f.begin(), f.end())));
       }
@@ -223,7 +231,7 @@ int main(int argc, char** argv) {
       });
       row.fused_miss_s = WarmMedianSeconds(std::max(3, reps / 3), [&] {
         for (int j = 0; j < k; ++j) {
-          NamedTensors f = OrDie(s.twins->Fuse(KeyWeights(j, tasks, top_k)));
+          NamedTensors f = OrDie(s.twins->Fuse(KeyWeights(order[static_cast<size_t>(j)], tasks, top_k)));
           DenseParams p(std::map<std::string, at::Tensor>(f.begin(), f.end()));
           OrDie(s.encoder->Forward(ids.narrow(0, spans[j].first, spans[j].second),
                                    mask.narrow(0, spans[j].first, spans[j].second), p, *s.head));

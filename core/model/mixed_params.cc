@@ -39,6 +39,23 @@ MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights, MixStrate
   for (int64_t t = 0; t < weights_.size(1); ++t) {
     at::Tensor rows = at::nonzero(weights_.select(1, t)).squeeze(1);
     active_pairs_ += rows.size(0);
+    // The longest run of consecutive rows (a batch ordered by top task holds each task's
+    // primary rows in one run): read and written in place; the others are gathered.
+    const at::Tensor cpu = rows.to(at::kCPU).contiguous();
+    const int64_t* r = cpu.data_ptr<int64_t>();
+    const int64_t n = cpu.size(0);
+    TaskRun run;
+    for (int64_t i = 0, start = 0; i < n; ++i) {
+      if (i + 1 == n || r[i + 1] != r[i] + 1) {
+        if (i + 1 - start > run.length) run = {r[start], i + 1 - start, start};
+        start = i + 1;
+      }
+    }
+    if (run.length > 0 && run.length < n) {
+      run.rest = at::cat({rows.narrow(0, 0, run.offset),
+                          rows.narrow(0, run.offset + run.length, n - run.offset - run.length)});
+    }
+    task_runs_.push_back(std::move(run));
     task_rows_.push_back(std::move(rows));
   }
 }
@@ -134,17 +151,23 @@ void MixedParams::AddFactorTerms(const FactorStack& stack, const at::Tensor& inp
     const int64_t begin = stack.offset[t], rank = stack.offset[t + 1] - begin;
     const at::Tensor& rows = task_rows_[t];
     if (rank == 0 || rows.size(0) == 0) continue;
-    const bool all = rows.size(0) == rows_;
-    at::Tensor w = weights_.select(1, static_cast<int64_t>(t));
-    if (!all) w = w.index_select(0, rows);
-    at::Tensor z = project(all ? input : input.index_select(0, rows), begin, rank);
-    z.mul_(RowsView(w.unsqueeze(1).to(z.scalar_type()), z.dim()));
-    at::Tensor d = at::matmul(z, expand.narrow(1, begin, rank).t()).to(y.scalar_type());
-    if (all) {
-      y.add_(d);
-    } else {
-      y.index_add_(0, rows, d);
-    }
+    const at::Tensor w = weights_.select(1, static_cast<int64_t>(t));
+    const at::Tensor expand_t = expand.narrow(1, begin, rank).t();
+    // x's rows [first, first + count) of the batch, their terms added to y's same rows.
+    auto span = [&](int64_t first, int64_t count) {
+      at::Tensor z = project(input.narrow(0, first, count), begin, rank);
+      z.mul_(RowsView(w.narrow(0, first, count).unsqueeze(1).to(z.scalar_type()), z.dim()));
+      y.narrow(0, first, count).add_(at::matmul(z, expand_t).to(y.scalar_type()));
+    };
+    // Rows `index` gathered, their terms scattered back.
+    auto gathered = [&](const at::Tensor& index) {
+      at::Tensor z = project(input.index_select(0, index), begin, rank);
+      z.mul_(RowsView(w.index_select(0, index).unsqueeze(1).to(z.scalar_type()), z.dim()));
+      y.index_add_(0, index, at::matmul(z, expand_t).to(y.scalar_type()));
+    };
+    const TaskRun& run = task_runs_[t];
+    span(run.first, run.length);
+    if (run.rest.defined()) gathered(run.rest);
   }
 }
 

@@ -12,9 +12,11 @@
 // Two strategies for the factor terms, equal up to rounding:
 //   kStacked: one GEMM pair over all tasks' columns; cost independent of how many tasks a row
 //             uses (the w = 0 columns cost as much as the others);
-//   kGrouped: per task, only the rows with w[row, t] != 0 (index_select, two GEMMs, index_add);
-//             cost proportional to the (row, task) pairs in use, so top-k router weights pay
-//             k / T of the stacked cost, plus the gathers.
+//   kGrouped: per task, only the rows with w[row, t] != 0: its longest run of consecutive rows
+//             in place (a batch ordered by top task, as the server orders unfused batches,
+//             holds each task's primary rows in one run), the others gathered (index_select,
+//             two GEMMs, index_add); cost proportional to the (row, task) pairs in use, so
+//             top-k router weights pay k / T of the stacked cost, plus the gathers.
 //
 //   ASSIGN_OR_RETURN(MixedParams p, MixedParams::Create(twins, row_weights, MixStrategy::kGrouped));
 //   ASSIGN_OR_RETURN(at::Tensor f, encoder.Embed(ids, mask, p));   // rows mix independently
@@ -88,9 +90,19 @@ class MixedParams : public LayerParams {
   // w [B] of task t viewed to broadcast against a [B, ...] tensor of `dims` dimensions.
   at::Tensor TaskColumn(size_t task, int64_t dims) const;
 
+  // A task's longest run of consecutive rows: rows [first, first + length), which is entry
+  // `offset` of its row list; `rest` holds its other rows (undefined when there are none).
+  struct TaskRun {
+    int64_t first = 0;
+    int64_t length = 0;
+    int64_t offset = 0;
+    at::Tensor rest;
+  };
+
   const TwinWeights* twins_;
   at::Tensor weights_;                    // [B, T] float32
   std::vector<at::Tensor> task_rows_;     // per task: indices of rows with w != 0 ([0] if none)
+  std::vector<TaskRun> task_runs_;        // per task
   MixStrategy strategy_;
   int64_t rows_ = 0;
   int64_t active_pairs_ = 0;
