@@ -63,14 +63,8 @@ std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
   std::string y = absl::StrCat(
       "# Twin-Merging of the byte-level benchmark zoo (written by "
       "twin-zoo --size ",
-      o.size, ").\n", "merge_method: task_arithmetic\nbase_model: base.pt\nmodels:\n");
-  for (const ByteZooTask& t : report.tasks) {
-    std::vector<std::string> labels;
-    for (const auto& l : t.labels) labels.push_back(YamlQuoted(l));
-    absl::StrAppend(&y, "  - model: ", t.name, ".pt\n    name: ", t.name, "\n    labels: [",
-                    absl::StrJoin(labels, ", "), "]\n    router_data: ", t.name,
-                    ".router.safetensors\n");
-  }
+      o.size, ").\n", "merge_method: task_arithmetic\nbase_model: base.pt\nmodels:\n",
+      ZooMergeYamlModels(report.tasks, ".pt"));
   absl::StrAppend(&y, "parameters: {lambda: 0.3}\n",
                   "tokenizer: {type: bytes, max_length: ", o.model.max_len,
                   ", pad_id: 0, bos_id: 1, offset: ", kByteOffset, "}\n",
@@ -253,36 +247,21 @@ absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const st
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
-  std::vector<ZooTask> tasks;
-  for (const std::string& task : o.tasks) {
-    ASSIGN_OR_RETURN(ZooTask data, ReadZooTask(data_dir, task, o.max_train_per_task));
-    tasks.push_back(std::move(data));
-  }
-  if (tasks.size() < 2) return absl::InvalidArgumentError("the zoo needs at least 2 tasks");
+  ASSIGN_OR_RETURN(std::vector<ZooTask> tasks, ReadZooTasks(data_dir, o));
   TokenizerSpec spec;
   spec.max_length = o.model.max_len;
   spec.offset = kByteOffset;
   ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(spec));
 
   ByteZooReport report;
-  TextSplit corpus;  // unlabeled: the train splits' text only
-  for (const ZooTask& t : tasks) {
-    corpus.texts.insert(corpus.texts.end(), t.split[0].texts.begin(), t.split[0].texts.end());
-  }
+  const TextSplit corpus = PretrainingCorpus(tasks);
   report.pretrain_texts = static_cast<int64_t>(corpus.texts.size());
   ASSIGN_OR_RETURN(TokenizedExamples corpus_tokens, Tokenize(*tokenizer, corpus));
   ByteTransformerOptions model = o.model;
   model.with_mlm = true;
   model.seed = o.seed;
   ASSIGN_OR_RETURN(torch::jit::Module pretrained, MakeByteTransformer(model));
-  TrainOptions pretrain = o.pretrain;
-  pretrain.seed = o.seed;
-  std::fprintf(stderr, "twin-zoo: pretraining on %lld texts, %lld steps\n",
-               static_cast<long long>(report.pretrain_texts),
-               static_cast<long long>(pretrain.steps));
-  ASSIGN_OR_RETURN(report.pretraining, PretrainMaskedBytes(pretrained, corpus_tokens, pretrain));
-  std::fprintf(stderr, "twin-zoo: pretraining loss %.3f, %.1f s\n", report.pretraining.final_loss,
-               report.pretraining.seconds);
+  ASSIGN_OR_RETURN(report.pretraining, PretrainZooModel(pretrained, corpus_tokens, o, ""));
 
   model.num_classes = kBaseClasses;
   ASSIGN_OR_RETURN(torch::jit::Module base, ExportClassifier(pretrained, model));
@@ -303,34 +282,15 @@ absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const st
     model.num_classes = static_cast<int64_t>(t.labels.size());
     model.seed = o.seed + 1 + i;  // the head's initialisation
     ASSIGN_OR_RETURN(torch::jit::Module expert, ExportClassifier(pretrained, model));
-    TrainOptions finetune = o.finetune;
-    finetune.seed = o.seed + 1 + i;
-    ASSIGN_OR_RETURN(result.training, FineTune(expert, train, finetune));
-    ASSIGN_OR_RETURN(result.validation_accuracy, ClassifierAccuracy(expert, validation));
-    std::fprintf(stderr, "twin-zoo: %s: validation accuracy %.4f (%zu classes), %.1f s\n",
-                 t.name.c_str(), result.validation_accuracy, t.labels.size(),
-                 result.training.seconds);
-    if (report.parameters == 0) {
-      for (const auto& p : expert.parameters()) report.parameters += p.numel();
-    }
+    RETURN_IF_ERROR(
+        FineTuneZooExpert(expert, train, validation, o, o.seed + 1 + i, &result, &report));
     const std::string prefix = absl::StrCat(out_dir, "/", t.name);
     RETURN_IF_ERROR(Save(expert, prefix + ".pt"));
-    // The router learns from the train split (several times the validation split; twin-merge
-    // holds out part of it for early stopping); validation stays free for choosing lambdas.
-    RETURN_IF_ERROR(WriteSafetensors(
-        prefix + ".router.safetensors",
-        {{"input_ids", train.input_ids}, {"attention_mask", train.attention_mask}}));
-    RETURN_IF_ERROR(
-        WriteSafetensors(prefix + ".test.safetensors", {{"input_ids", test.input_ids},
-                                                        {"attention_mask", test.attention_mask},
-                                                        {"labels", test.labels}}));
+    RETURN_IF_ERROR(WriteZooTaskData(prefix, train, test));
     report.tasks.push_back(std::move(result));
   }
-  std::string store = o.store;
-  if (store.empty()) {
-    store = absl::StrCat("file://", std::filesystem::absolute(out_dir).string(), "/store");
-  }
-  RETURN_IF_ERROR(WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, store)));
+  RETURN_IF_ERROR(
+      WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, ZooStoreUri(o, out_dir))));
   report.seconds = SecondsSince(start);
   RETURN_IF_ERROR(WriteTextFile(out_dir + "/zoo.md", Summary(o, report)));
   return report;

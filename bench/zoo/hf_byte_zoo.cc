@@ -67,14 +67,7 @@ std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
       "# Twin-Merging of the byte-level benchmark zoo in Hugging Face form (written by "
       "twin-zoo --size ",
       o.size, " --format hf).\n", "merge_method: task_arithmetic\nbase_model: ", kHfBaseDir,
-      "\nmodels:\n");
-  for (const ByteZooTask& t : report.tasks) {
-    std::vector<std::string> labels;
-    for (const auto& l : t.labels) labels.push_back(YamlQuoted(l));
-    absl::StrAppend(&y, "  - model: ", t.name, "\n    name: ", t.name, "\n    labels: [",
-                    absl::StrJoin(labels, ", "), "]\n    router_data: ", t.name,
-                    ".router.safetensors\n");
-  }
+      "\nmodels:\n", ZooMergeYamlModels(report.tasks, ""));
   absl::StrAppend(&y, "parameters: {lambda: 0.3}\n",
                   "twin: {rank_policy: ratio, ratio: ", o.twin_ratio, "}\n",
                   "router: {features: ngram, hidden_dim: ", kZooRouterHidden,
@@ -147,12 +140,7 @@ absl::StatusOr<HfByteZooReport> BuildHfByteZoo(const std::string& data_dir,
                                                const std::string& out_dir,
                                                const ByteZooOptions& o) {
   const auto start = std::chrono::steady_clock::now();
-  std::vector<ZooTask> tasks;
-  for (const std::string& task : o.tasks) {
-    ASSIGN_OR_RETURN(ZooTask data, ReadZooTask(data_dir, task, o.max_train_per_task));
-    tasks.push_back(std::move(data));
-  }
-  if (tasks.size() < 2) return absl::InvalidArgumentError("the zoo needs at least 2 tasks");
+  ASSIGN_OR_RETURN(std::vector<ZooTask> tasks, ReadZooTasks(data_dir, o));
   const std::string base_dir = absl::StrCat(out_dir, "/", kHfBaseDir);
 
   // The tokenizer is written first, so that every id below comes from the file the merge job
@@ -164,20 +152,11 @@ absl::StatusOr<HfByteZooReport> BuildHfByteZoo(const std::string& data_dir,
 
   HfByteZooReport hr;
   ByteZooReport& report = hr.zoo;
-  TextSplit corpus;  // unlabeled: the train splits' text only
-  for (const ZooTask& t : tasks) {
-    corpus.texts.insert(corpus.texts.end(), t.split[0].texts.begin(), t.split[0].texts.end());
-  }
+  const TextSplit corpus = PretrainingCorpus(tasks);
   report.pretrain_texts = static_cast<int64_t>(corpus.texts.size());
   ASSIGN_OR_RETURN(TokenizedExamples corpus_tokens, HfTokenize(*tokenizer, corpus, o.model.max_len));
-  TrainOptions pretrain = o.pretrain;
-  pretrain.seed = o.seed;
-  std::fprintf(stderr, "twin-zoo: pretraining (HF RoBERTa) on %lld texts, %lld steps\n",
-               static_cast<long long>(report.pretrain_texts),
-               static_cast<long long>(pretrain.steps));
-  ASSIGN_OR_RETURN(report.pretraining, PretrainMaskedBytes(pretrained, corpus_tokens, pretrain));
-  std::fprintf(stderr, "twin-zoo: pretraining loss %.3f, %.1f s\n", report.pretraining.final_loss,
-               report.pretraining.seconds);
+  ASSIGN_OR_RETURN(report.pretraining,
+                   PretrainZooModel(pretrained, corpus_tokens, o, " (HF RoBERTa)"));
   ASSIGN_OR_RETURN(torch::jit::Module base, MakeHfByteClassifier(pretrained, base_config, o.seed));
   RETURN_IF_ERROR(SaveHfByteModel(base, o.model, kBaseLabels, base_dir));
 
@@ -197,34 +176,16 @@ absl::StatusOr<HfByteZooReport> BuildHfByteZoo(const std::string& data_dir,
     const uint64_t seed = o.seed + 1 + i;  // the head's initialisation and the batch order
     ASSIGN_OR_RETURN(HfEncoderConfig config, HfByteConfig(o.model, t.labels));
     ASSIGN_OR_RETURN(torch::jit::Module expert, MakeHfByteClassifier(pretrained, config, seed));
-    TrainOptions finetune = o.finetune;
-    finetune.seed = seed;
-    ASSIGN_OR_RETURN(result.training, FineTune(expert, train, finetune));
-    ASSIGN_OR_RETURN(result.validation_accuracy, ClassifierAccuracy(expert, validation));
-    std::fprintf(stderr, "twin-zoo: %s: validation accuracy %.4f (%zu classes), %.1f s\n",
-                 t.name.c_str(), result.validation_accuracy, t.labels.size(),
-                 result.training.seconds);
-    if (report.parameters == 0) {
-      for (const auto& p : expert.parameters()) report.parameters += p.numel();
-    }
+    RETURN_IF_ERROR(FineTuneZooExpert(expert, train, validation, o, seed, &result, &report));
     const std::string prefix = absl::StrCat(out_dir, "/", t.name);
     RETURN_IF_ERROR(SaveHfByteModel(expert, o.model, t.labels, prefix));
     ASSIGN_OR_RETURN(HfNativeParity parity, NativeParity(prefix, expert, validation));
     hr.parity.push_back(parity);
-    RETURN_IF_ERROR(WriteSafetensors(
-        prefix + ".router.safetensors",
-        {{"input_ids", train.input_ids}, {"attention_mask", train.attention_mask}}));
-    RETURN_IF_ERROR(
-        WriteSafetensors(prefix + ".test.safetensors", {{"input_ids", test.input_ids},
-                                                        {"attention_mask", test.attention_mask},
-                                                        {"labels", test.labels}}));
+    RETURN_IF_ERROR(WriteZooTaskData(prefix, train, test));
     report.tasks.push_back(std::move(result));
   }
-  std::string store = o.store;
-  if (store.empty()) {
-    store = absl::StrCat("file://", std::filesystem::absolute(out_dir).string(), "/store");
-  }
-  RETURN_IF_ERROR(WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, store)));
+  RETURN_IF_ERROR(
+      WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, ZooStoreUri(o, out_dir))));
   report.seconds = SecondsSince(start);
   RETURN_IF_ERROR(WriteTextFile(out_dir + "/zoo.md", Summary(o, hr)));
   return hr;

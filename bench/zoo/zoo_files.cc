@@ -1,8 +1,12 @@
 #include "bench/zoo/zoo_files.h"
 
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/io/safetensors.h"
 #include "core/status_macros.h"
 
 namespace twin::zoo {
@@ -26,6 +30,83 @@ absl::StatusOr<ZooTask> ReadZooTask(const std::string& dir, const std::string& t
         absl::StrCat("task ", task, ": needs at least 2 labels in ", dir, "/", task, ".train.tsv"));
   }
   return data;
+}
+
+absl::StatusOr<std::vector<ZooTask>> ReadZooTasks(const std::string& dir,
+                                                  const ByteZooOptions& o) {
+  std::vector<ZooTask> tasks;
+  for (const std::string& task : o.tasks) {
+    ASSIGN_OR_RETURN(ZooTask data, ReadZooTask(dir, task, o.max_train_per_task));
+    tasks.push_back(std::move(data));
+  }
+  if (tasks.size() < 2) return absl::InvalidArgumentError("the zoo needs at least 2 tasks");
+  return tasks;
+}
+
+TextSplit PretrainingCorpus(const std::vector<ZooTask>& tasks) {
+  TextSplit corpus;
+  for (const ZooTask& t : tasks) {
+    corpus.texts.insert(corpus.texts.end(), t.split[0].texts.begin(), t.split[0].texts.end());
+  }
+  return corpus;
+}
+
+absl::StatusOr<TrainStats> PretrainZooModel(torch::jit::Module& module,
+                                            const TokenizedExamples& corpus,
+                                            const ByteZooOptions& o, const std::string& what) {
+  TrainOptions pretrain = o.pretrain;
+  pretrain.seed = o.seed;
+  std::fprintf(stderr, "twin-zoo: pretraining%s on %lld texts, %lld steps\n", what.c_str(),
+               static_cast<long long>(corpus.input_ids.size(0)),
+               static_cast<long long>(pretrain.steps));
+  ASSIGN_OR_RETURN(TrainStats stats, PretrainMaskedBytes(module, corpus, pretrain));
+  std::fprintf(stderr, "twin-zoo: pretraining loss %.3f, %.1f s\n", stats.final_loss,
+               stats.seconds);
+  return stats;
+}
+
+absl::Status FineTuneZooExpert(torch::jit::Module& expert, const TokenizedExamples& train,
+                               const TokenizedExamples& validation, const ByteZooOptions& o,
+                               uint64_t seed, ByteZooTask* result, ByteZooReport* report) {
+  TrainOptions finetune = o.finetune;
+  finetune.seed = seed;
+  ASSIGN_OR_RETURN(result->training, FineTune(expert, train, finetune));
+  ASSIGN_OR_RETURN(result->validation_accuracy, ClassifierAccuracy(expert, validation));
+  std::fprintf(stderr, "twin-zoo: %s: validation accuracy %.4f (%zu classes), %.1f s\n",
+               result->name.c_str(), result->validation_accuracy, result->labels.size(),
+               result->training.seconds);
+  if (report->parameters == 0) {
+    for (const auto& p : expert.parameters()) report->parameters += p.numel();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteZooTaskData(const std::string& prefix, const TokenizedExamples& train,
+                              const TokenizedExamples& test) {
+  RETURN_IF_ERROR(WriteSafetensors(
+      prefix + ".router.safetensors",
+      {{"input_ids", train.input_ids}, {"attention_mask", train.attention_mask}}));
+  return WriteSafetensors(prefix + ".test.safetensors", {{"input_ids", test.input_ids},
+                                                         {"attention_mask", test.attention_mask},
+                                                         {"labels", test.labels}});
+}
+
+std::string ZooStoreUri(const ByteZooOptions& o, const std::string& out_dir) {
+  if (!o.store.empty()) return o.store;
+  return absl::StrCat("file://", std::filesystem::absolute(out_dir).string(), "/store");
+}
+
+std::string ZooMergeYamlModels(const std::vector<ByteZooTask>& tasks,
+                               const std::string& model_suffix) {
+  std::string y;
+  for (const ByteZooTask& t : tasks) {
+    std::vector<std::string> labels;
+    for (const auto& l : t.labels) labels.push_back(YamlQuoted(l));
+    absl::StrAppend(&y, "  - model: ", t.name, model_suffix, "\n    name: ", t.name,
+                    "\n    labels: [", absl::StrJoin(labels, ", "), "]\n    router_data: ",
+                    t.name, ".router.safetensors\n");
+  }
+  return y;
 }
 
 std::string YamlQuoted(const std::string& s) {

@@ -1,5 +1,6 @@
-// Helpers both benchmark zoos (byte_zoo.cc, TorchScript; hf_byte_zoo.cc, Hugging Face
-// directories) use to read their corpora and write their files.
+// The steps both benchmark zoos (byte_zoo.cc, TorchScript; hf_byte_zoo.cc, Hugging Face
+// directories) share: reading their corpora, pretraining and fine-tuning with the same
+// options and logs, and writing the per-task data files and merge.yaml's model list.
 //
 //   ASSIGN_OR_RETURN(ZooTask task, ReadZooTask("bench/zoo/work/data-lite", "spam", 0));
 //   RETURN_IF_ERROR(WriteTextFile(out + "/merge.yaml", yaml));
@@ -32,6 +33,36 @@ struct ZooTask {
 // (0 = all). Fewer than 2 labels is INVALID_ARGUMENT naming the task.
 absl::StatusOr<ZooTask> ReadZooTask(const std::string& dir, const std::string& task,
                                     int64_t max_train);
+// Every task of o.tasks (ReadZooTask with o.max_train_per_task); fewer than 2 tasks is
+// INVALID_ARGUMENT.
+absl::StatusOr<std::vector<ZooTask>> ReadZooTasks(const std::string& dir,
+                                                  const ByteZooOptions& o);
+// The unlabeled pretraining corpus: every task's train texts, in task order.
+TextSplit PretrainingCorpus(const std::vector<ZooTask>& tasks);
+
+// Pretrains `module` on `corpus` with o.pretrain (seeded by o.seed), logging to stderr as
+// `what` ("" or e.g. " (HF RoBERTa)").
+absl::StatusOr<TrainStats> PretrainZooModel(torch::jit::Module& module,
+                                            const TokenizedExamples& corpus,
+                                            const ByteZooOptions& o, const std::string& what);
+// Fine-tunes `expert` on `train` with o.finetune (seed `seed`) and scores it on
+// `validation`: result->training and ->validation_accuracy, logged to stderr; counts the
+// expert's parameters into report->parameters the first time.
+absl::Status FineTuneZooExpert(torch::jit::Module& expert, const TokenizedExamples& train,
+                               const TokenizedExamples& validation, const ByteZooOptions& o,
+                               uint64_t seed, ByteZooTask* result, ByteZooReport* report);
+
+// <prefix>.router.safetensors (the train rows' input_ids and attention_mask: the router
+// learns from the train split, validation stays free for choosing lambdas) and
+// <prefix>.test.safetensors (input_ids, attention_mask, labels).
+absl::Status WriteZooTaskData(const std::string& prefix, const TokenizedExamples& train,
+                              const TokenizedExamples& test);
+// o.store, or file://<out_dir absolute>/store.
+std::string ZooStoreUri(const ByteZooOptions& o, const std::string& out_dir);
+// merge.yaml's `models:` entries, one per task: model <name><model_suffix>, its quoted labels
+// and <name>.router.safetensors.
+std::string ZooMergeYamlModels(const std::vector<ByteZooTask>& tasks,
+                               const std::string& model_suffix);
 
 // `s` as a double-quoted YAML scalar.
 std::string YamlQuoted(const std::string& s);
