@@ -2,15 +2,12 @@
 
 #include <ATen/ATen.h>
 
-#include <filesystem>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/store/artifact_set.h"
 #include "core/router/ngram_features.h"
 #include "core/router/router.h"
 #include "core/io/safetensors.h"
-#include "core/model/hf_config.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/layer_params.h"
 #include "core/model/script_model.h"
@@ -29,7 +26,7 @@ double Accuracy(const at::Tensor& logits, const at::Tensor& labels) {
 absl::StatusOr<at::Tensor> ExpertLogits(const std::string& zoo_dir, const std::string& task,
                                         const at::Tensor& ids, const at::Tensor& mask) {
   const std::string dir = absl::StrCat(zoo_dir, "/", task);
-  if (std::filesystem::exists(std::filesystem::path(dir) / kHfConfigFile)) {
+  if (IsHfModelDir(dir)) {
     ASSIGN_OR_RETURN(HfModel expert, LoadHfModel(dir));
     return expert.encoder->Forward(ids, mask, DenseParams(expert.body), DenseParams(expert.head));
   }

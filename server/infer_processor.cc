@@ -394,13 +394,14 @@ void InferProcessor::RunUnfused(const Servable& servable, std::vector<InferPaylo
     runs.push_back({task, static_cast<int64_t>(group.size())});
   }
   // Each row's own weights: its cluster key's (what a fused batch of that key would use), or
-  // with unfused_weights: router the router's own weights over the key's tasks.
+  // with unfused_weights: router the router's own top_k weights without the grid rounding.
+  const bool router_mixture = config_.unfused_weights == "router";
   at::Tensor weights = at::zeros({static_cast<int64_t>(rows.size()), tasks}, at::kFloat);
   float* w = weights.data_ptr<float>();
   for (size_t r = 0; r < rows.size(); ++r) {
     InferPayload* p = rows[r];
     p->mixed_weights.clear();
-    if (config_.unfused_weights == "router") p->mixed_weights = RouterMixture(*p, tasks);
+    if (router_mixture) p->mixed_weights = RouterMixture(*p, tasks);
     const std::vector<double>& kw = p->mixed_weights.empty() ? p->key.weights : p->mixed_weights;
     for (int t = 0; t < tasks && t < static_cast<int>(kw.size()); ++t) {
       w[r * tasks + t] = static_cast<float>(kw[t]);

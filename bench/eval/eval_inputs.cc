@@ -72,7 +72,7 @@ absl::StatusOr<LabeledRows> ReadValidationRows(const std::string& path,
 absl::StatusOr<NamedTensors> ModelParameters(const std::string& zoo, const std::string& stem,
                                              std::string* label) {
   const std::string dir = absl::StrCat(zoo, "/", stem);
-  if (std::filesystem::exists(std::filesystem::path(dir) / kHfConfigFile)) {
+  if (IsHfModelDir(dir)) {
     *label = dir;
     ASSIGN_OR_RETURN(HfModel model, LoadHfModel(dir));
     NamedTensors params(model.body.begin(), model.body.end());

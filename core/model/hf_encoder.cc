@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <exception>
+#include <filesystem>
 #include <limits>
 #include <utility>
 
@@ -236,6 +237,11 @@ absl::StatusOr<at::Tensor> HfEncoder::Forward(const at::Tensor& ids, const at::T
                                               const LayerParams& head) const {
   ASSIGN_OR_RETURN(at::Tensor features, Embed(ids, mask, body));
   return Classify(features, head);
+}
+
+bool IsHfModelDir(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(std::filesystem::path(path) / kHfConfigFile, ec);
 }
 
 absl::StatusOr<HfModel> LoadHfModel(const std::string& dir) {

@@ -115,6 +115,8 @@ struct HfModel {
 
 // config.json + model.safetensors (or its shards) from `dir`; see hf_checkpoint.h.
 absl::StatusOr<HfModel> LoadHfModel(const std::string& dir);
+// Whether `path` is a Hugging Face model directory (it holds a config.json).
+bool IsHfModelDir(const std::string& path);
 
 }  // namespace twin
 

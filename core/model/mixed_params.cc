@@ -45,15 +45,20 @@ MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights, MixStrate
     const int64_t* r = cpu.data_ptr<int64_t>();
     const int64_t n = cpu.size(0);
     TaskRun run;
+    int64_t offset = 0;  // where the run starts in `rows`
     for (int64_t i = 0, start = 0; i < n; ++i) {
       if (i + 1 == n || r[i + 1] != r[i] + 1) {
-        if (i + 1 - start > run.length) run = {r[start], i + 1 - start, start};
+        if (i + 1 - start > run.length) {
+          run.first = r[start];
+          run.length = i + 1 - start;
+          offset = start;
+        }
         start = i + 1;
       }
     }
     if (run.length > 0 && run.length < n) {
-      run.rest = at::cat({rows.narrow(0, 0, run.offset),
-                          rows.narrow(0, run.offset + run.length, n - run.offset - run.length)});
+      run.rest = at::cat({rows.narrow(0, 0, offset),
+                          rows.narrow(0, offset + run.length, n - offset - run.length)});
     }
     task_runs_.push_back(std::move(run));
     task_rows_.push_back(std::move(rows));

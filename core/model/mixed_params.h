@@ -90,12 +90,11 @@ class MixedParams : public LayerParams {
   // w [B] of task t viewed to broadcast against a [B, ...] tensor of `dims` dimensions.
   at::Tensor TaskColumn(size_t task, int64_t dims) const;
 
-  // A task's longest run of consecutive rows: rows [first, first + length), which is entry
-  // `offset` of its row list; `rest` holds its other rows (undefined when there are none).
+  // A task's longest run of consecutive rows: rows [first, first + length); `rest` holds its
+  // other rows (undefined when there are none).
   struct TaskRun {
     int64_t first = 0;
     int64_t length = 0;
-    int64_t offset = 0;
     at::Tensor rest;
   };
 

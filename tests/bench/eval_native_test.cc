@@ -17,10 +17,6 @@
 #include "bench/eval/evaluator.h"
 #include "core/io/safetensors.h"
 #include "core/model/hf_encoder.h"
-#include "core/model/layer_params.h"
-#include "core/store/artifact_set.h"
-#include "core/store/object_store.h"
-#include "core/text/tokenizer.h"
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"
 #include "tests/core/model/hf_test_zoo.h"
@@ -47,11 +43,7 @@ class EvalNativeTest : public ::testing::Test {
     auto merged = RunMergeJob(*config, mo);
     ASSERT_TRUE(merged.ok()) << merged.status();
 
-    auto store = OpenObjectStore(zoo_->store);
-    ASSERT_TRUE(store.ok()) << store.status();
-    auto set = FetchArtifactSet(store->get(), "LATEST", dir_->Join("fetch"));
-    ASSERT_TRUE(set.ok()) << set.status();
-    auto tokenizer = Tokenizer::Create(set->manifest.tokenizer, set->dir);
+    auto tokenizer = twin::testing::PublishedTokenizer(zoo_->store, dir_->Join("fetch"));
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     // Two forwards computed differently (TorchScript, native; fused, unfused) differ by at most
     // ForwardError each; the full-rank factors reproduce each weight up to one more inner
@@ -65,10 +57,8 @@ class EvalNativeTest : public ::testing::Test {
       for (size_t i = 0; i < texts.size(); i += 2) texts[i] += " " + other[i];
       auto batch = (*tokenizer)->Encode(texts);
       ASSERT_TRUE(batch.ok()) << batch.status();
-      auto expert = LoadHfModel(zoo_->expert_dirs[t]);
-      ASSERT_TRUE(expert.ok()) << expert.status();
-      auto logits = expert->encoder->Forward(batch->input_ids, batch->attention_mask,
-                                             DenseParams(expert->body), DenseParams(expert->head));
+      auto logits = twin::testing::HfDirLogits(zoo_->expert_dirs[t], batch->input_ids,
+                                               batch->attention_mask);
       ASSERT_TRUE(logits.ok()) << logits.status();
       const double scale = logits->abs().max().item<double>();
       const double bound =

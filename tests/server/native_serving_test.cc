@@ -22,12 +22,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "bench/zoo/tiny_zoo.h"
-#include "core/model/hf_encoder.h"
-#include "core/model/layer_params.h"
 #include "core/store/artifact_set.h"
 #include "core/store/file_store.h"
-#include "core/store/object_store.h"
-#include "core/text/tokenizer.h"
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"
 #include "server/server_config.h"
@@ -263,22 +259,16 @@ TEST_F(NativeServingTest, ExpertsModeServesTheHuggingFaceDirectories) {
   const std::vector<InferResponse> replies = Serve(config, texts, false, tasks);
   ASSERT_EQ(replies.size(), texts.size());
 
-  auto store = OpenObjectStore(zoo_->store);
-  ASSERT_TRUE(store.ok()) << store.status();
-  auto set = FetchArtifactSet(store->get(), "LATEST", dir_->Join("fetch-experts"));
-  ASSERT_TRUE(set.ok()) << set.status();
-  auto tokenizer = Tokenizer::Create(set->manifest.tokenizer, set->dir);
+  auto tokenizer = twin::testing::PublishedTokenizer(zoo_->store, dir_->Join("fetch-experts"));
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   const twin::testing::HfTestModel& m = zoo_->base;
   for (size_t k = 0; k < texts.size(); ++k) {
     EXPECT_EQ(replies[k].task(), tasks[k]);
     const size_t t = k / 4;
-    auto expert = LoadHfModel(zoo_->expert_dirs[t]);
-    ASSERT_TRUE(expert.ok()) << expert.status();
     auto batch = (*tokenizer)->Encode({texts[k]});
     ASSERT_TRUE(batch.ok()) << batch.status();
-    auto logits = expert->encoder->Forward(batch->input_ids, batch->attention_mask,
-                                           DenseParams(expert->body), DenseParams(expert->head));
+    auto logits = twin::testing::HfDirLogits(zoo_->expert_dirs[t], batch->input_ids,
+                                             batch->attention_mask);
     ASSERT_TRUE(logits.ok()) << logits.status();
     const at::Tensor p = logits->softmax(1)[0];
     const double bound = twin::testing::ProbabilityError(

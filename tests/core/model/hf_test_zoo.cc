@@ -7,6 +7,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/model/hf_encoder.h"
+#include "core/model/layer_params.h"
+#include "core/status_macros.h"
+#include "core/store/artifact_set.h"
+#include "core/store/object_store.h"
 
 namespace twin::testing {
 
@@ -33,6 +38,20 @@ std::vector<std::string> HfTestZooTexts(int task, int n) {
     texts.push_back(absl::StrJoin(words, " "));
   }
   return texts;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> PublishedTokenizer(const std::string& store,
+                                                              const std::string& cache_dir) {
+  ASSIGN_OR_RETURN(auto objects, OpenObjectStore(store));
+  ASSIGN_OR_RETURN(LocalArtifactSet set, FetchArtifactSet(objects.get(), "LATEST", cache_dir));
+  return Tokenizer::Create(set.manifest.tokenizer, set.dir);
+}
+
+absl::StatusOr<at::Tensor> HfDirLogits(const std::string& dir, const at::Tensor& input_ids,
+                                       const at::Tensor& attention_mask) {
+  ASSIGN_OR_RETURN(HfModel model, LoadHfModel(dir));
+  return model.encoder->Forward(input_ids, attention_mask, DenseParams(model.body),
+                                DenseParams(model.head));
 }
 
 HfTestZoo WriteHfTestZoo(const std::string& dir, const HfTestZooOptions& options) {

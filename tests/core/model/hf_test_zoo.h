@@ -11,9 +11,14 @@
 #ifndef TWIN_TESTS_CORE_MODEL_HF_TEST_ZOO_H_
 #define TWIN_TESTS_CORE_MODEL_HF_TEST_ZOO_H_
 
+#include <ATen/core/Tensor.h>
+
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "core/text/tokenizer.h"
 #include "tests/core/model/hf_test_models.h"
 
 namespace twin::testing {
@@ -39,6 +44,14 @@ HfTestZoo WriteHfTestZoo(const std::string& dir, const HfTestZooOptions& options
 std::vector<std::string> HfTestZooVocabulary();
 // n texts of task t's words (the n-gram router tells tasks apart by them).
 std::vector<std::string> HfTestZooTexts(int task, int n);
+
+// The tokenizer of the version LATEST in `store` names (fetched into cache_dir), built from
+// its manifest as the server builds it.
+absl::StatusOr<std::unique_ptr<Tokenizer>> PublishedTokenizer(const std::string& store,
+                                                              const std::string& cache_dir);
+// The logits [B, labels] of the model directory `dir`'s own native forward.
+absl::StatusOr<at::Tensor> HfDirLogits(const std::string& dir, const at::Tensor& input_ids,
+                                       const at::Tensor& attention_mask);
 
 }  // namespace twin::testing
 
