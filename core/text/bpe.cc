@@ -23,6 +23,12 @@ namespace {
 constexpr size_t kCacheMaxEntries = 10000;
 constexpr size_t kCacheMaxWordBytes = 256;
 
+// "<0x0A>": byte fallback's token for one byte.
+std::string ByteToken(unsigned char byte) {
+  constexpr char kHex[] = "0123456789ABCDEF";
+  return absl::StrCat("<0x", std::string{kHex[byte >> 4], kHex[byte & 15]}, ">");
+}
+
 bool IsOther(char32_t c) { return !IsWhitespace(c) && !IsLetter(c) && !IsNumber(c); }
 
 // The length of the contraction ('s 't 're 've 'm 'll 'd) at text[i], or 0.
@@ -191,10 +197,28 @@ std::vector<int64_t> Bpe::MergeWord(absl::string_view word) const {
     }
     len = std::min(len, word.size() - i);
     scratch.assign(word.data() + i, len);
-    auto it = vocab_.find(scratch);
-    const int index = static_cast<int>(symbols.size());
-    symbols.push_back({it == vocab_.end() ? -1 : it->second, index - 1, index + 1, true});
     i += len;
+    auto it = vocab_.find(scratch);
+    std::vector<int64_t> found;
+    if (it != vocab_.end()) {
+      found.push_back(it->second);
+    } else if (options_.byte_fallback) {
+      for (unsigned char byte : scratch) {
+        auto b = vocab_.find(ByteToken(byte));
+        if (b == vocab_.end()) break;
+        found.push_back(b->second);
+      }
+      if (found.size() != scratch.size()) found.clear();
+    }
+    if (found.empty()) {
+      // Unknown (-1): never merges; the unk token or nothing at the end.
+      if (options_.fuse_unk && !symbols.empty() && symbols.back().id < 0) continue;
+      found.push_back(-1);
+    }
+    for (int64_t id : found) {
+      const int index = static_cast<int>(symbols.size());
+      symbols.push_back({id, index - 1, index + 1, true});
+    }
   }
   if (!symbols.empty()) symbols.back().next = -1;
 

@@ -58,6 +58,10 @@ struct BpeOptions {
   // Symbols missing from the vocabulary become this token; unset: they are dropped.
   std::optional<std::string> unk_token;
   bool ignore_merges = false;  // a word that is itself in the vocabulary is one token
+  // A character missing from the vocabulary becomes the tokens <0xNN> of its UTF-8 bytes
+  // when they all exist (Llama, Mistral), else the unk token.
+  bool byte_fallback = false;
+  bool fuse_unk = false;  // consecutive unknown characters become one unk token
 };
 
 class Bpe {

@@ -10,6 +10,8 @@
 
 namespace twin {
 
+using text_internal::DecoderState;
+using text_internal::MetaspaceOptions;
 using text_internal::PreTokenizerStep;
 using text_internal::TokenizerPipeline;
 
@@ -27,20 +29,53 @@ void WhitespaceSplit(std::u32string_view text, std::vector<std::u32string>* out)
   }
 }
 
+// Metaspace: ' ' becomes the replacement, one is prepended, and with `split` each piece starts
+// at a replacement.
+void MetaspaceSplit(std::u32string_view text, const MetaspaceOptions& options, bool text_start,
+                    std::vector<std::u32string>* out) {
+  std::u32string s;
+  const bool prepend = options.prepend == MetaspaceOptions::Prepend::kAlways ||
+                       (options.prepend == MetaspaceOptions::Prepend::kFirst && text_start);
+  if (prepend && (text.empty() || text[0] != options.replacement)) {
+    s.push_back(options.replacement);
+  }
+  for (char32_t c : text) s.push_back(c == ' ' ? options.replacement : c);
+  if (!options.split) {
+    if (!s.empty()) out->push_back(std::move(s));
+    return;
+  }
+  size_t start = 0;
+  for (size_t i = 1; i <= s.size(); ++i) {
+    if (i == s.size() || s[i] == options.replacement) {
+      out->push_back(s.substr(start, i - start));
+      start = i;
+    }
+  }
+}
+
 // Applies the pre-tokenizers in order (each to every piece of the one before), then the model.
-void EncodePlain(const TokenizerPipeline& p, std::u32string_view text, std::vector<int64_t>* ids) {
+// `text_start`: `text` begins the input (no added token before it).
+void EncodePlain(const TokenizerPipeline& p, std::u32string_view text, bool text_start,
+                 std::vector<int64_t>* ids) {
   std::vector<std::u32string> pieces{std::u32string(text)};
   std::vector<std::string> utf8;
   bool byte_level = false;
   for (const PreTokenizerStep& step : p.pre_tokenizers) {
     std::vector<std::u32string> next;
-    for (const auto& piece : pieces) {
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const std::u32string& piece = pieces[i];
       switch (step.kind) {
         case PreTokenizerStep::Kind::kBert:
           for (auto& w : BertPreTokenize(piece)) next.push_back(std::move(w));
           break;
         case PreTokenizerStep::Kind::kWhitespaceSplit:
           WhitespaceSplit(piece, &next);
+          break;
+        case PreTokenizerStep::Kind::kSplit:
+          for (auto& w : SplitWithPattern(step.split, piece)) next.push_back(std::move(w));
+          break;
+        case PreTokenizerStep::Kind::kMetaspace:
+          MetaspaceSplit(piece, step.metaspace, text_start && i == 0, &next);
           break;
         case PreTokenizerStep::Kind::kByteLevel:
           for (auto& w : ByteLevelPreTokenize(piece, step.byte_level)) utf8.push_back(std::move(w));
@@ -111,17 +146,20 @@ absl::StatusOr<HfEncoding> HfTokenizer::Encode(absl::string_view text,
   }
   ASSIGN_OR_RETURN(std::u32string cps, text_internal::DecodeUtf8(text, "text"));
   std::vector<int64_t> content;
+  bool text_start = true;
   for (const auto& raw : p.raw_splitter.Split(cps)) {
     if (raw.token != nullptr) {
       content.push_back(raw.token->id);
+      text_start = false;
       continue;
     }
     for (const auto& seg : p.normalized_splitter.Split(p.Normalize(raw.text))) {
       if (seg.token != nullptr) {
         content.push_back(seg.token->id);
       } else {
-        EncodePlain(p, seg.text, &content);
+        EncodePlain(p, seg.text, text_start, &content);
       }
+      text_start = false;
     }
   }
   if (options.max_length > 0) {
@@ -156,6 +194,45 @@ absl::StatusOr<std::vector<HfEncoding>> HfTokenizer::EncodeBatch(
     }
   }
   return out;
+}
+
+std::vector<std::string> HfTokenizer::TokensOf(const std::vector<int64_t>& ids,
+                                               bool skip_special_tokens) const {
+  const TokenizerPipeline& p = *pipeline_;
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
+  for (int64_t id : ids) {
+    // Ids without a token are dropped, as Hugging Face's decode does.
+    if (id < 0 || id >= static_cast<int64_t>(p.id_to_token.size()) || p.id_to_token[id].empty()) {
+      continue;
+    }
+    if (skip_special_tokens && p.is_special[id]) continue;
+    tokens.push_back(p.id_to_token[id]);
+  }
+  return tokens;
+}
+
+std::string HfTokenizer::Decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  DecoderState state = pipeline_->decoder.NewState();
+  return pipeline_->decoder.Run(TokensOf(ids, skip_special_tokens), /*at_end=*/true, &state);
+}
+
+HfTokenStream::HfTokenStream(const HfTokenizer* tokenizer, bool skip_special_tokens)
+    : tokenizer_(tokenizer),
+      skip_special_tokens_(skip_special_tokens),
+      state_(std::make_unique<DecoderState>(tokenizer->pipeline_->decoder.NewState())) {}
+HfTokenStream::~HfTokenStream() = default;
+
+std::string HfTokenStream::Push(int64_t id) {
+  std::vector<std::string> tokens = tokenizer_->TokensOf({id}, skip_special_tokens_);
+  if (tokens.empty()) return "";
+  return tokenizer_->pipeline_->decoder.Run(std::move(tokens), /*at_end=*/false, state_.get());
+}
+
+std::string HfTokenStream::Finish() {
+  std::string rest = tokenizer_->pipeline_->decoder.Run({}, /*at_end=*/true, state_.get());
+  *state_ = tokenizer_->pipeline_->decoder.NewState();
+  return rest;
 }
 
 std::optional<int64_t> HfTokenizer::pad_id() const { return pipeline_->pad_id; }

@@ -3,11 +3,15 @@
 // pre-tokenizer, model (WordPiece or byte-level BPE) and post-processor.
 //
 // Load(dir) reads, in this order of preference:
-//   tokenizer.json                 normalizer: BertNormalizer, Lowercase, NFD, StripAccents,
-//                                  Sequence; pre_tokenizer: BertPreTokenizer, ByteLevel,
-//                                  WhitespaceSplit, Sequence; model: WordPiece, BPE;
+//   tokenizer.json                 normalizer: BertNormalizer, Lowercase, NFD, NFC,
+//                                  StripAccents, Prepend, Replace (string), Sequence;
+//                                  pre_tokenizer: BertPreTokenizer, ByteLevel, WhitespaceSplit,
+//                                  Split (GPT-2's, Qwen2's or Llama 3's regex), Metaspace,
+//                                  Sequence; model: WordPiece, BPE (byte_fallback, fuse_unk);
 //                                  post_processor: BertProcessing, RobertaProcessing,
 //                                  TemplateProcessing, ByteLevel, Sequence; added_tokens;
+//                                  decoder: ByteLevel, WordPiece, Replace, ByteFallback, Fuse,
+//                                  Strip, Metaspace, Sequence;
 //   vocab.txt                      BERT (tokenizer_config.json: do_lower_case, strip_accents,
 //                                  tokenize_chinese_chars); [CLS] ... [SEP]
 //   vocab.json + merges.txt        byte-level BPE; RoBERTa (<s> ... </s>) or GPT-2 (none) by
@@ -25,7 +29,8 @@
 // content (malformed JSON, a merge naming a token not in the vocabulary, a missing special
 // token, ...) and for text that is not UTF-8; UNIMPLEMENTED for components this does not
 // support. Unicode properties come from ICU.
-// Thread-safety: immutable after Load; Encode is safe from any number of threads.
+// Decode turns ids back into text; HfTokenStream does it id by id.
+// Thread-safety: immutable after Load; Encode and Decode are safe from any number of threads.
 #ifndef TWIN_CORE_TEXT_HF_TOKENIZER_H_
 #define TWIN_CORE_TEXT_HF_TOKENIZER_H_
 
@@ -41,6 +46,7 @@
 namespace twin {
 namespace text_internal {
 struct TokenizerPipeline;
+struct DecoderState;
 }  // namespace text_internal
 
 struct HfEncoding {
@@ -69,6 +75,12 @@ class HfTokenizer {
   absl::StatusOr<std::vector<HfEncoding>> EncodeBatch(const std::vector<std::string>& texts,
                                                       const HfEncodeOptions& options = {}) const;
 
+  // The text of `ids` as Hugging Face's `tokenizers` decodes it: each id's token (an added
+  // token's content, else the vocabulary's; ids without a token are dropped; special added
+  // tokens too with skip_special_tokens), through the tokenizer.json's decoder (none: joined
+  // by ' '). Byte sequences that are not UTF-8 become U+FFFD.
+  std::string Decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
+
   // The padding token's id, when the tokenizer has one.
   std::optional<int64_t> pad_id() const;
   std::optional<int64_t> TokenToId(absl::string_view token) const;
@@ -78,8 +90,37 @@ class HfTokenizer {
   int num_special_tokens() const;
 
  private:
+  friend class HfTokenStream;
   explicit HfTokenizer(std::unique_ptr<const text_internal::TokenizerPipeline> pipeline);
+  std::vector<std::string> TokensOf(const std::vector<int64_t>& ids, bool skip_special_tokens) const;
   std::unique_ptr<const text_internal::TokenizerPipeline> pipeline_;
+};
+
+// Decoding one id at a time, for generation: Push returns the text that no later id can
+// change (a character whose bytes are split between tokens comes out whole, when its last byte
+// arrives; an open run of <0xNN> byte tokens, when it ends), Finish what is left (a cut
+// character as U+FFFD). The pieces of one sequence, concatenated, are Decode(ids) exactly.
+// After Finish the stream starts a new sequence.
+//
+//   HfTokenStream stream(tokenizer.get(), /*skip_special_tokens=*/true);
+//   for (int64_t id : generated) send(stream.Push(id));
+//   send(stream.Finish());
+//
+// Thread-safety: one stream per sequence and thread; the tokenizer must outlive it.
+class HfTokenStream {
+ public:
+  HfTokenStream(const HfTokenizer* tokenizer, bool skip_special_tokens);
+  ~HfTokenStream();
+  HfTokenStream(const HfTokenStream&) = delete;
+  HfTokenStream& operator=(const HfTokenStream&) = delete;
+
+  std::string Push(int64_t id);
+  std::string Finish();
+
+ private:
+  const HfTokenizer* tokenizer_;
+  bool skip_special_tokens_;
+  std::unique_ptr<text_internal::DecoderState> state_;
 };
 
 }  // namespace twin

@@ -18,6 +18,8 @@ namespace {
 
 // tokenizer.json nests a few levels (Sequence normalizers, [left, right] merges).
 constexpr int kTokenizerJsonMaxDepth = 16;
+// How much of an unsupported Split pattern an error shows.
+constexpr size_t kPatternShownBytes = 60;
 
 absl::Status Unsupported(absl::string_view what, absl::string_view type) {
   return absl::UnimplementedError(
@@ -30,6 +32,21 @@ absl::StatusOr<std::string> TypeOf(const nlohmann::json& config, absl::string_vi
         absl::StrCat(what, ": expected an object, got ", ShortDump(config)));
   }
   return RequiredString(config, "type", what);
+}
+
+// {"String": "..."} of a Replace; a regex pattern is not supported.
+absl::StatusOr<std::string> StringPattern(const nlohmann::json& config, const std::string& what) {
+  const nlohmann::json& pattern = Field(config, "pattern");
+  const nlohmann::json& string = Field(pattern, "String");
+  if (pattern.is_object() && string.is_string() && !string.get<std::string>().empty()) {
+    return string.get<std::string>();
+  }
+  if (pattern.is_object() && pattern.contains("Regex")) {
+    return absl::UnimplementedError(absl::StrCat(FieldName(what, "pattern.Regex"), " ",
+                                                 ShortDump(Field(pattern, "Regex")),
+                                                 " is not supported"));
+  }
+  return FieldError(what, "pattern", "{\"String\": a non-empty string}", pattern);
 }
 
 absl::Status ParseNormalizer(const nlohmann::json& config, const std::string& what,
@@ -55,12 +72,88 @@ absl::Status ParseNormalizer(const nlohmann::json& config, const std::string& wh
     step.kind = NormalizerStep::Kind::kLowercase;
   } else if (type == "NFD") {
     step.kind = NormalizerStep::Kind::kNfd;
+  } else if (type == "NFC") {
+    step.kind = NormalizerStep::Kind::kNfc;
+  } else if (type == "Prepend") {
+    step.kind = NormalizerStep::Kind::kPrepend;
+    ASSIGN_OR_RETURN(std::string prepend, RequiredString(config, "prepend", what));
+    ASSIGN_OR_RETURN(step.text, DecodeUtf8(prepend, FieldName(what, "prepend")));
+  } else if (type == "Replace") {
+    step.kind = NormalizerStep::Kind::kReplace;
+    ASSIGN_OR_RETURN(std::string pattern, StringPattern(config, what));
+    ASSIGN_OR_RETURN(step.text, DecodeUtf8(pattern, FieldName(what, "pattern.String")));
+    ASSIGN_OR_RETURN(std::string content, RequiredString(config, "content", what));
+    ASSIGN_OR_RETURN(step.content, DecodeUtf8(content, FieldName(what, "content")));
   } else if (type == "StripAccents") {
     step.kind = NormalizerStep::Kind::kStripAccents;
   } else {
     return Unsupported(what, type);
   }
   steps->push_back(step);
+  return absl::OkStatus();
+}
+
+// A Split with one of the known regular expressions (split_pattern.h), isolating matches.
+absl::Status ParseSplit(const nlohmann::json& config, const std::string& what,
+                        SplitPattern* pattern) {
+  const nlohmann::json& p = Field(config, "pattern");
+  const nlohmann::json& regex = Field(p, "Regex");
+  if (!p.is_object() || !regex.is_string()) {
+    if (p.is_object() && p.contains("String")) {
+      return absl::UnimplementedError(
+          absl::StrCat(FieldName(what, "pattern.String"), " is not supported (Regex is)"));
+    }
+    return FieldError(what, "pattern", "{\"Regex\": a string}", p);
+  }
+  std::optional<SplitPattern> known = FindSplitPattern(regex.get<std::string>());
+  if (!known) {
+    return absl::UnimplementedError(absl::StrCat(
+        FieldName(what, "pattern.Regex"), " ", ShortDump(regex, kPatternShownBytes),
+        " is not a supported pattern (GPT-2's, Qwen2's and Llama 3's are)"));
+  }
+  *pattern = *known;
+  ASSIGN_OR_RETURN(std::string behavior, RequiredString(config, "behavior", what));
+  if (behavior != "Isolated") {
+    return absl::UnimplementedError(absl::StrCat(FieldName(what, "behavior"), " \"", behavior,
+                                                 "\" is not supported (Isolated is)"));
+  }
+  ASSIGN_OR_RETURN(bool invert, OptionalBool(config, "invert", false, what));
+  if (invert) {
+    return absl::UnimplementedError(absl::StrCat(FieldName(what, "invert"), " = true is not supported"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseMetaspace(const nlohmann::json& config, const std::string& what,
+                            MetaspaceOptions* options) {
+  const nlohmann::json& replacement = Field(config, "replacement");
+  if (!replacement.is_null()) {
+    auto cps = replacement.is_string()
+                   ? DecodeUtf8(replacement.get<std::string>(), FieldName(what, "replacement"))
+                   : absl::StatusOr<std::u32string>(std::u32string());
+    if (!cps.ok() || cps->size() != 1) {
+      return FieldError(what, "replacement", "a one-character string", replacement);
+    }
+    options->replacement = (*cps)[0];
+  }
+  ASSIGN_OR_RETURN(auto scheme, NullableString(config, "prepend_scheme", what));
+  if (scheme) {
+    if (*scheme == "always") {
+      options->prepend = MetaspaceOptions::Prepend::kAlways;
+    } else if (*scheme == "first") {
+      options->prepend = MetaspaceOptions::Prepend::kFirst;
+    } else if (*scheme == "never") {
+      options->prepend = MetaspaceOptions::Prepend::kNever;
+    } else {
+      return FieldError(what, "prepend_scheme", "\"always\", \"first\" or \"never\"",
+                        Field(config, "prepend_scheme"));
+    }
+  } else {  // files written before prepend_scheme
+    ASSIGN_OR_RETURN(bool add_prefix_space, OptionalBool(config, "add_prefix_space", true, what));
+    options->prepend = add_prefix_space ? MetaspaceOptions::Prepend::kAlways
+                                        : MetaspaceOptions::Prepend::kNever;
+  }
+  ASSIGN_OR_RETURN(options->split, OptionalBool(config, "split", true, what));
   return absl::OkStatus();
 }
 
@@ -85,6 +178,12 @@ absl::Status ParsePreTokenizer(const nlohmann::json& config, const std::string& 
     step.kind = PreTokenizerStep::Kind::kBert;
   } else if (type == "WhitespaceSplit") {
     step.kind = PreTokenizerStep::Kind::kWhitespaceSplit;
+  } else if (type == "Split") {
+    step.kind = PreTokenizerStep::Kind::kSplit;
+    RETURN_IF_ERROR(ParseSplit(config, what, &step.split));
+  } else if (type == "Metaspace") {
+    step.kind = PreTokenizerStep::Kind::kMetaspace;
+    RETURN_IF_ERROR(ParseMetaspace(config, what, &step.metaspace));
   } else if (type == "ByteLevel") {
     step.kind = PreTokenizerStep::Kind::kByteLevel;
     ASSIGN_OR_RETURN(step.byte_level.add_prefix_space,
@@ -167,14 +266,14 @@ absl::Status ParseModel(const nlohmann::json& config, const std::string& what,
     for (const auto& [key, neutral] :
          std::vector<std::pair<std::string, nlohmann::json>>{{"dropout", nullptr},
                                                              {"continuing_subword_prefix", ""},
-                                                             {"end_of_word_suffix", ""},
-                                                             {"fuse_unk", false},
-                                                             {"byte_fallback", false}}) {
+                                                             {"end_of_word_suffix", ""}}) {
       RETURN_IF_ERROR(RequireNeutral(config, key, neutral, what));
     }
     BpeOptions options;
     ASSIGN_OR_RETURN(options.unk_token, NullableString(config, "unk_token", what));
     ASSIGN_OR_RETURN(options.ignore_merges, OptionalBool(config, "ignore_merges", false, what));
+    ASSIGN_OR_RETURN(options.byte_fallback, OptionalBool(config, "byte_fallback", false, what));
+    ASSIGN_OR_RETURN(options.fuse_unk, OptionalBool(config, "fuse_unk", false, what));
     ASSIGN_OR_RETURN(std::vector<BpeMerge> merges, ParseMerges(Field(config, "merges"), what));
     ASSIGN_OR_RETURN(p->bpe, Bpe::Create(std::move(vocab), merges, options, what));
     return absl::OkStatus();
@@ -290,6 +389,19 @@ absl::Status ParseAddedTokens(const nlohmann::json& list, const std::string& wha
   return absl::OkStatus();
 }
 
+// Every occurrence of `from` (non-empty), left to right.
+std::u32string ReplaceAll(std::u32string_view text, std::u32string_view from,
+                          std::u32string_view to) {
+  std::u32string out;
+  size_t i = 0;
+  for (size_t hit; (hit = text.find(from, i)) != std::u32string_view::npos; i = hit + from.size()) {
+    out.append(text.substr(i, hit - i));
+    out.append(to);
+  }
+  out.append(text.substr(i));
+  return out;
+}
+
 }  // namespace
 
 std::u32string TokenizerPipeline::Normalize(std::u32string_view text) const {
@@ -304,6 +416,15 @@ std::u32string TokenizerPipeline::Normalize(std::u32string_view text) const {
         break;
       case NormalizerStep::Kind::kNfd:
         out = Nfd(out);
+        break;
+      case NormalizerStep::Kind::kNfc:
+        out = Nfc(out);
+        break;
+      case NormalizerStep::Kind::kPrepend:
+        if (!out.empty()) out.insert(0, step.text);
+        break;
+      case NormalizerStep::Kind::kReplace:
+        out = ReplaceAll(out, step.text, step.content);
         break;
       case NormalizerStep::Kind::kStripAccents:
         out.erase(std::remove_if(out.begin(), out.end(), IsNonspacingMark), out.end());
@@ -332,6 +453,13 @@ void TokenizerPipeline::Finish() {
   vocab_size = 0;
   for (const auto& [token, id] : vocab()) vocab_size = std::max(vocab_size, id + 1);
   for (const AddedToken& token : added_tokens) vocab_size = std::max(vocab_size, token.id + 1);
+  id_to_token.assign(vocab_size, std::string());
+  is_special.assign(vocab_size, false);
+  for (const auto& [token, id] : vocab()) id_to_token[id] = token;
+  for (const AddedToken& token : added_tokens) {
+    id_to_token[token.id] = EncodeUtf8(token.content);
+    is_special[token.id] = token.special;
+  }
 }
 
 absl::StatusOr<std::unique_ptr<TokenizerPipeline>> ParseTokenizerJson(absl::string_view text,
@@ -353,6 +481,7 @@ absl::StatusOr<std::unique_ptr<TokenizerPipeline>> ParseTokenizerJson(absl::stri
   RETURN_IF_ERROR(ParsePostProcessor(Field(root, "post_processor"), w + ": post_processor",
                                      p.get()));
   RETURN_IF_ERROR(ParseAddedTokens(Field(root, "added_tokens"), w + ": added_tokens", p.get()));
+  ASSIGN_OR_RETURN(p->decoder, ParseDecoder(Field(root, "decoder"), w + ": decoder"));
   const nlohmann::json& padding = Field(root, "padding");
   if (padding.is_object() && padding.contains("pad_id")) {
     ASSIGN_OR_RETURN(p->pad_id, RequiredId(padding, "pad_id", w + ": padding"));

@@ -17,21 +17,36 @@
 #include "absl/strings/string_view.h"
 #include "core/text/bpe.h"
 #include "core/text/internal/added_tokens.h"
+#include "core/text/internal/decoder.h"
+#include "core/text/split_pattern.h"
 #include "core/text/wordpiece.h"
 
 namespace twin {
 namespace text_internal {
 
 struct NormalizerStep {
-  enum class Kind { kBert, kLowercase, kNfd, kStripAccents };
+  enum class Kind { kBert, kLowercase, kNfd, kNfc, kStripAccents, kPrepend, kReplace };
   Kind kind = Kind::kBert;
   BertNormalizerOptions bert;  // kBert only
+  std::u32string text;         // kPrepend: what is prepended; kReplace: the string replaced
+  std::u32string content;      // kReplace: its replacement
+};
+
+struct MetaspaceOptions {
+  char32_t replacement = 0x2581;  // U+2581 LOWER ONE EIGHTH BLOCK, for ' '
+  enum class Prepend { kAlways, kFirst, kNever };
+  // A replacement before a piece that does not start with one; kFirst: only at the start of
+  // the text (not after an added token).
+  Prepend prepend = Prepend::kAlways;
+  bool split = true;  // pieces start at each replacement
 };
 
 struct PreTokenizerStep {
-  enum class Kind { kBert, kWhitespaceSplit, kByteLevel };
+  enum class Kind { kBert, kWhitespaceSplit, kByteLevel, kSplit, kMetaspace };
   Kind kind = Kind::kBert;
   ByteLevelOptions byte_level;  // kByteLevel only; it is always the last step
+  SplitPattern split = SplitPattern::kGpt2;  // kSplit only
+  MetaspaceOptions metaspace;                // kMetaspace only
 };
 
 struct TokenizerPipeline {
@@ -52,10 +67,15 @@ struct TokenizerPipeline {
   std::vector<int64_t> suffix_ids;
   std::optional<int64_t> pad_id;
   int64_t vocab_size = 0;
+  DecoderChain decoder;  // tokenizer.json's "decoder"; none: tokens joined by ' '
+  // By id, for decoding (set by Finish): the token (an added token's content over the
+  // vocabulary's), empty for an id without one; whether it is a special added token.
+  std::vector<std::string> id_to_token;
+  std::vector<bool> is_special;
 
   const TokenVocab& vocab() const { return wordpiece ? wordpiece->vocab() : bpe->vocab(); }
   std::u32string Normalize(std::u32string_view text) const;
-  // Builds the splitters and vocab_size once the rest is set.
+  // Builds the splitters, vocab_size and the id tables once the rest is set.
   void Finish();
 };
 

@@ -160,8 +160,11 @@ absl::StatusOr<std::unique_ptr<TokenizerPipeline>> LoadWordPieceDir(const std::s
   const std::string vocab_path = dir + "/vocab.txt";
   ASSIGN_OR_RETURN(TokenVocab vocab, LoadVocabTxt(vocab_path));
   auto p = std::make_unique<TokenizerPipeline>();
-  p->normalizers.push_back({NormalizerStep::Kind::kBert, bert});
-  p->pre_tokenizers.push_back({PreTokenizerStep::Kind::kBert, {}});
+  p->normalizers.emplace_back().bert = bert;  // kBert
+  p->pre_tokenizers.emplace_back();              // kBert
+  DecoderStep wordpiece = DecoderStep::Of(DecoderStep::Kind::kWordPiece);
+  wordpiece.pattern = "##";
+  p->decoder = DecoderChain({wordpiece});
   WordPieceOptions options;
   options.unk_token = config.special["unk_token"].content;
   if (!vocab.contains(options.unk_token)) {
@@ -217,7 +220,10 @@ absl::StatusOr<std::unique_ptr<TokenizerPipeline>> LoadByteLevelBpeDir(const std
   }
 
   auto p = std::make_unique<TokenizerPipeline>();
-  p->pre_tokenizers.push_back({PreTokenizerStep::Kind::kByteLevel, byte_level});
+  PreTokenizerStep& step = p->pre_tokenizers.emplace_back();
+  step.kind = PreTokenizerStep::Kind::kByteLevel;
+  step.byte_level = byte_level;
+  p->decoder = DecoderChain({DecoderStep::Of(DecoderStep::Kind::kByteLevel)});
   ASSIGN_OR_RETURN(p->bpe, Bpe::Create(std::move(vocab), merges, {}, merges_path));
   ASSIGN_OR_RETURN(auto ids, AddSpecialTokens(config, "vocab.json", p.get()));
   if (roberta) {

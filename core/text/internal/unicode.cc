@@ -168,14 +168,93 @@ std::u32string ToLower(std::u32string_view text) {
   });
 }
 
-std::u32string Nfd(std::u32string_view text) {
+std::u32string Normalize(std::u32string_view text,
+                         const UNormalizer2* (*instance)(UErrorCode*)) {
   UErrorCode init_error = U_ZERO_ERROR;
-  const UNormalizer2* nfd = unorm2_getNFDInstance(&init_error);
+  const UNormalizer2* form = instance(&init_error);
   if (U_FAILURE(init_error)) return std::u32string(text);
-  return TransformUtf16(text, [nfd](const std::u16string& in, char16_t* out, int32_t cap,
-                                    UErrorCode* error) {
-    return unorm2_normalize(nfd, in.data(), static_cast<int32_t>(in.size()), out, cap, error);
+  return TransformUtf16(text, [form](const std::u16string& in, char16_t* out, int32_t cap,
+                                     UErrorCode* error) {
+    return unorm2_normalize(form, in.data(), static_cast<int32_t>(in.size()), out, cap, error);
   });
+}
+
+std::u32string Nfd(std::u32string_view text) { return Normalize(text, unorm2_getNFDInstance); }
+std::u32string Nfc(std::u32string_view text) { return Normalize(text, unorm2_getNFCInstance); }
+
+namespace {
+
+// The length of the well-formed prefix of a UTF-8 sequence at bytes[i] (Unicode's "maximal
+// subpart"), and whether that prefix is a whole character.
+struct Utf8Unit {
+  size_t length;
+  bool complete;
+};
+
+Utf8Unit Utf8UnitAt(absl::string_view bytes, size_t i) {
+  const auto lead = static_cast<unsigned char>(bytes[i]);
+  if (lead < 0x80) return {1, true};
+  size_t need;
+  unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    need = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    need = 3;
+    if (lead == 0xE0) lo = 0xA0;
+    if (lead == 0xED) hi = 0x9F;  // no surrogates
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    need = 4;
+    if (lead == 0xF0) lo = 0x90;
+    if (lead == 0xF4) hi = 0x8F;  // nothing past U+10FFFF
+  } else {
+    return {1, false};
+  }
+  size_t n = 1;
+  for (; n < need && i + n < bytes.size(); ++n) {
+    const auto b = static_cast<unsigned char>(bytes[i + n]);
+    if (b < (n == 1 ? lo : 0x80) || b > (n == 1 ? hi : 0xBF)) return {n, false};
+  }
+  return {n, n == need};
+}
+
+}  // namespace
+
+size_t Utf8IncompleteTail(absl::string_view bytes) {
+  // A character is at most 4 bytes: the unit that reaches the end starts in the last 3.
+  const size_t kMaxTail = 3;
+  for (size_t i = bytes.size() > kMaxTail ? bytes.size() - kMaxTail : 0; i < bytes.size();) {
+    const Utf8Unit unit = Utf8UnitAt(bytes, i);
+    if (i + unit.length == bytes.size() && !unit.complete &&
+        static_cast<unsigned char>(bytes[i]) >= 0xC2) {
+      // A well-formed prefix cut by the end (not a stray continuation or an invalid lead).
+      bool prefix_ok = true;
+      for (size_t j = i; j < bytes.size(); ++j) prefix_ok &= j == i || (bytes[j] & 0xC0) == 0x80;
+      if (prefix_ok) return bytes.size() - i;
+    }
+    i += unit.length;
+  }
+  return 0;
+}
+
+void AppendUtf8Lossy(absl::string_view bytes, std::string* out) {
+  for (size_t i = 0; i < bytes.size();) {
+    const Utf8Unit unit = Utf8UnitAt(bytes, i);
+    if (unit.complete) {
+      out->append(bytes.data() + i, unit.length);
+    } else {
+      out->append(kReplacementCharacterUtf8.data(), kReplacementCharacterUtf8.size());
+    }
+    i += unit.length;
+  }
+}
+
+bool IsValidUtf8(absl::string_view bytes) {
+  for (size_t i = 0; i < bytes.size();) {
+    const Utf8Unit unit = Utf8UnitAt(bytes, i);
+    if (!unit.complete) return false;
+    i += unit.length;
+  }
+  return true;
 }
 
 }  // namespace text_internal

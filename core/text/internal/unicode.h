@@ -37,8 +37,19 @@ bool IsNonspacingMark(char32_t c);   // general category Mn
 // Full (SpecialCasing) lower casing in the root locale, final sigma included, as Rust's
 // str::to_lowercase and JavaScript's toLowerCase.
 std::u32string ToLower(std::u32string_view text);
-// Canonical decomposition (NFD).
+// Canonical decomposition (NFD) and composition (NFC).
 std::u32string Nfd(std::u32string_view text);
+std::u32string Nfc(std::u32string_view text);
+
+// U+FFFD, what lossy UTF-8 decoding puts for each ill-formed sequence.
+inline constexpr absl::string_view kReplacementCharacterUtf8 = "\xEF\xBF\xBD";
+// Appends `bytes` as UTF-8, each maximal ill-formed subpart replaced by U+FFFD (the WHATWG /
+// Rust String::from_utf8_lossy rule).
+void AppendUtf8Lossy(absl::string_view bytes, std::string* out);
+// How many bytes at the end of `bytes` are a well-formed start of a character that more bytes
+// could complete (0 to 3): what a decoder fed in pieces holds back.
+size_t Utf8IncompleteTail(absl::string_view bytes);
+bool IsValidUtf8(absl::string_view bytes);
 
 }  // namespace text_internal
 }  // namespace twin

@@ -189,9 +189,9 @@ TEST(HfTokenizerErrorsTest, UnsupportedComponentsAndBadFields) {
   nfkc["normalizer"] = {{"type", "NFKC"}};
   EXPECT_EQ(LoadError(nfkc).code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(LoadError(nfkc).message()), HasSubstr("normalizer.type \"NFKC\""));
-  nlohmann::json metaspace = WordPieceJson();
-  metaspace["pre_tokenizer"] = {{"type", "Metaspace"}};
-  EXPECT_EQ(LoadError(metaspace).code(), absl::StatusCode::kUnimplemented);
+  nlohmann::json punctuation = WordPieceJson();
+  punctuation["pre_tokenizer"] = {{"type", "Punctuation"}};
+  EXPECT_EQ(LoadError(punctuation).code(), absl::StatusCode::kUnimplemented);
   nlohmann::json bad_bool = WordPieceJson();
   bad_bool["normalizer"]["lowercase"] = "yes";
   EXPECT_THAT(std::string(LoadError(bad_bool).message()), HasSubstr("normalizer.lowercase"));
