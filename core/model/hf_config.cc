@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/io/bounded_json.h"
+#include "core/model/internal/config_reader.h"
 #include "core/model/internal/json_file.h"
 #include "core/status_macros.h"
 
@@ -16,6 +17,7 @@ namespace twin {
 namespace {
 
 using Json = nlohmann::json;
+using internal::ConfigReader;
 
 // config.json is an object of scalars with a few nested maps (id2label, task_specific_params).
 constexpr int kMaxConfigDepth = 8;
@@ -46,59 +48,6 @@ const std::map<std::string, HfActivation>& Activations() {
   };
   return *kMap;
 }
-
-// Reads keys of one config object; every error names the file and the key.
-class ConfigReader {
- public:
-  ConfigReader(const Json& json, const std::string& path) : json_(json), path_(path) {}
-
-  absl::Status Error(absl::string_view key, absl::string_view problem) const {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": '", key, "' ", problem));
-  }
-  // Absent and null are the same: HF writes null for unset optional values.
-  const Json* Find(const std::string& key) const {
-    auto it = json_.find(key);
-    return it == json_.end() || it->is_null() ? nullptr : &*it;
-  }
-  absl::StatusOr<const Json*> Require(const std::string& key) const {
-    const Json* value = Find(key);
-    if (value == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(path_, ": missing required key '", key, "'"));
-    }
-    return value;
-  }
-  absl::StatusOr<int64_t> Int(const std::string& key, const Json& value, int64_t min) const {
-    if (!value.is_number_integer()) {
-      return Error(key, absl::StrCat("must be an integer, not ", ShortDump(value)));
-    }
-    const int64_t v = value.get<int64_t>();
-    if (value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
-      return Error(key, absl::StrCat("is out of range: ", ShortDump(value)));
-    }
-    if (v < min) return Error(key, absl::StrCat("must be at least ", min, ", not ", v));
-    return v;
-  }
-  absl::StatusOr<int64_t> RequiredInt(const std::string& key, int64_t min) const {
-    ASSIGN_OR_RETURN(const Json* value, Require(key));
-    return Int(key, *value, min);
-  }
-  absl::StatusOr<int64_t> OptionalInt(const std::string& key, int64_t min, int64_t fallback) const {
-    const Json* value = Find(key);
-    return value == nullptr ? fallback : Int(key, *value, min);
-  }
-  absl::StatusOr<std::string> OptionalString(const std::string& key,
-                                             const std::string& fallback) const {
-    const Json* value = Find(key);
-    if (value == nullptr) return fallback;
-    if (!value->is_string())
-      return Error(key, absl::StrCat("must be a string, not ", ShortDump(*value)));
-    return value->get<std::string>();
-  }
-
- private:
-  const Json& json_;
-  const std::string& path_;
-};
 
 absl::StatusOr<const FamilyInfo*> ParseFamily(const ConfigReader& r) {
   ASSIGN_OR_RETURN(const Json* value, r.Require("model_type"));
@@ -213,13 +162,12 @@ absl::Status ParseSizes(const ConfigReader& r, const FamilyInfo& f, HfEncoderCon
 
 absl::Status ParseSemantics(const ConfigReader& r, HfEncoderConfig& c) {
   ASSIGN_OR_RETURN(c.hidden_act_name, r.OptionalString("hidden_act", c.hidden_act_name));
-  auto act = Activations().find(c.hidden_act_name);
-  if (act == Activations().end()) {
+  std::optional<HfActivation> act = HfActivationFromName(c.hidden_act_name);
+  if (!act.has_value()) {
     return r.Error("hidden_act", absl::StrCat("is \"", c.hidden_act_name,
-                                              "\"; supported: gelu, gelu_new, gelu_pytorch_tanh, "
-                                              "relu, silu, swish"));
+                                              "\"; supported: ", HfActivationNames()));
   }
-  c.hidden_act = act->second;
+  c.hidden_act = *act;
   ASSIGN_OR_RETURN(const std::string position,
                    r.OptionalString("position_embedding_type", "absolute"));
   if (position != "absolute") {
@@ -233,6 +181,18 @@ absl::Status ParseSemantics(const ConfigReader& r, HfEncoderConfig& c) {
 }
 
 }  // namespace
+
+std::optional<HfActivation> HfActivationFromName(const std::string& name) {
+  auto it = Activations().find(name);
+  if (it == Activations().end()) return std::nullopt;
+  return it->second;
+}
+
+std::string HfActivationNames() {
+  std::vector<std::string> names;
+  for (const auto& [name, act] : Activations()) names.push_back(name);
+  return absl::StrJoin(names, ", ");
+}
 
 const char* HfFamilyName(HfFamily family) {
   for (const FamilyInfo& f : kFamilies) {

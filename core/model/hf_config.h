@@ -20,6 +20,7 @@
 #define TWIN_CORE_MODEL_HF_CONFIG_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,10 @@ struct HfEncoderConfig {
 
 // "bert", "roberta" or "xlm-roberta".
 const char* HfFamilyName(HfFamily family);
+
+// The activation a `hidden_act` value names, or nullopt; HfActivationNames() lists them.
+std::optional<HfActivation> HfActivationFromName(const std::string& name);
+std::string HfActivationNames();
 
 // Parses the text of a config.json; `path` names it in errors.
 absl::StatusOr<HfEncoderConfig> ParseHfEncoderConfig(absl::string_view json_text,

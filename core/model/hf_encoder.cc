@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/model/bert.h"
+#include "core/model/internal/activation.h"
 #include "core/model/roberta.h"
 #include "core/status_macros.h"
 
@@ -125,17 +126,7 @@ absl::Status HfEncoder::CheckInputs(const at::Tensor& ids, const at::Tensor& mas
 }
 
 at::Tensor HfEncoder::Activation(const at::Tensor& x) const {
-  switch (config_.hidden_act) {
-    case HfActivation::kGelu:
-      return at::gelu(x);
-    case HfActivation::kGeluTanh:
-      return at::gelu(x, "tanh");
-    case HfActivation::kRelu:
-      return at::relu(x);
-    case HfActivation::kSilu:
-      return at::silu(x);
-  }
-  TORCH_CHECK(false, "unknown activation");
+  return internal::ApplyActivation(config_.hidden_act, x);
 }
 
 at::Tensor HfEncoder::SelfAttention(const std::string& name, const at::Tensor& h,

@@ -44,4 +44,12 @@ at::Tensor DenseParams::LayerNorm(const std::string& name, const at::Tensor& x,
   return at::layer_norm(x, {w.size(0)}, w, Require(name + ".bias"), eps);
 }
 
+at::Tensor RmsNormalize(const at::Tensor& x, double eps) {
+  return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps);
+}
+
+at::Tensor DenseParams::RmsNorm(const std::string& name, const at::Tensor& x, double eps) const {
+  return Require(name + ".weight") * RmsNormalize(x, eps);
+}
+
 }  // namespace twin

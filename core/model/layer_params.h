@@ -8,7 +8,8 @@
 //
 // Names are the checkpoint's tensor prefixes without ".weight"/".bias", e.g.
 // "roberta.encoder.layer.0.attention.self.query". Shapes follow PyTorch: a linear's weight is
-// [out, in], an embedding's [rows, dim], a LayerNorm's weight and bias [dim].
+// [out, in], an embedding's [rows, dim], a LayerNorm's weight and bias [dim], an RMSNorm's weight
+// [dim].
 //
 //   DenseParams p(tensors);                       // name -> tensor, e.g. from safetensors
 //   at::Tensor y = p.Linear("pooler.dense", x);   // x [B, L, in] or [B, in]
@@ -41,6 +42,9 @@ class LayerParams {
   // LayerNorm over the last dimension with name.weight and name.bias.
   virtual at::Tensor LayerNorm(const std::string& name, const at::Tensor& x,
                                double eps) const = 0;
+  // RMSNorm over the last dimension (Llama's): name.weight * x / sqrt(mean(x^2) + eps), in
+  // float32 as transformers computes it.
+  virtual at::Tensor RmsNorm(const std::string& name, const at::Tensor& x, double eps) const = 0;
   // Whether `name.weight` exists (optional layers such as BERT's pooler).
   virtual bool Has(const std::string& name) const = 0;
 };
@@ -54,6 +58,7 @@ class DenseParams : public LayerParams {
   at::Tensor Linear(const std::string& name, const at::Tensor& x) const override;
   at::Tensor Embedding(const std::string& name, const at::Tensor& ids) const override;
   at::Tensor LayerNorm(const std::string& name, const at::Tensor& x, double eps) const override;
+  at::Tensor RmsNorm(const std::string& name, const at::Tensor& x, double eps) const override;
   bool Has(const std::string& name) const override;
 
   // The tensor `full_name` ("<name>.weight"), or NOT_FOUND naming it.
@@ -64,6 +69,9 @@ class DenseParams : public LayerParams {
   const at::Tensor& Require(const std::string& full_name) const;
   std::map<std::string, at::Tensor> tensors_;
 };
+
+// x / sqrt(mean(x^2) + eps) over the last dimension: RMSNorm before its weight.
+at::Tensor RmsNormalize(const at::Tensor& x, double eps);
 
 }  // namespace twin
 

@@ -256,4 +256,13 @@ at::Tensor MixedParams::LayerNorm(const std::string& name, const at::Tensor& x,
   return y;
 }
 
+at::Tensor MixedParams::RmsNorm(const std::string& name, const at::Tensor& x, double eps) const {
+  TORCH_CHECK(x.size(0) == rows_, "rms norm ", name, ": input has ", x.size(0),
+              " rows, the mixture ", rows_);
+  const at::Tensor g = RowVector(name + ".weight");
+  at::Tensor y = RmsNormalize(x, eps);
+  y.mul_(g.dim() == 1 ? g : RowsView(g, y.dim()));
+  return y;
+}
+
 }  // namespace twin

@@ -7,7 +7,8 @@
 //   y = x W*^T + b(w) + ((x v) * w[:, column_task]) us^T          exact for every row
 // where b(w) = b* + w delta_b (dense deltas, per row). Embeddings gather us's rows instead of
 // multiplying (E(w)[id] = E*[id] + (us[id] * w[:, column_task]) v^T), LayerNorms scale and shift
-// by gamma(w), beta(w) per row. A 2-D tensor stored dense adds sum_t w_t x D_t^T.
+// by gamma(w), beta(w) per row, RMSNorms scale by gamma(w). A 2-D tensor stored dense adds
+// sum_t w_t x D_t^T.
 //
 // Two strategies for the factor terms, equal up to rounding:
 //   kStacked: one GEMM pair over all tasks' columns; cost independent of how many tasks a row
@@ -58,6 +59,7 @@ class MixedParams : public LayerParams {
   at::Tensor Linear(const std::string& name, const at::Tensor& x) const override;
   at::Tensor Embedding(const std::string& name, const at::Tensor& ids) const override;
   at::Tensor LayerNorm(const std::string& name, const at::Tensor& x, double eps) const override;
+  at::Tensor RmsNorm(const std::string& name, const at::Tensor& x, double eps) const override;
   bool Has(const std::string& name) const override;
 
   int64_t rows() const { return rows_; }

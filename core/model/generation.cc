@@ -1,0 +1,200 @@
+#include "core/model/generation.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace twin {
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kNone:
+      return "";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+  }
+  return "";
+}
+
+struct ContinuousBatch::Sequence {
+  Sequence(GenerationRequest r, KvCache c, TokenSampler s)
+      : request(std::move(r)), cache(std::move(c)), sampler(std::move(s)) {}
+
+  GenerationRequest request;
+  KvCache cache;
+  TokenSampler sampler;
+  size_t prompt_read = 0;  // prompt tokens already in the cache
+  std::vector<int64_t> generated;
+  bool cancelled = false;
+
+  bool prefilling() const { return prompt_read < request.prompt.size(); }
+  // The reason generation ends after `generated`'s last token, or kNone.
+  FinishReason Finished() const {
+    const int64_t last = generated.back();
+    const auto& stops = request.stop_token_ids;
+    if (std::find(stops.begin(), stops.end(), last) != stops.end()) return FinishReason::kStop;
+    for (const auto& s : request.stop_token_sequences) {
+      if (!s.empty() && s.size() <= generated.size() &&
+          std::equal(s.begin(), s.end(), generated.end() - static_cast<ptrdiff_t>(s.size()))) {
+        return FinishReason::kStop;
+      }
+    }
+    if (static_cast<int64_t>(generated.size()) >= request.max_new_tokens) {
+      return FinishReason::kLength;
+    }
+    // The last token must enter the cache before the next can be predicted.
+    if (cache.length() >= cache.capacity()) return FinishReason::kLength;
+    return FinishReason::kNone;
+  }
+};
+
+ContinuousBatch::ContinuousBatch(const HfDecoder& decoder, ContinuousBatchOptions options)
+    : decoder_(decoder), options_(options) {
+  options_.max_step_tokens = std::max<int64_t>(1, options_.max_step_tokens);
+  options_.max_sequences = std::max<int64_t>(1, options_.max_sequences);
+}
+
+ContinuousBatch::~ContinuousBatch() = default;
+
+int64_t ContinuousBatch::RequestPositions(const GenerationRequest& request) const {
+  return std::min(static_cast<int64_t>(request.prompt.size()) + request.max_new_tokens,
+                  decoder_.max_positions());
+}
+
+int64_t ContinuousBatch::RequestBytes(const GenerationRequest& request) const {
+  return decoder_.CacheBytes(RequestPositions(request));
+}
+
+absl::StatusOr<uint64_t> ContinuousBatch::Add(GenerationRequest request) {
+  const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+  if (prompt == 0) return absl::InvalidArgumentError("prompt: empty");
+  if (prompt >= decoder_.max_positions()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt: ", prompt, " tokens, the model's context holds ",
+                     decoder_.max_positions(), " positions and needs one more to generate"));
+  }
+  if (request.max_new_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens: must be at least 1, not ", request.max_new_tokens));
+  }
+  for (int64_t id : request.prompt) {
+    if (id < 0 || id >= decoder_.vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt: token id ", id, " outside the vocabulary [0, ", decoder_.vocab_size(), ")"));
+    }
+  }
+  ASSIGN_OR_RETURN(TokenSampler sampler, TokenSampler::Create(request.sampling));
+  const int64_t bytes = RequestBytes(request);
+  if (bytes > options_.kv_budget_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the sequence's KV cache (", bytes, " bytes for ", RequestPositions(request),
+                     " positions) is larger than the whole KV budget (", options_.kv_budget_bytes,
+                     " bytes); ask for fewer tokens"));
+  }
+  if (kv_bytes_ + bytes > options_.kv_budget_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache budget full: ", kv_bytes_, " of ", options_.kv_budget_bytes,
+                     " bytes held by ", sequences_.size(), " sequences, this one needs ", bytes));
+  }
+  ASSIGN_OR_RETURN(KvCache cache, decoder_.NewCache(RequestPositions(request)));
+  const uint64_t id = next_id_++;
+  kv_bytes_ += cache.bytes();
+  sequences_.emplace(
+      id, std::make_unique<Sequence>(std::move(request), std::move(cache), std::move(sampler)));
+  return id;
+}
+
+void ContinuousBatch::Cancel(uint64_t id) {
+  auto it = sequences_.find(id);
+  if (it != sequences_.end()) it->second->cancelled = true;
+}
+
+absl::StatusOr<std::vector<GenerationEvent>> ContinuousBatch::Step(const ParamsFor& params_for) {
+  std::vector<GenerationEvent> events;
+  auto remove = [&](std::map<uint64_t, std::unique_ptr<Sequence>>::iterator it) {
+    kv_bytes_ -= it->second->cache.bytes();
+    return sequences_.erase(it);
+  };
+  for (auto it = sequences_.begin(); it != sequences_.end();) {
+    if (!it->second->cancelled) {
+      ++it;
+      continue;
+    }
+    const Sequence& s = *it->second;
+    events.push_back({it->first, s.request.tag, -1, FinishReason::kCancelled,
+                      static_cast<int64_t>(s.request.prompt.size()),
+                      static_cast<int64_t>(s.generated.size()), false});
+    it = remove(it);
+  }
+  // Decoding sequences first (one token each: inter-token latency), then prompt chunks with
+  // what the step has left, in the order the sequences joined.
+  std::vector<uint64_t> ids;
+  std::vector<std::vector<int64_t>> tokens;
+  int64_t budget = options_.max_step_tokens;
+  for (auto& [id, s] : sequences_) {
+    if (s->prefilling() || budget < 1 || static_cast<int64_t>(ids.size()) >= options_.max_sequences)
+      continue;
+    ids.push_back(id);
+    tokens.push_back({s->generated.back()});
+    --budget;
+  }
+  for (auto& [id, s] : sequences_) {
+    if (!s->prefilling() || budget < 1 ||
+        static_cast<int64_t>(ids.size()) >= options_.max_sequences)
+      continue;
+    const auto& prompt = s->request.prompt;
+    const int64_t take = std::min<int64_t>(budget, prompt.size() - s->prompt_read);
+    ids.push_back(id);
+    tokens.emplace_back(prompt.begin() + s->prompt_read, prompt.begin() + s->prompt_read + take);
+    budget -= take;
+  }
+  if (ids.empty()) return events;
+  std::vector<const std::vector<double>*> rows;
+  std::vector<KvCache*> caches;
+  for (uint64_t id : ids) {
+    Sequence& s = *sequences_.at(id);
+    rows.push_back(&s.request.weights);
+    caches.push_back(&s.cache);
+  }
+  auto fail = [&](const absl::Status& status) {
+    for (uint64_t id : ids) {
+      if (auto it = sequences_.find(id); it != sequences_.end()) remove(it);
+    }
+    return status;
+  };
+  absl::StatusOr<std::unique_ptr<LayerParams>> params = params_for(rows);
+  if (!params.ok()) return fail(params.status());
+  absl::StatusOr<at::Tensor> logits = decoder_.Extend(tokens, **params, caches);
+  if (!logits.ok()) return fail(logits.status());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto it = sequences_.find(ids[i]);
+    Sequence& s = *it->second;
+    if (s.prefilling()) {
+      s.prompt_read += tokens[i].size();
+      if (s.prefilling()) continue;  // more of the prompt next step
+    }
+    absl::StatusOr<int64_t> next = s.sampler.Next((*logits)[static_cast<int64_t>(i)]);
+    if (!next.ok()) return fail(next.status());
+    s.generated.push_back(*next);
+    GenerationEvent e{ids[i],
+                      s.request.tag,
+                      *next,
+                      s.Finished(),
+                      static_cast<int64_t>(s.request.prompt.size()),
+                      static_cast<int64_t>(s.generated.size()),
+                      s.generated.size() == 1};
+    events.push_back(e);
+    if (e.finish != FinishReason::kNone) remove(it);
+  }
+  return events;
+}
+
+}  // namespace twin
