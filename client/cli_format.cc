@@ -57,6 +57,11 @@ std::string FormatModelInfo(const twinmerge::v1::ModelInfo& info) {
                   absl::StrFormat("%.4f", info.router_validation_accuracy()), "\n");
   absl::StrAppend(&out, "num_parameters: ", info.num_parameters(), "\n");
   absl::StrAppend(&out, "tokenizer: ", info.tokenizer(), "\n");
+  if (!info.model_kind().empty()) absl::StrAppend(&out, "model_kind: ", info.model_kind(), "\n");
+  if (info.model_kind() == "generation") {
+    absl::StrAppend(&out, "max_context_tokens: ", info.max_context_tokens(),
+                    ", max_new_tokens: ", info.max_new_tokens(), "\n");
+  }
   absl::StrAppend(&out, "device: ", info.device(), "\n");
   absl::StrAppend(&out, "tasks:\n");
   for (int i = 0; i < info.tasks_size(); ++i) {
@@ -75,6 +80,28 @@ std::string FormatModelInfo(const twinmerge::v1::ModelInfo& info) {
                   absl::StrFormat("%.3g", l.default_temperature()), ", max_queue_size ",
                   l.max_queue_size(), "\n");
   return out;
+}
+
+std::string FormatGenerateStart(const twinmerge::v1::GenerateResponse& reply) {
+  std::string out = absl::StrCat("[task ", reply.task().empty() ? "-" : reply.task(), ", ",
+                                 reply.batch_mode());
+  if (reply.router_weights_size() > 0) {
+    absl::StrAppend(&out, ", weights");
+    for (const auto& w : reply.router_weights()) {
+      absl::StrAppend(&out, " ", w.task(), "=", absl::StrFormat("%.3f", w.weight()));
+    }
+  }
+  absl::StrAppend(&out, ", version ", reply.artifact_version(), "]\n");
+  return out;
+}
+
+std::string FormatGenerateEnd(const twinmerge::v1::GenerateResponse& reply) {
+  const auto& u = reply.usage();
+  return absl::StrFormat(
+      "[finish %s, prompt %d tokens, generated %d tokens, first token %.1f ms, total %.1f ms, "
+      "seed %u]\n",
+      reply.finish_reason().empty() ? "-" : reply.finish_reason(), u.prompt_tokens(),
+      u.generated_tokens(), u.time_to_first_token_us() / 1e3, u.total_us() / 1e3, u.seed());
 }
 
 }  // namespace twin::client

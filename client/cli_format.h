@@ -24,6 +24,11 @@ std::string FormatInferResponse(const twinmerge::v1::InferResponse& reply);
 // Multi-line report of the server's model: version, tasks and labels, merge, limits.
 std::string FormatModelInfo(const twinmerge::v1::ModelInfo& info);
 
+// One line on the first Generate reply: task, router weights, batch mode, version.
+std::string FormatGenerateStart(const twinmerge::v1::GenerateResponse& reply);
+// One line on the last Generate reply: finish reason, token counts, time to first token, total.
+std::string FormatGenerateEnd(const twinmerge::v1::GenerateResponse& reply);
+
 }  // namespace twin::client
 
 #endif  // TWIN_CLIENT_CLI_FORMAT_H_

@@ -6,10 +6,14 @@
 //   twin-client status                           serving version, target, reload counts
 //   twin-client infer --text "..." | --ids 1,2,3 [--mask 1,1,0] [--task T] [--top_k K]
 //                     [--temperature X] [--request_id ID]
+//   twin-client generate --text "..." | --ids 1,2,3 [--task T] [--max_new_tokens N]
+//                     [--sample_temperature X] [--sample_top_k K] [--sample_top_p P]
+//                     [--sample_seed S] [--stop a,b] [--ignore_eos]   prints as it streams
 //   twin-client bench --data DIR [--concurrency N | --rate R] [--duration_s S | --requests N]
 //                     [--send_task] [--mix task0=3,task1=1] [--streams]
 // Common flags: --target host:port (default localhost:50051), --timeout_ms, --lb round_robin.
 // Exit codes: 0 ok, 1 RPC failure (or not SERVING), 2 usage error.
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <iostream>
@@ -25,8 +29,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "client/cli_format.h"
+#include "client/generate_bench.h"
 #include "client/load_generator.h"
 #include "client/twin_client.h"
 #include "client/workload.h"
@@ -57,6 +63,17 @@ ABSL_FLAG(std::string, task, "", "infer: the task whose head answers ('' = route
 ABSL_FLAG(int32_t, top_k, 0, "infer: router weights kept (0 = server default)");
 ABSL_FLAG(double, temperature, 0, "infer: router softmax temperature (0 = server default)");
 ABSL_FLAG(std::string, request_id, "", "infer: request id echoed in the reply");
+ABSL_FLAG(int32_t, max_new_tokens, 0, "generate: new tokens at most (0 = server default)");
+ABSL_FLAG(double, sample_temperature, 0, "generate: sampling temperature (0 = greedy)");
+ABSL_FLAG(int32_t, sample_top_k, 0, "generate: keep the K most probable tokens (0 = all)");
+ABSL_FLAG(double, sample_top_p, 0, "generate: nucleus sampling mass in (0, 1] (0 = 1)");
+ABSL_FLAG(uint64_t, sample_seed, 0, "generate: sampler seed (0 = the server draws one)");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: stop sequences, comma-separated");
+ABSL_FLAG(bool, ignore_eos, false, "generate: do not stop at end-of-sequence tokens");
+ABSL_FLAG(bool, stop_at_eos, false,
+          "bench --generate: stop at end-of-sequence tokens (default: every call generates "
+          "--max_new_tokens, so runs compare)");
+ABSL_FLAG(bool, show_tokens, false, "generate: also print the new token ids (stderr)");
 ABSL_FLAG(std::string, data, "", "bench: directory of <task>.test.safetensors / .test.tsv");
 ABSL_FLAG(int32_t, concurrency, 0, "bench: closed loop with N workers (default 1)");
 ABSL_FLAG(double, rate, 0, "bench: open loop with R Poisson arrivals per second");
@@ -72,6 +89,9 @@ ABSL_FLAG(std::string, temperatures, "",
           "bench: LO,HI: per-request router temperatures, log-uniform in [LO, HI] "
           "(distinct router-weight mixtures); default the server's");
 ABSL_FLAG(std::string, out_json, "", "bench: also write the figures as JSON to this file");
+ABSL_FLAG(bool, generate, false,
+          "bench: Generate calls (causal LM versions) with the data's texts as prompts; reports "
+          "time to first token, inter-token latency and generated tokens/s");
 
 namespace twin::client {
 namespace {
@@ -89,10 +109,15 @@ constexpr char kUsage[] =
     "  twin-client status\n"
     "  twin-client infer --text \"...\" | --ids 1,2,3 [--mask 1,1,0] [--task T] [--top_k K]\n"
     "                    [--temperature X] [--request_id ID]\n"
+    "  twin-client generate --text \"...\" | --ids 1,2,3 [--task T] [--max_new_tokens N]\n"
+    "                    [--sample_temperature X] [--sample_top_k K] [--sample_top_p P]\n"
+    "                    [--sample_seed S] [--stop a,b] [--ignore_eos] [--show_tokens]\n"
     "  twin-client bench --data DIR [--concurrency N | --rate R] [--duration_s S | --requests N]\n"
     "                    [--send_task] [--mix task0=3,task1=1] [--streams] [--stream_window W]\n"
     "                    [--max_outstanding M] [--seed S] [--temperatures LO,HI]\n"
     "                    [--out_json FILE]\n"
+    "  twin-client bench --generate --data DIR [--concurrency N] [--max_new_tokens N]\n"
+    "                    [--sample_temperature X] [--send_task] [--mix ...] [--out_json FILE]\n"
     "Common flags: --target host:port (default localhost:50051), --timeout_ms, --lb round_robin\n"
     "Exit codes: 0 ok, 1 RPC failure (or not SERVING), 2 usage error.\n";
 
@@ -235,6 +260,52 @@ int RunInfer(TwinClient& client) {
   return kExitOk;
 }
 
+int RunGenerate(TwinClient& client) {
+  const std::string text = absl::GetFlag(FLAGS_text);
+  const std::string ids = absl::GetFlag(FLAGS_ids);
+  if (text.empty() == ids.empty()) return UsageError("generate needs exactly one of --text, --ids");
+  twinmerge::v1::GenerateRequest request;
+  if (!text.empty()) {
+    request.set_text(text);
+  } else {
+    absl::StatusOr<std::vector<int64_t>> id_list = ParseIdList(ids, "--ids");
+    if (!id_list.ok()) return UsageError(std::string(id_list.status().message()));
+    request.mutable_tokens()->mutable_input_ids()->Add(id_list->begin(), id_list->end());
+  }
+  request.set_task(absl::GetFlag(FLAGS_task));
+  request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  request.mutable_routing()->set_top_k(absl::GetFlag(FLAGS_top_k));
+  request.mutable_routing()->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+  request.set_max_new_tokens(absl::GetFlag(FLAGS_max_new_tokens));
+  twinmerge::v1::SamplingOptions* sampling = request.mutable_sampling();
+  sampling->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_sample_temperature)));
+  sampling->set_top_k(absl::GetFlag(FLAGS_sample_top_k));
+  sampling->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_sample_top_p)));
+  sampling->set_seed(absl::GetFlag(FLAGS_sample_seed));
+  for (const std::string& stop : absl::GetFlag(FLAGS_stop)) request.add_stop(stop);
+  request.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+  const bool show_tokens = absl::GetFlag(FLAGS_show_tokens);
+  twinmerge::v1::GenerateResponse last;
+  std::vector<int64_t> tokens;
+  absl::Status status = client.Generate(
+      request,
+      [&](const twinmerge::v1::GenerateResponse& reply) {
+        if (reply.router_weights_size() > 0 || !reply.batch_mode().empty()) {
+          std::cerr << FormatGenerateStart(reply);
+        }
+        std::cout << reply.text() << std::flush;
+        tokens.insert(tokens.end(), reply.token_ids().begin(), reply.token_ids().end());
+        if (!reply.finish_reason().empty()) last = reply;
+        return true;
+      },
+      absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+  std::cout << "\n";
+  if (!status.ok()) return RpcFailure(status);
+  if (show_tokens) std::cerr << "tokens: " << absl::StrJoin(tokens, ",") << "\n";
+  std::cerr << FormatGenerateEnd(last);
+  return kExitOk;
+}
+
 std::string DescribeLoad(const LoadOptions& o, size_t examples, size_t tasks) {
   std::string out = absl::StrCat("load: ", examples, " examples over ", tasks, " tasks, ");
   if (o.mode == LoadOptions::Mode::kOpenLoop) {
@@ -253,9 +324,58 @@ std::string DescribeLoad(const LoadOptions& o, size_t examples, size_t tasks) {
   return out;
 }
 
+int WriteJson(const std::string& json) {
+  const std::string path = absl::GetFlag(FLAGS_out_json);
+  if (path.empty()) return kExitOk;
+  std::ofstream out(path, std::ios::trunc);
+  out << json;
+  if (!out.good()) {
+    std::cerr << "error: cannot write " << path << "\n";
+    return kExitRpcFailure;
+  }
+  return kExitOk;
+}
+
+int RunGenerateBenchCommand(TwinClient& client, const std::string& data) {
+  if (absl::GetFlag(FLAGS_rate) > 0 || absl::GetFlag(FLAGS_streams)) {
+    return UsageError("bench --generate is a closed loop: use --concurrency, not --rate/--streams");
+  }
+  GenerateBenchOptions options;
+  options.concurrency = std::max(1, absl::GetFlag(FLAGS_concurrency));
+  options.max_requests = absl::GetFlag(FLAGS_requests);
+  double duration_s = absl::GetFlag(FLAGS_duration_s);
+  if (duration_s == 0 && options.max_requests == 0) duration_s = kDefaultBenchDurationS;
+  options.duration = absl::Seconds(duration_s);
+  const int32_t max_new = absl::GetFlag(FLAGS_max_new_tokens);
+  if (max_new > 0) options.max_new_tokens = max_new;
+  options.ignore_eos = !absl::GetFlag(FLAGS_stop_at_eos);
+  options.send_task = absl::GetFlag(FLAGS_send_task);
+  options.sample_temperature = static_cast<float>(absl::GetFlag(FLAGS_sample_temperature));
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms));
+  absl::StatusOr<Workload> workload = LoadWorkload(data);
+  if (!workload.ok()) return UsageError(absl::StrCat("--data: ", workload.status().message()));
+  absl::StatusOr<TaskMix> mix = TaskMix::Parse(absl::GetFlag(FLAGS_mix), workload->tasks);
+  if (!mix.ok()) return UsageError(absl::StrCat("--mix: ", mix.status().message()));
+  std::cout << "generate load: " << workload->size() << " prompts over " << workload->tasks.size()
+            << " tasks, closed loop, " << options.concurrency << " workers, "
+            << options.max_new_tokens << " new tokens each"
+            << (options.send_task ? ", task sent\n" : ", task routed\n");
+  absl::StatusOr<GenerateBenchResult> result = RunGenerateBench(&client, *workload, *mix, options);
+  if (!result.ok()) return UsageError(std::string(result.status().message()));
+  std::cout << result->Summary();
+  if (int rc = WriteJson(result->Json()); rc != kExitOk) return rc;
+  if (result->ok == 0) {
+    std::cerr << "error: no request succeeded\n";
+    return kExitRpcFailure;
+  }
+  return kExitOk;
+}
+
 int RunBench(TwinClient& client) {
   const std::string data = absl::GetFlag(FLAGS_data);
   if (data.empty()) return UsageError("bench needs --data DIR");
+  if (absl::GetFlag(FLAGS_generate)) return RunGenerateBenchCommand(client, data);
   LoadOptions options;
   const int32_t concurrency = absl::GetFlag(FLAGS_concurrency);
   options.rate_per_s = absl::GetFlag(FLAGS_rate);
@@ -291,14 +411,7 @@ int RunBench(TwinClient& client) {
   absl::StatusOr<LoadResult> result = RunLoad(&client, *workload, *mix, options);
   if (!result.ok()) return UsageError(std::string(result.status().message()));
   std::cout << result->Summary();
-  if (const std::string path = absl::GetFlag(FLAGS_out_json); !path.empty()) {
-    std::ofstream out(path, std::ios::trunc);
-    out << result->Json();
-    if (!out.good()) {
-      std::cerr << "error: cannot write " << path << "\n";
-      return kExitRpcFailure;
-    }
-  }
+  if (int rc = WriteJson(result->Json()); rc != kExitOk) return rc;
   if (result->ok == 0) {
     std::cerr << "error: no request succeeded\n";
     return kExitRpcFailure;
@@ -322,7 +435,7 @@ int Main(int argc, char** argv) {
   if (positional.size() != 2) return UsageError("expected exactly one subcommand");
   const std::string command = positional[1];
   if (command != "info" && command != "health" && command != "infer" && command != "bench" &&
-      command != "reload" && command != "status") {
+      command != "reload" && command != "status" && command != "generate") {
     return UsageError(absl::StrCat("unknown subcommand '", command, "'"));
   }
   absl::StatusOr<std::unique_ptr<TwinClient>> client = MakeClient();
@@ -332,6 +445,7 @@ int Main(int argc, char** argv) {
   if (command == "reload") return RunReload(**client);
   if (command == "status") return RunStatus(**client);
   if (command == "infer") return RunInfer(**client);
+  if (command == "generate") return RunGenerate(**client);
   return RunBench(**client);
 }
 

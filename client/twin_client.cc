@@ -200,6 +200,28 @@ absl::StatusOr<InferResponse> TwinClient::Infer(const InferRequest& request,
   return reply;
 }
 
+absl::Status TwinClient::Generate(const twinmerge::v1::GenerateRequest& request,
+                                  const GenerateCallback& on_reply, absl::Duration timeout) {
+  grpc::ClientContext context;
+  SetDeadline(&context, timeout);
+  std::unique_ptr<grpc::ClientReader<twinmerge::v1::GenerateResponse>> reader =
+      stub_->Generate(&context, request);
+  twinmerge::v1::GenerateResponse reply;
+  bool cancelled = false;
+  while (reader->Read(&reply)) {
+    if (!on_reply(reply)) {
+      context.TryCancel();
+      cancelled = true;
+      break;
+    }
+  }
+  if (cancelled) {
+    while (reader->Read(&reply)) {
+    }
+  }
+  return FromGrpcStatus(reader->Finish());
+}
+
 void TwinClient::InferAsync(const InferRequest& request, absl::Duration timeout,
                             InferCallback done) {
   // Everything the call touches lives until its completion callback, which frees it.

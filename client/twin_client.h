@@ -132,6 +132,16 @@ class TwinClient {
                   InferCallback done);
 
   absl::StatusOr<twinmerge::v1::ModelInfo> GetModelInfo(absl::Duration timeout = kDefaultTimeout);
+
+  // Generate (causal LM versions): `on_reply` runs on the calling thread for every reply as it
+  // arrives (new tokens and their text; the last one has the finish reason and usage);
+  // returning false cancels the call, which ends the sequence on the server. Returns the RPC's
+  // status (CANCELLED after a cancel). `timeout` bounds the whole generation.
+  using GenerateCallback = std::function<bool(const twinmerge::v1::GenerateResponse&)>;
+  absl::Status Generate(const twinmerge::v1::GenerateRequest& request,
+                        const GenerateCallback& on_reply,
+                        absl::Duration timeout = kDefaultTimeout);
+
   // twinmerge.v1.Admin: load `version` now ("" = follow LATEST again) / the serving status.
   // A reload answers when the load has finished, so give it a timeout that covers one.
   absl::StatusOr<twinmerge::v1::ReloadResponse> Reload(const std::string& version,

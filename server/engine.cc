@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/model/hf_config.h"
+#include "core/model/hf_decoder.h"
+#include "core/model/hf_decoder_config.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/layer_params.h"
 #include "core/router/ngram_features.h"
@@ -46,8 +48,107 @@ std::map<std::string, at::Tensor> ByName(const NamedTensors& tensors) {
 
 }  // namespace
 
+namespace {
+
+// Another LayerParams's weights, by reference (theta* for a static generation step).
+class ParamsRef : public LayerParams {
+ public:
+  explicit ParamsRef(const LayerParams& params) : params_(params) {}
+  at::Tensor Linear(const std::string& name, const at::Tensor& x) const override {
+    return params_.Linear(name, x);
+  }
+  at::Tensor Embedding(const std::string& name, const at::Tensor& ids) const override {
+    return params_.Embedding(name, ids);
+  }
+  at::Tensor LayerNorm(const std::string& name, const at::Tensor& x, double eps) const override {
+    return params_.LayerNorm(name, x, eps);
+  }
+  at::Tensor RmsNorm(const std::string& name, const at::Tensor& x, double eps) const override {
+    return params_.RmsNorm(name, x, eps);
+  }
+  bool Has(const std::string& name) const override { return params_.Has(name); }
+
+ private:
+  const LayerParams& params_;
+};
+
+}  // namespace
+
+absl::Status Engine::LoadNativeDecoder(const LocalArtifactSet& set) {
+  const Manifest& m = set.manifest;
+  const std::string path = set.PathOf(m.native.config_blob);
+  ASSIGN_OR_RETURN(HfDecoderConfig config, LoadHfDecoderConfigFile(path));
+  if (m.native.family != config.model_type) {
+    return absl::InvalidArgumentError(absl::StrCat("version ", m.version,
+                                                   ": model.native.family is ", m.native.family,
+                                                   " but ", path, " is a ", config.model_type,
+                                                   " config"));
+  }
+  ASSIGN_OR_RETURN(decoder_, HfDecoder::Create(config));
+  const std::map<std::string, at::Tensor> shared = ByName(twin_->shared());
+  for (const std::string& name : decoder_->names()) {
+    auto it = shared.find(name);
+    if (it == shared.end()) {
+      const bool per_task = num_tasks() > 0 && ByName(twin_->head(0)).count(name) > 0;
+      return absl::InvalidArgumentError(absl::StrCat(
+          "version ", m.version, ": theta* has no '", name, "', which the ", m.native.family,
+          " model reads",
+          per_task ? " (it is kept per task: generation needs the LM head merged; merge with "
+                     "a head_pattern that matches no tensor)"
+                   : ""));
+    }
+    const auto want = decoder_->tensor_spec().shapes.find(name);
+    if (want != decoder_->tensor_spec().shapes.end() &&
+        !it->second.sizes().equals(want->second)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "version ", m.version, ": theta*'s '", name, "' is ", c10::str(it->second.sizes()),
+          " but ", path, " implies ", c10::str(at::IntArrayRef(want->second))));
+    }
+  }
+  if (m.router.features != "ngram") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "version ", m.version, ": the router of a causal LM reads n-gram features of the "
+        "prompt, not ", m.router.features));
+  }
+  shared_params_ = std::make_unique<DenseParams>(shared);
+  vocab_size_ = config.vocab_size;
+  const int64_t largest = tokenizer_->largest_id();
+  if (largest >= vocab_size_) {
+    LogLine(LogLevel::kWarning,
+            absl::StrCat("version ", m.version, ": the tokenizer produces ids up to ", largest,
+                         " but the model's vocabulary has ", vocab_size_,
+                         " ids; prompts with ids beyond it are refused"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::CheckClassifier() const {
+  if (!generative()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "version ", version(), " is a causal language model: use Generate, not Infer"));
+}
+
+absl::StatusOr<std::unique_ptr<LayerParams>> Engine::GenerationParams(
+    const std::vector<const std::vector<double>*>& rows, bool shared_only) const {
+  if (!generative()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("version ", version(), " is not a causal language model"));
+  }
+  if (shared_only) return std::unique_ptr<LayerParams>(new ParamsRef(*shared_params_));
+  std::vector<std::vector<double>> weights;
+  weights.reserve(rows.size());
+  for (const std::vector<double>* row : rows) weights.push_back(*row);
+  try {
+    ASSIGN_OR_RETURN(MixedParams mixed, MixedParams::Create(*twin_, weights, mix_strategy_));
+    return std::unique_ptr<LayerParams>(new MixedParams(std::move(mixed)));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("generation weights: ", FirstLine(e.what())));
+  }
+}
+
 absl::Status Engine::LoadNative(const LocalArtifactSet& set) {
   const Manifest& m = set.manifest;
+  if (IsHfDecoderFamilyName(m.native.family)) return LoadNativeDecoder(set);
   const std::string path = set.PathOf(m.native.config_blob);
   ASSIGN_OR_RETURN(HfEncoderConfig config, LoadHfEncoderConfigFile(path));
   if (m.native.family != HfFamilyName(config.family)) {
@@ -114,6 +215,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
         "engine model '", options.model, "' is not auto, torchscript or native"));
   }
   const bool has_native = !set.manifest.native.family.empty();
+  if (options.model == "torchscript" && IsHfDecoderFamilyName(set.manifest.native.family)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "version ", set.manifest.version, " is a ", set.manifest.native.family,
+        " causal language model, which only the native engine runs (serving.engine: auto or "
+        "native)"));
+  }
   if (options.model == "native" && !has_native) {
     return absl::FailedPreconditionError(absl::StrCat(
         "version ", set.manifest.version, " has no native model (model.native) to serve"));
@@ -266,6 +373,11 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadExpert(int task,
   if (task < 0 || task >= num_tasks()) {
     return absl::InvalidArgumentError(absl::StrCat("task index ", task, " out of range"));
   }
+  if (generative()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "version ", version(), " is a causal language model: serving.mode experts is not "
+        "available for it (use twin or static)"));
+  }
   if (native()) return LoadNativeExpert(task, path);
   const std::string& name = manifest_.tasks[task].name;
   c10::Device device(device_name_);
@@ -388,6 +500,7 @@ absl::StatusOr<std::vector<at::Tensor>> Engine::NativeRuns(const at::Tensor& inp
 absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardMixed(
     const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& row_weights,
     const std::vector<TaskRun>& runs) const {
+  RETURN_IF_ERROR(CheckClassifier());
   if (!native()) {
     return absl::FailedPreconditionError(
         "the unfused path needs a native model; this version is served by TorchScript");
@@ -420,6 +533,7 @@ uint64_t Engine::router_bytes() const { return Bytes(router_->tensors()); }
 
 absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& input_ids,
                                            const at::Tensor& attention_mask, int task) const {
+  RETURN_IF_ERROR(CheckClassifier());
   if (task < 0 || task >= num_tasks()) {
     return absl::InvalidArgumentError(absl::StrCat("task index ", task, " out of range"));
   }
@@ -454,6 +568,7 @@ absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& 
 absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardTasks(
     FusedModel& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
     const std::vector<TaskRun>& runs) const {
+  RETURN_IF_ERROR(CheckClassifier());
   if (!splits_heads_ || model.own_head_) {
     return absl::FailedPreconditionError(
         "this model cannot serve several tasks in one forward (no classify() or an expert)");

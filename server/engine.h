@@ -19,6 +19,11 @@
 // theta* plus each row's mixture of the task factors inside every layer (the unfused path,
 // core/model/mixed_params.h).
 //
+// A version whose native model is a causal language model (model.native.family llama, qwen2
+// or mistral) is generative(): it answers Generate, not Infer. GenerationParams() gives the
+// weights of one generation step: theta* alone (static mode), or theta* plus each sequence's
+// own mixture of the task factors (twin mode, the unfused path).
+//
 // Thread-safety: an Engine is immutable after Load() and safe to share. A FusedModel
 // serialises its own forwards (head swaps) with an internal mutex.
 #ifndef TWIN_SERVER_ENGINE_H_
@@ -40,6 +45,7 @@
 namespace twin {
 
 class DenseParams;
+class HfDecoder;
 class HfEncoder;
 class ScriptModel;
 class Router;
@@ -113,8 +119,17 @@ class Engine {
                                      const at::Tensor& attention_mask, int task) const;
 
   // Whether the engine runs the version's native model (then unfused_available()).
-  bool native() const { return encoder_ != nullptr; }
-  bool unfused_available() const { return native(); }
+  bool native() const { return encoder_ != nullptr || decoder_ != nullptr; }
+  // Mixed-key classification batches (a native encoder).
+  bool unfused_available() const { return encoder_ != nullptr; }
+  // A causal language model version (Generate); decoder() only then.
+  bool generative() const { return decoder_ != nullptr; }
+  const HfDecoder& decoder() const { return *decoder_; }
+  // The weights of one generation step whose rows (sequences, in order) have the mixtures
+  // `rows` (each num_tasks() weights): theta* alone with `shared_only`, else theta* plus each
+  // row's mixture of the task factors in every layer. The result refers to the engine.
+  absl::StatusOr<std::unique_ptr<LayerParams>> GenerationParams(
+      const std::vector<const std::vector<double>*>& rows, bool shared_only) const;
   // "native" or "torchscript".
   const char* model_kind() const { return native() ? "native" : "torchscript"; }
   MixStrategy mix_strategy() const { return mix_strategy_; }
@@ -151,6 +166,10 @@ class Engine {
       const std::vector<double>& weights) const;
   // The native model from the version's config blob, checked against theta* and the heads.
   absl::Status LoadNative(const LocalArtifactSet& set);
+  // A causal LM's config blob: the decoder, checked against theta*.
+  absl::Status LoadNativeDecoder(const LocalArtifactSet& set);
+  // FAILED_PRECONDITION for a classification call on a generative version.
+  absl::Status CheckClassifier() const;
   absl::StatusOr<std::shared_ptr<FusedModel>> LoadNativeExpert(int task,
                                                                const std::string& dir) const;
   absl::Status CheckRuns(const std::vector<TaskRun>& runs, int64_t batch) const;
@@ -170,6 +189,7 @@ class Engine {
   int64_t vocab_size_ = 0;
   bool ngram_router_ = false;  // manifest router.features == "ngram"
   std::unique_ptr<HfEncoder> encoder_;                // native model, or null
+  std::unique_ptr<HfDecoder> decoder_;                // native causal LM, or null
   std::unique_ptr<DenseParams> shared_params_;        // theta* for the native model
   std::vector<std::unique_ptr<DenseParams>> heads_;   // per task, native model
   MixStrategy mix_strategy_ = MixStrategy::kGrouped;

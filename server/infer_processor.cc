@@ -79,6 +79,10 @@ absl::StatusOr<std::shared_ptr<InferPayload>> MakePayload(const InferRequest& re
                                                           const ServerConfig& config) {
   auto p = std::make_shared<InferPayload>();
   const Engine& engine = *servable->engine;
+  if (engine.generative()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "version ", engine.version(), " is a causal language model: use Generate, not Infer"));
+  }
   if (static_cast<int>(request.request_id().size()) > config.max_request_id_bytes) {
     return Invalid(absl::StrCat("request_id is longer than ", config.max_request_id_bytes,
                                 " bytes"));
@@ -111,33 +115,43 @@ absl::StatusOr<std::shared_ptr<InferPayload>> MakePayload(const InferRequest& re
     default:
       return Invalid("request has no input (set text or tokens)");
   }
-  if (!request.task().empty()) {
-    auto it = servable->task_index.find(request.task());
-    if (it == servable->task_index.end()) {
-      std::vector<std::string> names;
-      for (const auto& [name, index] : servable->task_index) names.push_back(name);
-      return Invalid(absl::StrCat("unknown task '", request.task(), "' (tasks: ",
-                                  absl::StrJoin(names, ", "), ")"));
-    }
-    p->task = it->second;
+  ASSIGN_OR_RETURN(p->task, TaskOf(*servable, request.task()));
+  RETURN_IF_ERROR(
+      ParseRouting(request.routing(), config, engine.num_tasks(), &p->top_k, &p->temperature));
+  p->servable = std::move(servable);
+  return p;
+}
+
+absl::StatusOr<int> TaskOf(const Servable& servable, const std::string& task) {
+  if (task.empty()) return -1;
+  auto it = servable.task_index.find(task);
+  if (it == servable.task_index.end()) {
+    std::vector<std::string> names;
+    for (const auto& [name, index] : servable.task_index) names.push_back(name);
+    return Invalid(
+        absl::StrCat("unknown task '", task, "' (tasks: ", absl::StrJoin(names, ", "), ")"));
   }
-  const int num_tasks = engine.num_tasks();
+  return it->second;
+}
+
+absl::Status ParseRouting(const twinmerge::v1::RoutingOptions& routing, const ServerConfig& config,
+                          int num_tasks, int* top_k_out, double* temperature_out) {
   const int max_top_k = config.max_top_k > 0 ? std::min(config.max_top_k, num_tasks) : num_tasks;
-  const int top_k = request.routing().top_k();
+  const int top_k = routing.top_k();
   if (top_k < 0 || top_k > max_top_k) {
     return Invalid(absl::StrCat("routing.top_k is ", top_k, "; must be in [0, ", max_top_k, "]"));
   }
-  p->top_k = top_k == 0 ? config.cluster_key.top_k : top_k;
-  const double temperature = request.routing().temperature();
+  *top_k_out = top_k == 0 ? config.cluster_key.top_k : top_k;
+  const double temperature = routing.temperature();
   if (std::isnan(temperature) || temperature < 0 ||
       (temperature != 0 &&
        (temperature < config.min_temperature || temperature > config.max_temperature))) {
-    return Invalid(absl::StrCat("routing.temperature is ", temperature, "; must be 0 (default) or in [",
-                                config.min_temperature, ", ", config.max_temperature, "]"));
+    return Invalid(absl::StrCat("routing.temperature is ", temperature,
+                                "; must be 0 (default) or in [", config.min_temperature, ", ",
+                                config.max_temperature, "]"));
   }
-  p->temperature = temperature == 0 ? config.default_temperature : temperature;
-  p->servable = std::move(servable);
-  return p;
+  *temperature_out = temperature == 0 ? config.default_temperature : temperature;
+  return absl::OkStatus();
 }
 
 void PadBatch(const std::vector<InferPayload*>& group, at::Tensor* ids, at::Tensor* mask) {

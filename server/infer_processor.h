@@ -56,6 +56,13 @@ struct InferPayload : public RequestPayload {
   InferReply reply;
 };
 
+// The index of task `name` in the servable ("" -> -1: routed); INVALID_ARGUMENT listing the
+// tasks for an unknown name.
+absl::StatusOr<int> TaskOf(const Servable& servable, const std::string& name);
+// routing.top_k and routing.temperature checked against the limits, defaults applied.
+absl::Status ParseRouting(const twinmerge::v1::RoutingOptions& routing, const ServerConfig& config,
+                          int num_tasks, int* top_k, double* temperature);
+
 // Validates `request` and builds its payload. Errors are INVALID_ARGUMENT naming the field.
 absl::StatusOr<std::shared_ptr<InferPayload>> MakePayload(
     const twinmerge::v1::InferRequest& request, std::shared_ptr<const Servable> servable,

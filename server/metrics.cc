@@ -105,6 +105,26 @@ struct ServerMetrics::Impl {
   prometheus::Gauge& loaded_at =
       Gauge("twin_artifact_loaded_timestamp_seconds", "When the serving version was swapped in");
 
+  prometheus::Family<prometheus::Counter>& generations =
+      prometheus::BuildCounter().Name("twin_generations_total")
+          .Help("Finished Generate calls by task, gRPC status code and finish reason")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& ttft =
+      prometheus::BuildHistogram().Name("twin_generation_ttft_seconds")
+          .Help("Time from a Generate call's arrival to its first new token, by batch mode")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& inter_token =
+      prometheus::BuildHistogram().Name("twin_generation_inter_token_seconds")
+          .Help("Time between a sequence's consecutive new tokens, by batch mode")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& generated =
+      prometheus::BuildCounter().Name("twin_generated_tokens_total")
+          .Help("New tokens generated, by batch mode").Register(*registry);
+  prometheus::Gauge& active_sequences =
+      Gauge("twin_generation_active_sequences", "Admitted sequences (prefilling or decoding)");
+  prometheus::Gauge& kv_cache_bytes =
+      Gauge("twin_kv_cache_bytes", "KV-cache memory reserved by the admitted sequences");
+
   absl::Mutex mu;
   // Last stats seen per cache (each servable has its own cache; a few versions may overlap).
   std::vector<std::pair<const void*, FusedCacheStats>> last_cache ABSL_GUARDED_BY(mu);
@@ -224,6 +244,33 @@ void ServerMetrics::SetWeightBytes(uint64_t shared, uint64_t twins, uint64_t hea
 
 void ServerMetrics::SetServingMode(const std::string& mode) {
   impl_->mode.Add({{"mode", mode}}).Set(1.0);
+}
+
+void ServerMetrics::RecordGeneration(const std::string& task, const std::string& code,
+                                     const std::string& finish) {
+  impl_->generations.Add({{"task", task.empty() ? "none" : task}, {"code", code},
+                          {"finish", finish}})
+      .Increment();
+}
+
+void ServerMetrics::RecordFirstToken(const std::string& mode, double seconds) {
+  impl_->ttft.Add({{"mode", mode}}, LatencyBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordInterToken(const std::string& mode, double seconds) {
+  impl_->inter_token.Add({{"mode", mode}}, LatencyBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordGeneratedTokens(const std::string& mode, int64_t tokens) {
+  impl_->generated.Add({{"mode", mode}}).Increment(static_cast<double>(tokens));
+}
+
+void ServerMetrics::SetGenerationActive(int64_t sequences) {
+  impl_->active_sequences.Set(static_cast<double>(sequences));
+}
+
+void ServerMetrics::SetKvCacheBytes(int64_t bytes) {
+  impl_->kv_cache_bytes.Set(static_cast<double>(bytes));
 }
 
 void ServerMetrics::SetVersion(const std::string& version) {

@@ -24,6 +24,14 @@
 //                                                  deltas), heads, router, experts (experts
 //                                                  mode); cached fused sets are cache_bytes
 //   serving_mode_info{mode}              gauge     twin | static | experts (value 1)
+// Generation (causal LM versions; mode: unfused | static, how the sequence's steps ran):
+//   generations_total{task,code,finish}  counter   finished Generate calls (finish: stop |
+//                                                  length, "" when code is not OK)
+//   generation_ttft_seconds{mode}        histogram arrival to the first new token
+//   generation_inter_token_seconds{mode} histogram between a sequence's consecutive tokens
+//   generated_tokens_total{mode}         counter
+//   generation_active_sequences          gauge     admitted sequences (decoding or prefilling)
+//   kv_cache_bytes                       gauge     KV memory the admitted sequences reserve
 //
 // Thread-safety: all methods are thread-safe (prometheus-cpp metrics are atomic).
 #ifndef TWIN_SERVER_METRICS_H_
@@ -83,6 +91,14 @@ class ServerMetrics {
   void SetWeightBytes(uint64_t shared, uint64_t twins, uint64_t heads, uint64_t router,
                       uint64_t experts);
   void SetServingMode(const std::string& mode);
+  // Generation.
+  void RecordGeneration(const std::string& task, const std::string& code,
+                        const std::string& finish);
+  void RecordFirstToken(const std::string& mode, double seconds);
+  void RecordInterToken(const std::string& mode, double seconds);
+  void RecordGeneratedTokens(const std::string& mode, int64_t tokens);
+  void SetGenerationActive(int64_t sequences);
+  void SetKvCacheBytes(int64_t bytes);
   // The text exposition of every metric (what /metrics serves).
   std::string Scrape() const;
 

@@ -110,6 +110,18 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.reload.warm_cache_keys < 0) return Fields().Bad("reload.warm_cache_keys", "must be >= 0");
   if (c.kserve_model_name.empty()) return Fields().Bad("kserve.model_name", "must not be empty");
   if (c.kserve_max_rows < 1) return Fields().Bad("kserve.max_rows", "must be >= 1");
+  const GenerationConfig& g = c.generation;
+  if (g.max_new_tokens < 1) return Fields().Bad("generation.max_new_tokens", "must be >= 1");
+  if (g.default_max_new_tokens < 1 || g.default_max_new_tokens > g.max_new_tokens) {
+    return Fields().Bad("generation.default_max_new_tokens", "must be in [1, max_new_tokens]");
+  }
+  if (g.max_sequences < 1) return Fields().Bad("generation.max_sequences", "must be >= 1");
+  if (g.max_step_tokens < 1) return Fields().Bad("generation.max_step_tokens", "must be >= 1");
+  if (g.kv_cache_bytes < 1) return Fields().Bad("generation.kv_cache_bytes", "must be >= 1");
+  if (g.max_queue < 0) return Fields().Bad("generation.max_queue", "must be >= 0");
+  if (g.max_stop_sequences < 0) {
+    return Fields().Bad("generation.max_stop_sequences", "must be >= 0");
+  }
   RETURN_IF_ERROR(ValidateTlsConfig(c.tls));
   // Port 0 (an OS-chosen port) gives each listener its own port.
   if (!c.admin_listen_address.empty() && c.admin_listen_address == c.listen_address &&
@@ -142,7 +154,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
                           "cache_dir", "device", "intra_op_threads", "workers", "batching", "cache",
                           "cluster_key", "routing", "serving", "limits", "max_connection_age_ms",
                           "drain_grace_ms", "drain_timeout_ms", "warmup_requests", "log_level",
-                          "kserve", "reload", "tls", "admin"}));
+                          "kserve", "reload", "generation", "tls", "admin"}));
   RETURN_IF_ERROR(Fields().Read(root, "listen_address", "", &c.listen_address));
   RETURN_IF_ERROR(Fields().Read(root, "metrics_address", "", &c.metrics_address));
   RETURN_IF_ERROR(Fields().Read(root, "artifact_uri", "", &c.artifact_uri));
@@ -305,6 +317,22 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     RETURN_IF_ERROR(Fields().Read(r, "retry_interval_ms", "reload", &c.reload.retry_interval_ms));
     RETURN_IF_ERROR(Fields().Read(r, "keep_versions", "reload", &c.reload.keep_versions));
     RETURN_IF_ERROR(Fields().Read(r, "warm_cache_keys", "reload", &c.reload.warm_cache_keys));
+  }
+  if (const YAML::Node g = root["generation"]) {
+    RETURN_IF_ERROR(Fields().CheckKeys(
+        g, "generation",
+        {"default_max_new_tokens", "max_new_tokens", "max_sequences", "max_step_tokens",
+         "kv_cache_bytes", "max_queue", "max_stop_sequences"}));
+    GenerationConfig& out = c.generation;
+    RETURN_IF_ERROR(Fields().Read(g, "default_max_new_tokens", "generation",
+                                  &out.default_max_new_tokens));
+    RETURN_IF_ERROR(Fields().Read(g, "max_new_tokens", "generation", &out.max_new_tokens));
+    RETURN_IF_ERROR(Fields().Read(g, "max_sequences", "generation", &out.max_sequences));
+    RETURN_IF_ERROR(Fields().Read(g, "max_step_tokens", "generation", &out.max_step_tokens));
+    RETURN_IF_ERROR(Fields().Read(g, "kv_cache_bytes", "generation", &out.kv_cache_bytes));
+    RETURN_IF_ERROR(Fields().Read(g, "max_queue", "generation", &out.max_queue));
+    RETURN_IF_ERROR(
+        Fields().Read(g, "max_stop_sequences", "generation", &out.max_stop_sequences));
   }
   if (const YAML::Node t = root["tls"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(

@@ -57,6 +57,15 @@
 //            keep_versions: 2,          # versions kept in cache_dir (the serving one included);
 //                                       # 0 = never prune
 //            warm_cache_keys: 16}       # hottest cluster keys pre-fused in a new version
+//   generation: {default_max_new_tokens: 64,  # Generate (causal LM versions): when a request
+//                                              # names none
+//                max_new_tokens: 1024,    # a request's limit
+//                max_sequences: 32,       # sequences decoded together in one step
+//                max_step_tokens: 512,    # prompt and decode tokens per step (long prompts
+//                                         # are read in chunks between decode steps)
+//                kv_cache_bytes: 1073741824,  # KV memory of the admitted sequences, at most
+//                max_queue: 256,          # requests waiting for KV memory; then refused
+//                max_stop_sequences: 8}
 //   log_level: info                     # debug | info | warning | error
 //   tls: {cert_file: "", key_file: "",  # both set: the gRPC ports speak TLS only
 //         client_ca_file: "",           # set: mTLS, clients need a certificate this CA signed
@@ -95,6 +104,16 @@ const char* ServingModeName(ServingMode mode);
 
 // How a request that names its task is weighted (routing.task_given).
 enum class TaskGivenPolicy { kTask, kRouter };
+
+struct GenerationConfig {
+  int64_t default_max_new_tokens = 64;
+  int64_t max_new_tokens = 1024;
+  int64_t max_sequences = 32;
+  int64_t max_step_tokens = 512;
+  int64_t kv_cache_bytes = int64_t{1} << 30;
+  int64_t max_queue = 256;
+  int max_stop_sequences = 8;
+};
 
 struct ServerConfig {
   std::string listen_address = "0.0.0.0:50051";
@@ -146,6 +165,7 @@ struct ServerConfig {
   // call cannot take the whole queue; batching.max_queue_size caps it too.
   int kserve_max_rows = 64;
   ReloadConfig reload;
+  GenerationConfig generation;
   TlsConfig tls;
   // twinmerge.v1.Admin (Reload, GetServingStatus) is served on its own address, loopback by
   // default, so that reaching the inference port does not let anyone change the version; ""

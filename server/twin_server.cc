@@ -15,6 +15,8 @@
 #include "core/store/artifact_set.h"
 #include "core/store/object_store.h"
 #include "core/status_macros.h"
+#include "core/model/generation.h"
+#include "core/model/hf_decoder.h"
 #include "core/text/tokenizer.h"
 #include "server/admin_service.h"
 #include "server/batch_workers.h"
@@ -53,6 +55,8 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
   server->workers_ = std::make_unique<BatchWorkers>(server->queue_.get(),
                                                     server->processor_.get(), worker_options);
   server->workers_->Start();
+  server->generator_ = std::make_unique<Generator>(server->config_, server->metrics_.get());
+  server->generator_->Start();
   server->service_ = std::make_unique<TwinService>(server.get(), config.max_stream_in_flight);
   KServeOptions kserve_options;
   kserve_options.model_name = config.kserve_model_name;
@@ -373,6 +377,7 @@ absl::Status TwinServer::WarmUp(const Servable& servable) {
   // Route and fuse-forward a few inputs through every task head so that the first real
   // requests do not pay for lazy initialisation.
   const Engine& engine = *servable.engine;
+  if (engine.generative()) return WarmUpGeneration(servable);
   for (int i = 0; i < config_.warmup_requests; ++i) {
     if (ShuttingDown()) return absl::CancelledError("server is shutting down");
     // Token ids of the tokenizer's padding id are valid for any vocabulary.
@@ -397,6 +402,69 @@ absl::Status TwinServer::WarmUp(const Servable& servable) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status TwinServer::WarmUpGeneration(const Servable& servable) {
+  // A short prompt prefilled and a few tokens decoded through the serving mode's weights.
+  const Engine& engine = *servable.engine;
+  if (config_.warmup_requests == 0) return absl::OkStatus();
+  constexpr int64_t kPrompt = 8, kNew = 4;
+  GenerationRequest request;
+  for (int64_t i = 0; i < kPrompt; ++i) request.prompt.push_back(i % engine.vocab_size());
+  request.max_new_tokens = kNew;
+  const bool shared_only = servable.mode == ServingMode::kStatic;
+  if (!shared_only) request.weights.assign(engine.num_tasks(), 1.0 / engine.num_tasks());
+  if (!shared_only) {
+    at::Tensor ids = at::tensor(request.prompt, at::kLong).unsqueeze(0);
+    RETURN_IF_ERROR(
+        engine.RouterWeights(ids, at::ones_like(ids), {config_.default_temperature}).status());
+  }
+  ContinuousBatchOptions options;
+  options.kv_budget_bytes = engine.decoder().CacheBytes(kPrompt + kNew);
+  ContinuousBatch batch(engine.decoder(), options);
+  RETURN_IF_ERROR(batch.Add(std::move(request)).status());
+  while (batch.active() > 0) {
+    if (ShuttingDown()) return absl::CancelledError("server is shutting down");
+    RETURN_IF_ERROR(batch
+                        .Step([&engine, shared_only](
+                                  const std::vector<const std::vector<double>*>& rows) {
+                          return engine.GenerationParams(rows, shared_only);
+                        })
+                        .status());
+  }
+  return absl::OkStatus();
+}
+
+void TwinServer::SubmitGenerate(const twinmerge::v1::GenerateRequest& request,
+                                absl::Time deadline, std::shared_ptr<std::atomic<bool>> cancelled,
+                                const std::string& client, GenerateCallbacks callbacks) {
+  const absl::Time now = absl::Now();
+  std::shared_ptr<const Servable> servable;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!accepting_) {
+      callbacks.done(absl::UnavailableError("server is shutting down"));
+      return;
+    }
+    servable = servable_;
+  }
+  if (servable == nullptr) {
+    callbacks.done(absl::UnavailableError("no artifact version is loaded yet"));
+    return;
+  }
+  absl::StatusOr<std::unique_ptr<GenerationJob>> job =
+      MakeGenerationJob(request, std::move(servable), config_);
+  if (!job.ok()) {
+    metrics_->RecordGeneration("", absl::StatusCodeToString(job.status().code()), "");
+    callbacks.done(job.status());
+    return;
+  }
+  (*job)->received = now;
+  (*job)->deadline = deadline;
+  (*job)->cancelled = std::move(cancelled);
+  (*job)->callbacks = std::move(callbacks);
+  (void)client;
+  generator_->Submit(*std::move(job));
 }
 
 std::string ClientOfPeer(const std::string& peer) {
@@ -517,6 +585,11 @@ absl::StatusOr<twinmerge::v1::ModelInfo> TwinServer::ModelInfo() const {
   info.set_num_parameters(m.num_parameters);
   info.set_tokenizer(m.tokenizer.type);
   info.set_device(engine.device());
+  info.set_model_kind(engine.generative() ? "generation" : "classification");
+  if (engine.generative()) {
+    info.set_max_context_tokens(static_cast<int32_t>(engine.decoder().max_positions()));
+    info.set_max_new_tokens(static_cast<int32_t>(config_.generation.max_new_tokens));
+  }
   auto* limits = info.mutable_limits();
   limits->set_max_batch_size(config_.queue.max_batch_size);
   limits->set_max_input_length(config_.max_input_length > 0
@@ -563,6 +636,8 @@ void TwinServer::Shutdown() {
   //    deadline: answered UNAVAILABLE, not run.
   if (queue_ != nullptr) queue_->Close(absl::UnavailableError("server is shutting down"));
   if (workers_ != nullptr) workers_->Stop();
+  // Generations still running belong to calls that ended at the deadline.
+  if (generator_ != nullptr) generator_->Stop();
   // A load in progress stops at its next blob (or is discarded before the swap); queued
   // operator reloads are answered UNAVAILABLE.
   if (watcher_ != nullptr) watcher_->Stop();

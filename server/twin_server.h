@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/generator.h"
 #include "server/infer_processor.h"
 #include "core/store/object_store.h"
 #include "server/server_config.h"
@@ -92,6 +93,12 @@ class TwinServer {
   void Submit(const twinmerge::v1::InferRequest& request, absl::Time deadline,
               std::shared_ptr<std::atomic<bool>> cancelled, const std::string& client,
               InferReply reply);
+  // Generate: validates and queues one generation; `callbacks` report its replies and end
+  // (possibly inline, for a request refused at once). `client` is not yet counted against
+  // limits.max_in_flight_per_client.
+  void SubmitGenerate(const twinmerge::v1::GenerateRequest& request, absl::Time deadline,
+                      std::shared_ptr<std::atomic<bool>> cancelled, const std::string& client,
+                      GenerateCallbacks callbacks);
   absl::StatusOr<twinmerge::v1::ModelInfo> ModelInfo() const;
   // The serving version's task names, in index order (cheaper than ModelInfo()).
   absl::StatusOr<std::vector<std::string>> TaskNames() const;
@@ -107,6 +114,7 @@ class TwinServer {
   absl::StatusOr<LoadOutcome> LoadLocked(const std::string& version)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
   absl::Status WarmUp(const Servable& servable);
+  absl::Status WarmUpGeneration(const Servable& servable);
   // Static mode: theta*; experts mode: every task's model from serving.experts.
   absl::Status LoadPinned(Servable* servable) const;
   // Pre-fuses the previous version's hottest cluster keys into `next`'s cache.
@@ -121,6 +129,7 @@ class TwinServer {
   std::unique_ptr<RequestQueue> queue_;
   std::unique_ptr<InferProcessor> processor_;
   std::unique_ptr<BatchWorkers> workers_;
+  std::unique_ptr<Generator> generator_;
   std::unique_ptr<TwinService> service_;
   std::unique_ptr<KServeService> kserve_service_;  // inference.GRPCInferenceService
   std::unique_ptr<AdminService> admin_service_;

@@ -7,6 +7,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/generator.h"
 #include "server/twin_server.h"
 
 namespace twin {
@@ -36,6 +37,87 @@ class InferReactor final : public grpc::ServerUnaryReactor {
 
  private:
   std::shared_ptr<std::atomic<bool>> cancelled_;
+};
+
+// Server-streaming Generate: one reply in flight at a time; replies produced while one is
+// being written are merged into the next (their tokens and text appended), so a slow reader
+// costs one pending reply, never a queue. Finishes once the generator is done and every reply
+// is written. A cancelled call or a failed write marks the job cancelled: the generator ends
+// the sequence before its next step.
+class GenerateReactor final : public grpc::ServerWriteReactor<twinmerge::v1::GenerateResponse> {
+ public:
+  GenerateReactor(TwinServer* server, grpc::CallbackServerContext* context,
+                  const twinmerge::v1::GenerateRequest* request)
+      : cancelled_(std::make_shared<std::atomic<bool>>(false)) {
+    GenerateCallbacks callbacks;
+    callbacks.write = [this](twinmerge::v1::GenerateResponse reply) { Write(std::move(reply)); };
+    callbacks.done = [this](const absl::Status& status) { Done(status); };
+    server->SubmitGenerate(*request, DeadlineOf(context), cancelled_,
+                           ClientOfPeer(context->peer()), std::move(callbacks));
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      broken_ = true;
+      has_next_ = false;
+      cancelled_->store(true);
+    } else if (has_next_) {
+      current_ = std::move(next_);
+      next_.Clear();
+      has_next_ = false;
+      writing_ = true;
+      StartWrite(&current_);
+    }
+    MaybeFinishLocked();
+  }
+  void OnCancel() override { cancelled_->store(true); }
+  void OnDone() override {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    delete this;
+  }
+
+ private:
+  void Write(twinmerge::v1::GenerateResponse reply) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_ || finished_) return;
+    if (!writing_) {
+      current_ = std::move(reply);
+      writing_ = true;
+      StartWrite(&current_);
+    } else if (!has_next_) {
+      next_ = std::move(reply);
+      has_next_ = true;
+    } else {
+      std::string text = next_.text() + reply.text();
+      next_.MergeFrom(reply);  // appends token ids; takes the later finish and usage
+      next_.set_text(std::move(text));
+    }
+  }
+  void Done(const absl::Status& status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    status_ = status;
+    MaybeFinishLocked();
+  }
+  void MaybeFinishLocked() {
+    if (finished_ || !done_ || writing_ || has_next_) return;
+    finished_ = true;
+    Finish(broken_ ? grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke")
+                   : ToGrpcStatus(status_));
+  }
+
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+  std::mutex mu_;
+  twinmerge::v1::GenerateResponse current_;  // being written while writing_
+  twinmerge::v1::GenerateResponse next_;     // waiting (merged replies) while has_next_
+  bool writing_ = false;
+  bool has_next_ = false;
+  bool broken_ = false;
+  bool done_ = false;
+  bool finished_ = false;
+  absl::Status status_;
 };
 
 }  // namespace
@@ -207,6 +289,11 @@ grpc::ServerUnaryReactor* TwinService::Infer(grpc::CallbackServerContext* contex
 grpc::ServerBidiReactor<InferRequest, InferResponse>* TwinService::InferStream(
     grpc::CallbackServerContext* context) {
   return new StreamReactor(server_, this, context, max_stream_in_flight_);
+}
+
+grpc::ServerWriteReactor<twinmerge::v1::GenerateResponse>* TwinService::Generate(
+    grpc::CallbackServerContext* context, const twinmerge::v1::GenerateRequest* request) {
+  return new GenerateReactor(server_, context, request);
 }
 
 bool TwinService::Register(StreamReactor* stream) {

@@ -1,6 +1,7 @@
 // The gRPC callback service for twinmerge.v1.TwinMerge. Handlers never run a model: they
-// validate, hand the request to TwinServer::Submit (which enqueues it) and return; the reply
-// is written from the batch worker's completion. Every reactor always Finishes.
+// validate, hand the request to TwinServer::Submit (which enqueues it) or SubmitGenerate and
+// return; the replies are written from the batch worker's completion or the generation
+// worker's steps. Every reactor always Finishes.
 //
 // Thread-safety: gRPC calls handlers concurrently; the service holds no mutable state.
 #ifndef TWIN_SERVER_TWIN_SERVICE_H_
@@ -47,6 +48,8 @@ class TwinService final : public twinmerge::v1::TwinMerge::CallbackService {
                                   twinmerge::v1::InferResponse* response) override;
   grpc::ServerBidiReactor<twinmerge::v1::InferRequest, twinmerge::v1::InferResponse>*
   InferStream(grpc::CallbackServerContext* context) override;
+  grpc::ServerWriteReactor<twinmerge::v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const twinmerge::v1::GenerateRequest* request) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const twinmerge::v1::GetModelInfoRequest* request,
                                          twinmerge::v1::ModelInfo* response) override;

@@ -132,6 +132,65 @@ absl::StatusOr<TokenBatch> Tokenizer::Encode(const std::vector<std::string>& tex
   return TokenBatch{ids, mask};
 }
 
+absl::StatusOr<std::vector<int64_t>> Tokenizer::EncodeOne(const std::string& text,
+                                                         int64_t max_length) const {
+  const int64_t limit = max_length > 0 ? max_length : spec_.max_length;
+  if (hf_) {
+    HfEncodeOptions options;
+    options.max_length = static_cast<int>(std::min<int64_t>(limit, kMaxTokenizerLength));
+    auto e = hf_->Encode(text, options);
+    if (!e.ok()) return e.status();
+    return std::move(e->ids);
+  }
+  std::vector<int64_t> ids;
+  if (spec_.bos_id >= 0) ids.push_back(spec_.bos_id);
+  for (size_t i = 0; i < text.size() && static_cast<int64_t>(ids.size()) < limit; ++i) {
+    ids.push_back(static_cast<unsigned char>(text[i]) + spec_.offset);
+  }
+  return ids;
+}
+
+namespace {
+
+// "bytes": id - offset is the byte; other ids give nothing.
+class ByteTextStream : public TextStream {
+ public:
+  explicit ByteTextStream(int64_t offset) : offset_(offset) {}
+  std::string Push(int64_t id) override {
+    if (id < offset_ || id >= offset_ + kByteValues) return "";
+    return std::string(1, static_cast<char>(id - offset_));
+  }
+  std::string Finish() override { return ""; }
+
+ private:
+  int64_t offset_;
+};
+
+class HfTextStream : public TextStream {
+ public:
+  explicit HfTextStream(const HfTokenizer* tokenizer) : stream_(tokenizer, true) {}
+  std::string Push(int64_t id) override { return stream_.Push(id); }
+  std::string Finish() override { return stream_.Finish(); }
+
+ private:
+  HfTokenStream stream_;
+};
+
+}  // namespace
+
+std::string Tokenizer::Decode(const std::vector<int64_t>& ids) const {
+  if (hf_) return hf_->Decode(ids, /*skip_special_tokens=*/true);
+  std::unique_ptr<TextStream> stream = NewTextStream();
+  std::string text;
+  for (int64_t id : ids) text += stream->Push(id);
+  return text + stream->Finish();
+}
+
+std::unique_ptr<TextStream> Tokenizer::NewTextStream() const {
+  if (hf_) return std::make_unique<HfTextStream>(hf_.get());
+  return std::make_unique<ByteTextStream>(spec_.offset);
+}
+
 int64_t LargestTokenId(const TokenizerSpec& spec) {
   if (spec.type == "hf") return -1;
   return std::max({spec.offset + kByteValues - 1, spec.pad_id, spec.bos_id});

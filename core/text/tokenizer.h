@@ -31,6 +31,16 @@ struct TokenBatch {
   at::Tensor attention_mask;  // [B, L] int64
 };
 
+// Ids -> text, one id at a time (generation): Push returns the text no later id can change,
+// Finish the rest; the pieces of a sequence concatenated are Tokenizer::Decode of its ids.
+// Special tokens (BOS, EOS, pad) give no text.
+class TextStream {
+ public:
+  virtual ~TextStream() = default;
+  virtual std::string Push(int64_t id) = 0;
+  virtual std::string Finish() = 0;
+};
+
 class Tokenizer {
  public:
   // `dir`: where the blobs named by spec.files are (the artifact set's directory); used by
@@ -40,6 +50,15 @@ class Tokenizer {
   const TokenizerSpec& spec() const { return spec_; }
   // Pads to the longest row (at most max_length).
   absl::StatusOr<TokenBatch> Encode(const std::vector<std::string>& texts) const;
+  // One text's ids, special tokens added, at most `max_length` (0: spec().max_length), no
+  // padding.
+  absl::StatusOr<std::vector<int64_t>> EncodeOne(const std::string& text,
+                                                 int64_t max_length = 0) const;
+  // Text of `ids` without special tokens ("bytes": ids that are not bytes, such as pad and
+  // bos, give none).
+  std::string Decode(const std::vector<int64_t>& ids) const;
+  // A fresh stream decoder (same rules as Decode).
+  std::unique_ptr<TextStream> NewTextStream() const;
   // The largest id this tokenizer can produce.
   int64_t largest_id() const;
   ~Tokenizer();
