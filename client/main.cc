@@ -336,6 +336,19 @@ int WriteJson(const std::string& json) {
   return kExitOk;
 }
 
+// Prints a bench result (LoadResult or GenerateBenchResult), writes its JSON, and exits 1 when
+// no request succeeded.
+template <typename Result>
+int Report(const Result& result) {
+  std::cout << result.Summary();
+  if (int rc = WriteJson(result.Json()); rc != kExitOk) return rc;
+  if (result.ok == 0) {
+    std::cerr << "error: no request succeeded\n";
+    return kExitRpcFailure;
+  }
+  return kExitOk;
+}
+
 int RunGenerateBenchCommand(TwinClient& client, const std::string& data) {
   if (absl::GetFlag(FLAGS_rate) > 0 || absl::GetFlag(FLAGS_streams)) {
     return UsageError("bench --generate is a closed loop: use --concurrency, not --rate/--streams");
@@ -363,13 +376,7 @@ int RunGenerateBenchCommand(TwinClient& client, const std::string& data) {
             << (options.send_task ? ", task sent\n" : ", task routed\n");
   absl::StatusOr<GenerateBenchResult> result = RunGenerateBench(&client, *workload, *mix, options);
   if (!result.ok()) return UsageError(std::string(result.status().message()));
-  std::cout << result->Summary();
-  if (int rc = WriteJson(result->Json()); rc != kExitOk) return rc;
-  if (result->ok == 0) {
-    std::cerr << "error: no request succeeded\n";
-    return kExitRpcFailure;
-  }
-  return kExitOk;
+  return Report(*result);
 }
 
 int RunBench(TwinClient& client) {
@@ -410,13 +417,7 @@ int RunBench(TwinClient& client) {
   std::cout << DescribeLoad(options, workload->size(), workload->tasks.size());
   absl::StatusOr<LoadResult> result = RunLoad(&client, *workload, *mix, options);
   if (!result.ok()) return UsageError(std::string(result.status().message()));
-  std::cout << result->Summary();
-  if (int rc = WriteJson(result->Json()); rc != kExitOk) return rc;
-  if (result->ok == 0) {
-    std::cerr << "error: no request succeeded\n";
-    return kExitRpcFailure;
-  }
-  return kExitOk;
+  return Report(*result);
 }
 
 int Main(int argc, char** argv) {
