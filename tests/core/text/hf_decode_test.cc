@@ -228,11 +228,16 @@ TEST(HfDecodeTest, MetaspacePreTokenizerAndDecoder) {
                            {"prepend_scheme", "first"}, {"split", false}};
   json["decoder"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"},
                      {"prepend_scheme", "first"}, {"split", false}};
+  json["model"]["vocab"]["\xE2\x96\x81\xE2\x96\x81"] = Piece(16);  // no merge makes it
   auto tok = FromJson(json);
   ASSERT_NE(tok, nullptr);
   auto e = tok->Encode("hello world");
   ASSERT_TRUE(e.ok());
   EXPECT_THAT(e->ids, ElementsAre(1, Piece(12), Piece(15), Piece(3), Piece(7)));
+  // A leading space is the replacement: none is prepended to it.
+  e = tok->Encode(" hello");
+  ASSERT_TRUE(e.ok());
+  EXPECT_THAT(e->ids, ElementsAre(1, Piece(12)));
   // "first": no replacement prepended after an added token.
   e = tok->Encode("<s>hello");
   ASSERT_TRUE(e.ok());
@@ -240,6 +245,8 @@ TEST(HfDecodeTest, MetaspacePreTokenizerAndDecoder) {
   // The decoder drops the replacements of the first token and turns the others into spaces.
   EXPECT_EQ(tok->Decode({Piece(12), Piece(15), Piece(3)}), "hello worl");
   EXPECT_EQ(Concat(Stream(*tok, {Piece(12), Piece(15), Piece(3)})), "hello worl");
+  // Every one of them (Rust; Tokenizers.js strips one leading space: "  hello").
+  EXPECT_EQ(tok->Decode({Piece(16), Piece(12)}), " hello");
   json["pre_tokenizer"]["prepend_scheme"] = "always";
   e = FromJson(json)->Encode("<s>hello");
   ASSERT_TRUE(e.ok());

@@ -1,8 +1,10 @@
-// Id-for-id parity of HfTokenizer with Hugging Face's Tokenizers.js on real vocabularies.
+// Parity of HfTokenizer with Hugging Face's Tokenizers.js on real vocabularies.
 // tests/text/run_parity.sh generates the fixtures (tests/text/make_fixtures.mjs) and runs this
-// with TWIN_HF_PARITY_DIR set; each tokenizer is loaded from its tokenizer.json directory and
-// from its vocab.txt / vocab.json + merges.txt directory, and must give the reference ids for
-// every text.
+// with TWIN_HF_PARITY_DIR set. Encode: each tokenizer, loaded from its tokenizer.json directory
+// and (where it has one) from its vocab.txt / vocab.json + merges.txt directory, must give the
+// reference ids for every text. Decode: the reference ids must decode to Tokenizers.js's text,
+// keeping and skipping the special tokens, and an HfTokenStream fed them one at a time must
+// give Decode's text exactly.
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -20,7 +22,9 @@ namespace {
 struct Reference {
   std::string dir;
   std::vector<std::string> texts;
-  nlohmann::json tokenizers;
+  nlohmann::json tokenizers;            // name -> ids per text
+  nlohmann::json decoded;               // name -> Tokenizers.js's decode of those ids per text
+  nlohmann::json decoded_skip_special;  // the same, skipping special tokens
 };
 
 const Reference& GetReference() {
@@ -34,6 +38,8 @@ const Reference& GetReference() {
     nlohmann::json root = nlohmann::json::parse(in);
     r->texts = root["texts"].get<std::vector<std::string>>();
     r->tokenizers = std::move(root["tokenizers"]);
+    r->decoded = std::move(root["decoded"]);
+    r->decoded_skip_special = std::move(root["decoded_skip_special"]);
     return r;
   }();
   return *ref;
@@ -47,60 +53,127 @@ std::string Ids(const std::vector<int64_t>& ids) {
   return out.str();
 }
 
+std::string Quoted(const std::string& text) {
+  return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// The tokenizers with an older file form (the others have only tokenizer.json).
+constexpr const char* kWithLegacyFiles[] = {
+    "bert_uncased", "bert_cased",           "bert_uncased_keep_accents",
+    "roberta",      "roberta_prefix_space", "gpt2"};
+constexpr const char* kJsonOnly[] = {"qwen2_split", "llama3_split", "llama2_byte_fallback",
+                                     "mistral_metaspace"};
+
 struct Case {
   std::string name;  // the tokenizer's name in reference.json
   bool legacy;       // the vocab.txt / vocab.json + merges.txt directory
 };
 
-class ParityTest : public ::testing::TestWithParam<Case> {};
-
-TEST_P(ParityTest, SameIdsAsTokenizersJs) {
-  const Reference& ref = GetReference();
-  ASSERT_FALSE(ref.dir.empty())
-      << "TWIN_HF_PARITY_DIR is not set: run this through tests/text/run_parity.sh";
-  ASSERT_FALSE(ref.texts.empty()) << ref.dir << "/reference.json is missing or has no texts";
-  const Case& c = GetParam();
-  ASSERT_TRUE(ref.tokenizers.contains(c.name)) << c.name << " is not in reference.json";
-  const std::string dir = ref.dir + "/" + c.name + (c.legacy ? "-legacy" : "");
-  auto tok = HfTokenizer::Load(dir);
-  ASSERT_TRUE(tok.ok()) << tok.status();
-
-  const nlohmann::json& expected_all = ref.tokenizers[c.name];
-  ASSERT_EQ(expected_all.size(), ref.texts.size());
-  size_t mismatches = 0;
-  size_t ids_compared = 0;
-  for (size_t i = 0; i < ref.texts.size(); ++i) {
-    const auto expected = expected_all[i].get<std::vector<int64_t>>();
-    auto got = (*tok)->Encode(ref.texts[i]);
-    ASSERT_TRUE(got.ok()) << "text " << i << ": " << got.status();
-    ids_compared += expected.size();
-    if (got->ids == expected) continue;
-    if (mismatches++ == 0) {
-      ADD_FAILURE() << dir << ": first mismatch at text " << i << " "
-                    << nlohmann::json(ref.texts[i]).dump() << "\n  Tokenizers.js: "
-                    << Ids(expected) << "\n  HfTokenizer:   " << Ids(got->ids);
-    }
-  }
-  EXPECT_EQ(mismatches, 0u) << "texts whose ids differ";
-  std::cout << "[ parity ] " << c.name << (c.legacy ? " (legacy files)" : " (tokenizer.json)")
-            << ": " << ref.texts.size() - mismatches << " of " << ref.texts.size()
-            << " texts identical, " << ids_compared << " ids" << std::endl;
+std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
+  return info.param.name + (info.param.legacy ? "_legacy" : "_json");
 }
 
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
-  for (const char* name : {"bert_uncased", "bert_cased", "bert_uncased_keep_accents", "roberta",
-                           "roberta_prefix_space", "gpt2"}) {
+  for (const char* name : kWithLegacyFiles) {
     cases.push_back({name, false});
     cases.push_back({name, true});
   }
+  for (const char* name : kJsonOnly) cases.push_back({name, false});
   return cases;
 }
 
-INSTANTIATE_TEST_SUITE_P(Tokenizers, ParityTest, ::testing::ValuesIn(AllCases()),
-                         [](const ::testing::TestParamInfo<Case>& info) {
-                           return info.param.name + (info.param.legacy ? "_legacy" : "_json");
-                         });
+class ParityTest : public ::testing::TestWithParam<Case> {
+ protected:
+  // Loads the case's tokenizer; the reference must hold it.
+  void SetUp() override {
+    const Reference& ref = GetReference();
+    ASSERT_FALSE(ref.dir.empty())
+        << "TWIN_HF_PARITY_DIR is not set: run this through tests/text/run_parity.sh";
+    ASSERT_FALSE(ref.texts.empty()) << ref.dir << "/reference.json is missing or has no texts";
+    const Case& c = GetParam();
+    for (const nlohmann::json* table : {&ref.tokenizers, &ref.decoded, &ref.decoded_skip_special}) {
+      ASSERT_TRUE(table->contains(c.name)) << c.name << " is not in reference.json";
+      ASSERT_EQ((*table)[c.name].size(), ref.texts.size()) << c.name;
+    }
+    dir_ = ref.dir + "/" + c.name + (c.legacy ? "-legacy" : "");
+    auto tok = HfTokenizer::Load(dir_);
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    tok_ = *std::move(tok);
+  }
+
+  std::string Form() const { return GetParam().legacy ? " (legacy files)" : " (tokenizer.json)"; }
+
+  std::string dir_;
+  std::unique_ptr<HfTokenizer> tok_;
+};
+
+TEST_P(ParityTest, SameIdsAsTokenizersJs) {
+  const Reference& ref = GetReference();
+  const nlohmann::json& expected_all = ref.tokenizers[GetParam().name];
+  size_t mismatches = 0;
+  size_t ids_compared = 0;
+  for (size_t i = 0; i < ref.texts.size(); ++i) {
+    const auto expected = expected_all[i].get<std::vector<int64_t>>();
+    auto got = tok_->Encode(ref.texts[i]);
+    ASSERT_TRUE(got.ok()) << "text " << i << ": " << got.status();
+    ids_compared += expected.size();
+    if (got->ids == expected) continue;
+    if (mismatches++ == 0) {
+      ADD_FAILURE() << dir_ << ": first mismatch at text " << i << " " << Quoted(ref.texts[i])
+                    << "\n  Tokenizers.js: " << Ids(expected)
+                    << "\n  HfTokenizer:   " << Ids(got->ids);
+    }
+  }
+  EXPECT_EQ(mismatches, 0u) << "texts whose ids differ";
+  std::cout << "[ parity ] " << GetParam().name << Form() << ": " << ref.texts.size() - mismatches
+            << " of " << ref.texts.size() << " texts identical, " << ids_compared << " ids"
+            << std::endl;
+}
+
+// Decode (keeping, then skipping special tokens) against Tokenizers.js, and a stream fed one id
+// at a time against Decode.
+TEST_P(ParityTest, SameTextAsTokenizersJs) {
+  const Reference& ref = GetReference();
+  const std::string& name = GetParam().name;
+  size_t decode_mismatches = 0;
+  size_t stream_mismatches = 0;
+  size_t checks = 0;
+  for (size_t i = 0; i < ref.texts.size(); ++i) {
+    const auto ids = ref.tokenizers[name][i].get<std::vector<int64_t>>();
+    for (bool skip : {false, true}) {
+      const std::string expected =
+          (skip ? ref.decoded_skip_special : ref.decoded)[name][i].get<std::string>();
+      const std::string got = tok_->Decode(ids, skip);
+      ++checks;
+      if (got != expected && decode_mismatches++ == 0) {
+        ADD_FAILURE() << dir_ << ": first decode mismatch at text " << i
+                      << " (skip_special_tokens=" << skip << ") " << Quoted(ref.texts[i])
+                      << "\n  ids:           " << Ids(ids)
+                      << "\n  Tokenizers.js: " << Quoted(expected)
+                      << "\n  HfTokenizer:   " << Quoted(got);
+      }
+      HfTokenStream stream(tok_.get(), skip);
+      std::string streamed;
+      for (int64_t id : ids) streamed += stream.Push(id);
+      streamed += stream.Finish();
+      if (streamed != got && stream_mismatches++ == 0) {
+        ADD_FAILURE() << dir_ << ": first stream mismatch at text " << i
+                      << " (skip_special_tokens=" << skip << ") " << Quoted(ref.texts[i])
+                      << "\n  ids:           " << Ids(ids) << "\n  Decode:        " << Quoted(got)
+                      << "\n  HfTokenStream: " << Quoted(streamed);
+      }
+    }
+  }
+  EXPECT_EQ(decode_mismatches, 0u) << "decodes that differ from Tokenizers.js";
+  EXPECT_EQ(stream_mismatches, 0u) << "streams that differ from Decode";
+  std::cout << "[ parity ] " << name << Form() << ": decode " << checks - decode_mismatches
+            << " of " << checks << " identical to Tokenizers.js (with and without special "
+            << "tokens), stream " << checks - stream_mismatches << " of " << checks
+            << " identical to Decode" << std::endl;
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokenizers, ParityTest, ::testing::ValuesIn(AllCases()), CaseName);
 
 }  // namespace
 }  // namespace twin
