@@ -8,6 +8,7 @@
 #include "core/router/ngram_features.h"
 #include "core/router/router.h"
 #include "core/io/safetensors.h"
+#include "core/model/hf_decoder_config.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/layer_params.h"
 #include "core/model/script_model.h"
@@ -99,6 +100,13 @@ absl::StatusOr<InspectResult> InspectArtifactSet(ObjectStore* store,
       m.TotalBlobBytes() / 1048576.0, m.router.validation_accuracy,
       m.router.validation_examples);
   if (options.zoo_dir.empty()) return result;
+  if (IsHfDecoderFamilyName(m.native.family)) {
+    // Its tasks generate text: there are no labels to score and no TorchScript architecture.
+    absl::StrAppend(&result.summary, "evaluation skipped: version ", set.version, " is a ",
+                    m.native.family,
+                    " causal language model; twin-inspect evaluates classifiers only\n");
+    return result;
+  }
 
   ASSIGN_OR_RETURN(auto tw, TwinWeights::Load(set, c10::kCPU));
   ASSIGN_OR_RETURN(auto router, Router::Load(set));

@@ -6,7 +6,8 @@
 // accuracy of the expert, of the shared expert
 // alone (with the task's head), and of Twin-Merging (router weights from the shared model's
 // features, weights fused per example, the task's head); routing accuracy is how often the
-// router's top task is the true one.
+// router's top task is the true one. A causal LM version (Llama, Qwen2, Mistral) is verified
+// and summarised; its evaluation is skipped, saying so in the summary (it has no labels).
 //
 // Thread-safety: pure functions.
 #ifndef TWIN_MERGE_OFFLINE_INSPECT_H_

@@ -212,6 +212,7 @@ absl::StatusOr<MergeJobConfig> ParseMergeConfig(const std::string& yaml_text,
   absl::Status merge_ok = ValidateMergeOptions(c.ToMergeOptions(), c.experts.size());
   if (!merge_ok.ok()) return Fields().Bad("parameters", std::string(merge_ok.message()));
 
+  c.head_pattern_given = static_cast<bool>(root["head_pattern"]);
   RETURN_IF_ERROR(Fields().Read(root, "head_pattern", "", &c.head_pattern));
   try {
     std::regex check(c.head_pattern);

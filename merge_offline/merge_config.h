@@ -5,7 +5,10 @@
 //                                   # Hugging Face directory (config.json + model.safetensors
 //                                   # or shards; BERT, RoBERTa, XLM-R): then the experts are
 //                                   # directories of the same family, the architecture is built
-//                                   # from the config, and the version gets a native model
+//                                   # from the config, and the version gets a native model;
+//                                   # or a causal LM directory (Llama, Qwen2, Mistral): no
+//                                   # architecture, no labels, an n-gram router, run by the
+//                                   # native engine only
 //   architecture: models/arch.pt    # needed only when base_model is safetensors
 //   models:
 //     - model: experts/spam.pt      # .pt, or .safetensors with the base's architecture
@@ -16,7 +19,10 @@
 //                                   # attention_mask)
 //       parameters: {weight: 1.0, density: 0.2, drop_rate: 0.9}
 //   parameters: {lambda: 0.3, weight: 1.0, density: 0.2, drop_rate: 0.9}
-//   head_pattern: "^(head|classifier)\\."
+//   head_pattern: "^(head|classifier)\\."    # tensors kept per task, never merged; for a
+//                                   # causal LM the default matches nothing (embeddings and
+//                                   # lm_head are merged), '^lm_head\.' keeps an untied LM
+//                                   # head per task
 //   tokenizer: {type: bytes, max_length: 128}   # type hf: the base directory's tokenizer
 //                                   # files (the default for a Hugging Face base that has them)
 //   twin: {rank_policy: ratio, ratio: 0.1, rank: 8, energy: 0.9, budget_bytes: 0, dtype: f32}
@@ -28,7 +34,8 @@
 //                                       # 256); model: the architecture's route_features()
 //                                       # (or embed()), a second forward per request; auto:
 //                                       # train both, keep ngram unless model routes better by
-//                                       # more than 1 point of held-out accuracy
+//                                       # more than 1 point of held-out accuracy (for a
+//                                       # causal LM auto means ngram, model is an error)
 //            ngram: {max_order: 3, buckets: 2048}}
 //   output: file:///var/lib/twin/artifacts
 //   version: ""                      # default: UTC timestamp, e.g. 20261129T101500Z
@@ -74,6 +81,7 @@ struct MergeJobConfig {
   std::string architecture;  // empty = base_model is a .pt
   std::vector<ExpertConfig> experts;
   std::string head_pattern = kDefaultHeadPattern;
+  bool head_pattern_given = false;  // merge.yaml sets head_pattern (a causal LM's default: none)
   TokenizerSpec tokenizer;
   bool tokenizer_given = false;  // merge.yaml has a tokenizer section
   RankPolicy rank_policy;

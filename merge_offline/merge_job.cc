@@ -31,6 +31,7 @@
 #include "core/merge/svd_compress.h"
 #include "core/text/tokenizer.h"
 #include "core/model/torch_runtime.h"
+#include "merge_offline/internal/causal_lm.h"
 #include "merge_offline/internal/inputs.h"
 #include "merge_offline/internal/twin_compress.h"
 #include "merge_offline/progress.h"
@@ -73,8 +74,9 @@ struct Job {
   std::string version;
   InputModel base;
   std::vector<InputModel> experts;
+  std::string head_pattern;  // merge.yaml's, or a causal LM's default (internal/causal_lm.h)
   ModelLayout layout;
-  std::unique_ptr<ScriptModel> architecture;
+  std::unique_ptr<ScriptModel> architecture;  // none for a causal LM
   // The tokenizer the version declares, and where its files are while merging.
   TokenizerSpec tokenizer;
   std::string tokenizer_dir;
@@ -139,13 +141,17 @@ absl::Status ChooseTokenizer(Job& job) {
   job.tokenizer.type = "hf";
   job.tokenizer.files = job.hf_tokenizer_files;
   const HfEncoderConfig& config = job.base.hf_config;
-  const int64_t positions = config.max_position_embeddings -
-                            (config.family == HfFamily::kBert ? 0 : config.pad_token_id + 1);
+  const int64_t positions =
+      job.base.hf_decoder ? job.base.hf_decoder_config.max_position_embeddings
+                          : config.max_position_embeddings -
+                                (config.family == HfFamily::kBert ? 0 : config.pad_token_id + 1);
   job.tokenizer.max_length = std::min(job.tokenizer.max_length, positions);
   job.tokenizer_dir = c.base_model;
   // Fails here, naming the file, when the files do not make a tokenizer.
   return Tokenizer::Create(job.tokenizer, job.tokenizer_dir).status();
 }
+
+absl::Status LoadRouterData(Job& job, int64_t vocab_size);
 
 // Config, inputs, names/shapes, heads, router data, output store. Writes only scratch files.
 absl::Status Validate(Job& job) {
@@ -174,8 +180,26 @@ absl::Status Validate(Job& job) {
     job.experts.push_back(std::move(e));
   }
   RETURN_IF_ERROR(merge_internal::CheckSameHfBody(job.base, job.experts));
-  std::regex head_pattern(c.head_pattern);
-  ASSIGN_OR_RETURN(job.layout, merge_internal::CheckLayout(job.base, job.experts, head_pattern));
+  job.head_pattern = merge_internal::HeadPatternFor(c, job.base);
+  ASSIGN_OR_RETURN(job.layout, merge_internal::CheckLayout(
+                                   job.base, job.experts, std::regex(job.head_pattern),
+                                   /*require_head=*/!job.base.hf_decoder || c.head_pattern_given));
+
+  for (const auto& name : job.base.reader->names()) {
+    ASSIGN_OR_RETURN(TensorInfo info, job.base.reader->Info(name));
+    int64_t numel = 1;
+    for (int64_t d : info.shape) numel *= d;
+    job.num_parameters += numel;
+  }
+  job.expert_bytes = static_cast<uint64_t>(job.num_parameters) * sizeof(float);
+  if (job.base.hf_decoder) {
+    // No architecture to probe: the native engine runs the model from its config. Its tasks
+    // generate text (no labels); the router reads the prompts' n-gram counts.
+    RETURN_IF_ERROR(merge_internal::CheckCausalLmJob(c, job.base, job.layout));
+    job.labels.assign(c.experts.size(), {});
+    job.embed_dim = job.base.hf_decoder_config.hidden_size;
+    return LoadRouterData(job, job.base.hf_decoder_config.vocab_size);
+  }
 
   std::string arch_path = c.architecture.empty() ? c.base_model : c.architecture;
   if (job.base.hf && c.architecture.empty()) {
@@ -207,14 +231,6 @@ absl::Status Validate(Job& job) {
                                                    "model's tensors in ",
                                                    c.base_model));
   }
-  for (const auto& name : job.base.reader->names()) {
-    ASSIGN_OR_RETURN(TensorInfo info, job.base.reader->Info(name));
-    int64_t numel = 1;
-    for (int64_t d : info.shape) numel *= d;
-    job.num_parameters += numel;
-  }
-  job.expert_bytes = static_cast<uint64_t>(job.num_parameters) * sizeof(float);
-
   // Each expert's head decides its number of classes.
   for (size_t i = 0; i < job.experts.size(); ++i) {
     ASSIGN_OR_RETURN(Named head, HeadOf(job.experts[i], job.layout, /*check_finite=*/true));
@@ -277,7 +293,13 @@ absl::Status Validate(Job& job) {
   for (const auto& name : job.layout.merged) {
     RETURN_IF_ERROR(job.architecture->SetParameter(name, at::empty({0})));
   }
+  return LoadRouterData(job, vocab_size);
+}
 
+// The version's tokenizer and every task's router examples, their ids checked against the
+// vocabulary.
+absl::Status LoadRouterData(Job& job, int64_t vocab_size) {
+  const MergeJobConfig& c = job.config;
   RETURN_IF_ERROR(ChooseTokenizer(job));
   for (size_t i = 0; i < c.experts.size(); ++i) {
     ASSIGN_OR_RETURN(TokenExamples ex,
@@ -450,8 +472,10 @@ absl::Status MergeAndCompress(Job& job, Outputs* out) {
     }
   }
   for (size_t t = 0; t < tasks; ++t) {
-    // Checked in Validate().
-    ASSIGN_OR_RETURN(Named head, HeadOf(job.experts[t], job.layout, /*check_finite=*/false));
+    // Validate()'s probes of the architecture read the heads with their checks; a causal LM
+    // has no architecture, so its heads are checked here.
+    ASSIGN_OR_RETURN(Named head,
+                     HeadOf(job.experts[t], job.layout, /*check_finite=*/job.base.hf_decoder));
     TaskEntry& task = job.manifest.tasks[t];
     for (const auto& [name, tensor] : head) {
       RETURN_IF_ERROR(twin_writers[t]->Add(name, tensor));
@@ -506,12 +530,16 @@ absl::StatusOr<RouterTrainResult> TrainRouterOn(Job& job, bool ngram) {
 absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_path) {
   job.progress.Stage("router");
   job.free_memory.Release();
-  ASSIGN_OR_RETURN(auto shared, SafetensorsReader::Open(out.shared_path));
-  for (const auto& name : shared->names()) {
-    ASSIGN_OR_RETURN(at::Tensor t, shared->Get(name));
-    RETURN_IF_ERROR(job.architecture->SetParameter(name, t));
+  // A causal LM has no architecture and no model features (Validate refused "model"): auto
+  // means ngram.
+  const std::string choice = job.base.hf_decoder ? "ngram" : job.config.router_features;
+  if (!job.base.hf_decoder) {
+    ASSIGN_OR_RETURN(auto shared, SafetensorsReader::Open(out.shared_path));
+    for (const auto& name : shared->names()) {
+      ASSIGN_OR_RETURN(at::Tensor t, shared->Get(name));
+      RETURN_IF_ERROR(job.architecture->SetParameter(name, t));
+    }
   }
-  const std::string& choice = job.config.router_features;
   RouterTrainResult result;
   if (choice == "auto") {
     // Both inputs, on the same held-out split: n-gram counts unless the model's features
@@ -547,13 +575,17 @@ void FillManifest(Job& job) {
   m.version = job.version;
   m.created_at = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
   m.tool_version = TWIN_VERSION_STRING;
-  m.head_pattern = c.head_pattern;
+  m.head_pattern = job.head_pattern;
   m.tokenizer = job.tokenizer;
   m.tokenizer.files.clear();
   for (const std::string& file : job.hf_tokenizer_files) {
     m.tokenizer.files.push_back(absl::StrCat(kHfBlobDir, file));
   }
-  if (job.base.hf) {
+  if (job.base.hf_decoder) {
+    m.native.family = HfDecoderFamilyName(job.base.hf_decoder_config.family);
+    m.native.config_blob = absl::StrCat(kHfBlobDir, kHfConfigFile);
+    m.architecture_blob.clear();  // run by the native engine only
+  } else if (job.base.hf) {
     m.native.family = HfFamilyName(job.base.hf_config.family);
     m.native.config_blob = absl::StrCat(kHfBlobDir, kHfConfigFile);
   }
@@ -627,7 +659,7 @@ absl::StatusOr<MergeJobResult> RunMergeJob(const MergeJobConfig& config,
   std::string router_path;
   RETURN_IF_ERROR(TrainRouterStage(job, out, &router_path));
   const std::string arch_path = job.work + "/architecture.pt";
-  RETURN_IF_ERROR(WriteStrippedArchitecture(job, arch_path));
+  if (!job.base.hf_decoder) RETURN_IF_ERROR(WriteStrippedArchitecture(job, arch_path));
 
   ReportSizes sizes;
   sizes.expert_bytes = job.expert_bytes;
@@ -648,7 +680,9 @@ absl::StatusOr<MergeJobResult> RunMergeJob(const MergeJobConfig& config,
 
   job.progress.Stage("publish");
   ArtifactPublisher publisher(job.store.get(), job.version);
-  RETURN_IF_ERROR(publisher.AddFile(job.manifest.architecture_blob, arch_path));
+  if (!job.manifest.architecture_blob.empty()) {
+    RETURN_IF_ERROR(publisher.AddFile(job.manifest.architecture_blob, arch_path));
+  }
   RETURN_IF_ERROR(publisher.AddFile(job.manifest.shared_blob, out.shared_path));
   for (size_t t = 0; t < out.twin_paths.size(); ++t) {
     RETURN_IF_ERROR(publisher.AddFile(job.manifest.tasks[t].twin_blob, out.twin_paths[t]));
@@ -656,11 +690,14 @@ absl::StatusOr<MergeJobResult> RunMergeJob(const MergeJobConfig& config,
   RETURN_IF_ERROR(publisher.AddFile(job.manifest.router.blob, router_path));
   RETURN_IF_ERROR(publisher.AddFile(job.manifest.report_blob, report_path));
   if (job.base.hf) {
-    // The native model's config: the first expert's (a classification architecture; the
-    // experts' bodies were checked equal to the base's), and the tokenizer's files.
-    RETURN_IF_ERROR(publisher.AddFile(
-        job.manifest.native.config_blob,
-        (std::filesystem::path(config.experts.front().path) / kHfConfigFile).string()));
+    // The native model's config: an encoder's is the first expert's (a classification
+    // architecture; the experts' bodies were checked equal to the base's), a causal LM's the
+    // base's; and the tokenizer's files.
+    const std::string& config_dir =
+        job.base.hf_decoder ? config.base_model : config.experts.front().path;
+    RETURN_IF_ERROR(
+        publisher.AddFile(job.manifest.native.config_blob,
+                          (std::filesystem::path(config_dir) / kHfConfigFile).string()));
     for (size_t i = 0; i < job.hf_tokenizer_files.size(); ++i) {
       RETURN_IF_ERROR(publisher.AddFile(
           job.manifest.tokenizer.files[i],

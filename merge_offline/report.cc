@@ -22,11 +22,17 @@ std::string RenderReport(const Manifest& m, const ReportSizes& s) {
                   m.merge_parameters.dump(), "`\n");
   absl::StrAppend(&out, "- base model: `", m.base_model.uri, "` (sha256 ", m.base_model.sha256,
                   ")\n");
-  absl::StrAppend(&out, "- head pattern: `", m.head_pattern, "`\n");
+  bool any_head = false;
+  for (const auto& t : m.tasks) any_head |= !t.head_tensors.empty();
+  absl::StrAppend(&out, "- head pattern: `", m.head_pattern, "`",
+                  any_head ? "" : " (matches no tensor: every tensor is merged)", "\n");
   absl::StrAppend(&out, "- rank policy: `", m.rank_policy.dump(), "`, twin dtype ",
                   m.twin_dtype, "\n\n## Tasks\n\n| task | labels | expert | sha256 |\n|---|---|---|---|\n");
   for (const auto& t : m.tasks) {
-    absl::StrAppend(&out, "| ", t.name, " | ", absl::StrJoin(t.labels, ", "), " | `",
+    // A causal LM's tasks generate text: they have no labels.
+    const std::string labels =
+        t.labels.empty() ? "(generates text)" : absl::StrJoin(t.labels, ", ");
+    absl::StrAppend(&out, "| ", t.name, " | ", labels, " | `",
                     t.source.uri, "` | ", t.source.sha256.substr(0, 12), " |\n");
   }
 

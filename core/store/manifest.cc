@@ -6,12 +6,16 @@
 //   "created_at": "2024-05-01T12:00:00Z",
 //   "tool": {"name": "twin-merge", "version": "0.1.0"},
 //   "model": {
-//     "architecture": "architecture.pt",          // blob: TorchScript module
+//     "architecture": "architecture.pt",          // blob: TorchScript module; "" or absent
+//                                                 // for a causal LM (native.family llama,
+//                                                 // qwen2 or mistral), which has none
 //     "shared": "shared.safetensors",             // blob: theta*
 //     "head_pattern": "head.*|classifier.*",
 //     "tokenizer": {"type": "bytes", "max_length": 128, "pad_id": 0, "bos_id": 1, "offset": 4,
 //                   "files": ["hf/tokenizer.json"]},   // blobs; optional, with type "hf"
-//     "native": {"family": "roberta", "config": "hf/config.json"},   // optional
+//     "native": {"family": "roberta", "config": "hf/config.json"},   // optional; family
+//                                                 // bert, roberta, xlm-roberta, llama, qwen2
+//                                                 // or mistral
 //     "embed_dim": 64,
 //     "num_parameters": 123456,                   // of one full model
 //     "base_model": {"uri": "file:///experts/base.pt", "sha256": "<64 hex or empty>"}
@@ -42,9 +46,10 @@
 // }
 //
 // Every field above is required on reading except router.features (default "embed"),
-// model.tokenizer.files and model.native (a version the native engine cannot run); unknown
-// fields are ignored. Also checked: tasks is non-empty with unique non-empty names and non-empty
-// labels; twin tensors name known tasks; router.spec dims are > 0 and num_tasks equals the number
+// model.tokenizer.files, model.native (a version the native engine cannot run) and, for a causal
+// LM only, model.architecture; unknown fields are ignored. Also checked: tasks is non-empty with
+// unique non-empty names and non-empty labels (a causal LM's tasks may have none: they generate
+// text); twin tensors name known tasks; router.spec dims are > 0 and num_tasks equals the number
 // of tasks; confusion is empty or num_tasks x num_tasks; blob names are valid object keys; digests
 // are 64 lowercase hex digits (source digests may be empty when unknown).
 #include "core/store/manifest.h"
@@ -186,9 +191,15 @@ absl::Status ReadSource(const ObjectReader& parent, const char* key, SourceRef* 
   return absl::OkStatus();
 }
 
+bool IsCausalLmFamily(const std::string& family) {
+  return family == "llama" || family == "qwen2" || family == "mistral";
+}
+
 absl::Status ReadModel(const ObjectReader& top, Manifest* m) {
   ASSIGN_OR_RETURN(ObjectReader r, top.Object("model"));
-  RETURN_IF_ERROR(r.Get("architecture", &m->architecture_blob));
+  // Absent: none (a causal LM version, checked below once model.native is read).
+  m->architecture_blob.clear();
+  RETURN_IF_ERROR(r.GetOptional("architecture", &m->architecture_blob));
   RETURN_IF_ERROR(r.Get("shared", &m->shared_blob));
   RETURN_IF_ERROR(r.Get("head_pattern", &m->head_pattern));
   ASSIGN_OR_RETURN(ObjectReader tok, r.Object("tokenizer"));
@@ -208,6 +219,12 @@ absl::Status ReadModel(const ObjectReader& top, Manifest* m) {
     if (m->native.family.empty() || m->native.config_blob.empty()) {
       return FieldError(r.PathOf("native"), "family and config must not be empty");
     }
+  }
+  // Causal language models are served by the native engine only: no TorchScript architecture.
+  if (m->architecture_blob.empty() && !IsCausalLmFamily(m->native.family)) {
+    return FieldError(r.PathOf("architecture"),
+                      "must not be empty (only a causal LM version, model.native.family llama, "
+                      "qwen2 or mistral, has no TorchScript architecture)");
   }
   RETURN_IF_ERROR(r.Get("embed_dim", &m->embed_dim));
   RETURN_IF_ERROR(CheckNonNegative(r.PathOf("embed_dim"), m->embed_dim));
@@ -230,7 +247,10 @@ absl::Status ReadTasks(const ObjectReader& top, Manifest* m) {
       return FieldError(r.PathOf("name"), absl::StrCat("duplicate task name \"", task.name, "\""));
     }
     RETURN_IF_ERROR(r.Get("labels", &task.labels));
-    if (task.labels.empty()) return FieldError(r.PathOf("labels"), "must list at least one label");
+    // A causal LM's tasks generate text: they have no labels.
+    if (task.labels.empty() && !IsCausalLmFamily(m->native.family)) {
+      return FieldError(r.PathOf("labels"), "must list at least one label");
+    }
     RETURN_IF_ERROR(ReadSource(r, "source", &task.source));
     RETURN_IF_ERROR(r.Get("twin_blob", &task.twin_blob));
     RETURN_IF_ERROR(r.Get("head_tensors", &task.head_tensors));
@@ -500,8 +520,9 @@ absl::StatusOr<Manifest> Manifest::FromParsedJson(const nlohmann::json& j) {
 }
 
 std::vector<std::pair<std::string, std::string>> Manifest::NamedBlobs() const {
-  std::vector<std::pair<std::string, std::string>> named = {
-      {"architecture_blob", architecture_blob}, {"shared_blob", shared_blob}};
+  std::vector<std::pair<std::string, std::string>> named;
+  if (!architecture_blob.empty()) named.emplace_back("architecture_blob", architecture_blob);
+  named.emplace_back("shared_blob", shared_blob);
   for (size_t i = 0; i < tasks.size(); ++i) {
     named.emplace_back(absl::StrCat("tasks[", i, "].twin_blob"), tasks[i].twin_blob);
   }

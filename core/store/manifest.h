@@ -45,7 +45,7 @@ struct SourceRef {
 
 struct TaskEntry {
   std::string name;
-  std::vector<std::string> labels;  // label names, index = class id
+  std::vector<std::string> labels;  // label names, index = class id; none for a causal LM
   SourceRef source;                 // the expert checkpoint
   std::string twin_blob;            // "twin/<name>.safetensors"
   std::vector<std::string> head_tensors;
@@ -108,7 +108,9 @@ struct TokenizerSpec {
 // A model the server can run with its own layers (core/model/), besides the TorchScript
 // architecture: the Hugging Face family and its config.json, a blob of the version.
 struct NativeModelEntry {
-  std::string family;       // "bert", "roberta", "xlm-roberta"; empty: none
+  // "bert", "roberta", "xlm-roberta" (encoders); "llama", "qwen2", "mistral" (causal LMs,
+  // whose versions have no architecture blob); empty: none.
+  std::string family;
   std::string config_blob;  // e.g. "hf/config.json"
 };
 
@@ -120,7 +122,7 @@ struct Manifest {
   std::string tool_version;
 
   // Model
-  std::string architecture_blob = "architecture.pt";
+  std::string architecture_blob = "architecture.pt";  // "" for a causal LM version
   std::string shared_blob = "shared.safetensors";
   std::string head_pattern;
   TokenizerSpec tokenizer;
@@ -149,8 +151,9 @@ struct Manifest {
   static absl::StatusOr<Manifest> FromJson(const std::string& text);
 
   // The blobs this manifest names in its fields, as (field path, blob name) pairs:
-  // architecture_blob, shared_blob, every task's twin_blob, router.blob, report_blob when
-  // not empty, native.config_blob and tokenizer.files. Publishing requires each to be uploaded; reading requires each in `blobs`.
+  // architecture_blob unless empty (a causal LM), shared_blob, every task's twin_blob,
+  // router.blob, report_blob when not empty, native.config_blob and tokenizer.files. Publishing
+  // requires each to be uploaded; reading requires each in `blobs`.
   std::vector<std::pair<std::string, std::string>> NamedBlobs() const;
 
   // Index of the task named `name`, or -1.

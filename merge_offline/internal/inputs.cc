@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -10,11 +11,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/merge/merge_methods.h"
+#include "core/model/hf_decoder.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/script_model.h"
 #include "core/io/sha256.h"
 #include "core/status_macros.h"
 #include "core/text/tokenizer.h"
+#include "merge_offline/internal/causal_lm.h"
 
 namespace twin::merge_internal {
 namespace {
@@ -26,6 +29,14 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }
 
 at::Tensor TakeRows(const at::Tensor& t, const at::Tensor& rows) { return t.index_select(0, rows); }
+
+// Whether the config.json of `dir` names a causal-LM family (the decoder loader then reads it
+// in full, reporting any problem).
+bool IsCausalLmDir(const std::string& dir) {
+  std::ifstream in(std::filesystem::path(dir) / kHfConfigFile, std::ios::binary);
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  return IsHfDecoderConfigText(text);
+}
 
 }  // namespace
 
@@ -42,9 +53,19 @@ absl::StatusOr<InputModel> OpenInputModel(const std::string& path, const std::st
           "model directory ", path, " has no ", kHfConfigFile,
           " (a Hugging Face model directory is expected)"));
     }
-    ASSIGN_OR_RETURN(HfModel hf, LoadHfModel(path));
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
     model.hf = true;
-    model.hf_config = hf.encoder->config();
+    if (IsCausalLmDir(path)) {
+      ASSIGN_OR_RETURN(HfCausalLm lm, LoadHfCausalLm(path));
+      model.hf_decoder = true;
+      model.hf_decoder_config = lm.decoder->config();
+      tensors.assign(lm.weights.begin(), lm.weights.end());
+    } else {
+      ASSIGN_OR_RETURN(HfModel hf, LoadHfModel(path));
+      model.hf_config = hf.encoder->config();
+      tensors.assign(hf.body.begin(), hf.body.end());
+      tensors.insert(tensors.end(), hf.head.begin(), hf.head.end());
+    }
     // The digest of the directory: of its config and weight files' digests, in order.
     std::string digests;
     for (const char* name : {kHfConfigFile, kHfWeightsIndexFile, kHfWeightsFile}) {
@@ -54,8 +75,6 @@ absl::StatusOr<InputModel> OpenInputModel(const std::string& path, const std::st
       absl::StrAppend(&digests, name, "=", d, "\n");
     }
     model.sha256 = Sha256Hex(digests);
-    std::vector<std::pair<std::string, at::Tensor>> tensors(hf.body.begin(), hf.body.end());
-    tensors.insert(tensors.end(), hf.head.begin(), hf.head.end());
     const std::string tensors_path = absl::StrCat(work_dir, "/", stem, ".safetensors");
     RETURN_IF_ERROR(WriteSafetensors(tensors_path, tensors));
     ASSIGN_OR_RETURN(model.reader, SafetensorsReader::Open(tensors_path));
@@ -92,12 +111,12 @@ absl::StatusOr<at::Tensor> ReadTensor(const InputModel& model, const std::string
 
 absl::StatusOr<ModelLayout> CheckLayout(const InputModel& base,
                                         const std::vector<InputModel>& experts,
-                                        const std::regex& head_pattern) {
+                                        const std::regex& head_pattern, bool require_head) {
   ModelLayout layout;
   for (const auto& name : base.reader->names()) {
     (std::regex_search(name, head_pattern) ? layout.head : layout.merged).push_back(name);
   }
-  if (layout.head.empty()) {
+  if (layout.head.empty() && require_head) {
     return absl::InvalidArgumentError(absl::StrCat(
         "base model ", base.path, ": no tensor matches the head pattern (set head_pattern)"));
   }
@@ -160,6 +179,18 @@ absl::Status CheckSameHfBody(const InputModel& base, const std::vector<InputMode
           ": experts must share the base's format and family"));
     }
     if (!base.hf) continue;
+    if (e.hf_decoder != base.hf_decoder) {
+      auto kind = [](const InputModel& m) {
+        return m.hf_decoder ? "a causal language model" : "an encoder";
+      };
+      return absl::InvalidArgumentError(
+          absl::StrCat("expert ", e.path, " is ", kind(e), " but the base ", base.path, " is ",
+                       kind(base), ": experts must share the base's family"));
+    }
+    if (base.hf_decoder) {
+      RETURN_IF_ERROR(CheckSameDecoder(base, e));
+      continue;
+    }
     const HfEncoderConfig& a = base.hf_config;
     const HfEncoderConfig& b = e.hf_config;
     auto differ = [&](const char* field, const std::string& x,

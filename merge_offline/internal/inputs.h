@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "core/io/safetensors.h"
 #include "core/model/hf_config.h"
+#include "core/model/hf_decoder_config.h"
 #include "core/store/manifest.h"
 
 namespace twin::merge_internal {
@@ -25,12 +26,17 @@ struct InputModel {
   // A Hugging Face directory: its config (the weights were normalised into the reader's file).
   bool hf = false;
   HfEncoderConfig hf_config;
+  // A Hugging Face causal LM directory (Llama, Qwen2, Mistral): hf is set too, hf_config unused.
+  bool hf_decoder = false;
+  HfDecoderConfig hf_decoder_config;
 };
 
 // Opens a .pt (converted under work_dir as <stem>.safetensors), a .safetensors model file, or
 // a Hugging Face model directory (config.json + model.safetensors or shards; its tensors,
-// normalised to the family's names, written under work_dir as <stem>.safetensors). The digest
-// of a directory covers its config and weight files.
+// normalised to the family's names, written under work_dir as <stem>.safetensors): an encoder
+// (BERT, RoBERTa, XLM-R: body and head) or a causal LM (Llama, Qwen2, Mistral: the tensors
+// the decoder reads, no lm_head when tied). The digest of a directory covers its config and
+// weight files.
 absl::StatusOr<InputModel> OpenInputModel(const std::string& path, const std::string& work_dir,
                                           const std::string& stem);
 
@@ -45,10 +51,11 @@ struct ModelLayout {
 };
 
 // Splits the base's tensors by the head pattern and checks every expert against the base:
-// same tensor names, same shapes for every non-head tensor. Errors name file and tensor.
+// same tensor names, same shapes for every non-head tensor. Errors name file and tensor; with
+// `require_head`, so is a pattern that matches no tensor (a causal LM may have no head).
 absl::StatusOr<ModelLayout> CheckLayout(const InputModel& base,
                                         const std::vector<InputModel>& experts,
-                                        const std::regex& head_pattern);
+                                        const std::regex& head_pattern, bool require_head);
 
 // The Hugging Face tokenizer files of `dir` that exist (tokenizer.json, vocab.txt, vocab.json,
 // merges.txt, tokenizer_config.json, special_tokens_map.json, added_tokens.json), by name.

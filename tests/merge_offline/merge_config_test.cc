@@ -77,6 +77,23 @@ output: file:///tmp/x
   EXPECT_EQ(c->output, "file:///tmp/x");
   EXPECT_EQ(c->rank_policy.kind, RankPolicy::kRatio);
   EXPECT_DOUBLE_EQ(c->rank_policy.ratio, 0.1);
+  // No head_pattern: the classifier default, which a causal LM's job replaces by none.
+  EXPECT_EQ(c->head_pattern, kDefaultHeadPattern);
+  EXPECT_FALSE(c->head_pattern_given);
+}
+
+TEST(MergeConfigTest, HeadPatternGivenIsRecorded) {
+  auto c = ParseMergeConfig(R"YAML(
+base_model: base
+models:
+  - {model: a, router_data: a.txt}
+  - {model: c, router_data: c.txt}
+head_pattern: '^lm_head\.'
+)YAML",
+                            "/d");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_pattern, "^lm_head\\.");
+  EXPECT_TRUE(c->head_pattern_given);
 }
 
 struct BadCase {

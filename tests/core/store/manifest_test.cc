@@ -375,6 +375,57 @@ TEST(ManifestTest, NativeModelAndTokenizerFilesRoundTripAndAreNamedBlobs) {
               HasSubstr("model.native.config: is missing"));
 }
 
+// A causal LM version: no TorchScript architecture (the native engine runs it), tasks without
+// labels (they generate text), an n-gram router.
+TEST(ManifestTest, CausalLmVersionHasNoArchitectureAndNoLabels) {
+  Manifest m = FullManifest();
+  m.architecture_blob.clear();
+  m.native = NativeModelEntry{"qwen2", "hf/config.json"};
+  m.head_pattern = "^lm_head\\.";
+  for (TaskEntry& task : m.tasks) task.labels.clear();
+  m.router.features = "ngram";
+  m.router.ngram = NgramSpec{2, 48};
+  auto back = Manifest::FromJson(m.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  ExpectSameManifest(m, *back);
+  EXPECT_EQ(back->native.family, "qwen2");
+  EXPECT_EQ(back->ToJson(), m.ToJson());
+  using Named = std::pair<std::string, std::string>;
+  const auto named = back->NamedBlobs();
+  EXPECT_EQ(named.front(), (Named{"shared_blob", "theta_star.safetensors"}));
+  for (const auto& [field, blob] : named) EXPECT_NE(field, "architecture_blob");
+
+  // An absent architecture reads as none, for every decoder family.
+  for (const char* family : {"llama", "qwen2", "mistral"}) {
+    json j = json::parse(m.ToJson());
+    j["model"].erase("architecture");
+    j["model"]["native"]["family"] = family;
+    auto absent = Manifest::FromJson(j.dump());
+    ASSERT_TRUE(absent.ok()) << family << ": " << absent.status();
+    EXPECT_EQ(absent->architecture_blob, "") << family;
+  }
+
+  // An encoder or a TorchScript-only version needs its architecture and its labels.
+  for (const std::string& family : {std::string("roberta"), std::string()}) {
+    Manifest encoder = m;
+    encoder.native = family.empty() ? NativeModelEntry{} : NativeModelEntry{family, "hf/c.json"};
+    for (const bool erase : {false, true}) {
+      json j = json::parse(encoder.ToJson());
+      if (erase) j["model"].erase("architecture");
+      auto parsed = Manifest::FromJson(j.dump());
+      EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << family;
+      EXPECT_THAT(std::string(parsed.status().message()),
+                  HasSubstr("manifest field model.architecture: must not be empty"))
+          << family;
+    }
+    encoder.architecture_blob = "architecture.pt";
+    auto parsed = Manifest::FromJson(encoder.ToJson());
+    EXPECT_THAT(std::string(parsed.status().message()),
+                HasSubstr("manifest field tasks[0].labels: must list at least one label"))
+        << family;
+  }
+}
+
 TEST(ManifestTest, TaskIndexTotalBytesAndNamedBlobs) {
   const Manifest m = FullManifest();
   EXPECT_EQ(m.TaskIndex("spam"), 0);
