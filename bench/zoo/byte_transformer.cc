@@ -175,27 +175,38 @@ absl::Status CheckData(const TokenizedExamples& data, bool labeled, const char* 
   return absl::OkStatus();
 }
 
-// The shared loop: AdamW, warm-up then linear decay, gradient clipping, reshuffled epochs.
-// `loss_of` maps (batch ids, batch mask, batch rows, generator) to a scalar loss.
+// The TorchScript modules' loop: TrainParameters over every parameter, in train mode.
 template <typename LossFn>
 absl::StatusOr<TrainStats> Train(torch::jit::Module& module, int64_t n, const TrainOptions& o,
                                  const char* what, LossFn loss_of) {
-  if (o.steps < 1 || o.batch_size < 1 || o.learning_rate <= 0) {
+  std::vector<at::Tensor> params;
+  try {
+    for (const auto& p : module.parameters()) params.push_back(p);
+    module.train();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, " failed: ", e.what()));
+  }
+  auto stats = TrainParameters(std::move(params), n, o, what, loss_of);
+  module.eval();
+  return stats;
+}
+
+}  // namespace
+
+absl::StatusOr<TrainStats> TrainParameters(std::vector<at::Tensor> params, int64_t n,
+                                           const TrainOptions& o, const std::string& what,
+                                           const BatchLossFn& loss_of) {
+  if (o.steps < 1 || o.batch_size < 1 || o.learning_rate <= 0 || n < 1) {
     return absl::InvalidArgumentError(absl::StrCat(what,
-                                                   ": steps, batch_size and "
-                                                   "learning_rate must be positive"));
+                                                   ": steps, batch_size, learning_rate and the "
+                                                   "number of examples must be positive"));
   }
   const auto start = std::chrono::steady_clock::now();
   TrainStats stats;
   try {
     torch::manual_seed(o.seed);  // dropout
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-    module.train();
-    std::vector<at::Tensor> params;
-    for (const auto& p : module.parameters()) {
-      p.set_requires_grad(true);
-      params.push_back(p);
-    }
+    for (auto& p : params) p.set_requires_grad(true);
     torch::optim::AdamW opt(
         params, torch::optim::AdamWOptions(o.learning_rate).weight_decay(o.weight_decay));
     const int64_t warmup = std::max<int64_t>(1, static_cast<int64_t>(o.warmup_fraction * o.steps));
@@ -226,19 +237,16 @@ absl::StatusOr<TrainStats> Train(torch::jit::Module& module, int64_t n, const Tr
       if (step >= o.steps - tail) tail_loss += loss.item<double>();
     }
     for (auto& p : params) p.set_requires_grad(false);
-    module.eval();
     stats.steps = o.steps;
     stats.final_loss = tail_loss / tail;
   } catch (const std::exception& e) {
-    module.eval();
+    for (auto& p : params) p.set_requires_grad(false);
     return absl::InternalError(absl::StrCat(what, " failed: ", e.what()));
   }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   stats.seconds_per_step = stats.seconds / stats.steps;
   return stats;
 }
-
-}  // namespace
 
 absl::StatusOr<torch::jit::Module> MakeByteTransformer(const ByteTransformerOptions& o) {
   if (o.layers < 1 || o.dim < 1 || o.heads < 1 || o.dim % o.heads != 0 || o.ff_dim < 1 ||

@@ -26,7 +26,9 @@
 #include <torch/script.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -91,6 +93,20 @@ struct TrainStats {
   double seconds = 0;
   double seconds_per_step = 0;
 };
+
+// The scalar loss of one batch: the examples `rows` ([batch] int64) of the data set; `gen` is
+// the loop's generator (masking, noise).
+using BatchLossFn = std::function<at::Tensor(const at::Tensor& rows, at::Generator& gen)>;
+
+// The zoo's training loop over `params` (they require gradients while it runs, and not after):
+// AdamW (weight_decay), linear warm-up over warmup_fraction of the steps then linear decay to
+// 10%, gradient clipping at norm 1.0, batches of batch_size of the n examples from reshuffled
+// epochs; batch order and LibTorch's global generator (dropout) seeded by options.seed. Every
+// trainer of the zoo runs it (TorchScript modules here, the torch::nn Llama of
+// llama_byte_model.h). `what` names the loop in errors.
+absl::StatusOr<TrainStats> TrainParameters(std::vector<at::Tensor> params, int64_t n,
+                                           const TrainOptions& options, const std::string& what,
+                                           const BatchLossFn& loss_of);
 
 // Masked-byte modelling on `corpus` (labels ignored): 15% of real byte positions are predicted;
 // of those 80% become the mask id, 10% a random byte, 10% stay. `module` needs with_mlm.

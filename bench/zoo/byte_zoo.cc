@@ -126,6 +126,23 @@ absl::StatusOr<std::string> UnescapeTsvText(std::string_view escaped) {
   return out;
 }
 
+std::string EscapeTsvText(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<TextSplit> ReadTsvSplit(const std::string& path,
                                        std::vector<std::string>* label_names) {
   std::ifstream in(path);
@@ -290,7 +307,7 @@ absl::StatusOr<ByteZooReport> BuildByteZoo(const std::string& data_dir, const st
     report.tasks.push_back(std::move(result));
   }
   RETURN_IF_ERROR(
-      WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, ZooStoreUri(o, out_dir))));
+      WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, ZooStoreUri(o.store, out_dir))));
   report.seconds = SecondsSince(start);
   RETURN_IF_ERROR(WriteTextFile(out_dir + "/zoo.md", Summary(o, report)));
   return report;

@@ -37,6 +37,8 @@ struct TextSplit {
 
 // Undoes the TSV text escaping of extract_data.py: \\ \n \t. Any other escape is an error.
 absl::StatusOr<std::string> UnescapeTsvText(std::string_view escaped);
+// The escaping itself (backslash, newline, tab), for writing such files.
+std::string EscapeTsvText(std::string_view text);
 
 // Reads "label<TAB>text" lines. With an empty `label_names`, the sorted distinct labels of
 // the file become the names; otherwise every label must be one of them (error names file:line).

@@ -2,8 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <utility>
 
@@ -13,11 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "bench/zoo/byte_bpe.h"
 #include "core/io/safetensors.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/hf_script.h"
 #include "core/status_macros.h"
-#include "core/text/bpe.h"
 
 namespace twin::zoo {
 namespace {
@@ -97,27 +95,6 @@ absl::Status AddLmHead(torch::jit::Module& module, const HfEncoderConfig& config
   return absl::OkStatus();
 }
 
-// GPT-2's printable spelling of one byte (bytes_to_unicode), as UTF-8: the vocabulary's key.
-std::string ByteSymbol(uint8_t byte) {
-  const char32_t cp = ByteToUnicode(byte);  // below U+0800: one or two UTF-8 bytes
-  if (cp < 0x80) return std::string(1, static_cast<char>(cp));
-  return {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
-}
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << content;
-    out.close();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 std::string HfByteConfigJson(const ByteTransformerOptions& o,
@@ -160,49 +137,14 @@ absl::StatusOr<HfEncoderConfig> HfByteConfig(const ByteTransformerOptions& o,
 }
 
 std::string HfByteTokenizerJson() {
-  Json added = Json::array();
-  Json vocab = Json::object();
-  for (int64_t id = 0; id < kByteOffset; ++id) {
-    added.push_back({{"id", id},
-                     {"content", kSpecialTokens[id]},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
-    vocab[kSpecialTokens[id]] = id;
-  }
-  for (int b = 0; b < 256; ++b) vocab[ByteSymbol(static_cast<uint8_t>(b))] = kByteOffset + b;
-  const Json byte_level = {{"type", "ByteLevel"},
-                           {"add_prefix_space", false},
-                           {"trim_offsets", true},
-                           {"use_regex", false}};
-  Json t = {
-      {"version", "1.0"},
-      {"truncation", nullptr},
-      {"padding", nullptr},
-      {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", byte_level},
-      {"post_processor",
-       {{"type", "RobertaProcessing"},
-        {"sep", {kSpecialTokens[kHfEosId], kHfEosId}},
-        {"cls", {kSpecialTokens[kHfBosId], kHfBosId}},
-        {"trim_offsets", true},
-        {"add_prefix_space", false}}},
-      {"decoder", byte_level},
-      {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false},
-        {"byte_fallback", false},
-        {"vocab", vocab},
-        {"merges", Json::array()}}},
-  };
-  return t.dump(kJsonIndent) + "\n";
+  std::vector<ByteBpeSpecial> specials;
+  for (int64_t id = 0; id < kByteOffset; ++id) specials.push_back({id, kSpecialTokens[id]});
+  const Json post_processor = {{"type", "RobertaProcessing"},
+                               {"sep", {kSpecialTokens[kHfEosId], kHfEosId}},
+                               {"cls", {kSpecialTokens[kHfBosId], kHfBosId}},
+                               {"trim_offsets", true},
+                               {"add_prefix_space", false}};
+  return ByteBpeTokenizerJson(specials, kByteOffset, post_processor.dump());
 }
 
 std::string HfByteTokenizerConfigJson(const ByteTransformerOptions& o) {
@@ -262,9 +204,7 @@ absl::StatusOr<torch::jit::Module> MakeHfByteClassifier(const torch::jit::Module
 }
 
 absl::Status WriteHfByteTokenizer(const ByteTransformerOptions& options, const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  RETURN_IF_ERROR(MakeDirectories(dir));
   RETURN_IF_ERROR(WriteFileAtomically(dir + "/tokenizer.json", HfByteTokenizerJson()));
   return WriteFileAtomically(dir + "/tokenizer_config.json", HfByteTokenizerConfigJson(options));
 }

@@ -185,7 +185,7 @@ absl::StatusOr<HfByteZooReport> BuildHfByteZoo(const std::string& data_dir,
     report.tasks.push_back(std::move(result));
   }
   RETURN_IF_ERROR(
-      WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, ZooStoreUri(o, out_dir))));
+      WriteTextFile(out_dir + "/merge.yaml", MergeYaml(o, report, ZooStoreUri(o.store, out_dir))));
   report.seconds = SecondsSince(start);
   RETURN_IF_ERROR(WriteTextFile(out_dir + "/zoo.md", Summary(o, hr)));
   return hr;

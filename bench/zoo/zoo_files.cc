@@ -91,8 +91,8 @@ absl::Status WriteZooTaskData(const std::string& prefix, const TokenizedExamples
                                                          {"labels", test.labels}});
 }
 
-std::string ZooStoreUri(const ByteZooOptions& o, const std::string& out_dir) {
-  if (!o.store.empty()) return o.store;
+std::string ZooStoreUri(const std::string& store, const std::string& out_dir) {
+  if (!store.empty()) return store;
   return absl::StrCat("file://", std::filesystem::absolute(out_dir).string(), "/store");
 }
 

@@ -57,8 +57,8 @@ absl::Status FineTuneZooExpert(torch::jit::Module& expert, const TokenizedExampl
 // <prefix>.test.safetensors (input_ids, attention_mask, labels).
 absl::Status WriteZooTaskData(const std::string& prefix, const TokenizedExamples& train,
                               const TokenizedExamples& test);
-// o.store, or file://<out_dir absolute>/store.
-std::string ZooStoreUri(const ByteZooOptions& o, const std::string& out_dir);
+// `store` (an option's), or file://<out_dir absolute>/store when it is empty.
+std::string ZooStoreUri(const std::string& store, const std::string& out_dir);
 // merge.yaml's `models:` entries, one per task: model <name><model_suffix>, its quoted labels
 // and <name>.router.safetensors.
 std::string ZooMergeYamlModels(const std::vector<ByteZooTask>& tasks,

@@ -46,22 +46,6 @@ std::string SyntheticText(int task, int label, int i) {
   return text;
 }
 
-std::string TsvEscape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 // Writes <task>.{train,validation,test}.tsv; returns each split's texts by "task.split".
 std::map<std::string, std::vector<std::string>> WriteData(const std::string& dir) {
   std::map<std::string, std::vector<std::string>> texts;
@@ -75,7 +59,7 @@ std::map<std::string, std::vector<std::string>> WriteData(const std::string& dir
         const int label = i % 2;
         const std::string text = SyntheticText(task, label, offset + i);
         out << (task == 0 ? (label ? "late" : "early") : (label ? "high" : "low")) << '\t'
-            << TsvEscape(text) << '\n';
+            << EscapeTsvText(text) << '\n';
         list.push_back(text);
       }
       offset += rows;
