@@ -7,6 +7,9 @@
 //       the byte-level Transformer zoo on the corpora written by bench/zoo/prepare_data.sh
 //   twin-zoo --size lite|full --format hf --data DIR --out DIR
 //       the same zoo as Hugging Face RoBERTa directories (bench/zoo/hf_byte_zoo.h)
+//   twin-zoo --size smoke|lite --format llama --data DIR --out DIR
+//       the generative zoo: Hugging Face Llama directories on the same corpora
+//       (bench/zoo/llama_zoo.h)
 
 #include <cstdio>
 #include <filesystem>
@@ -20,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/zoo/byte_zoo.h"
 #include "bench/zoo/hf_byte_zoo.h"
+#include "bench/zoo/llama_zoo.h"
 #include "bench/zoo/tiny_zoo.h"
 #include "core/model/torch_runtime.h"
 #include "torch/csrc/jit/python/update_graph_executor_opt.h"
@@ -36,9 +40,14 @@ ABSL_FLAG(double, ratio, 0.25, "Twin rank ratio written into merge.yaml (tiny zo
 ABSL_FLAG(std::string, size, "", "Byte-level zoo size: lite or full (empty: the tiny zoo).");
 ABSL_FLAG(std::string, data, "", "Directory with <task>.{train,validation,test}.tsv (--size).");
 ABSL_FLAG(std::string, format, "torchscript",
-          "Byte-level zoo: torchscript (base.pt, <task>.pt) or hf (Hugging Face RoBERTa "
-          "directories base/, <task>/).");
-ABSL_FLAG(std::string, zoo_tasks, twin::zoo::kDefaultZooTasks, "Tasks of the byte-level zoo.");
+          "Byte-level zoo: torchscript (base.pt, <task>.pt), hf (Hugging Face RoBERTa "
+          "directories base/, <task>/) or llama (generative tasks, Hugging Face Llama "
+          "directories; --size smoke or lite).");
+ABSL_FLAG(std::string, zoo_tasks, "",
+          "Tasks of the byte-level zoo (default: the format's, lang,topic,spam,manual,code; for "
+          "llama spam,lang,manual,brackets,upper).");
+ABSL_FLAG(int, max_eval, 0,
+          "Generative zoo: validation examples scored per task (0 = the size's).");
 ABSL_FLAG(int, threads, 1,
           "Byte-level zoo: intra-op threads (0 = all cores). 1 by default: a second thread "
           "measured no faster on an idle 2-core machine and 4-10x slower on a busy one");
@@ -60,15 +69,21 @@ ABSL_FLAG(bool, jit_optimize, false,
 
 namespace {
 
-// --format hf: the byte-level zoo as Hugging Face directories; options are the preset's.
-int BuildHfZoo(const std::string& out, const twin::zoo::ByteZooOptions& options) {
+// Whether a flag only --format torchscript has is set (and says so).
+bool TorchScriptOnlyFlagsSet() {
   if (absl::GetFlag(FLAGS_measure_steps) > 0 || absl::GetFlag(FLAGS_rebuild_models) ||
       !absl::GetFlag(FLAGS_router_data_only).empty()) {
     std::fprintf(stderr,
                  "twin-zoo: --measure_steps, --rebuild_models and --router_data_only are for "
                  "--format torchscript\n");
-    return 2;
+    return true;
   }
+  return false;
+}
+
+// --format hf: the byte-level zoo as Hugging Face directories; options are the preset's.
+int BuildHfZoo(const std::string& out, const twin::zoo::ByteZooOptions& options) {
+  if (TorchScriptOnlyFlagsSet()) return 2;
   std::fprintf(stderr, "twin-zoo: %s\n",
                twin::ConfigureTorchRuntime({absl::GetFlag(FLAGS_threads)}).c_str());
   torch::jit::setGraphExecutorOptimize(absl::GetFlag(FLAGS_jit_optimize));
@@ -82,9 +97,51 @@ int BuildHfZoo(const std::string& out, const twin::zoo::ByteZooOptions& options)
   return 0;
 }
 
+// --format llama: the generative zoo, with its own presets.
+int BuildLlamaZoo(const std::string& out) {
+  if (TorchScriptOnlyFlagsSet()) return 2;
+  auto options = twin::zoo::LlamaZooPreset(absl::GetFlag(FLAGS_size));
+  if (!options.ok()) {
+    std::fprintf(stderr, "twin-zoo: %s\n", options.status().ToString().c_str());
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_zoo_tasks).empty()) {
+    options->tasks = absl::StrSplit(absl::GetFlag(FLAGS_zoo_tasks), ',', absl::SkipEmpty());
+  }
+  options->seed = absl::GetFlag(FLAGS_seed);
+  options->store = absl::GetFlag(FLAGS_store);
+  if (absl::GetFlag(FLAGS_max_train) > 0) {
+    options->max_train_per_task = absl::GetFlag(FLAGS_max_train);
+  }
+  if (absl::GetFlag(FLAGS_max_eval) > 0) options->max_eval_examples = absl::GetFlag(FLAGS_max_eval);
+  if (absl::GetFlag(FLAGS_pretrain_steps) > 0) {
+    options->pretrain.steps = absl::GetFlag(FLAGS_pretrain_steps);
+  }
+  if (absl::GetFlag(FLAGS_finetune_steps) > 0) {
+    options->finetune.steps = absl::GetFlag(FLAGS_finetune_steps);
+  }
+  std::fprintf(stderr, "twin-zoo: %s\n",
+               twin::ConfigureTorchRuntime({absl::GetFlag(FLAGS_threads)}).c_str());
+  auto report = twin::zoo::BuildLlamaByteZoo(absl::GetFlag(FLAGS_data), out, *options);
+  if (!report.ok()) {
+    std::fprintf(stderr, "twin-zoo: %s\n", report.status().ToString().c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "twin-zoo: built in %.1f s\n", report->seconds);
+  std::printf("%s/merge.yaml\n", out.c_str());
+  return 0;
+}
+
 int BuildByteLevelZoo(const std::string& out) {
   if (absl::GetFlag(FLAGS_data).empty()) {
     std::fprintf(stderr, "twin-zoo: --size needs --data (run bench/zoo/prepare_data.sh)\n");
+    return 2;
+  }
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (format == "llama") return BuildLlamaZoo(out);
+  if (format != "torchscript" && format != "hf") {
+    std::fprintf(stderr, "twin-zoo: --format is torchscript, hf or llama, not '%s'\n",
+                 format.c_str());
     return 2;
   }
   auto options = twin::zoo::ByteZooPreset(absl::GetFlag(FLAGS_size));
@@ -92,7 +149,9 @@ int BuildByteLevelZoo(const std::string& out) {
     std::fprintf(stderr, "twin-zoo: %s\n", options.status().ToString().c_str());
     return 2;
   }
-  options->tasks = absl::StrSplit(absl::GetFlag(FLAGS_zoo_tasks), ',', absl::SkipEmpty());
+  if (!absl::GetFlag(FLAGS_zoo_tasks).empty()) {
+    options->tasks = absl::StrSplit(absl::GetFlag(FLAGS_zoo_tasks), ',', absl::SkipEmpty());
+  }
   options->seed = absl::GetFlag(FLAGS_seed);
   options->store = absl::GetFlag(FLAGS_store);
   options->max_train_per_task = absl::GetFlag(FLAGS_max_train);
@@ -101,11 +160,6 @@ int BuildByteLevelZoo(const std::string& out) {
   }
   if (absl::GetFlag(FLAGS_finetune_steps) > 0) {
     options->finetune.steps = absl::GetFlag(FLAGS_finetune_steps);
-  }
-  const std::string format = absl::GetFlag(FLAGS_format);
-  if (format != "torchscript" && format != "hf") {
-    std::fprintf(stderr, "twin-zoo: --format is torchscript or hf, not '%s'\n", format.c_str());
-    return 2;
   }
   if (format == "hf") return BuildHfZoo(out, *options);
   if (!absl::GetFlag(FLAGS_router_data_only).empty()) {
@@ -155,7 +209,8 @@ int BuildByteLevelZoo(const std::string& out) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Builds a zoo of experts and its merge.yaml.\n"
-      "Usage: twin-zoo --out DIR [--size lite|full --data DIR [--format torchscript|hf]]");
+      "Usage: twin-zoo --out DIR [--size lite|full --data DIR [--format torchscript|hf]]\n"
+      "       twin-zoo --out DIR --size smoke|lite --format llama --data DIR");
   absl::ParseCommandLine(argc, argv);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
