@@ -25,12 +25,6 @@ namespace twin::zoo {
 namespace {
 
 constexpr int64_t kBaseClasses = 2;  // the base model's head is a placeholder
-// Width of the router's hidden layers written into merge.yaml; the default (twice the input)
-// would be ~4000 for route_features' ~2000 inputs, far more than five tasks need.
-constexpr int64_t kZooRouterHidden = 256;
-// Router examples per task: the train split's rows up to this many (the full zoo has 2500 to
-// 14000 per task); more rows than twin-merge's default 2000 raised routing accuracy.
-constexpr int64_t kZooRouterExamples = 6000;
 
 absl::StatusOr<TokenizedExamples> Tokenize(const Tokenizer& tokenizer, const TextSplit& split) {
   ASSIGN_OR_RETURN(TokenBatch batch, tokenizer.Encode(split.texts));
@@ -65,13 +59,9 @@ std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
       "twin-zoo --size ",
       o.size, ").\n", "merge_method: task_arithmetic\nbase_model: base.pt\nmodels:\n",
       ZooMergeYamlModels(report.tasks, ".pt"));
-  absl::StrAppend(&y, "parameters: {lambda: 0.3}\n",
-                  "tokenizer: {type: bytes, max_length: ", o.model.max_len,
+  absl::StrAppend(&y, "tokenizer: {type: bytes, max_length: ", o.model.max_len,
                   ", pad_id: 0, bos_id: 1, offset: ", kByteOffset, "}\n",
-                  "twin: {rank_policy: ratio, ratio: ", o.twin_ratio, "}\n",
-                  "router: {hidden_dim: ", kZooRouterHidden,
-                  ", max_epochs: 100, patience: 10, max_examples_per_task: ", kZooRouterExamples,
-                  "}\n", "output: ", store, "\nseed: ", o.seed, "\n");
+                  ZooMergeYamlSettings(o.twin_ratio, "", store, o.seed));
   return y;
 }
 

@@ -27,10 +27,6 @@ namespace {
 
 // The base's head is a placeholder (as in the TorchScript zoo): two anonymous labels.
 const std::vector<std::string> kBaseLabels = {"LABEL_0", "LABEL_1"};
-// The router of merge.yaml, as the TorchScript zoo's (byte_zoo.cc) but on n-gram features:
-// the HF module has no route_features().
-constexpr int64_t kZooRouterHidden = 256;
-constexpr int64_t kZooRouterExamples = 6000;
 constexpr int64_t kParityBatch = 256;
 
 // The native forward of the directory `dir` against `module` on `data`.
@@ -68,11 +64,8 @@ std::string MergeYaml(const ByteZooOptions& o, const ByteZooReport& report,
       "twin-zoo --size ",
       o.size, " --format hf).\n", "merge_method: task_arithmetic\nbase_model: ", kHfBaseDir,
       "\nmodels:\n", ZooMergeYamlModels(report.tasks, ""));
-  absl::StrAppend(&y, "parameters: {lambda: 0.3}\n",
-                  "twin: {rank_policy: ratio, ratio: ", o.twin_ratio, "}\n",
-                  "router: {features: ngram, hidden_dim: ", kZooRouterHidden,
-                  ", max_epochs: 100, patience: 10, max_examples_per_task: ", kZooRouterExamples,
-                  "}\n", "output: ", store, "\nseed: ", o.seed, "\n");
+  // The router reads n-gram features: the HF module has no route_features().
+  absl::StrAppend(&y, ZooMergeYamlSettings(o.twin_ratio, "ngram", store, o.seed));
   return y;
 }
 

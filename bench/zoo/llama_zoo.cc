@@ -23,10 +23,6 @@
 namespace twin::zoo {
 namespace {
 
-// The router of merge.yaml, as the byte zoos' (n-gram features: a causal LM has no
-// route_features()).
-constexpr int64_t kZooRouterHidden = 256;
-constexpr int64_t kZooRouterExamples = 6000;
 // Validation rows of each task compared in every parity check.
 constexpr int64_t kParityRowsPerTask = 16;
 
@@ -180,11 +176,8 @@ std::string MergeYaml(const LlamaZooOptions& o, const std::string& store) {
     absl::StrAppend(&y, "  - model: ", t, "\n    name: ", t, "\n    router_data: ", t,
                     ".router.txt\n");
   }
-  absl::StrAppend(&y, "parameters: {lambda: 0.3}\n",
-                  "twin: {rank_policy: ratio, ratio: ", o.twin_ratio, "}\n",
-                  "router: {features: ngram, hidden_dim: ", kZooRouterHidden,
-                  ", max_epochs: 100, patience: 10, max_examples_per_task: ", kZooRouterExamples,
-                  "}\n", "output: ", store, "\nseed: ", o.seed, "\n");
+  // The router reads n-gram features: a causal LM has no route_features().
+  absl::StrAppend(&y, ZooMergeYamlSettings(o.twin_ratio, "ngram", store, o.seed));
   return y;
 }
 

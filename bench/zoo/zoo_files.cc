@@ -10,6 +10,16 @@
 #include "core/status_macros.h"
 
 namespace twin::zoo {
+namespace {
+
+// Width of the router's hidden layers written into merge.yaml; the default (twice the input)
+// would be ~4000 for route_features' ~2000 inputs, far more than five tasks need.
+constexpr int64_t kZooRouterHidden = 256;
+// Router examples per task: the train split's rows up to this many (the full zoo has 2500 to
+// 14000 per task); more rows than twin-merge's default 2000 raised routing accuracy.
+constexpr int64_t kZooRouterExamples = 6000;
+
+}  // namespace
 
 absl::StatusOr<ZooTask> ReadZooTask(const std::string& dir, const std::string& task,
                                     int64_t max_train) {
@@ -107,6 +117,17 @@ std::string ZooMergeYamlModels(const std::vector<ByteZooTask>& tasks,
                     t.name, ".router.safetensors\n");
   }
   return y;
+}
+
+std::string ZooMergeYamlSettings(double twin_ratio, const std::string& router_features,
+                                 const std::string& store, uint64_t seed) {
+  const std::string features =
+      router_features.empty() ? "" : absl::StrCat("features: ", router_features, ", ");
+  return absl::StrCat(
+      "parameters: {lambda: 0.3}\n", "twin: {rank_policy: ratio, ratio: ", twin_ratio, "}\n",
+      "router: {", features, "hidden_dim: ", kZooRouterHidden,
+      ", max_epochs: 100, patience: 10, max_examples_per_task: ", kZooRouterExamples, "}\n",
+      "output: ", store, "\nseed: ", seed, "\n");
 }
 
 std::string YamlQuoted(const std::string& s) {

@@ -64,6 +64,12 @@ std::string ZooStoreUri(const std::string& store, const std::string& out_dir);
 std::string ZooMergeYamlModels(const std::vector<ByteZooTask>& tasks,
                                const std::string& model_suffix);
 
+// merge.yaml's settings after the models, as every zoo writes them: task arithmetic's lambda
+// 0.3, the Twin rank ratio, the router (`router_features` "ngram", or "" for twin-merge's
+// default; hidden width 256; up to 6000 train rows per task), the output store and the seed.
+std::string ZooMergeYamlSettings(double twin_ratio, const std::string& router_features,
+                                 const std::string& store, uint64_t seed);
+
 // `s` as a double-quoted YAML scalar.
 std::string YamlQuoted(const std::string& s);
 
