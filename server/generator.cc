@@ -3,13 +3,11 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cmath>
 #include <map>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "core/model/generation.h"
 #include "core/model/hf_decoder.h"
 #include "core/status_macros.h"
@@ -65,6 +63,7 @@ absl::StatusOr<std::unique_ptr<GenerationJob>> MakeGenerationJob(
   const int64_t max_prompt =
       config.max_input_length > 0 ? std::min<int64_t>(config.max_input_length, context - 1)
                                   : context - 1;
+  std::string prompt_field = "text's token ids";
   switch (request.prompt_case()) {
     case GenerateRequest::kText: {
       const std::string& text = request.text();
@@ -82,14 +81,7 @@ absl::StatusOr<std::unique_ptr<GenerationJob>> MakeGenerationJob(
                                     " tokens, the prompt limit (the model's context is ", context,
                                     " positions, prompt and new tokens)"));
       }
-      for (size_t i = 0; i < ids.size(); ++i) {
-        if (ids[i] < 0 || ids[i] >= engine.vocab_size()) {
-          return Invalid(absl::StrCat("text's token ", i, " is id ", ids[i],
-                                      ", outside the model's vocabulary of ",
-                                      engine.vocab_size()));
-        }
-      }
-      job->prompt = std::move(ids);
+      job->request.prompt = std::move(ids);
       break;
     }
     case GenerateRequest::kTokens: {
@@ -114,20 +106,16 @@ absl::StatusOr<std::unique_ptr<GenerationJob>> MakeGenerationJob(
           }
         }
       }
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t id = tokens.input_ids(i);
-        if (id < 0 || id >= engine.vocab_size()) {
-          return Invalid(absl::StrCat("tokens.input_ids[", i, "] is ", id,
-                                      "; the model's vocabulary has ", engine.vocab_size(),
-                                      " ids (0 to ", engine.vocab_size() - 1, ")"));
-        }
-        job->prompt.push_back(id);
-      }
+      job->request.prompt.assign(tokens.input_ids().begin(), tokens.input_ids().end());
+      prompt_field = "tokens.input_ids";
       break;
     }
     default:
       return Invalid("request has no prompt (set text or tokens)");
   }
+  // The tokenizer may map some text beyond a small model's vocabulary.
+  RETURN_IF_ERROR(CheckTokenIds(at::tensor(job->request.prompt, at::kLong), engine.vocab_size(),
+                                prompt_field));
   ASSIGN_OR_RETURN(job->task, TaskOf(*servable, request.task()));
   RETURN_IF_ERROR(ParseRouting(request.routing(), config, engine.num_tasks(), &job->top_k,
                                &job->temperature));
@@ -137,25 +125,19 @@ absl::StatusOr<std::unique_ptr<GenerationJob>> MakeGenerationJob(
                                 g.max_new_tokens, "] (0: the default, ",
                                 g.default_max_new_tokens, ")"));
   }
-  job->max_new_tokens = max_new == 0 ? g.default_max_new_tokens : max_new;
+  job->request.max_new_tokens = max_new == 0 ? g.default_max_new_tokens : max_new;
   const twinmerge::v1::SamplingOptions& s = request.sampling();
-  if (!std::isfinite(s.temperature()) || s.temperature() < 0) {
-    return Invalid(absl::StrCat("sampling.temperature is ", s.temperature(),
-                                "; must be 0 (greedy) or positive"));
+  SamplingOptions& sampling = job->request.sampling;
+  sampling.temperature = s.temperature();
+  sampling.top_k = s.top_k();
+  sampling.top_p = s.top_p() == 0 ? 1.0 : s.top_p();  // proto3's 0: unset
+  if (absl::Status valid = ValidateSampling(sampling); !valid.ok()) {
+    return Invalid(absl::StrCat("sampling.", valid.message()));
   }
-  if (s.top_k() < 0) {
-    return Invalid(absl::StrCat("sampling.top_k is ", s.top_k(), "; must be 0 (no limit) or positive"));
-  }
-  if (!std::isfinite(s.top_p()) || s.top_p() < 0 || s.top_p() > 1) {
-    return Invalid(absl::StrCat("sampling.top_p is ", s.top_p(), "; must be in (0, 1] (0: 1)"));
-  }
-  job->sampling_temperature = s.temperature();
-  job->sampling_top_k = s.top_k();
-  job->sampling_top_p = s.top_p() == 0 ? 1.0 : s.top_p();
-  job->seed = s.seed();
-  while (job->seed == 0) {
+  sampling.seed = s.seed();
+  while (sampling.seed == 0) {
     thread_local std::mt19937_64 seeds(std::random_device{}());
-    job->seed = seeds();
+    sampling.seed = seeds();
   }
   if (request.stop_size() > g.max_stop_sequences) {
     return Invalid(absl::StrCat("stop has ", request.stop_size(), " sequences; the limit is ",
@@ -170,7 +152,7 @@ absl::StatusOr<std::unique_ptr<GenerationJob>> MakeGenerationJob(
     }
     job->stop.push_back(stop);
   }
-  job->ignore_eos = request.ignore_eos();
+  if (!request.ignore_eos()) job->request.stop_token_ids = engine.decoder().config().eos_token_ids;
   job->servable = std::move(servable);
   return job;
 }
@@ -210,11 +192,9 @@ void Generator::Start() {
 }
 
 void Generator::Submit(std::unique_ptr<GenerationJob> job) {
-  const Engine& engine = *job->servable->engine;
-  const int64_t positions =
-      std::min<int64_t>(static_cast<int64_t>(job->prompt.size()) + job->max_new_tokens,
-                        engine.decoder().max_positions());
-  const int64_t bytes = engine.decoder().CacheBytes(positions);
+  const HfDecoder& decoder = job->servable->engine->decoder();
+  const int64_t positions = ContinuousBatch::RequestPositions(decoder, job->request);
+  const int64_t bytes = ContinuousBatch::RequestBytes(decoder, job->request);
   if (bytes > config_.generation.kv_cache_bytes) {
     job->callbacks.done(absl::ResourceExhaustedError(absl::StrCat(
         "the sequence's KV cache (", positions, " positions, ", bytes,
@@ -339,6 +319,14 @@ void Generator::Admit() {
       lanes_.push_back(std::move(fresh));
       lane = lanes_.back().get();
     }
+    if (!lane->batch->FitsNow(job->request) && lane->batch->active() > 0) {
+      // Waits, first in line, until running sequences free their caches (routed only once it
+      // is admitted).
+      absl::MutexLock lock(&mu_);
+      queue_.push_front(std::move(job));
+      stats_.waiting = static_cast<int64_t>(queue_.size());
+      return;
+    }
     auto run = std::make_unique<Running>();
     // The prompt is routed once; the sequence keeps these weights to its end.
     if (!lane->static_mode) {
@@ -346,7 +334,7 @@ void Generator::Admit() {
         run->weights.assign(engine.num_tasks(), 0.0);
         run->weights[job->task] = 1.0;
       } else {
-        at::Tensor ids = at::tensor(job->prompt, at::kLong).unsqueeze(0);
+        at::Tensor ids = at::tensor(job->request.prompt, at::kLong).unsqueeze(0);
         absl::StatusOr<at::Tensor> w =
             engine.RouterWeights(ids, at::ones_like(ids), {job->temperature});
         if (!w.ok()) {
@@ -366,24 +354,10 @@ void Generator::Admit() {
       }
     }
     if (job->task >= 0) run->task = engine.manifest().tasks[job->task].name;
-    GenerationRequest request;
-    request.prompt = job->prompt;
-    request.max_new_tokens = job->max_new_tokens;
-    request.sampling.temperature = job->sampling_temperature;
-    request.sampling.top_k = job->sampling_top_k;
-    request.sampling.top_p = job->sampling_top_p;
-    request.sampling.seed = job->seed;
-    if (!job->ignore_eos) request.stop_token_ids = engine.decoder().config().eos_token_ids;
-    request.weights = run->weights;
-    absl::StatusOr<uint64_t> id = lane->batch->Add(std::move(request));
+    job->request.weights = run->weights;
+    // The batch keeps its own copy: the job's request still reports the prompt and seed.
+    absl::StatusOr<uint64_t> id = lane->batch->Add(job->request);
     if (!id.ok()) {
-      if (id.status().code() == absl::StatusCode::kResourceExhausted && lane->batch->active() > 0) {
-        // Waits, first in line, until running sequences free their caches.
-        absl::MutexLock lock(&mu_);
-        queue_.push_front(std::move(job));
-        stats_.waiting = static_cast<int64_t>(queue_.size());
-        return;
-      }
       metrics_->RecordGeneration(run->task, absl::StatusCodeToString(id.status().code()), "");
       job->callbacks.done(id.status());
       continue;
@@ -440,16 +414,7 @@ void Generator::StepLane(Lane& lane) {
     reply.set_request_id(run.job->request_id);
     if (!run.first_sent) {
       run.first_sent = true;
-      std::vector<std::pair<double, int>> order;
-      for (size_t t = 0; t < run.weights.size(); ++t) {
-        if (run.weights[t] > 0) order.emplace_back(-run.weights[t], static_cast<int>(t));
-      }
-      std::sort(order.begin(), order.end());
-      for (const auto& [negative, t] : order) {
-        twinmerge::v1::RouterWeight* w = reply.add_router_weights();
-        w->set_task(engine.manifest().tasks[t].name);
-        w->set_weight(static_cast<float>(-negative));
-      }
+      AddRouterWeights(run.weights, engine.manifest(), reply.mutable_router_weights());
       reply.set_task(run.task);
       reply.set_artifact_version(engine.version());
       reply.set_batch_mode(mode);
@@ -492,13 +457,13 @@ void Generator::StepLane(Lane& lane) {
     if (last) {
       reply.set_finish_reason(finish);
       twinmerge::v1::GenerateUsage* usage = reply.mutable_usage();
-      usage->set_prompt_tokens(static_cast<int32_t>(run.job->prompt.size()));
+      usage->set_prompt_tokens(static_cast<int32_t>(run.job->request.prompt.size()));
       usage->set_generated_tokens(static_cast<int32_t>(run.generated));
       if (run.first_sent && run.generated > 0) {
         usage->set_time_to_first_token_us(Micros(run.first_token - run.job->received));
       }
       usage->set_total_us(Micros(now - run.job->received));
-      usage->set_seed(run.job->seed);
+      usage->set_seed(run.job->request.sampling.seed);
     }
     run.job->callbacks.write(std::move(reply));
     if (last) {

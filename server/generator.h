@@ -46,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/model/generation.h"
 #include "server/metrics.h"
 #include "server/servable.h"
 #include "server/server_config.h"
@@ -60,21 +61,17 @@ struct GenerateCallbacks {
   std::function<void(const absl::Status&)> done;
 };
 
-// One validated request. Fields after `callbacks` belong to the generator.
+// One validated request.
 struct GenerationJob {
   std::shared_ptr<const Servable> servable;
   std::string request_id;
-  std::vector<int64_t> prompt;
+  // What the continuous batch runs: prompt, max_new_tokens, sampling (its seed drawn when the
+  // request gave 0), the eos ids unless ignore_eos; the weights are set when it is routed.
+  GenerationRequest request;
   int task = -1;  // the named task, -1: the router's top task
   int top_k = 0;  // routing
   double temperature = 1.0;
-  int64_t max_new_tokens = 0;
-  double sampling_temperature = 0.0;
-  int64_t sampling_top_k = 0;
-  double sampling_top_p = 1.0;
-  uint64_t seed = 0;
   std::vector<std::string> stop;  // stop sequences (text)
-  bool ignore_eos = false;
   absl::Time received;
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<std::atomic<bool>> cancelled;

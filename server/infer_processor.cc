@@ -122,6 +122,22 @@ absl::StatusOr<std::shared_ptr<InferPayload>> MakePayload(const InferRequest& re
   return p;
 }
 
+void AddRouterWeights(const std::vector<double>& weights, const Manifest& manifest,
+                      google::protobuf::RepeatedPtrField<twinmerge::v1::RouterWeight>* out) {
+  std::vector<std::pair<double, int>> kept;
+  for (int k = 0; k < static_cast<int>(weights.size()); ++k) {
+    if (weights[k] > 0) kept.emplace_back(weights[k], k);
+  }
+  std::sort(kept.begin(), kept.end(), [](auto& a, auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  for (const auto& [w, k] : kept) {
+    twinmerge::v1::RouterWeight* rw = out->Add();
+    rw->set_task(manifest.tasks[k].name);
+    rw->set_weight(static_cast<float>(w));
+  }
+}
+
 absl::StatusOr<int> TaskOf(const Servable& servable, const std::string& task) {
   if (task.empty()) return -1;
   auto it = servable.task_index.find(task);
@@ -334,19 +350,8 @@ absl::Status InferProcessor::ReplyGroup(const Servable& servable,
     r.set_label_index(best);
     r.set_label(entry.labels[best]);
     for (int64_t k = 0; k < c; ++k) r.add_probabilities(row[k]);
-    std::vector<std::pair<double, int>> kept;
-    const std::vector<double>& used = p->mixed_weights.empty() ? p->key.weights : p->mixed_weights;
-    for (int k = 0; k < static_cast<int>(used.size()); ++k) {
-      if (used[k] > 0) kept.emplace_back(used[k], k);
-    }
-    std::sort(kept.begin(), kept.end(), [](auto& a, auto& b) {
-      return a.first != b.first ? a.first > b.first : a.second < b.second;
-    });
-    for (const auto& [w, k] : kept) {
-      auto* rw = r.add_router_weights();
-      rw->set_task(engine.manifest().tasks[k].name);
-      rw->set_weight(static_cast<float>(w));
-    }
+    AddRouterWeights(p->mixed_weights.empty() ? p->key.weights : p->mixed_weights,
+                     engine.manifest(), r.mutable_router_weights());
     r.set_cluster_key(p->key.text);
     r.set_cache_hit(cache_hit);
     r.set_batch_mode(BatchModeName(mode));

@@ -59,6 +59,10 @@ struct InferPayload : public RequestPayload {
 // The index of task `name` in the servable ("" -> -1: routed); INVALID_ARGUMENT listing the
 // tasks for an unknown name.
 absl::StatusOr<int> TaskOf(const Servable& servable, const std::string& name);
+// A reply's router_weights: the non-zero `weights` (one per task), largest first, lower task
+// index first on ties, named by the manifest's tasks.
+void AddRouterWeights(const std::vector<double>& weights, const Manifest& manifest,
+                      google::protobuf::RepeatedPtrField<twinmerge::v1::RouterWeight>* out);
 // routing.top_k and routing.temperature checked against the limits, defaults applied.
 absl::Status ParseRouting(const twinmerge::v1::RoutingOptions& routing, const ServerConfig& config,
                           int num_tasks, int* top_k, double* temperature);

@@ -64,13 +64,19 @@ ContinuousBatch::ContinuousBatch(const HfDecoder& decoder, ContinuousBatchOption
 
 ContinuousBatch::~ContinuousBatch() = default;
 
-int64_t ContinuousBatch::RequestPositions(const GenerationRequest& request) const {
+int64_t ContinuousBatch::RequestPositions(const HfDecoder& decoder,
+                                          const GenerationRequest& request) {
   return std::min(static_cast<int64_t>(request.prompt.size()) + request.max_new_tokens,
-                  decoder_.max_positions());
+                  decoder.max_positions());
 }
 
-int64_t ContinuousBatch::RequestBytes(const GenerationRequest& request) const {
-  return decoder_.CacheBytes(RequestPositions(request));
+int64_t ContinuousBatch::RequestBytes(const HfDecoder& decoder,
+                                      const GenerationRequest& request) {
+  return decoder.CacheBytes(RequestPositions(decoder, request));
+}
+
+bool ContinuousBatch::FitsNow(const GenerationRequest& request) const {
+  return kv_bytes_ + RequestBytes(decoder_, request) <= options_.kv_budget_bytes;
 }
 
 absl::StatusOr<uint64_t> ContinuousBatch::Add(GenerationRequest request) {
@@ -92,10 +98,10 @@ absl::StatusOr<uint64_t> ContinuousBatch::Add(GenerationRequest request) {
     }
   }
   ASSIGN_OR_RETURN(TokenSampler sampler, TokenSampler::Create(request.sampling));
-  const int64_t bytes = RequestBytes(request);
+  const int64_t bytes = RequestBytes(decoder_, request);
   if (bytes > options_.kv_budget_bytes) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("the sequence's KV cache (", bytes, " bytes for ", RequestPositions(request),
+        absl::StrCat("the sequence's KV cache (", bytes, " bytes for ", RequestPositions(decoder_, request),
                      " positions) is larger than the whole KV budget (", options_.kv_budget_bytes,
                      " bytes); ask for fewer tokens"));
   }
@@ -104,7 +110,7 @@ absl::StatusOr<uint64_t> ContinuousBatch::Add(GenerationRequest request) {
         absl::StrCat("KV cache budget full: ", kv_bytes_, " of ", options_.kv_budget_bytes,
                      " bytes held by ", sequences_.size(), " sequences, this one needs ", bytes));
   }
-  ASSIGN_OR_RETURN(KvCache cache, decoder_.NewCache(RequestPositions(request)));
+  ASSIGN_OR_RETURN(KvCache cache, decoder_.NewCache(RequestPositions(decoder_, request)));
   const uint64_t id = next_id_++;
   kv_bytes_ += cache.bytes();
   sequences_.emplace(

@@ -95,11 +95,12 @@ class ContinuousBatch {
 
   size_t active() const { return sequences_.size(); }
   int64_t kv_bytes() const { return kv_bytes_; }
-  // Bytes a request's cache would reserve.
-  int64_t RequestBytes(const GenerationRequest& request) const;
-  // The capacity (positions) a request's cache reserves: prompt + max_new_tokens, at most the
-  // model's positions.
-  int64_t RequestPositions(const GenerationRequest& request) const;
+  // Whether Add would find room for the request's cache beside the caches held now.
+  bool FitsNow(const GenerationRequest& request) const;
+  // The capacity (positions) a request's cache reserves on `decoder`: prompt + max_new_tokens,
+  // at most the model's positions; and its bytes.
+  static int64_t RequestPositions(const HfDecoder& decoder, const GenerationRequest& request);
+  static int64_t RequestBytes(const HfDecoder& decoder, const GenerationRequest& request);
 
  private:
   struct Sequence;
