@@ -21,12 +21,16 @@ namespace twin::testing {
 struct HfDecoderTestZooOptions {
   std::string model_type = "llama";
   bool tie = false;
-  double ratio = 0.5;      // twin.ratio
-  int router_texts = 40;   // per task
+  double ratio = 0.5;     // twin.ratio
+  int router_texts = 40;  // per task
   std::string version = "v1";
 };
 
 inline constexpr int64_t kZooEosId = 256;
+
+// merge.yaml's router: n-gram features of unigrams only (see WriteHfDecoderTestZoo).
+inline constexpr char kHfDecoderTestZooRouter[] =
+    "{max_epochs: 40, features: ngram, ngram: {max_order: 1, buckets: 256}}";
 
 struct HfDecoderTestZoo {
   HfTestDecoder base;                    // vocab 260 (bytes, <|endoftext|>, 3 unused)
