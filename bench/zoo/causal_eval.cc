@@ -14,40 +14,43 @@
 namespace twin::zoo {
 namespace {
 
-// The cross-entropy summed over the targets of examples[begin, end).
-absl::StatusOr<double> TargetLoss(const HfDecoder& decoder, const LayerParams& params,
-                                  const std::vector<CausalExample>& examples, size_t begin,
-                                  size_t end) {
+// Each example's cross-entropy summed over its target, for examples[begin, end).
+absl::Status TargetLoss(const HfDecoder& decoder, const ExampleParams& params,
+                        const std::vector<CausalExample>& examples, size_t begin, size_t end,
+                        std::vector<ExampleScore>* scores) {
   std::vector<std::vector<int64_t>> rows;
+  std::vector<size_t> index;
   for (size_t i = begin; i < end; ++i) {
     std::vector<int64_t> row = examples[i].prompt;
     row.insert(row.end(), examples[i].target.begin(), examples[i].target.end() - 1);
     rows.push_back(std::move(row));
+    index.push_back(i);
   }
-  ASSIGN_OR_RETURN(at::Tensor logits, decoder.Logits(rows, params));
+  ASSIGN_OR_RETURN(std::shared_ptr<const LayerParams> weights, params(index));
+  ASSIGN_OR_RETURN(at::Tensor logits, decoder.Logits(rows, *weights));
   try {
     c10::InferenceMode guard;
     const at::Tensor log_probs = at::log_softmax(logits, -1);
-    double loss = 0;
     for (size_t i = begin; i < end; ++i) {
       const CausalExample& e = examples[i];
       // The logits after prompt token p - 1 + k predict target token k.
       const int64_t first = static_cast<int64_t>(e.prompt.size()) - 1;
       const int64_t n = static_cast<int64_t>(e.target.size());
       const at::Tensor target = at::tensor(e.target, at::kLong).unsqueeze(1);
-      loss -= log_probs[i - begin].narrow(0, first, n).gather(1, target).sum().item<double>();
+      (*scores)[i].loss =
+          -log_probs[i - begin].narrow(0, first, n).gather(1, target).sum().item<double>();
     }
-    return loss;
+    return absl::OkStatus();
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("scoring the targets failed: ", e.what()));
   }
 }
 
-// How many of examples[begin, end) the greedy continuation reproduces. A sequence stops
-// decoding at its first wrong token.
-absl::StatusOr<int64_t> GreedyMatches(const HfDecoder& decoder, const LayerParams& params,
-                                      const std::vector<CausalExample>& examples, size_t begin,
-                                      size_t end) {
+// Which of examples[begin, end) the greedy continuation reproduces. A sequence stops decoding
+// at its first wrong token.
+absl::Status GreedyMatches(const HfDecoder& decoder, const ExampleParams& params,
+                           const std::vector<CausalExample>& examples, size_t begin, size_t end,
+                           std::vector<ExampleScore>* scores) {
   std::vector<KvCache> caches;
   std::vector<size_t> active;  // examples still matching, not yet complete
   std::vector<int64_t> produced(end - begin, 0);
@@ -60,11 +63,11 @@ absl::StatusOr<int64_t> GreedyMatches(const HfDecoder& decoder, const LayerParam
   }
   std::vector<std::vector<int64_t>> tokens;
   for (size_t i : active) tokens.push_back(examples[i].prompt);
-  int64_t matches = 0;
   while (!active.empty()) {
     std::vector<KvCache*> pointers;
     for (size_t i : active) pointers.push_back(&caches[i - begin]);
-    ASSIGN_OR_RETURN(at::Tensor logits, decoder.Extend(tokens, params, pointers));
+    ASSIGN_OR_RETURN(std::shared_ptr<const LayerParams> weights, params(active));
+    ASSIGN_OR_RETURN(at::Tensor logits, decoder.Extend(tokens, *weights, pointers));
     std::vector<int64_t> next;
     try {
       c10::InferenceMode guard;
@@ -82,7 +85,7 @@ absl::StatusOr<int64_t> GreedyMatches(const HfDecoder& decoder, const LayerParam
       int64_t& k = produced[i - begin];
       if (token != target[k]) continue;
       if (++k == static_cast<int64_t>(target.size())) {
-        ++matches;
+        (*scores)[i].exact = true;
         continue;
       }
       still.push_back(i);
@@ -90,7 +93,7 @@ absl::StatusOr<int64_t> GreedyMatches(const HfDecoder& decoder, const LayerParam
     }
     active = std::move(still);
   }
-  return matches;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -151,29 +154,43 @@ absl::StatusOr<std::vector<CausalExample>> EncodeCausalPairs(const HfTokenizer& 
 absl::StatusOr<CausalScores> ScoreCausalLm(const HfDecoder& decoder, const LayerParams& params,
                                            const std::vector<CausalExample>& examples,
                                            const CausalEvalOptions& options) {
+  // Not owned: the caller's params outlive the call.
+  const std::shared_ptr<const LayerParams> shared(std::shared_ptr<void>(), &params);
+  return ScoreCausalLm(
+      decoder, [&](const std::vector<size_t>&) { return shared; }, examples, options);
+}
+
+absl::StatusOr<CausalScores> ScoreCausalLm(const HfDecoder& decoder, const ExampleParams& params,
+                                           const std::vector<CausalExample>& examples,
+                                           const CausalEvalOptions& options,
+                                           std::vector<ExampleScore>* per_example) {
   if (examples.empty() || options.batch_size < 1) {
     return absl::InvalidArgumentError("scoring needs examples and a positive batch size");
   }
   CausalScores scores;
-  double loss = 0;
-  int64_t matches = 0;
   for (const CausalExample& e : examples) {
     if (e.prompt.empty() || e.target.empty()) {
       return absl::InvalidArgumentError("scoring needs a prompt and a target in every example");
     }
     scores.target_tokens += static_cast<int64_t>(e.target.size());
   }
+  std::vector<ExampleScore> each(examples.size());
   const size_t batch = static_cast<size_t>(options.batch_size);
   for (size_t begin = 0; begin < examples.size(); begin += batch) {
     const size_t end = std::min(examples.size(), begin + batch);
-    ASSIGN_OR_RETURN(double batch_loss, TargetLoss(decoder, params, examples, begin, end));
-    ASSIGN_OR_RETURN(int64_t batch_matches, GreedyMatches(decoder, params, examples, begin, end));
-    loss += batch_loss;
-    matches += batch_matches;
+    RETURN_IF_ERROR(TargetLoss(decoder, params, examples, begin, end, &each));
+    RETURN_IF_ERROR(GreedyMatches(decoder, params, examples, begin, end, &each));
+  }
+  double loss = 0;
+  int64_t matches = 0;
+  for (const ExampleScore& e : each) {
+    loss += e.loss;
+    matches += e.exact ? 1 : 0;
   }
   scores.examples = static_cast<int64_t>(examples.size());
   scores.exact_match = static_cast<double>(matches) / scores.examples;
   scores.mean_loss = loss / scores.target_tokens;
+  if (per_example != nullptr) *per_example = std::move(each);
   return scores;
 }
 

@@ -23,6 +23,8 @@
 #define TWIN_BENCH_ZOO_CAUSAL_EVAL_H_
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -76,6 +78,23 @@ struct CausalEvalOptions {
 absl::StatusOr<CausalScores> ScoreCausalLm(const HfDecoder& decoder, const LayerParams& params,
                                            const std::vector<CausalExample>& examples,
                                            const CausalEvalOptions& options = {});
+
+// The weights of a batch whose row i is examples[rows[i]]: one weight set per example, e.g. a
+// MixedParams of each example's own router weights (the server's unfused path). Called once
+// per forward, with the examples still decoding.
+using ExampleParams = std::function<absl::StatusOr<std::shared_ptr<const LayerParams>>(
+    const std::vector<size_t>& rows)>;
+
+// As above, each example with its own weights. Also returns, in *per_example (when not null),
+// whether each example was matched exactly and its summed target loss.
+struct ExampleScore {
+  bool exact = false;
+  double loss = 0;  // nats, summed over the target's tokens
+};
+absl::StatusOr<CausalScores> ScoreCausalLm(const HfDecoder& decoder, const ExampleParams& params,
+                                           const std::vector<CausalExample>& examples,
+                                           const CausalEvalOptions& options = {},
+                                           std::vector<ExampleScore>* per_example = nullptr);
 
 }  // namespace twin::zoo
 
