@@ -1,13 +1,14 @@
 #include "client/workload.h"
 
+#include <ATen/core/Tensor.h>
+
 #include <algorithm>
 #include <cmath>
 #include <exception>
 #include <filesystem>
 #include <fstream>
 #include <map>
-
-#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -46,8 +47,8 @@ absl::StatusOr<TokenTensors> ReadTokenTensors(const std::string& path) {
   try {
     ASSIGN_OR_RETURN(at::Tensor ids, reader->Get(kInputIds, c10::kLong));
     if (ids.dim() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", kInputIds,
-                                                     "' must be [N,L], got ", ids.dim(), "-D"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor '", kInputIds, "' must be [N,L], got ", ids.dim(), "-D"));
     }
     out.rows = ids.size(0);
     out.length = ids.size(1);
@@ -86,15 +87,14 @@ absl::StatusOr<twinmerge::v1::TokenInput> RowTokens(const TokenTensors& t, int64
     for (int64_t j = 0; j < t.length; ++j) {
       const int64_t m = t.mask[begin + j];
       if (m != 0 && m != 1) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", kAttentionMask,
-                                                       "' row ", row, " has value ", m,
-                                                       " (must be 0 or 1)"));
+        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", kAttentionMask, "' row ",
+                                                       row, " has value ", m, " (must be 0 or 1)"));
       }
     }
     while (kept > 0 && t.mask[begin + kept - 1] == 0) --kept;
     if (kept == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", kAttentionMask,
-                                                     "' row ", row, " is all padding"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor '", kAttentionMask, "' row ", row, " is all padding"));
     }
     for (int64_t j = 0; j < kept; ++j) inner_zero |= t.mask[begin + j] == 0;
   }
@@ -158,12 +158,35 @@ absl::StatusOr<std::vector<WorkItem>> LoadTsvItems(const std::string& path,
   return items;
 }
 
+absl::StatusOr<std::vector<WorkItem>> LoadJsonlItems(const std::string& path,
+                                                     const std::string& task) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::vector<WorkItem> items;
+  std::string line;
+  for (int line_number = 1; std::getline(in, line); ++line_number) {
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    const nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!row.is_object() || !row.contains("prompt") || !row["prompt"].is_string() ||
+        row["prompt"].get_ref<const std::string&>().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_number, ": expected {\"prompt\": non-empty string}"));
+    }
+    WorkItem item;
+    item.task = task;
+    item.request.set_text(row["prompt"].get<std::string>());
+    items.push_back(std::move(item));
+  }
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path));
+  return items;
+}
+
 absl::StatusOr<Workload> LoadWorkload(const std::string& dir) {
   std::error_code ec;
   std::filesystem::directory_iterator it(dir, ec);
   if (ec) return absl::NotFoundError(absl::StrCat("cannot list ", dir, ": ", ec.message()));
   std::map<std::string, std::vector<WorkItem>> by_task;  // sorted by task name
-  std::map<std::string, std::string> first_file;          // for error messages
+  std::map<std::string, std::string> first_file;         // for error messages
   std::vector<std::filesystem::path> files;
   for (const auto& entry : it) files.push_back(entry.path());
   std::sort(files.begin(), files.end());  // deterministic item order
@@ -177,6 +200,9 @@ absl::StatusOr<Workload> LoadWorkload(const std::string& dir) {
     } else if (absl::EndsWith(name, kTsvSuffix)) {
       task = std::string(absl::StripSuffix(name, kTsvSuffix));
       items = LoadTsvItems(file.string(), task);
+    } else if (absl::EndsWith(name, kJsonlSuffix)) {
+      task = std::string(absl::StripSuffix(name, kJsonlSuffix));
+      items = LoadJsonlItems(file.string(), task);
     } else {
       continue;
     }
@@ -189,8 +215,8 @@ absl::StatusOr<Workload> LoadWorkload(const std::string& dir) {
     for (auto& item : *items) task_items.push_back(std::move(item));
   }
   if (by_task.empty()) {
-    return absl::NotFoundError(absl::StrCat("no *", kSafetensorsSuffix, " or *", kTsvSuffix,
-                                            " files in ", dir));
+    return absl::NotFoundError(absl::StrCat("no *", kSafetensorsSuffix, ", *", kTsvSuffix, " or *",
+                                            kJsonlSuffix, " files in ", dir));
   }
   Workload workload;
   for (auto& [task, items] : by_task) {

@@ -5,7 +5,10 @@
 //   <task>.test.safetensors  input_ids [N,L] (int64 or int32), optional attention_mask [N,L]
 //                            (0/1; trailing padding is stripped), optional labels [N];
 //   <task>.test.tsv          one example per line: label<TAB>text, where label is an index
-//                            ("1") or a label name ("spam"); empty lines are skipped.
+//                            ("1") or a label name ("spam"); empty lines are skipped;
+//   <task>.test.jsonl        generation prompts, one JSON object per line with a string
+//                            "prompt" (other keys, such as the generative zoo's "target", are
+//                            ignored); sent as text, with no label.
 // The task name is the file name before ".test.". Errors name the file and the tensor or line.
 //
 //   ASSIGN_OR_RETURN(Workload workload, LoadWorkload("/data/bench"));
@@ -30,6 +33,7 @@ namespace twin::client {
 
 inline constexpr char kSafetensorsSuffix[] = ".test.safetensors";
 inline constexpr char kTsvSuffix[] = ".test.tsv";
+inline constexpr char kJsonlSuffix[] = ".test.jsonl";
 
 // One example: the request to send (input only: text or tokens, no task), and the truth.
 struct WorkItem {
@@ -46,14 +50,16 @@ struct Workload {
   size_t size() const;
 };
 
-// Loads every <task>.test.safetensors and <task>.test.tsv in `dir` (NOT_FOUND when none;
-// INVALID_ARGUMENT for a task whose files hold no example).
+// Loads every <task>.test.safetensors, <task>.test.tsv and <task>.test.jsonl in `dir`
+// (NOT_FOUND when none; INVALID_ARGUMENT for a task whose files hold no example).
 absl::StatusOr<Workload> LoadWorkload(const std::string& dir);
 // One file each, as described above.
 absl::StatusOr<std::vector<WorkItem>> LoadSafetensorsItems(const std::string& path,
                                                            const std::string& task);
 absl::StatusOr<std::vector<WorkItem>> LoadTsvItems(const std::string& path,
                                                    const std::string& task);
+absl::StatusOr<std::vector<WorkItem>> LoadJsonlItems(const std::string& path,
+                                                     const std::string& task);
 
 // Relative frequency of each task in the generated traffic.
 class TaskMix {

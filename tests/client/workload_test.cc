@@ -1,11 +1,11 @@
 // Benchmark workloads: safetensors and tsv loading, padding stripping, task mixes.
 #include "client/workload.h"
 
-#include <map>
-
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <map>
 
 #include "core/io/safetensors.h"
 #include "tests/testing/temp_dir.h"
@@ -35,10 +35,11 @@ void WriteTokens(const std::string& path,
 
 TEST(WorkloadTest, LoadsSafetensorsAndStripsTrailingPadding) {
   TempDir dir;
-  WriteTokens(dir.Join("alpha.test.safetensors"),
-              {{"input_ids", at::tensor({5, 6, 7, 0, 0, 1, 2, 3, 4, 9}, at::kLong).view({2, 5})},
-               {"attention_mask", at::tensor({1, 1, 1, 0, 0, 1, 1, 1, 1, 1}, at::kLong).view({2, 5})},
-               {"labels", at::tensor({1, 0}, at::kLong)}});
+  WriteTokens(
+      dir.Join("alpha.test.safetensors"),
+      {{"input_ids", at::tensor({5, 6, 7, 0, 0, 1, 2, 3, 4, 9}, at::kLong).view({2, 5})},
+       {"attention_mask", at::tensor({1, 1, 1, 0, 0, 1, 1, 1, 1, 1}, at::kLong).view({2, 5})},
+       {"labels", at::tensor({1, 0}, at::kLong)}});
   // int32 ids, a zero inside the kept prefix, no labels.
   WriteTokens(dir.Join("beta.test.safetensors"),
               {{"input_ids", at::tensor({3, 0, 8, 0}, at::kInt).view({1, 4})},
@@ -83,6 +84,30 @@ TEST(WorkloadTest, LoadsTsvWithIndexOrNameLabels) {
   EXPECT_TRUE(items[2].has_label());
 }
 
+TEST(WorkloadTest, LoadsJsonlPromptsAsTextWithoutLabels) {
+  TempDir dir;
+  WriteFileOrDie(dir.Join("upper.test.jsonl"),
+                 "{\"prompt\": \"abc | upper: \", \"target\": \"ABC\"}\n\n"
+                 "{\"prompt\": \"gr\\u00fcn\"}\n");
+  auto workload = LoadWorkload(dir.path());
+  ASSERT_TRUE(workload.ok()) << workload.status();
+  ASSERT_THAT(workload->tasks, ElementsAre("upper"));
+  const auto& items = workload->items[0];
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_EQ(items[0].request.text(), "abc | upper: ");
+  EXPECT_EQ(items[1].request.text(), "gr\xc3\xbcn");
+  EXPECT_FALSE(items[0].has_label());
+  EXPECT_EQ(items[0].task, "upper");
+  for (const char* bad :
+       {"{\"target\": \"x\"}\n", "{\"prompt\": 3}\n", "{\"prompt\": \"\"}\n", "not json\n"}) {
+    TempDir bad_dir;
+    WriteFileOrDie(bad_dir.Join("t.test.jsonl"), std::string("{\"prompt\": \"ok\"}\n") + bad);
+    auto loaded = LoadWorkload(bad_dir.path());
+    ASSERT_FALSE(loaded.ok()) << bad;
+    EXPECT_THAT(loaded.status().message(), HasSubstr("t.test.jsonl:2")) << bad;
+  }
+}
+
 TEST(WorkloadTest, MergesBothFormatsOfOneTask) {
   TempDir dir;
   WriteFileOrDie(dir.Join("lang.test.tsv"), "0\tbonjour\n");
@@ -101,8 +126,7 @@ TEST(WorkloadTest, BadInputsNameTheProblem) {
     EXPECT_EQ(workload.status().code(), absl::StatusCode::kNotFound);
     EXPECT_THAT(workload.status().message(), HasSubstr(dir.path()));
   }
-  EXPECT_EQ(LoadWorkload("/nonexistent/twin/bench").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadWorkload("/nonexistent/twin/bench").status().code(), absl::StatusCode::kNotFound);
   {
     TempDir dir;
     WriteTokens(dir.Join("a.test.safetensors"),
