@@ -104,22 +104,7 @@ class Run {
 };
 
 absl::StatusOr<NamedTensors> Run::Merge(MergeMethod method, double lambda) const {
-  const size_t experts = in_.experts.size();
-  MergeOptions options;
-  options.method = method;
-  options.lambda = lambda;
-  options.densities.assign(experts, o_.ties_density);
-  options.drop_rates.assign(experts, o_.dare_drop_rate);
-  options.seed = o_.seed;
-  RETURN_IF_ERROR(ValidateMergeOptions(options, experts));
-  NamedTensors merged;
-  for (size_t i = 0; i < in_.base.size(); ++i) {
-    std::vector<at::Tensor> tensors;
-    for (const NamedTensors& expert : in_.experts) tensors.push_back(expert[i].second);
-    ASSIGN_OR_RETURN(at::Tensor t, MergeTensor(in_.base[i].second, tensors, options, i));
-    merged.emplace_back(in_.base[i].first, t);
-  }
-  return merged;
+  return StaticMerge(in_, o_, method, lambda);
 }
 
 absl::StatusOr<double> Run::ChooseLambda(MergeMethod method, const std::vector<double>& grid) {
@@ -318,6 +303,26 @@ absl::Status Run::TwinSweep() {
 
 }  // namespace
 
+absl::StatusOr<NamedTensors> StaticMerge(const EvalInputs& in, const EvalOptions& o,
+                                         MergeMethod method, double lambda) {
+  const size_t experts = in.experts.size();
+  MergeOptions options;
+  options.method = method;
+  options.lambda = lambda;
+  options.densities.assign(experts, o.ties_density);
+  options.drop_rates.assign(experts, o.dare_drop_rate);
+  options.seed = o.seed;
+  RETURN_IF_ERROR(ValidateMergeOptions(options, experts));
+  NamedTensors merged;
+  for (size_t i = 0; i < in.base.size(); ++i) {
+    std::vector<at::Tensor> tensors;
+    for (const NamedTensors& expert : in.experts) tensors.push_back(expert[i].second);
+    ASSIGN_OR_RETURN(at::Tensor t, MergeTensor(in.base[i].second, tensors, options, i));
+    merged.emplace_back(in.base[i].first, t);
+  }
+  return merged;
+}
+
 const MethodResult* EvalResult::Find(const std::string& id) const {
   for (const MethodResult& m : methods) {
     if (m.id == id) return &m;
@@ -364,6 +369,10 @@ absl::Status ValidateEvalOptions(const EvalOptions& o, size_t num_tasks) {
 
 absl::StatusOr<EvalResult> RunEvaluation(const EvalInputs& inputs, const EvalOptions& options) {
   RETURN_IF_ERROR(ValidateEvalOptions(options, inputs.tasks.size()));
+  if (inputs.generative()) {
+    return absl::InvalidArgumentError(
+        "a causal language model's version is evaluated by RunGenerativeEvaluation");
+  }
   const auto start = std::chrono::steady_clock::now();
   if (inputs.experts.size() != inputs.tasks.size() || inputs.heads.size() != inputs.tasks.size() ||
       inputs.router == nullptr) {

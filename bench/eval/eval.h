@@ -5,9 +5,9 @@
 //   expert    each task's own expert (the upper bound)
 //   linear    weight averaging of the experts
 //   task_arithmetic, ties, dare_task_arithmetic
-//             static merges (core/merge/merge_methods.h); lambda chosen on the validation split from
-//             a grid (highest mean validation accuracy over tasks, the smaller lambda on ties),
-//             or the method's default lambda when there are no validation rows
+//             static merges (core/merge/merge_methods.h); lambda chosen on the validation split
+//             from a grid (highest mean validation accuracy over tasks, the smaller lambda on
+//             ties), or the method's default lambda when there are no validation rows
 //   twin      Twin-Merging: the published shared expert and router, twin factors recomputed
 //             per rank policy (twin_factors.h), fused per row with weights from
 //               router   the learned router's softmax weights, exact (one fusion per distinct row)
@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "bench/eval/eval_inputs.h"
+#include "core/merge/merge_methods.h"
 
 namespace twin::eval {
 
@@ -49,6 +50,7 @@ struct EvalOptions {
   int key_top_k = 2;                // the server's default
   double temperature = 1.0;         // router softmax, the server's default
   double target_normalized = 95.0;  // for the smallest rank ratio that keeps this score
+  double min_expert_exact = 0.1;    // generative: tasks in the exact-match normalized score
   uint64_t seed = 7;                // DARE masks and randomized SVD
   int64_t batch_size = 256;         // rows per forward pass
   std::string engine = "auto";      // auto | torchscript | native (evaluator.h)
@@ -137,6 +139,12 @@ double Mean(const std::vector<double>& values);
 // Ranges of ratios, energy, cluster keys, TIES density and DARE drop rate.
 absl::Status ValidateEvalOptions(const EvalOptions& options, size_t num_tasks);
 
+// A static merge of the inputs' experts over their base: `method` at `lambda`, with the
+// options' TIES density, DARE drop rate and seed. Tensors in the base's order.
+absl::StatusOr<NamedTensors> StaticMerge(const EvalInputs& inputs, const EvalOptions& options,
+                                         MergeMethod method, double lambda);
+
+// Classifier zoos only (inputs.generative() is INVALID_ARGUMENT: generative_eval.h).
 absl::StatusOr<EvalResult> RunEvaluation(const EvalInputs& inputs, const EvalOptions& options);
 
 }  // namespace twin::eval

@@ -8,12 +8,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/zoo/byte_zoo.h"
-#include "core/store/artifact_set.h"
-#include "core/store/object_store.h"
 #include "core/io/safetensors.h"
+#include "core/model/hf_decoder.h"
+#include "core/model/hf_decoder_config.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/script_model.h"
 #include "core/status_macros.h"
+#include "core/store/artifact_set.h"
+#include "core/store/object_store.h"
+#include "core/text/hf_tokenizer.h"
 #include "core/text/tokenizer.h"
 
 namespace twin::eval {
@@ -67,11 +70,16 @@ absl::StatusOr<LabeledRows> ReadValidationRows(const std::string& path,
 }
 
 // A zoo model's parameters: the Hugging Face directory ZOO/<stem> when it has a config.json
-// (names normalised as twin-merge normalises them), else the TorchScript file ZOO/<stem>.pt.
-// *label: the path read.
+// (names normalised as twin-merge normalises them; a causal LM's as its decoder reads them),
+// else the TorchScript file ZOO/<stem>.pt. *label: the path read.
 absl::StatusOr<NamedTensors> ModelParameters(const std::string& zoo, const std::string& stem,
-                                             std::string* label) {
+                                             bool causal_lm, std::string* label) {
   const std::string dir = absl::StrCat(zoo, "/", stem);
+  if (causal_lm) {
+    *label = dir;
+    ASSIGN_OR_RETURN(HfCausalLm lm, LoadHfCausalLm(dir));
+    return NamedTensors(lm.weights.begin(), lm.weights.end());
+  }
   if (IsHfModelDir(dir)) {
     *label = dir;
     ASSIGN_OR_RETURN(HfModel model, LoadHfModel(dir));
@@ -82,6 +90,38 @@ absl::StatusOr<NamedTensors> ModelParameters(const std::string& zoo, const std::
   *label = dir + ".pt";
   ASSIGN_OR_RETURN(auto model, ScriptModel::Load(*label));
   return model->NamedParameters();
+}
+
+// The first max_examples (0: all) examples of a JSONL file of (prompt, target) pairs, encoded
+// for a model of max_len positions that ends a target with eos_id.
+absl::StatusOr<std::vector<zoo::CausalExample>> ReadCausalExamples(const std::string& path,
+                                                                   const HfTokenizer& tokenizer,
+                                                                   int64_t eos_id, int64_t max_len,
+                                                                   int64_t max_examples) {
+  ASSIGN_OR_RETURN(std::vector<zoo::CausalPair> pairs, zoo::ReadCausalPairsJsonl(path));
+  if (max_examples > 0 && static_cast<int64_t>(pairs.size()) > max_examples) {
+    pairs.resize(max_examples);
+  }
+  if (pairs.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no examples"));
+  auto examples = zoo::EncodeCausalPairs(tokenizer, pairs, eos_id, max_len);
+  if (!examples.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", examples.status().message()));
+  }
+  return examples;
+}
+
+// The version's tokenizer as a Hugging Face tokenizer (its files share one folder of the set).
+absl::StatusOr<std::unique_ptr<HfTokenizer>> SetHfTokenizer(const LocalArtifactSet& set) {
+  const TokenizerSpec& spec = set.manifest.tokenizer;
+  if (spec.type != "hf" || spec.files.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "version ", set.version,
+        ": a causal language model needs an hf tokenizer, the manifest's is '", spec.type, "'"));
+  }
+  const std::string& first = spec.files.front();
+  const size_t slash = first.rfind('/');
+  return HfTokenizer::Load(
+      slash == std::string::npos ? set.dir : absl::StrCat(set.dir, "/", first.substr(0, slash)));
 }
 
 }  // namespace
@@ -132,8 +172,7 @@ absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
   EvalInputs in;
   in.version = set.version;
   in.shared_method = m.merge_method;
-  in.architecture_path = set.PathOf(m.architecture_blob);
-  if (!m.native.family.empty()) in.native_config_path = set.PathOf(m.native.config_blob);
+  if (!m.architecture_blob.empty()) in.architecture_path = set.PathOf(m.architecture_blob);
   ASSIGN_OR_RETURN(auto published, TwinWeights::Load(set, c10::kCPU));
   for (const auto& [name, t] : published->shared()) in.shared.emplace_back(name, t.to(at::kFloat));
   ASSIGN_OR_RETURN(in.router, Router::Load(set));
@@ -141,9 +180,27 @@ absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
   in.router_ngram = set.manifest.router.ngram;
   ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(m.tokenizer, set.dir));
 
+  in.head_pattern = m.head_pattern;
+  const bool causal_lm = IsHfDecoderFamilyName(m.native.family);
+  std::unique_ptr<HfTokenizer> hf_tokenizer;
+  int64_t eos_id = -1, max_len = 0;
+  if (causal_lm) {
+    in.decoder_config_path = set.PathOf(m.native.config_blob);
+    ASSIGN_OR_RETURN(HfDecoderConfig config, LoadHfDecoderConfigFile(in.decoder_config_path));
+    if (config.eos_token_ids.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(in.decoder_config_path, ": no eos_token_id, which ends every target"));
+    }
+    eos_id = config.eos_token_ids.front();
+    max_len = config.max_position_embeddings;
+    ASSIGN_OR_RETURN(hf_tokenizer, SetHfTokenizer(set));
+  } else if (!m.native.family.empty()) {
+    in.native_config_path = set.PathOf(m.native.config_blob);
+  }
+
   NamedTensors base_head;
   std::string base_path;
-  ASSIGN_OR_RETURN(NamedTensors base, ModelParameters(zoo, "base", &base_path));
+  ASSIGN_OR_RETURN(NamedTensors base, ModelParameters(zoo, "base", causal_lm, &base_path));
   RETURN_IF_ERROR(
       SplitParameters(base, in.shared, m.head_pattern, base_path, &in.base, &base_head));
   for (const TaskEntry& entry : m.tasks) {
@@ -151,12 +208,25 @@ absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
     task.name = entry.name;
     task.labels = entry.labels;
     std::string expert_path;
-    ASSIGN_OR_RETURN(NamedTensors params, ModelParameters(zoo, entry.name, &expert_path));
+    ASSIGN_OR_RETURN(NamedTensors params,
+                     ModelParameters(zoo, entry.name, causal_lm, &expert_path));
     NamedTensors merged, head;
     RETURN_IF_ERROR(
         SplitParameters(params, in.shared, m.head_pattern, expert_path, &merged, &head));
     in.experts.push_back(std::move(merged));
     in.heads.push_back(std::move(head));
+    if (causal_lm) {
+      const std::string stem = absl::StrCat(zoo, "/", entry.name);
+      ASSIGN_OR_RETURN(task.causal_test, ReadCausalExamples(stem + ".test.jsonl", *hf_tokenizer,
+                                                            eos_id, max_len, s.max_test));
+      if (std::filesystem::exists(stem + ".validation.jsonl")) {
+        ASSIGN_OR_RETURN(task.causal_validation,
+                         ReadCausalExamples(stem + ".validation.jsonl", *hf_tokenizer, eos_id,
+                                            max_len, s.max_validation));
+      }
+      in.tasks.push_back(std::move(task));
+      continue;
+    }
     ASSIGN_OR_RETURN(task.test,
                      ReadTestRows(absl::StrCat(zoo, "/", entry.name, ".test.safetensors"),
                                   static_cast<int64_t>(entry.labels.size()), s.max_test));

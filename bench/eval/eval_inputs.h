@@ -11,6 +11,17 @@
 //   DATA/<task>.validation.tsv                   label<TAB>escaped text (bench/zoo/DATA.md)
 //   STORE/<version>/...                          shared expert, router, architecture, tokenizer
 //
+// A causal language model's version (manifest model.native.family llama, qwen2 or mistral:
+// the generative zoo, `twin-zoo --format llama`) has no labels and no heads unless merge.yaml
+// kept some; its examples are (prompt, target) pairs instead of labeled rows:
+//
+//   ZOO/base/, ZOO/<task>/                       Hugging Face causal-LM directories
+//   ZOO/<task>.test.jsonl                        {"prompt", "target"} a line (causal_eval.h)
+//   ZOO/<task>.validation.jsonl                  the same, for choosing lambdas (optional)
+//
+// encoded with the version's tokenizer (its bos added to the prompt, the config's eos after
+// the target); EvalInputs::generative() is then true and generative_eval.h evaluates them.
+//
 // Tasks, their order, label names, the head pattern and the tokenizer come from the manifest.
 // Test rows are the first max_test rows of each file (the zoo interleaves classes); validation
 // rows the first max_validation lines, tokenized with the manifest's tokenizer.
@@ -31,9 +42,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/store/ngram_spec.h"
-#include "core/router/router.h"
+#include "bench/zoo/causal_eval.h"
 #include "core/merge/twin_weights.h"
+#include "core/router/router.h"
+#include "core/store/ngram_spec.h"
 
 namespace twin::eval {
 
@@ -50,6 +62,10 @@ struct EvalTask {
   std::vector<std::string> labels;
   LabeledRows test;
   LabeledRows validation;
+  // Causal LMs only: the task's examples, the first max_test / max_validation of each file
+  // (validation empty when ZOO/<task>.validation.jsonl is absent).
+  std::vector<zoo::CausalExample> causal_test;
+  std::vector<zoo::CausalExample> causal_validation;
 };
 
 struct EvalInputs {
@@ -62,10 +78,15 @@ struct EvalInputs {
   std::unique_ptr<Router> router;     // as published
   bool ngram_router = false;          // the router reads n-gram counts (router.features ngram)
   NgramSpec router_ngram;
-  std::string architecture_path;      // TorchScript module that runs every parameter set
-  std::string native_config_path;     // the version's native model config (model.native), or ""
-  std::string version;                // artifact set version ("" when built in memory)
-  std::string shared_method;          // how theta* was merged, e.g. "task_arithmetic"
+  std::string architecture_path;    // TorchScript module that runs every parameter set
+  std::string native_config_path;   // the version's native encoder config (model.native), or ""
+  std::string decoder_config_path;  // the version's native causal-LM config, or ""
+  std::string version;              // artifact set version ("" when built in memory)
+  std::string shared_method;        // how theta* was merged, e.g. "task_arithmetic"
+  std::string head_pattern;         // the manifest's
+
+  // A causal language model: the tasks hold causal_test / causal_validation, not rows.
+  bool generative() const { return !decoder_config_path.empty(); }
 };
 
 struct EvalSources {

@@ -6,6 +6,12 @@
 //   twin-eval --zoo bench/zoo/work/zoo-lite --data bench/zoo/work/data-lite
 //       --out_md bench/results/quality-lite.md --out_json /tmp/quality-lite.json
 //
+// A causal language model's version (the generative zoo, twin-zoo --format llama) gets the
+// generative evaluation (bench/eval/generative_eval.h: exact match and target loss of
+// (prompt, target) examples; no --data: the validation examples are ZOO/<task>.validation.jsonl):
+//
+//   twin-eval --zoo bench/zoo/work/zoo-gen --out_md bench/results/quality-generative.md
+//
 // The store defaults to file://ZOO/store (where twin-zoo's merge.yaml publishes), the cache
 // to ZOO/cache. Progress goes to stderr; the markdown also goes to stdout without --out_md.
 
@@ -22,6 +28,7 @@
 #include "bench/eval/eval.h"
 #include "bench/eval/eval_inputs.h"
 #include "bench/eval/eval_report.h"
+#include "bench/eval/generative_eval.h"
 #include "core/model/torch_runtime.h"
 #include "torch/csrc/jit/python/update_graph_executor_opt.h"
 
@@ -48,6 +55,9 @@ ABSL_FLAG(std::string, key_grids, "10,4", "Cluster key grids (server/cluster_key
 ABSL_FLAG(int, key_top_k, 2, "Cluster key top_k (the server's default).");
 ABSL_FLAG(double, temperature, 1.0, "Router softmax temperature.");
 ABSL_FLAG(double, target, 95.0, "Normalized score the smallest rank ratio must keep.");
+ABSL_FLAG(double, min_expert_exact, 0.1,
+          "Generative: tasks whose expert's exact match is below this are left out of the "
+          "exact-match normalized score.");
 ABSL_FLAG(int, seed, 7, "Seed of DARE masks and the randomized SVD.");
 ABSL_FLAG(bool, jit_optimize, false,
           "Let the TorchScript executor profile and specialise (slower with varying lengths).");
@@ -106,6 +116,7 @@ int main(int argc, char** argv) {
   options.key_top_k = absl::GetFlag(FLAGS_key_top_k);
   options.temperature = absl::GetFlag(FLAGS_temperature);
   options.target_normalized = absl::GetFlag(FLAGS_target);
+  options.min_expert_exact = absl::GetFlag(FLAGS_min_expert_exact);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.progress = !absl::GetFlag(FLAGS_quiet);
@@ -129,11 +140,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "twin-eval: %s\n", inputs.status().ToString().c_str());
     return 1;
   }
-  auto result = twin::eval::RunEvaluation(*inputs, options);
-  if (!result.ok()) {
-    std::fprintf(stderr, "twin-eval: %s\n", result.status().ToString().c_str());
-    return 1;
-  }
   twin::eval::RunInfo info;
   info.command = command;
   info.machine = twin::eval::DescribeMachine();
@@ -141,14 +147,30 @@ int main(int argc, char** argv) {
   info.threads = threads;
   info.zoo_dir = sources.zoo_dir;
   info.data_dir = sources.data_dir;
-  const std::string md = twin::eval::ResultMarkdown(*result, info);
+  std::string md, json;
+  if (inputs->generative()) {
+    auto result = twin::eval::RunGenerativeEvaluation(*inputs, options);
+    if (!result.ok()) {
+      std::fprintf(stderr, "twin-eval: %s\n", result.status().ToString().c_str());
+      return 1;
+    }
+    md = twin::eval::GenerativeMarkdown(*result, info);
+    json = twin::eval::GenerativeJson(*result, info);
+  } else {
+    auto result = twin::eval::RunEvaluation(*inputs, options);
+    if (!result.ok()) {
+      std::fprintf(stderr, "twin-eval: %s\n", result.status().ToString().c_str());
+      return 1;
+    }
+    md = twin::eval::ResultMarkdown(*result, info);
+    json = twin::eval::ResultJson(*result, info);
+  }
   if (absl::GetFlag(FLAGS_out_md).empty()) {
     std::printf("%s", md.c_str());
   } else if (!WriteFile(absl::GetFlag(FLAGS_out_md), md)) {
     return 1;
   }
-  if (!absl::GetFlag(FLAGS_out_json).empty() &&
-      !WriteFile(absl::GetFlag(FLAGS_out_json), twin::eval::ResultJson(*result, info))) {
+  if (!absl::GetFlag(FLAGS_out_json).empty() && !WriteFile(absl::GetFlag(FLAGS_out_json), json)) {
     return 1;
   }
   return 0;

@@ -18,15 +18,8 @@ namespace {
 
 constexpr double kMiB = 1048576.0;
 
-std::string Header(const std::vector<std::string>& cells) {
-  std::string out = absl::StrCat("| ", absl::StrJoin(cells, " | "), " |\n|");
-  for (size_t i = 0; i < cells.size(); ++i) out += "---|";
-  return out + "\n";
-}
-
-std::string Row(const std::vector<std::string>& cells) {
-  return absl::StrCat("| ", absl::StrJoin(cells, " | "), " |\n");
-}
+std::string Header(const std::vector<std::string>& cells) { return MarkdownHeader(cells); }
+std::string Row(const std::vector<std::string>& cells) { return MarkdownRow(cells); }
 
 std::string MethodTable(const EvalResult& r, bool unknown) {
   std::vector<std::string> head = {"method", "lambda"};
@@ -135,6 +128,73 @@ nlohmann::json OrNull(double v) { return v < 0 ? nlohmann::json(nullptr) : nlohm
 
 }  // namespace
 
+std::string MarkdownHeader(const std::vector<std::string>& cells) {
+  std::string out = absl::StrCat("| ", absl::StrJoin(cells, " | "), " |\n|");
+  for (size_t i = 0; i < cells.size(); ++i) out += "---|";
+  return out + "\n";
+}
+
+std::string MarkdownRow(const std::vector<std::string>& cells) {
+  return absl::StrCat("| ", absl::StrJoin(cells, " | "), " |\n");
+}
+
+std::string LambdaSearchList(const std::vector<LambdaSearch>& searches) {
+  std::string out;
+  for (const LambdaSearch& s : searches) {
+    std::vector<std::string> points;
+    for (size_t i = 0; i < s.validation_mean.size(); ++i) {
+      points.push_back(absl::StrFormat("%.2f: %.4f", s.grid[i], s.validation_mean[i]));
+    }
+    absl::StrAppend(&out, "- ", s.method, ": chosen ", absl::StrFormat("%.2f", s.chosen),
+                    points.empty() ? " (default: no validation rows)" : "",
+                    points.empty() ? "" : " (", absl::StrJoin(points, ", "),
+                    points.empty() ? "" : ")", "\n");
+  }
+  return out;
+}
+
+std::string StorageTable(const std::vector<StorageResult>& storage) {
+  std::string out = Header({"policy", "shared", "twin fp32", "twin fp16", "heads", "router",
+                            "total", "total (fp16 twin)", "T experts"});
+  for (const StorageResult& s : storage) {
+    absl::StrAppend(&out, Row({s.policy, absl::StrCat(s.shared_bytes), absl::StrCat(s.twin_bytes),
+                               absl::StrCat(s.twin_fp16_bytes), absl::StrCat(s.head_bytes),
+                               absl::StrCat(s.router_bytes), absl::StrCat(s.total_bytes()),
+                               absl::StrCat(s.total_fp16_bytes()), absl::StrCat(s.experts_bytes)}));
+  }
+  absl::StrAppend(&out, "\nBytes; the shared expert, heads and router are float32.\n");
+  return out;
+}
+
+nlohmann::json LambdaSearchJson(const std::vector<LambdaSearch>& searches) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const LambdaSearch& s : searches) {
+    out.push_back({{"method", s.method},
+                   {"grid", s.grid},
+                   {"validation_mean", s.validation_mean},
+                   {"chosen", s.chosen}});
+  }
+  return out;
+}
+
+nlohmann::json StorageJson(const std::vector<StorageResult>& storage) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const StorageResult& s : storage) {
+    out.push_back({{"policy", s.policy},
+                   {"kept_rank_fraction", s.kept_rank_fraction},
+                   {"mean_rel_error", s.mean_rel_error},
+                   {"shared_bytes", s.shared_bytes},
+                   {"twin_bytes", s.twin_bytes},
+                   {"twin_fp16_bytes", s.twin_fp16_bytes},
+                   {"head_bytes", s.head_bytes},
+                   {"router_bytes", s.router_bytes},
+                   {"total_bytes", s.total_bytes()},
+                   {"total_fp16_bytes", s.total_fp16_bytes()},
+                   {"experts_bytes", s.experts_bytes}});
+  }
+  return out;
+}
+
 std::string DescribeMachine() {
   std::string out;
   struct utsname u;
@@ -174,13 +234,13 @@ std::string ResultMarkdown(const EvalResult& r, const RunInfo& info) {
   absl::StrAppend(&out, "Machine: ", info.machine, "; ", info.threads,
                   " intra-op thread(s). Date: ", info.date, ". Total time ",
                   absl::StrFormat("%.1f", r.seconds), " s.\n\n");
-  absl::StrAppend(&out, "Zoo `", info.zoo_dir, "`, data `", info.data_dir,
-                  "`, artifact set version `", r.version, "` (shared expert: ", r.shared_method,
-                  "). Model: ", r.engine == "native"
-                      ? "the native engine (every twin row mixed per row, unfused, as the "
-                        "server's unfused batches do)"
-                      : "TorchScript (every twin row fused per distinct weight vector)",
-                  ".\n\n");
+  absl::StrAppend(
+      &out, "Zoo `", info.zoo_dir, "`, data `", info.data_dir, "`, artifact set version `",
+      r.version, "` (shared expert: ", r.shared_method, "). Model: ",
+      r.engine == "native" ? "the native engine (every twin row mixed per row, unfused, as the "
+                             "server's unfused batches do)"
+                           : "TorchScript (every twin row fused per distinct weight vector)",
+      ".\n\n");
   std::vector<std::string> rows;
   for (size_t t = 0; t < r.tasks.size(); ++t) {
     rows.push_back(absl::StrCat(r.tasks[t], " ", r.test_rows[t], " / ", r.validation_rows[t]));
@@ -247,27 +307,9 @@ std::string ResultMarkdown(const EvalResult& r, const RunInfo& info) {
     }
   }
   absl::StrAppend(&out, ClassTables(r));
-  absl::StrAppend(&out, "\n## Lambda search (mean validation accuracy over tasks)\n\n");
-  for (const LambdaSearch& s : r.searches) {
-    std::vector<std::string> points;
-    for (size_t i = 0; i < s.validation_mean.size(); ++i) {
-      points.push_back(absl::StrFormat("%.2f: %.4f", s.grid[i], s.validation_mean[i]));
-    }
-    absl::StrAppend(&out, "- ", s.method, ": chosen ", absl::StrFormat("%.2f", s.chosen),
-                    points.empty() ? " (default: no validation rows)" : "",
-                    points.empty() ? "" : " (", absl::StrJoin(points, ", "),
-                    points.empty() ? "" : ")", "\n");
-  }
-  absl::StrAppend(&out, "\n## Storage\n\n",
-                  Header({"policy", "shared", "twin fp32", "twin fp16", "heads", "router", "total",
-                          "total (fp16 twin)", "T experts"}));
-  for (const StorageResult& s : r.storage) {
-    absl::StrAppend(&out, Row({s.policy, absl::StrCat(s.shared_bytes), absl::StrCat(s.twin_bytes),
-                               absl::StrCat(s.twin_fp16_bytes), absl::StrCat(s.head_bytes),
-                               absl::StrCat(s.router_bytes), absl::StrCat(s.total_bytes()),
-                               absl::StrCat(s.total_fp16_bytes()), absl::StrCat(s.experts_bytes)}));
-  }
-  absl::StrAppend(&out, "\nBytes; the shared expert, heads and router are float32.\n");
+  absl::StrAppend(&out, "\n## Lambda search (mean validation accuracy over tasks)\n\n",
+                  LambdaSearchList(r.searches));
+  absl::StrAppend(&out, "\n## Storage\n\n", StorageTable(r.storage));
   return out;
 }
 
@@ -302,13 +344,7 @@ std::string ResultJson(const EvalResult& r, const RunInfo& info) {
                             {"normalized_unknown", NormalizedScore(m.unknown, expert->given)},
                             {"class_given", ClassJson(r, m.class_given)}});
   }
-  j["lambda_search"] = nlohmann::json::array();
-  for (const LambdaSearch& s : r.searches) {
-    j["lambda_search"].push_back({{"method", s.method},
-                                  {"grid", s.grid},
-                                  {"validation_mean", s.validation_mean},
-                                  {"chosen", s.chosen}});
-  }
+  j["lambda_search"] = LambdaSearchJson(r.searches);
   j["routing"] = nlohmann::json::array();
   for (const RoutingResult& rr : r.routing) {
     j["routing"].push_back({{"routing", rr.routing},
@@ -317,20 +353,7 @@ std::string ResultJson(const EvalResult& r, const RunInfo& info) {
                             {"class_accuracy", ClassJson(r, rr.class_accuracy)},
                             {"confusion", rr.confusion}});
   }
-  j["storage"] = nlohmann::json::array();
-  for (const StorageResult& s : r.storage) {
-    j["storage"].push_back({{"policy", s.policy},
-                            {"kept_rank_fraction", s.kept_rank_fraction},
-                            {"mean_rel_error", s.mean_rel_error},
-                            {"shared_bytes", s.shared_bytes},
-                            {"twin_bytes", s.twin_bytes},
-                            {"twin_fp16_bytes", s.twin_fp16_bytes},
-                            {"head_bytes", s.head_bytes},
-                            {"router_bytes", s.router_bytes},
-                            {"total_bytes", s.total_bytes()},
-                            {"total_fp16_bytes", s.total_fp16_bytes()},
-                            {"experts_bytes", s.experts_bytes}});
-  }
+  j["storage"] = StorageJson(r.storage);
   j["target_normalized"] = r.target_normalized;
   j["min_ratio"] = nlohmann::json::array();
   for (const EvalResult::MinRatio& m : r.min_ratios) {

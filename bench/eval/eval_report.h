@@ -21,7 +21,9 @@
 #ifndef TWIN_BENCH_EVAL_EVAL_REPORT_H_
 #define TWIN_BENCH_EVAL_EVAL_REPORT_H_
 
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "bench/eval/eval.h"
 
@@ -42,6 +44,15 @@ std::string NowUtc();
 std::string CommandLine(int argc, char** argv);
 
 std::string ResultMarkdown(const EvalResult& result, const RunInfo& info);
+
+// Pieces shared with the generative report (generative_eval.h): a Markdown table's header (with
+// its rule) and row; the lambda search as a list; the storage table; their JSON.
+std::string MarkdownHeader(const std::vector<std::string>& cells);
+std::string MarkdownRow(const std::vector<std::string>& cells);
+std::string LambdaSearchList(const std::vector<LambdaSearch>& searches);
+std::string StorageTable(const std::vector<StorageResult>& storage);
+nlohmann::json LambdaSearchJson(const std::vector<LambdaSearch>& searches);
+nlohmann::json StorageJson(const std::vector<StorageResult>& storage);
 std::string ResultJson(const EvalResult& result, const RunInfo& info);
 
 }  // namespace twin::eval
