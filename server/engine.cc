@@ -5,28 +5,25 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "core/merge/twin_weights.h"
 #include "core/model/hf_config.h"
 #include "core/model/hf_decoder.h"
 #include "core/model/hf_decoder_config.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/layer_params.h"
+#include "core/model/script_model.h"
+#include "core/model/torch_runtime.h"
 #include "core/router/ngram_features.h"
 #include "core/router/router.h"
-#include "core/model/script_model.h"
 #include "core/status_macros.h"
 #include "core/text/tokenizer.h"
-#include "core/model/torch_runtime.h"
-#include "core/merge/twin_weights.h"
 #include "server/log.h"
 
 namespace twin {
 
 FusedModel::FusedModel(std::unique_ptr<ScriptModel> model, std::vector<double> weights,
                        uint64_t bytes, bool own_head)
-    : model_(std::move(model)),
-      weights_(std::move(weights)),
-      bytes_(bytes),
-      own_head_(own_head) {}
+    : model_(std::move(model)), weights_(std::move(weights)), bytes_(bytes), own_head_(own_head) {}
 
 FusedModel::FusedModel(std::unique_ptr<DenseParams> body, std::vector<double> weights,
                        uint64_t bytes, std::unique_ptr<DenseParams> own_head)
@@ -79,10 +76,9 @@ absl::Status Engine::LoadNativeDecoder(const LocalArtifactSet& set) {
   const std::string path = set.PathOf(m.native.config_blob);
   ASSIGN_OR_RETURN(HfDecoderConfig config, LoadHfDecoderConfigFile(path));
   if (m.native.family != config.model_type) {
-    return absl::InvalidArgumentError(absl::StrCat("version ", m.version,
-                                                   ": model.native.family is ", m.native.family,
-                                                   " but ", path, " is a ", config.model_type,
-                                                   " config"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("version ", m.version, ": model.native.family is ", m.native.family, " but ",
+                     path, " is a ", config.model_type, " config"));
   }
   ASSIGN_OR_RETURN(decoder_, HfDecoder::Create(config));
   const std::map<std::string, at::Tensor> shared = ByName(twin_->shared());
@@ -98,17 +94,18 @@ absl::Status Engine::LoadNativeDecoder(const LocalArtifactSet& set) {
                    : ""));
     }
     const auto want = decoder_->tensor_spec().shapes.find(name);
-    if (want != decoder_->tensor_spec().shapes.end() &&
-        !it->second.sizes().equals(want->second)) {
+    if (want != decoder_->tensor_spec().shapes.end() && !it->second.sizes().equals(want->second)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "version ", m.version, ": theta*'s '", name, "' is ", c10::str(it->second.sizes()),
           " but ", path, " implies ", c10::str(at::IntArrayRef(want->second))));
     }
   }
   if (m.router.features != "ngram") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "version ", m.version, ": the router of a causal LM reads n-gram features of the "
-        "prompt, not ", m.router.features));
+    return absl::InvalidArgumentError(
+        absl::StrCat("version ", m.version,
+                     ": the router of a causal LM reads n-gram features of the "
+                     "prompt, not ",
+                     m.router.features));
   }
   shared_params_ = std::make_unique<DenseParams>(shared);
   vocab_size_ = config.vocab_size;
@@ -124,8 +121,8 @@ absl::Status Engine::LoadNativeDecoder(const LocalArtifactSet& set) {
 
 absl::Status Engine::CheckClassifier() const {
   if (!generative()) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "version ", version(), " is a causal language model: use Generate, not Infer"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("version ", version(), " is a causal language model: use Generate, not Infer"));
 }
 
 absl::StatusOr<std::unique_ptr<LayerParams>> Engine::GenerationParams(
@@ -139,7 +136,8 @@ absl::StatusOr<std::unique_ptr<LayerParams>> Engine::GenerationParams(
   weights.reserve(rows.size());
   for (const std::vector<double>* row : rows) weights.push_back(*row);
   try {
-    ASSIGN_OR_RETURN(MixedParams mixed, MixedParams::Create(*twin_, weights, mix_strategy_));
+    ASSIGN_OR_RETURN(MixedParams mixed,
+                     MixedParams::Create(*twin_, weights, generation_mix_strategy_));
     return std::unique_ptr<LayerParams>(new MixedParams(std::move(mixed)));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("generation weights: ", FirstLine(e.what())));
@@ -152,9 +150,9 @@ absl::Status Engine::LoadNative(const LocalArtifactSet& set) {
   const std::string path = set.PathOf(m.native.config_blob);
   ASSIGN_OR_RETURN(HfEncoderConfig config, LoadHfEncoderConfigFile(path));
   if (m.native.family != HfFamilyName(config.family)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "version ", m.version, ": model.native.family is ", m.native.family, " but ", path,
-        " is a ", HfFamilyName(config.family), " config"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("version ", m.version, ": model.native.family is ", m.native.family, " but ",
+                     path, " is a ", HfFamilyName(config.family), " config"));
   }
   ASSIGN_OR_RETURN(encoder_, HfEncoder::Create(config));
   const std::map<std::string, at::Tensor> shared = ByName(twin_->shared());
@@ -166,8 +164,7 @@ absl::Status Engine::LoadNative(const LocalArtifactSet& set) {
                                                      " model reads"));
     }
     const auto want = encoder_->tensor_spec().shapes.find(name);
-    if (want != encoder_->tensor_spec().shapes.end() &&
-        !it->second.sizes().equals(want->second)) {
+    if (want != encoder_->tensor_spec().shapes.end() && !it->second.sizes().equals(want->second)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "version ", m.version, ": theta*'s '", name, "' is ", c10::str(it->second.sizes()),
           " but ", path, " implies ", c10::str(at::IntArrayRef(want->second))));
@@ -188,9 +185,9 @@ absl::Status Engine::LoadNative(const LocalArtifactSet& set) {
   vocab_size_ = config.vocab_size;
   splits_heads_ = true;
   if (m.router.features == "route_features") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("version ", m.version, ": the router reads route_features(), which the native ",
-                     m.native.family, " model does not define (use embed or ngram)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "version ", m.version, ": the router reads route_features(), which the native ",
+        m.native.family, " model does not define (use embed or ngram)"));
   }
   return absl::OkStatus();
 }
@@ -207,12 +204,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   ASSIGN_OR_RETURN(engine->router_, router->To(device));
   ASSIGN_OR_RETURN(engine->tokenizer_, Tokenizer::Create(set.manifest.tokenizer, set.dir));
   engine->mix_strategy_ = options.mix_strategy;
+  engine->generation_mix_strategy_ = options.generation_mix_strategy;
   engine->ngram_router_ = set.manifest.router.features == "ngram";
   engine->architecture_path_ = set.PathOf(set.manifest.architecture_blob);
 
   if (options.model != "auto" && options.model != "torchscript" && options.model != "native") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "engine model '", options.model, "' is not auto, torchscript or native"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine model '", options.model, "' is not auto, torchscript or native"));
   }
   const bool has_native = !set.manifest.native.family.empty();
   if (options.model == "torchscript" && IsHfDecoderFamilyName(set.manifest.native.family)) {
@@ -274,12 +272,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   }
   ASSIGN_OR_RETURN(at::Tensor probe, engine->Features(probe_ids, probe_mask));
   if (probe.dim() != 2 || probe.size(1) != set.manifest.router.spec.input_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "version ", set.manifest.version, ": the router input ",
-        engine->ngram_router_ ? std::string("ngram")
-                              : engine->shared_model_->router_features_method() + "()",
-        " gives ", c10::str(probe.sizes()), " features but the router reads ",
-        set.manifest.router.spec.input_dim));
+    return absl::InvalidArgumentError(
+        absl::StrCat("version ", set.manifest.version, ": the router input ",
+                     engine->ngram_router_ ? std::string("ngram")
+                                           : engine->shared_model_->router_features_method() + "()",
+                     " gives ", c10::str(probe.sizes()), " features but the router reads ",
+                     set.manifest.router.spec.input_dim));
   }
   if (engine->shared_model_->has_classify() && engine->num_tasks() > 0) {
     absl::Status split = engine->shared_model_->CheckClassify(probe_ids, probe_mask);
@@ -321,7 +319,8 @@ absl::StatusOr<at::Tensor> Engine::Features(const at::Tensor& input_ids,
                      NgramFeatures(input_ids, attention_mask, manifest_.router.ngram));
     return features.to(device);
   }
-  if (native()) return encoder_->Embed(input_ids.to(device), attention_mask.to(device), *shared_params_);
+  if (native())
+    return encoder_->Embed(input_ids.to(device), attention_mask.to(device), *shared_params_);
   return shared_model_->RouterFeatures(input_ids.to(device), attention_mask.to(device));
 }
 
@@ -361,8 +360,7 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::SharedModel() const {
     ASSIGN_OR_RETURN(auto model, template_->Clone());
     RETURN_IF_ERROR(model->SetParameters(twin_->shared()));
     // theta*'s own tensors: nothing beyond what the engine already holds.
-    return std::make_shared<FusedModel>(std::move(model), std::vector<double>(num_tasks(), 0.0),
-                                        0);
+    return std::make_shared<FusedModel>(std::move(model), std::vector<double>(num_tasks(), 0.0), 0);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("theta* model: ", FirstLine(e.what())));
   }
@@ -374,9 +372,10 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadExpert(int task,
     return absl::InvalidArgumentError(absl::StrCat("task index ", task, " out of range"));
   }
   if (generative()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "version ", version(), " is a causal language model: serving.mode experts is not "
-        "available for it (use twin or static)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("version ", version(),
+                     " is a causal language model: serving.mode experts is not "
+                     "available for it (use twin or static)"));
   }
   if (native()) return LoadNativeExpert(task, path);
   const std::string& name = manifest_.tasks[task].name;
@@ -394,21 +393,22 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadExpert(int task,
     for (const auto& [param, value] : expected) {
       auto it = got.find(param);
       if (it == got.end()) {
-        return absl::InvalidArgumentError(absl::StrCat("expert ", name, " (", path,
-                                                       ") has no parameter '", param, "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("expert ", name, " (", path, ") has no parameter '", param, "'"));
       }
       if (!it->second.sizes().equals(value.sizes()) || it->second.dtype() != value.dtype()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "expert ", name, " (", path, "): parameter '", param, "' is ",
-            c10::str(it->second.sizes()), " ", std::string(it->second.dtype().name()), " but the version's is ",
-            c10::str(value.sizes()), " ", std::string(value.dtype().name())));
+        return absl::InvalidArgumentError(
+            absl::StrCat("expert ", name, " (", path, "): parameter '", param, "' is ",
+                         c10::str(it->second.sizes()), " ", std::string(it->second.dtype().name()),
+                         " but the version's is ", c10::str(value.sizes()), " ",
+                         std::string(value.dtype().name())));
       }
     }
     for (const auto& [param, value] : got) {
       if (!expected.count(param)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "expert ", name, " (", path, ") has parameter '", param,
-            "' that the version's architecture and ", name, "'s head do not have"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("expert ", name, " (", path, ") has parameter '", param,
+                         "' that the version's architecture and ", name, "'s head do not have"));
       }
       bytes += value.nbytes();
     }
@@ -419,15 +419,14 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadExpert(int task,
   }
 }
 
-absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadNativeExpert(
-    int task, const std::string& dir) const {
+absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadNativeExpert(int task,
+                                                                     const std::string& dir) const {
   const std::string& name = manifest_.tasks[task].name;
   ASSIGN_OR_RETURN(HfModel expert, LoadHfModel(dir));
   if (expert.encoder->config().family != encoder_->config().family) {
-    return absl::InvalidArgumentError(absl::StrCat("expert ", name, " (", dir, ") is a ",
-                                                   expert.encoder->family_name(),
-                                                   " model, the version's is ",
-                                                   encoder_->family_name()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert ", name, " (", dir, ") is a ", expert.encoder->family_name(),
+                     " model, the version's is ", encoder_->family_name()));
   }
   try {
     c10::Device device(device_name_);
@@ -437,14 +436,13 @@ absl::StatusOr<std::shared_ptr<FusedModel>> Engine::LoadNativeExpert(
       for (const auto& [param, value] : expected) {
         auto it = got.find(param);
         if (it == got.end()) {
-          return absl::InvalidArgumentError(absl::StrCat("expert ", name, " (", dir,
-                                                         ") has no tensor '", param, "'"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("expert ", name, " (", dir, ") has no tensor '", param, "'"));
         }
         if (!it->second.sizes().equals(value.sizes())) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("expert ", name, " (", dir, "): tensor '", param, "' is ",
-                           c10::str(it->second.sizes()), " but the version's is ",
-                           c10::str(value.sizes())));
+          return absl::InvalidArgumentError(absl::StrCat(
+              "expert ", name, " (", dir, "): tensor '", param, "' is ",
+              c10::str(it->second.sizes()), " but the version's is ", c10::str(value.sizes())));
         }
         it->second = it->second.to(device, value.scalar_type());
         bytes += it->second.nbytes();
@@ -543,10 +541,10 @@ absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& 
       if (model.own_head_ && model.weights_[task] != 1.0) {
         return absl::InternalError(absl::StrCat("an expert model cannot answer task ", task));
       }
-      ASSIGN_OR_RETURN(at::Tensor logits,
-                       encoder_->Forward(input_ids.to(device), attention_mask.to(device),
-                                         *model.body_,
-                                         model.own_head_ ? *model.head_ : *heads_[task]));
+      ASSIGN_OR_RETURN(
+          at::Tensor logits,
+          encoder_->Forward(input_ids.to(device), attention_mask.to(device), *model.body_,
+                            model.own_head_ ? *model.head_ : *heads_[task]));
       return logits.to(at::kCPU);
     }
     std::lock_guard<std::mutex> lock(model.mu_);
@@ -582,8 +580,8 @@ absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardTasks(
     ASSIGN_OR_RETURN(at::Tensor features,
                      model.model_->Embed(input_ids.to(device), attention_mask.to(device)));
     if (features.dim() < 1 || features.size(0) != total) {
-      return absl::InternalError(absl::StrCat("embed() returned ", c10::str(features.sizes()),
-                                              " for a batch of ", total));
+      return absl::InternalError(
+          absl::StrCat("embed() returned ", c10::str(features.sizes()), " for a batch of ", total));
     }
     std::vector<at::Tensor> out;
     int64_t offset = 0;

@@ -1,11 +1,12 @@
 // The inference engine: one loaded artifact set on one device.
 //
 // It keeps the shared expert theta* resident (as a TorchScript model used for routing
-// features unless the router reads n-gram counts), the twin factors (for fusion), the router, the tokenizer and every task's head.
-// Route() computes router weights for a batch from the shared model's embed(); Fuse() builds a
-// model whose parameters are theta(w); Forward() runs a batch through a fused model with one
-// task's head; ForwardTasks() runs one embed() for rows of several tasks and each task's head on
-// its rows, when the architecture defines classify() (splits_heads()).
+// features unless the router reads n-gram counts), the twin factors (for fusion), the router, the
+// tokenizer and every task's head. Route() computes router weights for a batch from the shared
+// model's embed(); Fuse() builds a model whose parameters are theta(w); Forward() runs a batch
+// through a fused model with one task's head; ForwardTasks() runs one embed() for rows of several
+// tasks and each task's head on its rows, when the architecture defines classify()
+// (splits_heads()).
 //
 //   ASSIGN_OR_RETURN(auto engine, Engine::Load(set, {.device = "cpu"}));
 //   ASSIGN_OR_RETURN(at::Tensor w, engine->RouterWeights(ids, mask, temperatures));
@@ -29,12 +30,12 @@
 #ifndef TWIN_SERVER_ENGINE_H_
 #define TWIN_SERVER_ENGINE_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "core/model/mixed_params.h"
@@ -58,6 +59,8 @@ struct EngineOptions {
   // (a version without a native model is refused).
   std::string model = "auto";
   MixStrategy mix_strategy = MixStrategy::kGrouped;  // the unfused path's kernels
+  // The unfused kernels of Generate's steps (small batches: few kernels beat fewer FLOPs).
+  MixStrategy generation_mix_strategy = MixStrategy::kStacked;
 };
 
 // A model with fused parameters theta(w); cached per cluster key.
@@ -187,12 +190,13 @@ class Engine {
   std::unique_ptr<ScriptModel> template_;      // weights stripped; cloned for each fusion
   std::string architecture_path_;
   int64_t vocab_size_ = 0;
-  bool ngram_router_ = false;  // manifest router.features == "ngram"
-  std::unique_ptr<HfEncoder> encoder_;                // native model, or null
-  std::unique_ptr<HfDecoder> decoder_;                // native causal LM, or null
-  std::unique_ptr<DenseParams> shared_params_;        // theta* for the native model
-  std::vector<std::unique_ptr<DenseParams>> heads_;   // per task, native model
+  bool ngram_router_ = false;                        // manifest router.features == "ngram"
+  std::unique_ptr<HfEncoder> encoder_;               // native model, or null
+  std::unique_ptr<HfDecoder> decoder_;               // native causal LM, or null
+  std::unique_ptr<DenseParams> shared_params_;       // theta* for the native model
+  std::vector<std::unique_ptr<DenseParams>> heads_;  // per task, native model
   MixStrategy mix_strategy_ = MixStrategy::kGrouped;
+  MixStrategy generation_mix_strategy_ = MixStrategy::kStacked;
   bool splits_heads_ = false;
 };
 

@@ -55,22 +55,22 @@ absl::StatusOr<std::unique_ptr<GenerationJob>> MakeGenerationJob(
   const GenerationConfig& g = config.generation;
   auto job = std::make_unique<GenerationJob>();
   if (static_cast<int>(request.request_id().size()) > config.max_request_id_bytes) {
-    return Invalid(absl::StrCat("request_id is longer than ", config.max_request_id_bytes,
-                                " bytes"));
+    return Invalid(
+        absl::StrCat("request_id is longer than ", config.max_request_id_bytes, " bytes"));
   }
   job->request_id = request.request_id();
   const int64_t context = engine.decoder().max_positions();
-  const int64_t max_prompt =
-      config.max_input_length > 0 ? std::min<int64_t>(config.max_input_length, context - 1)
-                                  : context - 1;
+  const int64_t max_prompt = config.max_input_length > 0
+                                 ? std::min<int64_t>(config.max_input_length, context - 1)
+                                 : context - 1;
   std::string prompt_field = "text's token ids";
   switch (request.prompt_case()) {
     case GenerateRequest::kText: {
       const std::string& text = request.text();
       if (text.empty()) return Invalid("text is empty");
       if (static_cast<int>(text.size()) > config.max_text_bytes) {
-        return Invalid(absl::StrCat("text is ", text.size(), " bytes; the limit is ",
-                                    config.max_text_bytes));
+        return Invalid(
+            absl::StrCat("text is ", text.size(), " bytes; the limit is ", config.max_text_bytes));
       }
       // One token past the limit tells a prompt that is too long from one that fits.
       ASSIGN_OR_RETURN(std::vector<int64_t> ids,
@@ -114,16 +114,16 @@ absl::StatusOr<std::unique_ptr<GenerationJob>> MakeGenerationJob(
       return Invalid("request has no prompt (set text or tokens)");
   }
   // The tokenizer may map some text beyond a small model's vocabulary.
-  RETURN_IF_ERROR(CheckTokenIds(at::tensor(job->request.prompt, at::kLong), engine.vocab_size(),
-                                prompt_field));
+  RETURN_IF_ERROR(
+      CheckTokenIds(at::tensor(job->request.prompt, at::kLong), engine.vocab_size(), prompt_field));
   ASSIGN_OR_RETURN(job->task, TaskOf(*servable, request.task()));
-  RETURN_IF_ERROR(ParseRouting(request.routing(), config, engine.num_tasks(), &job->top_k,
-                               &job->temperature));
+  RETURN_IF_ERROR(
+      ParseRouting(request.routing(), config, engine.num_tasks(), &job->top_k, &job->temperature));
   const int64_t max_new = request.max_new_tokens();
   if (max_new < 0 || max_new > g.max_new_tokens) {
     return Invalid(absl::StrCat("max_new_tokens is ", max_new, "; must be in [1, ",
-                                g.max_new_tokens, "] (0: the default, ",
-                                g.default_max_new_tokens, ")"));
+                                g.max_new_tokens, "] (0: the default, ", g.default_max_new_tokens,
+                                ")"));
   }
   job->request.max_new_tokens = max_new == 0 ? g.default_max_new_tokens : max_new;
   const twinmerge::v1::SamplingOptions& s = request.sampling();
@@ -147,8 +147,8 @@ absl::StatusOr<std::unique_ptr<GenerationJob>> MakeGenerationJob(
     const std::string& stop = request.stop(i);
     if (stop.empty()) return Invalid(absl::StrCat("stop[", i, "] is empty"));
     if (stop.size() > kMaxStopBytes) {
-      return Invalid(absl::StrCat("stop[", i, "] is ", stop.size(), " bytes; the limit is ",
-                                  kMaxStopBytes));
+      return Invalid(
+          absl::StrCat("stop[", i, "] is ", stop.size(), " bytes; the limit is ", kMaxStopBytes));
     }
     job->stop.push_back(stop);
   }
@@ -208,9 +208,10 @@ void Generator::Submit(std::unique_ptr<GenerationJob> job) {
     if (stopping_ || !started_) {
       refused = absl::UnavailableError("server is shutting down");
     } else if (static_cast<int64_t>(queue_.size()) >= config_.generation.max_queue) {
-      refused = absl::ResourceExhaustedError(absl::StrCat(
-          "generation queue is full (", queue_.size(), " requests waiting for KV-cache memory; "
-          "generation.max_queue)"));
+      refused =
+          absl::ResourceExhaustedError(absl::StrCat("generation queue is full (", queue_.size(),
+                                                    " requests waiting for KV-cache memory; "
+                                                    "generation.max_queue)"));
     } else {
       queue_.push_back(std::move(job));
       stats_.waiting = static_cast<int64_t>(queue_.size());
@@ -273,8 +274,8 @@ void Generator::Loop() {
   }
   for (auto& lane : lanes_) {
     for (auto& [id, run] : lane->running) {
-      Finish(*run, absl::UnavailableError(absl::StrCat("server is shutting down after ",
-                                                       run->generated, " tokens")));
+      Finish(*run, absl::UnavailableError(
+                       absl::StrCat("server is shutting down after ", run->generated, " tokens")));
     }
     lane->running.clear();
   }
@@ -315,6 +316,8 @@ void Generator::Admit() {
       options.max_step_tokens = config_.generation.max_step_tokens;
       options.max_sequences = config_.generation.max_sequences;
       options.kv_budget_bytes = config_.generation.kv_cache_bytes;
+      // GenerationParams depends on the rows' weights alone (and the lane's servable).
+      options.reuse_decode_params = true;
       fresh->batch = std::make_unique<ContinuousBatch>(engine.decoder(), options);
       lanes_.push_back(std::move(fresh));
       lane = lanes_.back().get();
@@ -395,8 +398,8 @@ void Generator::StepLane(Lane& lane) {
   const Engine& engine = *lane.servable->engine;
   const bool static_mode = lane.static_mode;
   const std::string mode = static_mode ? "static" : "unfused";
-  absl::StatusOr<std::vector<GenerationEvent>> events = lane.batch->Step(
-      [&engine, static_mode](const std::vector<const std::vector<double>*>& rows) {
+  absl::StatusOr<std::vector<GenerationEvent>> events =
+      lane.batch->Step([&engine, static_mode](const std::vector<const std::vector<double>*>& rows) {
         return engine.GenerationParams(rows, static_mode);
       });
   const absl::Time now = absl::Now();

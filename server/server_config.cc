@@ -148,13 +148,31 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     return absl::InvalidArgumentError(absl::StrCat("server config: bad YAML: ", e.what()));
   }
   if (!root || root.IsNull()) return c;  // all defaults (artifact_uri from flags)
-  RETURN_IF_ERROR(
-      Fields().CheckKeys(root, "",
-                         {"listen_address", "metrics_address", "artifact_uri", "artifact_version",
-                          "cache_dir", "device", "intra_op_threads", "workers", "batching", "cache",
-                          "cluster_key", "routing", "serving", "limits", "max_connection_age_ms",
-                          "drain_grace_ms", "drain_timeout_ms", "warmup_requests", "log_level",
-                          "kserve", "reload", "generation", "tls", "admin"}));
+  RETURN_IF_ERROR(Fields().CheckKeys(root, "",
+                                     {"listen_address",
+                                      "metrics_address",
+                                      "artifact_uri",
+                                      "artifact_version",
+                                      "cache_dir",
+                                      "device",
+                                      "intra_op_threads",
+                                      "workers",
+                                      "batching",
+                                      "cache",
+                                      "cluster_key",
+                                      "routing",
+                                      "serving",
+                                      "limits",
+                                      "max_connection_age_ms",
+                                      "drain_grace_ms",
+                                      "drain_timeout_ms",
+                                      "warmup_requests",
+                                      "log_level",
+                                      "kserve",
+                                      "reload",
+                                      "generation",
+                                      "tls",
+                                      "admin"}));
   RETURN_IF_ERROR(Fields().Read(root, "listen_address", "", &c.listen_address));
   RETURN_IF_ERROR(Fields().Read(root, "metrics_address", "", &c.metrics_address));
   RETURN_IF_ERROR(Fields().Read(root, "artifact_uri", "", &c.artifact_uri));
@@ -164,10 +182,9 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
   RETURN_IF_ERROR(Fields().Read(root, "intra_op_threads", "", &c.intra_op_threads));
   RETURN_IF_ERROR(Fields().Read(root, "workers", "", &c.workers));
   if (const YAML::Node b = root["batching"]) {
-    RETURN_IF_ERROR(Fields().CheckKeys(
-        b, "batching",
-        {"max_batch_size", "max_queue_delay_us", "max_queue_size", "max_route_batch",
-         "deadline_admission"}));
+    RETURN_IF_ERROR(Fields().CheckKeys(b, "batching",
+                                       {"max_batch_size", "max_queue_delay_us", "max_queue_size",
+                                        "max_route_batch", "deadline_admission"}));
     RETURN_IF_ERROR(Fields().Read(b, "max_batch_size", "batching", &c.queue.max_batch_size));
     RETURN_IF_ERROR(
         Fields().Read(b, "max_queue_delay_us", "batching", &c.queue.max_queue_delay_us));
@@ -177,17 +194,14 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
         Fields().Read(b, "deadline_admission", "batching", &c.queue.deadline_admission));
   }
   if (const YAML::Node k = root["cache"]) {
-    RETURN_IF_ERROR(Fields().CheckKeys(k, "cache",
-                                       {"capacity_bytes", "policy", "admit_min_requests",
-                                        "frequency_window", "max_nearest_distance",
-                                        "max_fusions_per_s", "fusion_burst", "background_fusion",
-                                        "max_pending_fusions"}));
     RETURN_IF_ERROR(
-        Fields().Read(k, "background_fusion", "cache", &c.cache.background_fusion));
-    RETURN_IF_ERROR(
-        Fields().Read(k, "max_pending_fusions", "cache", &c.cache.max_pending_fusions));
-    RETURN_IF_ERROR(
-        Fields().Read(k, "max_fusions_per_s", "cache", &c.cache.max_fusions_per_s));
+        Fields().CheckKeys(k, "cache",
+                           {"capacity_bytes", "policy", "admit_min_requests", "frequency_window",
+                            "max_nearest_distance", "max_fusions_per_s", "fusion_burst",
+                            "background_fusion", "max_pending_fusions"}));
+    RETURN_IF_ERROR(Fields().Read(k, "background_fusion", "cache", &c.cache.background_fusion));
+    RETURN_IF_ERROR(Fields().Read(k, "max_pending_fusions", "cache", &c.cache.max_pending_fusions));
+    RETURN_IF_ERROR(Fields().Read(k, "max_fusions_per_s", "cache", &c.cache.max_fusions_per_s));
     RETURN_IF_ERROR(Fields().Read(k, "fusion_burst", "cache", &c.cache.fusion_burst));
     RETURN_IF_ERROR(Fields().Read(k, "capacity_bytes", "cache", &c.cache.capacity_bytes));
     std::string policy = "fuse";
@@ -229,12 +243,11 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     }
   }
   if (const YAML::Node s = root["serving"]) {
-    RETURN_IF_ERROR(Fields().CheckKeys(
-        s, "serving",
-        {"mode", "experts", "engine", "batches", "mix_strategy", "batch_choice", "unfused_weights"}));
+    RETURN_IF_ERROR(Fields().CheckKeys(s, "serving",
+                                       {"mode", "experts", "engine", "batches", "mix_strategy",
+                                        "batch_choice", "unfused_weights"}));
     RETURN_IF_ERROR(Fields().Read(s, "engine", "serving", &c.engine_model));
-    if (c.engine_model != "auto" && c.engine_model != "torchscript" &&
-        c.engine_model != "native") {
+    if (c.engine_model != "auto" && c.engine_model != "torchscript" && c.engine_model != "native") {
       return Fields().Bad("serving.engine", absl::StrCat("'", c.engine_model,
                                                          "' is not auto, torchscript or native"));
     }
@@ -258,12 +271,12 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     if (const YAML::Node bc = s["batch_choice"]) {
       RETURN_IF_ERROR(Fields().CheckKeys(bc, "serving.batch_choice",
                                          {"hysteresis", "starvation_us", "explore_every"}));
-      RETURN_IF_ERROR(Fields().Read(bc, "hysteresis", "serving.batch_choice",
-                                    &c.queue.modes.hysteresis));
-      RETURN_IF_ERROR(Fields().Read(bc, "starvation_us", "serving.batch_choice",
-                                    &c.queue.modes.starvation_us));
-      RETURN_IF_ERROR(Fields().Read(bc, "explore_every", "serving.batch_choice",
-                                    &c.queue.modes.explore_every));
+      RETURN_IF_ERROR(
+          Fields().Read(bc, "hysteresis", "serving.batch_choice", &c.queue.modes.hysteresis));
+      RETURN_IF_ERROR(
+          Fields().Read(bc, "starvation_us", "serving.batch_choice", &c.queue.modes.starvation_us));
+      RETURN_IF_ERROR(
+          Fields().Read(bc, "explore_every", "serving.batch_choice", &c.queue.modes.explore_every));
       if (!(c.queue.modes.hysteresis >= 0) || c.queue.modes.starvation_us < 0 ||
           c.queue.modes.explore_every < 1) {
         return Fields().Bad("serving.batch_choice",
@@ -279,7 +292,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     } else if (mode == "experts") {
       c.mode = ServingMode::kExperts;
     } else {
-      return Fields().Bad("serving.mode", absl::StrCat("'", mode, "' is not twin, static or experts"));
+      return Fields().Bad("serving.mode",
+                          absl::StrCat("'", mode, "' is not twin, static or experts"));
     }
     if (const YAML::Node e = s["experts"]) {
       if (!e.IsMap()) return Fields().Bad("serving.experts", "must be a map of task: path");
@@ -292,18 +306,17 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     }
   }
   if (const YAML::Node l = root["limits"]) {
-    RETURN_IF_ERROR(Fields().CheckKeys(
-        l, "limits",
-        {"max_input_length", "max_message_bytes", "max_request_id_bytes", "max_text_bytes",
-         "max_stream_in_flight", "max_in_flight_per_client"}));
+    RETURN_IF_ERROR(
+        Fields().CheckKeys(l, "limits",
+                           {"max_input_length", "max_message_bytes", "max_request_id_bytes",
+                            "max_text_bytes", "max_stream_in_flight", "max_in_flight_per_client"}));
     RETURN_IF_ERROR(Fields().Read(l, "max_input_length", "limits", &c.max_input_length));
     RETURN_IF_ERROR(Fields().Read(l, "max_message_bytes", "limits", &c.max_message_bytes));
     RETURN_IF_ERROR(Fields().Read(l, "max_request_id_bytes", "limits", &c.max_request_id_bytes));
     RETURN_IF_ERROR(Fields().Read(l, "max_text_bytes", "limits", &c.max_text_bytes));
+    RETURN_IF_ERROR(Fields().Read(l, "max_stream_in_flight", "limits", &c.max_stream_in_flight));
     RETURN_IF_ERROR(
-        Fields().Read(l, "max_stream_in_flight", "limits", &c.max_stream_in_flight));
-    RETURN_IF_ERROR(Fields().Read(l, "max_in_flight_per_client", "limits",
-                                  &c.max_in_flight_per_client));
+        Fields().Read(l, "max_in_flight_per_client", "limits", &c.max_in_flight_per_client));
   }
   if (const YAML::Node k = root["kserve"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(k, "kserve", {"model_name", "max_rows"}));
@@ -312,7 +325,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
   }
   if (const YAML::Node r = root["reload"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(
-        r, "reload", {"poll_interval_ms", "retry_interval_ms", "keep_versions", "warm_cache_keys"}));
+        r, "reload",
+        {"poll_interval_ms", "retry_interval_ms", "keep_versions", "warm_cache_keys"}));
     RETURN_IF_ERROR(Fields().Read(r, "poll_interval_ms", "reload", &c.reload.poll_interval_ms));
     RETURN_IF_ERROR(Fields().Read(r, "retry_interval_ms", "reload", &c.reload.retry_interval_ms));
     RETURN_IF_ERROR(Fields().Read(r, "keep_versions", "reload", &c.reload.keep_versions));
@@ -322,17 +336,23 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     RETURN_IF_ERROR(Fields().CheckKeys(
         g, "generation",
         {"default_max_new_tokens", "max_new_tokens", "max_sequences", "max_step_tokens",
-         "kv_cache_bytes", "max_queue", "max_stop_sequences"}));
+         "kv_cache_bytes", "max_queue", "max_stop_sequences", "mix_strategy"}));
     GenerationConfig& out = c.generation;
-    RETURN_IF_ERROR(Fields().Read(g, "default_max_new_tokens", "generation",
-                                  &out.default_max_new_tokens));
+    RETURN_IF_ERROR(
+        Fields().Read(g, "default_max_new_tokens", "generation", &out.default_max_new_tokens));
     RETURN_IF_ERROR(Fields().Read(g, "max_new_tokens", "generation", &out.max_new_tokens));
     RETURN_IF_ERROR(Fields().Read(g, "max_sequences", "generation", &out.max_sequences));
     RETURN_IF_ERROR(Fields().Read(g, "max_step_tokens", "generation", &out.max_step_tokens));
     RETURN_IF_ERROR(Fields().Read(g, "kv_cache_bytes", "generation", &out.kv_cache_bytes));
     RETURN_IF_ERROR(Fields().Read(g, "max_queue", "generation", &out.max_queue));
-    RETURN_IF_ERROR(
-        Fields().Read(g, "max_stop_sequences", "generation", &out.max_stop_sequences));
+    RETURN_IF_ERROR(Fields().Read(g, "max_stop_sequences", "generation", &out.max_stop_sequences));
+    std::string strategy = MixStrategyName(out.mix_strategy);
+    RETURN_IF_ERROR(Fields().Read(g, "mix_strategy", "generation", &strategy));
+    auto parsed = ParseMixStrategy(strategy);
+    if (!parsed.ok()) {
+      return Fields().Bad("generation.mix_strategy", std::string(parsed.status().message()));
+    }
+    out.mix_strategy = *parsed;
   }
   if (const YAML::Node t = root["tls"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(

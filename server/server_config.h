@@ -65,7 +65,9 @@
 //                                         # are read in chunks between decode steps)
 //                kv_cache_bytes: 1073741824,  # KV memory of the admitted sequences, at most
 //                max_queue: 256,          # requests waiting for KV memory; then refused
-//                max_stop_sequences: 8}
+//                max_stop_sequences: 8,
+//                mix_strategy: stacked}   # twin mode's step kernels (as serving.mix_strategy;
+//                                         # stacked: fewest kernels for small decode batches)
 //   log_level: info                     # debug | info | warning | error
 //   tls: {cert_file: "", key_file: "",  # both set: the gRPC ports speak TLS only
 //         client_ca_file: "",           # set: mTLS, clients need a certificate this CA signed
@@ -113,6 +115,7 @@ struct GenerationConfig {
   int64_t kv_cache_bytes = int64_t{1} << 30;
   int64_t max_queue = 256;
   int max_stop_sequences = 8;
+  MixStrategy mix_strategy = MixStrategy::kStacked;
 };
 
 struct ServerConfig {
@@ -135,11 +138,11 @@ struct ServerConfig {
   TaskGivenPolicy task_given = TaskGivenPolicy::kTask;
   ServingMode mode = ServingMode::kTwin;
   std::map<std::string, std::string> experts;  // task -> path (experts mode)
-  std::string engine_model = "auto";   // serving.engine
-  std::string batches = "auto";        // serving.batches: auto | fused | unfused
+  std::string engine_model = "auto";           // serving.engine
+  std::string batches = "auto";                // serving.batches: auto | fused | unfused
   MixStrategy mix_strategy = MixStrategy::kGrouped;
   std::string unfused_weights = "key";  // serving.unfused_weights: key | router
-  int max_input_length = 0;  // 0 = the tokenizer's max_length
+  int max_input_length = 0;             // 0 = the tokenizer's max_length
   int max_message_bytes = 4 << 20;
   int max_request_id_bytes = 128;
   int max_text_bytes = 64 << 10;

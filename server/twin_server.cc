@@ -1,10 +1,9 @@
 #include "server/twin_server.h"
 
+#include <ATen/ATen.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-
-#include <ATen/ATen.h>
 
 #include <algorithm>
 
@@ -12,11 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "core/store/artifact_set.h"
-#include "core/store/object_store.h"
-#include "core/status_macros.h"
 #include "core/model/generation.h"
 #include "core/model/hf_decoder.h"
+#include "core/status_macros.h"
+#include "core/store/artifact_set.h"
+#include "core/store/object_store.h"
 #include "core/text/tokenizer.h"
 #include "server/admin_service.h"
 #include "server/batch_workers.h"
@@ -52,8 +51,8 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
   BatchWorkersOptions worker_options;
   worker_options.num_threads = config.workers;
   worker_options.max_route_batch = config.max_route_batch;
-  server->workers_ = std::make_unique<BatchWorkers>(server->queue_.get(),
-                                                    server->processor_.get(), worker_options);
+  server->workers_ = std::make_unique<BatchWorkers>(server->queue_.get(), server->processor_.get(),
+                                                    worker_options);
   server->workers_->Start();
   server->generator_ = std::make_unique<Generator>(server->config_, server->metrics_.get());
   server->generator_->Start();
@@ -63,8 +62,8 @@ absl::StatusOr<std::unique_ptr<TwinServer>> TwinServer::Start(const ServerConfig
   // Every row is queued like one request.
   kserve_options.max_rows = std::min(config.kserve_max_rows, config.queue.max_queue_size);
   server->kserve_service_ = std::make_unique<KServeService>(server.get(), kserve_options);
-  server->admin_service_ = std::make_unique<AdminService>(server.get(), server->metrics_.get(),
-                                                          config.admin_token_file);
+  server->admin_service_ =
+      std::make_unique<AdminService>(server.get(), server->metrics_.get(), config.admin_token_file);
   VersionWatcherOptions watch;
   watch.target = config.artifact_version;
   watch.retry_interval = absl::Milliseconds(config.reload.retry_interval_ms);
@@ -203,11 +202,11 @@ absl::StatusOr<LoadOutcome> TwinServer::LoadLocked(const std::string& version) {
   outcome.version = resolved;
   if (resolved == outcome.previous_version) return outcome;
   if (ShuttingDown()) return absl::UnavailableError("server is shutting down");
-  LogLine(LogLevel::kInfo, absl::StrCat("loading version ", resolved,
-                                        outcome.previous_version.empty()
-                                            ? ""
-                                            : absl::StrCat(" (serving ", outcome.previous_version,
-                                                           ")")));
+  LogLine(LogLevel::kInfo,
+          absl::StrCat("loading version ", resolved,
+                       outcome.previous_version.empty()
+                           ? ""
+                           : absl::StrCat(" (serving ", outcome.previous_version, ")")));
 
   FetchOptions fetch;
   fetch.cancelled = [this] { return ShuttingDown(); };
@@ -218,6 +217,7 @@ absl::StatusOr<LoadOutcome> TwinServer::LoadLocked(const std::string& version) {
   engine_options.device = config_.device;
   engine_options.model = config_.engine_model;
   engine_options.mix_strategy = config_.mix_strategy;
+  engine_options.generation_mix_strategy = config_.generation.mix_strategy;
   ASSIGN_OR_RETURN(servable->engine, Engine::Load(set, engine_options));
   servable->cache = std::make_unique<FusedWeightCache>(config_.cache);
   RETURN_IF_ERROR(ValidateClusterKeyOptions(config_.cluster_key, servable->engine->num_tasks()));
@@ -254,9 +254,9 @@ absl::StatusOr<LoadOutcome> TwinServer::LoadLocked(const std::string& version) {
                          engine.model_kind(), " in ", ServingModeName(servable->mode),
                          " mode: its batches are fused"));
   }
-  LogLine(LogLevel::kInfo, absl::StrCat("version ", set.version, ": ", engine.model_kind(),
-                                        " engine, ", unfused ? "fused and unfused" : "fused",
-                                        " batches"));
+  LogLine(LogLevel::kInfo,
+          absl::StrCat("version ", set.version, ": ", engine.model_kind(), " engine, ",
+                       unfused ? "fused and unfused" : "fused", " batches"));
   metrics_->SetWeightBytes(engine.shared_bytes(), engine.twin_bytes(), engine.head_bytes(),
                            engine.router_bytes(), servable->pinned_bytes);
   metrics_->SetServingMode(ServingModeName(servable->mode));
@@ -282,8 +282,8 @@ absl::Status TwinServer::LoadPinned(Servable* servable) const {
   }
   for (const auto& [task, path] : config_.experts) {
     if (!servable->task_index.count(task)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "serving.experts names task '", task, "', which the version does not have"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("serving.experts names task '", task, "', which the version does not have"));
     }
   }
   for (int t = 0; t < engine.num_tasks(); ++t) {
@@ -317,13 +317,13 @@ void TwinServer::WarmCache(const Servable* previous, const Servable& next) {
     if (fused.ok()) {
       ++warmed;
     } else {
-      LogLine(LogLevel::kWarning, absl::StrCat("pre-fusing cluster ", key.text, " of version ",
-                                               next.engine->version(), " failed: ",
-                                               fused.status().ToString()));
+      LogLine(LogLevel::kWarning,
+              absl::StrCat("pre-fusing cluster ", key.text, " of version ", next.engine->version(),
+                           " failed: ", fused.status().ToString()));
     }
   }
-  LogLine(LogLevel::kDebug, absl::StrCat("pre-fused ", warmed, " cluster keys of version ",
-                                         next.engine->version()));
+  LogLine(LogLevel::kDebug,
+          absl::StrCat("pre-fused ", warmed, " cluster keys of version ", next.engine->version()));
 }
 
 void TwinServer::PruneCache(const std::string& serving, const std::string& previous) {
@@ -332,8 +332,8 @@ void TwinServer::PruneCache(const std::string& serving, const std::string& previ
   if (config_.reload.keep_versions >= 2 && !previous.empty()) keep.push_back(previous);
   absl::StatusOr<CachePruneResult> pruned = PruneArtifactCache(config_.cache_dir, keep);
   if (!pruned.ok()) {
-    LogLine(LogLevel::kWarning, absl::StrCat("pruning ", config_.cache_dir, " failed: ",
-                                             pruned.status().ToString()));
+    LogLine(LogLevel::kWarning,
+            absl::StrCat("pruning ", config_.cache_dir, " failed: ", pruned.status().ToString()));
   } else if (!pruned->removed_versions.empty()) {
     LogLine(LogLevel::kInfo,
             absl::StrCat("removed cached versions ", absl::StrJoin(pruned->removed_versions, ", "),
@@ -425,18 +425,18 @@ absl::Status TwinServer::WarmUpGeneration(const Servable& servable) {
   RETURN_IF_ERROR(batch.Add(std::move(request)).status());
   while (batch.active() > 0) {
     if (ShuttingDown()) return absl::CancelledError("server is shutting down");
-    RETURN_IF_ERROR(batch
-                        .Step([&engine, shared_only](
-                                  const std::vector<const std::vector<double>*>& rows) {
-                          return engine.GenerationParams(rows, shared_only);
-                        })
-                        .status());
+    RETURN_IF_ERROR(
+        batch
+            .Step([&engine, shared_only](const std::vector<const std::vector<double>*>& rows) {
+              return engine.GenerationParams(rows, shared_only);
+            })
+            .status());
   }
   return absl::OkStatus();
 }
 
-void TwinServer::SubmitGenerate(const twinmerge::v1::GenerateRequest& request,
-                                absl::Time deadline, std::shared_ptr<std::atomic<bool>> cancelled,
+void TwinServer::SubmitGenerate(const twinmerge::v1::GenerateRequest& request, absl::Time deadline,
+                                std::shared_ptr<std::atomic<bool>> cancelled,
                                 const std::string& client, GenerateCallbacks callbacks) {
   const absl::Time now = absl::Now();
   std::shared_ptr<const Servable> servable;
@@ -514,9 +514,9 @@ void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time d
       const int held = in_flight;
       if (held == 0) client_in_flight_.erase(client);
       metrics_->RecordRequest("", "RESOURCE_EXHAUSTED", {});
-      reply(absl::ResourceExhaustedError(absl::StrCat(
-          "client ", client, " has ", held, " requests in flight; the limit is ",
-          config_.max_in_flight_per_client, " (limits.max_in_flight_per_client)")));
+      reply(absl::ResourceExhaustedError(
+          absl::StrCat("client ", client, " has ", held, " requests in flight; the limit is ",
+                       config_.max_in_flight_per_client, " (limits.max_in_flight_per_client)")));
       return;
     }
     ++in_flight;

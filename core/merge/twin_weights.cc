@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/io/safetensors.h"
-#include "core/status_macros.h"
 #include "core/merge/svd_compress.h"
+#include "core/status_macros.h"
 
 namespace twin {
 namespace {
@@ -260,6 +260,13 @@ void TwinWeights::StackFactors() {
     us.clear();
     v.clear();
     stack.column_task = at::tensor(column_task, at::kLong).to(base.device());
+    if (base.dim() == 2 && base.scalar_type() == compute) {
+      // theta*'s weight and v^T in one buffer; both become views into it.
+      const int64_t m = base.size(0), r = stack.v.size(1);
+      stack.joint = at::cat({base, stack.v.t()}, 0);
+      stack.v = stack.joint.narrow(0, m, r).t();
+      shared_[shared_index_.at(name)].second = stack.joint.narrow(0, 0, m);
+    }
     // The tasks' own factors become views into the stack: no second copy.
     for (size_t t = 0; t < tasks_.size(); ++t) {
       auto f = tasks_[t].factors.find(name);

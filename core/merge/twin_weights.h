@@ -20,14 +20,14 @@
 #ifndef TWIN_CORE_MERGE_TWIN_WEIGHTS_H_
 #define TWIN_CORE_MERGE_TWIN_WEIGHTS_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "core/store/artifact_set.h"
@@ -47,9 +47,15 @@ struct TaskTwin {
 // (float32, or float64 for a float64 theta*): us [m, R], v [n, R] with R the sum of the tasks'
 // ranks; task t owns columns [offset[t], offset[t + 1]) and column_task[c] names the task of
 // column c.
+//
+// For a 2-D theta* tensor W* [m, n] already in the compute type, `joint` [m + R, n] holds W*'s
+// rows followed by v^T, so that one GEMM x joint^T gives both x W*^T and x v (the unfused
+// linear); theta*'s tensor and v are then views into it (rows [0, m), and rows [m, m + R)
+// transposed): no memory twice. Otherwise `joint` is undefined.
 struct FactorStack {
   at::Tensor us;
   at::Tensor v;
+  at::Tensor joint;
   at::Tensor column_task;       // [R] int64, on the factors' device
   std::vector<int64_t> offset;  // num_tasks + 1 entries
 };
@@ -79,6 +85,10 @@ class TwinWeights {
   const at::Tensor* shared_tensor(const std::string& name) const;
   // The stacked factors of `name`, or nullptr when no task has factors for it.
   const FactorStack* factor_stack(const std::string& name) const;
+  // Every tensor's stacked factors, by name.
+  const std::map<std::string, FactorStack>& factor_stacks() const { return stacks_; }
+  // Every 1-D tensor's dense_stack(), by name.
+  const std::map<std::string, at::Tensor>& dense_stacks() const { return dense_stacks_; }
   // Task `task`'s dense delta of `name`, or nullptr.
   const at::Tensor* dense_delta(size_t task, const std::string& name) const;
   // Every task's dense delta of the 1-D tensor `name` as rows of one [T, n] tensor in the

@@ -70,8 +70,7 @@ int64_t ContinuousBatch::RequestPositions(const HfDecoder& decoder,
                   decoder.max_positions());
 }
 
-int64_t ContinuousBatch::RequestBytes(const HfDecoder& decoder,
-                                      const GenerationRequest& request) {
+int64_t ContinuousBatch::RequestBytes(const HfDecoder& decoder, const GenerationRequest& request) {
   return decoder.CacheBytes(RequestPositions(decoder, request));
 }
 
@@ -100,10 +99,10 @@ absl::StatusOr<uint64_t> ContinuousBatch::Add(GenerationRequest request) {
   ASSIGN_OR_RETURN(TokenSampler sampler, TokenSampler::Create(request.sampling));
   const int64_t bytes = RequestBytes(decoder_, request);
   if (bytes > options_.kv_budget_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the sequence's KV cache (", bytes, " bytes for ", RequestPositions(decoder_, request),
-                     " positions) is larger than the whole KV budget (", options_.kv_budget_bytes,
-                     " bytes); ask for fewer tokens"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the sequence's KV cache (", bytes, " bytes for ", RequestPositions(decoder_, request),
+        " positions) is larger than the whole KV budget (", options_.kv_budget_bytes,
+        " bytes); ask for fewer tokens"));
   }
   if (kv_bytes_ + bytes > options_.kv_budget_bytes) {
     return absl::ResourceExhaustedError(
@@ -163,23 +162,53 @@ absl::StatusOr<std::vector<GenerationEvent>> ContinuousBatch::Step(const ParamsF
     budget -= take;
   }
   if (ids.empty()) return events;
-  std::vector<const std::vector<double>*> rows;
-  std::vector<KvCache*> caches;
-  for (uint64_t id : ids) {
-    Sequence& s = *sequences_.at(id);
-    rows.push_back(&s.request.weights);
-    caches.push_back(&s.cache);
-  }
   auto fail = [&](const absl::Status& status) {
     for (uint64_t id : ids) {
       if (auto it = sequences_.find(id); it != sequences_.end()) remove(it);
     }
+    decode_params_.reset();
     return status;
   };
-  absl::StatusOr<std::unique_ptr<LayerParams>> params = params_for(rows);
-  if (!params.ok()) return fail(params.status());
-  absl::StatusOr<at::Tensor> logits = decoder_.Extend(tokens, **params, caches);
-  if (!logits.ok()) return fail(logits.status());
+  // Decoding rows [0, split) and prompt rows [split, n) run as two forwards when a step has
+  // both: one padded batch would compute every decoding row at the longest chunk's length.
+  size_t split = 0;
+  while (split < ids.size() && !sequences_.at(ids[split])->prefilling()) ++split;
+  std::vector<at::Tensor> group_logits;
+  for (const auto& [begin, end] : {std::pair<size_t, size_t>{0, split}, {split, ids.size()}}) {
+    if (begin == end) continue;
+    std::vector<const std::vector<double>*> rows;
+    std::vector<KvCache*> caches;
+    std::vector<std::vector<int64_t>> group_tokens(tokens.begin() + begin, tokens.begin() + end);
+    for (size_t i = begin; i < end; ++i) {
+      Sequence& s = *sequences_.at(ids[i]);
+      rows.push_back(&s.request.weights);
+      caches.push_back(&s.cache);
+    }
+    std::shared_ptr<const LayerParams> params;
+    const bool decode_group = begin == 0 && split > 0;
+    if (decode_group && options_.reuse_decode_params && decode_params_ != nullptr &&
+        decode_rows_.size() == rows.size() &&
+        std::equal(
+            rows.begin(), rows.end(), decode_rows_.begin(),
+            [](const std::vector<double>* a, const std::vector<double>& b) { return *a == b; })) {
+      params = decode_params_;
+    } else {
+      absl::StatusOr<std::unique_ptr<LayerParams>> made = params_for(rows);
+      if (!made.ok()) return fail(made.status());
+      params = std::shared_ptr<const LayerParams>(std::move(*made));
+      if (decode_group && options_.reuse_decode_params) {
+        decode_params_ = params;
+        decode_rows_.clear();
+        for (const std::vector<double>* row : rows) decode_rows_.push_back(*row);
+      }
+    }
+    absl::StatusOr<at::Tensor> logits = decoder_.Extend(group_tokens, *params, caches);
+    if (!logits.ok()) return fail(logits.status());
+    group_logits.push_back(*std::move(logits));
+  }
+  const at::Tensor logits_all =
+      group_logits.size() == 1 ? group_logits[0] : at::cat(group_logits, 0);
+  const at::Tensor* logits = &logits_all;
   for (size_t i = 0; i < ids.size(); ++i) {
     auto it = sequences_.find(ids[i]);
     Sequence& s = *it->second;

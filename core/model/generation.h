@@ -1,9 +1,10 @@
 // Iteration-level (continuous) batching of generation over one HfDecoder: sequences join and
-// leave between steps, and each Step() runs one Extend over every active sequence: the
-// prompts of sequences that joined (prefill, cut into chunks so that a step never holds more
-// than max_step_tokens tokens) and one token for each of the others (decode). Each sequence keeps
-// its own KvCache, sampler and mixture weights (its row of the LayerParams a step is given), so
-// sequences with different router weights decode in one batch through the unfused path.
+// leave between steps, and each Step() extends every active sequence: the prompts of sequences
+// that joined (prefill, cut into chunks so that a step never holds more than max_step_tokens
+// tokens) and one token for each of the others (decode), the decoding rows in one Extend and
+// the prompt chunks in another (so decoding rows are not padded to a prompt's length). Each
+// sequence keeps its own KvCache, sampler and mixture weights (its row of the LayerParams a step is
+// given), so sequences with different router weights decode in one batch through the unfused path.
 //
 // KV memory is bounded: a sequence reserves its cache (prompt + max_new_tokens positions) when
 // it is added, and Add refuses with RESOURCE_EXHAUSTED what would exceed kv_budget_bytes; a
@@ -68,6 +69,10 @@ struct ContinuousBatchOptions {
   int64_t max_step_tokens = 512;  // prompt chunks and decode tokens per Step, >= 1
   int64_t max_sequences = 64;     // sequences decoded together, >= 1
   int64_t kv_budget_bytes = 1LL << 30;
+  // Reuse the decoding rows' LayerParams while their weights are unchanged (same rows, same
+  // order: a batch that no sequence joined or left), instead of calling ParamsFor every step.
+  // Only for a ParamsFor whose result depends on the rows' weights alone.
+  bool reuse_decode_params = false;
 };
 
 class ContinuousBatch {
@@ -108,6 +113,9 @@ class ContinuousBatch {
   const HfDecoder& decoder_;
   ContinuousBatchOptions options_;
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;  // by id: the order they joined
+  // reuse_decode_params: the last decoding group's weights and params.
+  std::vector<std::vector<double>> decode_rows_;
+  std::shared_ptr<const LayerParams> decode_params_;
   uint64_t next_id_ = 1;
   int64_t kv_bytes_ = 0;
 };

@@ -1,10 +1,10 @@
 #include "core/model/mixed_params.h"
 
-#include <functional>
-#include <utility>
-
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+
+#include <functional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/merge/twin_weights.h"
@@ -18,6 +18,14 @@ at::Tensor RowsView(const at::Tensor& rows, int64_t dims) {
   shape.front() = rows.size(0);
   shape.back() = rows.size(1);
   return rows.view(shape);
+}
+
+// theta*'s 1-D tensor `base` per row: base + w D, [B, T] @ [T, n].
+at::Tensor ComputeRowVector(const at::Tensor& base, const at::Tensor& stack,
+                            const at::Tensor& weights) {
+  return at::addmm(base.to(stack.scalar_type()).unsqueeze(0), weights.to(stack.scalar_type()),
+                   stack)
+      .to(base.scalar_type());
 }
 
 }  // namespace
@@ -63,6 +71,15 @@ MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights, MixStrate
     task_runs_.push_back(std::move(run));
     task_rows_.push_back(std::move(rows));
   }
+  for (const auto& [name, stack] : twins.dense_stacks()) {
+    row_vectors_.emplace(name, ComputeRowVector(Shared(name), stack, weights_));
+  }
+  if (strategy_ == MixStrategy::kStacked) {
+    for (const auto& [name, stack] : twins.factor_stacks()) {
+      column_weights_.emplace(
+          &stack, weights_.index_select(1, stack.column_task).to(stack.us.scalar_type()));
+    }
+  }
 }
 
 absl::StatusOr<MixedParams> MixedParams::Create(const TwinWeights& twins, at::Tensor row_weights,
@@ -70,9 +87,9 @@ absl::StatusOr<MixedParams> MixedParams::Create(const TwinWeights& twins, at::Te
   const int64_t tasks = static_cast<int64_t>(twins.num_tasks());
   if (!row_weights.defined() || row_weights.dim() != 2 || row_weights.size(1) != tasks ||
       row_weights.size(0) == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "row weights must be [rows > 0, ", tasks, "], got ",
-        row_weights.defined() ? c10::str(row_weights.sizes()) : std::string("none")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("row weights must be [rows > 0, ", tasks, "], got ",
+                     row_weights.defined() ? c10::str(row_weights.sizes()) : std::string("none")));
   }
   if (!at::isFloatingType(row_weights.scalar_type())) {
     return absl::InvalidArgumentError("row weights must be floating point");
@@ -98,8 +115,8 @@ absl::StatusOr<MixedParams> MixedParams::Create(const TwinWeights& twins,
   flat.reserve(rows.size() * tasks);
   for (size_t r = 0; r < rows.size(); ++r) {
     if (rows[r].size() != tasks) {
-      return absl::InvalidArgumentError(absl::StrCat("row ", r, " has ", rows[r].size(),
-                                                     " weights for ", tasks, " tasks"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("row ", r, " has ", rows[r].size(), " weights for ", tasks, " tasks"));
     }
     for (double w : rows[r]) flat.push_back(static_cast<float>(w));
   }
@@ -127,11 +144,10 @@ at::Tensor MixedParams::TaskColumn(size_t task, int64_t dims) const {
 at::Tensor MixedParams::RowVector(const std::string& full_name) const {
   const at::Tensor& base = Shared(full_name);
   if (!twins_->has_dense(full_name)) return base;
+  auto precomputed = row_vectors_.find(full_name);
+  if (precomputed != row_vectors_.end()) return precomputed->second;
   if (const at::Tensor* stack = twins_->dense_stack(full_name)) {
-    // theta* + w D for every row at once: [B, T] @ [T, n].
-    return at::addmm(base.to(stack->scalar_type()).unsqueeze(0), weights_.to(stack->scalar_type()),
-                     *stack)
-        .to(base.scalar_type());
+    return ComputeRowVector(base, *stack, weights_);
   }
   at::Tensor out = base.to(at::kFloat).reshape({1, -1}).repeat({rows_, 1});
   for (size_t t = 0; t < twins_->num_tasks(); ++t) {
@@ -148,7 +164,7 @@ void MixedParams::AddFactorTerms(const FactorStack& stack, const at::Tensor& inp
                                  at::Tensor& y) const {
   if (strategy_ == MixStrategy::kStacked) {
     at::Tensor z = project(input, 0, stack.us.size(1));
-    z.mul_(RowsView(weights_.index_select(1, stack.column_task).to(z.scalar_type()), z.dim()));
+    z.mul_(RowsView(ColumnWeights(stack).to(z.scalar_type()), z.dim()));
     y.add_(at::matmul(z, expand.t()).to(y.scalar_type()));
     return;
   }
@@ -198,9 +214,9 @@ void MixedParams::AddLinearTerms(const std::string& full_name, const at::Tensor&
         },
         stack->us, y);
   }
-  AddDenseTerms(full_name, x.dim(),
-                [&x](const at::Tensor& delta) { return at::linear(x, delta.to(x.scalar_type())); },
-                y);
+  AddDenseTerms(
+      full_name, x.dim(),
+      [&x](const at::Tensor& delta) { return at::linear(x, delta.to(x.scalar_type())); }, y);
 }
 
 void MixedParams::AddEmbeddingTerms(const std::string& full_name, const at::Tensor& ids,
@@ -214,23 +230,52 @@ void MixedParams::AddEmbeddingTerms(const std::string& full_name, const at::Tens
         },
         stack->v, y);
   }
-  AddDenseTerms(full_name, ids.dim() + 1,
-                [&ids, &y](const at::Tensor& delta) {
-                  return at::embedding(delta.to(y.scalar_type()), ids);
-                },
-                y);
+  AddDenseTerms(
+      full_name, ids.dim() + 1,
+      [&ids, &y](const at::Tensor& delta) { return at::embedding(delta.to(y.scalar_type()), ids); },
+      y);
+}
+
+at::Tensor MixedParams::ColumnWeights(const FactorStack& stack) const {
+  auto it = column_weights_.find(&stack);
+  if (it != column_weights_.end()) return it->second;
+  return weights_.index_select(1, stack.column_task).to(stack.us.scalar_type());
+}
+
+at::Tensor MixedParams::JointLinear(const FactorStack& stack, const at::Tensor& x) const {
+  const int64_t rank = stack.us.size(1);
+  const int64_t out = stack.joint.size(0) - rank;
+  const at::Tensor x2 = x.reshape({-1, x.size(-1)});
+  const int64_t per_row = x2.size(0) / rows_;
+  // [N, out + R]: x W*^T, then x v.
+  const at::Tensor both = at::mm(x2, stack.joint.t());
+  const at::Tensor z =
+      both.narrow(1, out, rank).view({rows_, per_row, rank}) * ColumnWeights(stack).unsqueeze(1);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = out;
+  return at::addmm(both.narrow(1, 0, out), z.view({-1, rank}), stack.us.t()).view(shape);
 }
 
 at::Tensor MixedParams::Linear(const std::string& name, const at::Tensor& x) const {
-  TORCH_CHECK(x.size(0) == rows_, "linear ", name, ": input has ", x.size(0),
-              " rows, the mixture ", rows_);
+  TORCH_CHECK(x.size(0) == rows_, "linear ", name, ": input has ", x.size(0), " rows, the mixture ",
+              rows_);
   const std::string weight = name + ".weight", bias = name + ".bias";
-  at::Tensor y = at::linear(x, Shared(weight));
+  const FactorStack* stack = twins_->factor_stack(weight);
+  at::Tensor y;
+  if (strategy_ == MixStrategy::kStacked && stack != nullptr && stack->joint.defined() &&
+      x.scalar_type() == stack->joint.scalar_type() && x.numel() > 0) {
+    y = JointLinear(*stack, x);
+    AddDenseTerms(
+        weight, x.dim(),
+        [&x](const at::Tensor& delta) { return at::linear(x, delta.to(x.scalar_type())); }, y);
+  } else {
+    y = at::linear(x, Shared(weight));
+    AddLinearTerms(weight, x, y);
+  }
   if (twins_->shared_tensor(bias) != nullptr) {
     at::Tensor b = RowVector(bias);
     y.add_(b.dim() == 1 ? b : RowsView(b, y.dim()));
   }
-  AddLinearTerms(weight, x, y);
   return y;
 }
 
@@ -243,8 +288,7 @@ at::Tensor MixedParams::Embedding(const std::string& name, const at::Tensor& ids
   return y;
 }
 
-at::Tensor MixedParams::LayerNorm(const std::string& name, const at::Tensor& x,
-                                  double eps) const {
+at::Tensor MixedParams::LayerNorm(const std::string& name, const at::Tensor& x, double eps) const {
   TORCH_CHECK(x.size(0) == rows_, "layer norm ", name, ": input has ", x.size(0),
               " rows, the mixture ", rows_);
   at::Tensor g = RowVector(name + ".weight"), b = RowVector(name + ".bias");

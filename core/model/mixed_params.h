@@ -12,25 +12,34 @@
 //
 // Two strategies for the factor terms, equal up to rounding:
 //   kStacked: one GEMM pair over all tasks' columns; cost independent of how many tasks a row
-//             uses (the w = 0 columns cost as much as the others);
+//             uses (the w = 0 columns cost as much as the others). Where the stack has a
+//             joint buffer (core/merge/twin_weights.h), x W*^T and x v come from one GEMM and
+//             the expansion is added by one addmm: three kernels per linear, few enough that a
+//             small batch (a decode step) pays little over theta* alone;
 //   kGrouped: per task, only the rows with w[row, t] != 0: its longest run of consecutive rows
 //             in place (a batch ordered by top task, as the server orders unfused batches,
 //             holds each task's primary rows in one run), the others gathered (index_select,
 //             two GEMMs, index_add); cost proportional to the (row, task) pairs in use, so
 //             top-k router weights pay k / T of the stacked cost, plus the gathers.
 //
-//   ASSIGN_OR_RETURN(MixedParams p, MixedParams::Create(twins, row_weights, MixStrategy::kGrouped));
-//   ASSIGN_OR_RETURN(at::Tensor f, encoder.Embed(ids, mask, p));   // rows mix independently
+// Everything that depends on the weights alone (per-row norm weights and biases, the stacked
+// strategy's per-column weights) is computed once by Create, so a MixedParams reused for
+// several forwards of the same rows (decode steps of an unchanged batch) pays it once.
+//
+//   ASSIGN_OR_RETURN(MixedParams p, MixedParams::Create(twins, row_weights,
+//   MixStrategy::kGrouped)); ASSIGN_OR_RETURN(at::Tensor f, encoder.Embed(ids, mask, p));   // rows
+//   mix independently
 //
 // Thread-safety: immutable; holds a reference to `twins`, which must outlive it.
 #ifndef TWIN_CORE_MODEL_MIXED_PARAMS_H_
 #define TWIN_CORE_MODEL_MIXED_PARAMS_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "core/model/layer_params.h"
@@ -78,8 +87,8 @@ class MixedParams : public LayerParams {
   using Projection = std::function<at::Tensor(const at::Tensor& in, int64_t begin, int64_t rank)>;
   // y += ((project(input) * w[:, column]) expand^T) over every task's columns: all at once
   // (stacked) or per task on its rows (grouped). expand: [out, R], us or v of the stack.
-  void AddFactorTerms(const FactorStack& stack, const at::Tensor& input,
-                      const Projection& project, const at::Tensor& expand, at::Tensor& y) const;
+  void AddFactorTerms(const FactorStack& stack, const at::Tensor& input, const Projection& project,
+                      const at::Tensor& expand, at::Tensor& y) const;
   // y += w_t apply(D_t) for every task with a dense delta of `full_name`; y has `dims` dims.
   void AddDenseTerms(const std::string& full_name, int64_t dims,
                      const std::function<at::Tensor(const at::Tensor&)>& apply,
@@ -87,10 +96,13 @@ class MixedParams : public LayerParams {
   // y += the factor and dense terms of the 2-D tensor `full_name` applied to x (linear: x
   // [B, ..., in]; embedding: gathered rows).
   void AddLinearTerms(const std::string& full_name, const at::Tensor& x, at::Tensor& y) const;
-  void AddEmbeddingTerms(const std::string& full_name, const at::Tensor& ids,
-                         at::Tensor& y) const;
+  void AddEmbeddingTerms(const std::string& full_name, const at::Tensor& ids, at::Tensor& y) const;
   // w [B] of task t viewed to broadcast against a [B, ...] tensor of `dims` dimensions.
   at::Tensor TaskColumn(size_t task, int64_t dims) const;
+  // w[:, column_task] of a stack, [B, R] in the stack's type (precomputed for kStacked).
+  at::Tensor ColumnWeights(const FactorStack& stack) const;
+  // x W*^T + ((x v) * w[:, column_task]) us^T through the stack's joint buffer.
+  at::Tensor JointLinear(const FactorStack& stack, const at::Tensor& x) const;
 
   // A task's longest run of consecutive rows: rows [first, first + length); `rest` holds its
   // other rows (undefined when there are none).
@@ -101,9 +113,13 @@ class MixedParams : public LayerParams {
   };
 
   const TwinWeights* twins_;
-  at::Tensor weights_;                    // [B, T] float32
-  std::vector<at::Tensor> task_rows_;     // per task: indices of rows with w != 0 ([0] if none)
-  std::vector<TaskRun> task_runs_;        // per task
+  at::Tensor weights_;                 // [B, T] float32
+  std::vector<at::Tensor> task_rows_;  // per task: indices of rows with w != 0 ([0] if none)
+  std::vector<TaskRun> task_runs_;     // per task
+  // Create's precomputed terms: RowVector() of every 1-D tensor with a dense stack, and
+  // ColumnWeights() of every factor stack (kStacked only).
+  std::map<std::string, at::Tensor> row_vectors_;
+  std::map<const FactorStack*, at::Tensor> column_weights_;
   MixStrategy strategy_;
   int64_t rows_ = 0;
   int64_t active_pairs_ = 0;

@@ -80,6 +80,10 @@ TEST(ServerConfigTest, ServingModeAndTaskGivenPolicy) {
   EXPECT_EQ(native->batches, "unfused");
   EXPECT_EQ(native->unfused_weights, "router");
   EXPECT_EQ(native->mix_strategy, MixStrategy::kStacked);
+  EXPECT_EQ(defaults->generation.mix_strategy, MixStrategy::kStacked);
+  auto grouped = ParseServerConfig("generation: {mix_strategy: grouped}");
+  ASSERT_TRUE(grouped.ok()) << grouped.status();
+  EXPECT_EQ(grouped->generation.mix_strategy, MixStrategy::kGrouped);
   const std::pair<const char*, const char*> cases[] = {
       {"serving: {mode: fast}", "serving.mode: 'fast' is not twin, static or experts"},
       {"routing: {task_given: always}", "routing.task_given: 'always' is not task or router"},
@@ -90,6 +94,7 @@ TEST(ServerConfigTest, ServingModeAndTaskGivenPolicy) {
       {"serving: {unfused_weights: exact}", "serving.unfused_weights: 'exact' is not key or router"},
       {"serving: {engine: onnx}", "serving.engine: 'onnx' is not auto, torchscript or native"},
       {"serving: {mix_strategy: fastest}", "serving.mix_strategy"},
+      {"generation: {mix_strategy: fused}", "generation.mix_strategy"},
   };
   for (const auto& [yaml, needle] : cases) {
     auto c = ParseServerConfig(yaml);

@@ -411,6 +411,41 @@ TEST_P(MixedGenerationTest, MixedWeightsDecodeTogetherAsFusedAlone) {
   // The mixtures give different answers (so equality above means something).
   EXPECT_NE(alone[0].tokens, alone[2].tokens);
   EXPECT_NE(alone[1].tokens, alone[2].tokens);
+
+  // reuse_decode_params: the decoding rows' params are made again only when the rows change
+  // (a sequence joins after three steps, so the decoding group changes once it has read its
+  // prompt), and the answers stay those of each sequence alone.
+  const TwinWeights& tw = **twins;
+  int made = 0;
+  const ContinuousBatch::ParamsFor mixed =
+      [&](const std::vector<const std::vector<double>*>& rows)
+      -> absl::StatusOr<std::unique_ptr<LayerParams>> {
+    ++made;
+    std::vector<std::vector<double>> w;
+    for (const auto* row : rows) w.push_back(*row);
+    absl::StatusOr<MixedParams> p = MixedParams::Create(tw, w, MixStrategy::kStacked);
+    if (!p.ok()) return p.status();
+    return std::unique_ptr<LayerParams>(new MixedParams(std::move(*p)));
+  };
+  ContinuousBatch batch(dec, {.reuse_decode_params = true});
+  ASSERT_TRUE(batch.Add(requests[0]).ok());
+  ASSERT_TRUE(batch.Add(requests[1]).ok());
+  std::map<uint64_t, Generated> reused;
+  int steps = 0;
+  for (; steps < 100 && batch.active() > 0; ++steps) {
+    if (steps == 3) ASSERT_TRUE(batch.Add(requests[2]).ok());
+    absl::StatusOr<std::vector<GenerationEvent>> events = batch.Step(mixed);
+    ASSERT_TRUE(events.ok()) << events.status();
+    for (const GenerationEvent& e : *events) {
+      if (e.token >= 0) reused[e.tag].tokens.push_back(e.token);
+    }
+  }
+  for (size_t i = 0; i < mixes.size(); ++i) {
+    EXPECT_EQ(reused[i].tokens, alone[i].tokens) << "reused params, sequence " << i;
+  }
+  // Made for: the first prompts, the first decoding pair, the third prompt, the decoding
+  // triple, and the pair left when 0 and 1 finish before 2 (joined later).
+  EXPECT_EQ(made, 5) << steps << " steps";
 }
 
 INSTANTIATE_TEST_SUITE_P(Heads, MixedGenerationTest, ::testing::Values(false, true),
