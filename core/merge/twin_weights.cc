@@ -266,6 +266,8 @@ void TwinWeights::StackFactors() {
       stack.joint = at::cat({base, stack.v.t()}, 0);
       stack.v = stack.joint.narrow(0, m, r).t();
       shared_[shared_index_.at(name)].second = stack.joint.narrow(0, 0, m);
+      stack.joint_t = stack.joint.t();
+      stack.us_t = stack.us.t();
     }
     // The tasks' own factors become views into the stack: no second copy.
     for (size_t t = 0; t < tasks_.size(); ++t) {

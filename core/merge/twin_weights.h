@@ -56,6 +56,8 @@ struct FactorStack {
   at::Tensor us;
   at::Tensor v;
   at::Tensor joint;
+  at::Tensor joint_t;  // joint^T and us^T as views made once (a GEMM's right side)
+  at::Tensor us_t;
   at::Tensor column_task;       // [R] int64, on the factors' device
   std::vector<int64_t> offset;  // num_tasks + 1 entries
 };

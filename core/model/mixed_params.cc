@@ -44,9 +44,22 @@ absl::StatusOr<MixStrategy> ParseMixStrategy(const std::string& text) {
 MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights, MixStrategy strategy)
     : twins_(&twins), weights_(std::move(weights)), strategy_(strategy) {
   rows_ = weights_.size(0);
-  for (int64_t t = 0; t < weights_.size(1); ++t) {
+  const int64_t tasks = weights_.size(1);
+  {
+    // Which tasks any row uses, and the (row, task) pairs, from the host copy.
+    const at::Tensor host = weights_.to(at::kCPU).contiguous();
+    const float* w = host.data_ptr<float>();
+    task_used_.assign(static_cast<size_t>(tasks), false);
+    for (int64_t i = 0; i < rows_ * tasks; ++i) {
+      if (w[i] != 0.0f) {
+        task_used_[static_cast<size_t>(i % tasks)] = true;
+        ++active_pairs_;
+      }
+    }
+  }
+  // The grouped strategy's rows per task; the stacked one reads every row of every column.
+  for (int64_t t = 0; strategy_ == MixStrategy::kGrouped && t < tasks; ++t) {
     at::Tensor rows = at::nonzero(weights_.select(1, t)).squeeze(1);
-    active_pairs_ += rows.size(0);
     // The longest run of consecutive rows (a batch ordered by top task holds each task's
     // primary rows in one run): read and written in place; the others are gathered.
     const at::Tensor cpu = rows.to(at::kCPU).contiguous();
@@ -152,7 +165,7 @@ at::Tensor MixedParams::RowVector(const std::string& full_name) const {
   at::Tensor out = base.to(at::kFloat).reshape({1, -1}).repeat({rows_, 1});
   for (size_t t = 0; t < twins_->num_tasks(); ++t) {
     const at::Tensor* delta = twins_->dense_delta(t, full_name);
-    if (delta == nullptr || task_rows_[t].size(0) == 0) continue;
+    if (delta == nullptr || !task_used_[t]) continue;
     out.add_(weights_.select(1, static_cast<int64_t>(t)).unsqueeze(1) *
              delta->to(at::kFloat).reshape({1, -1}));
   }
@@ -198,7 +211,7 @@ void MixedParams::AddDenseTerms(const std::string& full_name, int64_t dims,
   if (!twins_->has_dense(full_name)) return;
   for (size_t t = 0; t < twins_->num_tasks(); ++t) {
     const at::Tensor* delta = twins_->dense_delta(t, full_name);
-    if (delta == nullptr || task_rows_[t].size(0) == 0) continue;
+    if (delta == nullptr || !task_used_[t]) continue;
     y.add_(apply(*delta) * TaskColumn(t, dims));
   }
 }
@@ -245,15 +258,20 @@ at::Tensor MixedParams::ColumnWeights(const FactorStack& stack) const {
 at::Tensor MixedParams::JointLinear(const FactorStack& stack, const at::Tensor& x) const {
   const int64_t rank = stack.us.size(1);
   const int64_t out = stack.joint.size(0) - rank;
-  const at::Tensor x2 = x.reshape({-1, x.size(-1)});
+  const at::Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, x.size(-1)});
   const int64_t per_row = x2.size(0) / rows_;
   // [N, out + R]: x W*^T, then x v.
-  const at::Tensor both = at::mm(x2, stack.joint.t());
-  const at::Tensor z =
-      both.narrow(1, out, rank).view({rows_, per_row, rank}) * ColumnWeights(stack).unsqueeze(1);
+  const at::Tensor both = at::mm(x2, stack.joint_t);
+  at::Tensor z = both.narrow(1, out, rank);
+  // Each row's column weights, over its per_row tokens (one when decoding).
+  z = per_row == 1
+          ? z * ColumnWeights(stack)
+          : (z.view({rows_, per_row, rank}) * ColumnWeights(stack).unsqueeze(1)).view({-1, rank});
+  const at::Tensor y = at::addmm(both.narrow(1, 0, out), z, stack.us_t);
+  if (x.dim() == 2) return y;
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out;
-  return at::addmm(both.narrow(1, 0, out), z.view({-1, rank}), stack.us.t()).view(shape);
+  return y.view(shape);
 }
 
 at::Tensor MixedParams::Linear(const std::string& name, const at::Tensor& x) const {

@@ -113,9 +113,11 @@ class MixedParams : public LayerParams {
   };
 
   const TwinWeights* twins_;
-  at::Tensor weights_;                 // [B, T] float32
-  std::vector<at::Tensor> task_rows_;  // per task: indices of rows with w != 0 ([0] if none)
-  std::vector<TaskRun> task_runs_;     // per task
+  at::Tensor weights_;           // [B, T] float32
+  std::vector<bool> task_used_;  // per task: whether any row's weight is non-zero
+  // kGrouped only, per task: indices of rows with w != 0 ([0] if none), and its run.
+  std::vector<at::Tensor> task_rows_;
+  std::vector<TaskRun> task_runs_;
   // Create's precomputed terms: RowVector() of every 1-D tensor with a dense stack, and
   // ColumnWeights() of every factor stack (kStacked only).
   std::map<std::string, at::Tensor> row_vectors_;
