@@ -111,6 +111,73 @@ def router_inputs(specs, by_cell, static):
     return out
 
 
+GENERATE_CONFIG_TEXT = {
+    "static": "theta* alone (`serving.mode: static`): every sequence decodes with the shared "
+              "expert's dense weights, no routing",
+    "twin": "Twin-Merging (the default `serving.mode: twin`): each prompt routed once (task "
+            "given: the named task's twin alone), every decode step through the unfused path, "
+            "theta* plus each sequence's own mixture of the twin factors, sequences of different "
+            "mixtures in one batch",
+}
+
+
+def render_generate(b, args):
+    runs = b["runs"]
+    static = {(r["traffic"], r["task"], r["load"]): r["result"] for r in runs
+              if r["config"] == "static"}
+    m = b["machine"]
+    out = [f"# {args.title}", "",
+           f"Command: `{b['command']}`", "",
+           f"Date {b['date']}; {m['cpus']} CPUs ({m['cpu']}), {m['platform']}; load average "
+           f"{', '.join(f'{x:.2f}' for x in m['load_before'])} before and "
+           f"{', '.join(f'{x:.2f}' for x in m['load_after'])} after; {b['duration_s']} s per run, "
+           f"{len(runs)} runs in {b['seconds'] / 60:.1f} minutes; every server with "
+           f"{b['threads']} intra-op thread(s), OPENBLAS_NUM_THREADS=1, the client on the same "
+           "machine. Configurations ran in turn within each cell, the order rotated from cell to "
+           "cell.", "",
+           "Load: `twin-client bench --generate`, a closed loop of N streams (cN), each call a "
+           "prompt of the task's test split generating "
+           f"{b['max_new_tokens']} tokens (end-of-sequence ignored, so that every call "
+           "decodes as much). Tokens/s: generated tokens of the successful calls over the run. "
+           "TTFT: from the call to the first token, client side. ITL: between consecutive "
+           "tokens. Traffic: uniform over tasks, or skewed (Zipf s = 1.1).", "",
+           "Configurations: " + "; ".join(
+               f"**{c}** = {GENERATE_CONFIG_TEXT.get(c, c)}" for c in b["configs"]) + ".", ""]
+    out += ["## Headline (twin / static in the same cell)", "",
+            "| traffic | task | load | tokens/s | TTFT p50 | ITL p50 |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        if r["config"] != "twin":
+            continue
+        s = static.get((r["traffic"], r["task"], r["load"]))
+        t = r["result"]
+        if not s:
+            continue
+        out.append(f"| {r['traffic']} | {r['task']} | {r['load']} | "
+                   f"{fmt_ratio(ratio(t['tokens_per_s'], s['tokens_per_s']))} | "
+                   f"{fmt_ratio(ratio(t['ttft']['p50_ms'], s['ttft']['p50_ms']))} | "
+                   f"{fmt_ratio(ratio(t['inter_token']['p50_ms'], s['inter_token']['p50_ms']))} |")
+    out += ["", "## Every run", "",
+            "| traffic | task | load | config | tokens/s | / static | calls/s | TTFT p50 ms | "
+            "TTFT p99 ms | ITL p50 ms | ITL p99 ms | errors | RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        t = r["result"]
+        s = static.get((r["traffic"], r["task"], r["load"]))
+        out.append(
+            f"| {r['traffic']} | {r['task']} | {r['load']} | {r['config']} | "
+            f"{t['tokens_per_s']:.1f} | "
+            f"{fmt_ratio(ratio(t['tokens_per_s'], s['tokens_per_s'])) if s else '-'} | "
+            f"{t['requests_per_s']:.2f} | {t['ttft']['p50_ms']:.2f} | {t['ttft']['p99_ms']:.2f} | "
+            f"{t['inter_token']['p50_ms']:.2f} | {t['inter_token']['p99_ms']:.2f} | "
+            f"{t['failed']} | {r['result']['server']['rss_kb'] / 1000:.0f} |")
+    if args.note:
+        out += ["", "## Notes", ""]
+        for n in args.note:
+            out += [n, ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bench", required=True)
@@ -125,6 +192,9 @@ def main():
     args = p.parse_args()
     with open(args.bench) as f:
         b = json.load(f)
+    if b.get("mode") == "generate":
+        render_generate(b, args)
+        return
     runs = b["runs"]
     expert = expert_accuracy(runs, b["tasks"])
     static = {(r["traffic"], r["task"], r["load"]): r["result"] for r in runs

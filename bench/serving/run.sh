@@ -5,6 +5,9 @@
 #   bench/serving/run.sh lite-hf # the lite zoo in Hugging Face form (twin-zoo --format hf),
 #                                # served by the native engine; twin (per-batch choice),
 #                                # twin-fused and twin-unfused -> bench/results/serving-lite-hf.md
+#   bench/serving/run.sh gen     # the generative zoo (twin-zoo --size lite --format llama,
+#                                # merged): Generate load, static and twin, c1/8/32, uniform
+#                                # and skewed -> bench/results/serving-generate.md and .json
 #   bench/serving/run.sh smoke   # the tiny zoo, a few short runs, into a temporary directory:
 #                                # checks the tool end to end (CTest serving_bench_smoke)
 # Environment: BUILD_DIR (default build), ZOO_DIR (default bench/zoo/work/zoo-<size>, its
@@ -39,6 +42,30 @@ case "$SIZE" in
     fi
     WORK=""
     ;;
+  gen)
+    ZOO_DIR="${ZOO_DIR:-$ROOT/bench/zoo/work/zoo-gen}"
+    [[ -d "$ZOO_DIR/store" ]] || {
+      echo "run.sh: no published store in $ZOO_DIR (build the generative zoo and run twin-merge: docs/zoo.md)" >&2
+      exit 2; }
+    NAME="${RESULTS_NAME:-serving-generate}"
+    OUT_JSON="$RESULTS_DIR/$NAME.json"
+    OUT_MD="$RESULTS_DIR/$NAME.md"
+    CACHE="$(mktemp -d)"
+    trap 'rm -rf "$CACHE"' EXIT
+    # shellcheck disable=SC2086
+    python3 "$ROOT/bench/serving/serving_bench.py" --build "$BUILD_DIR" --store "file://$ZOO_DIR/store" \
+      --zoo "$ZOO_DIR" --data "$ZOO_DIR" --out "$OUT_JSON" --name "$SIZE" --generate \
+      --duration_s "${DURATION_S:-10}" ${EXTRA:-}
+    NOTE_ARGS=()
+    if [[ -n "${NOTES:-}" ]]; then
+      IFS='|' read -r -a notes <<<"$NOTES"
+      for n in "${notes[@]}"; do NOTE_ARGS+=(--note "$n"); done
+    fi
+    python3 "$ROOT/bench/serving/render.py" --bench "$OUT_JSON" --out "$OUT_MD" \
+      --title "Generation serving benchmark (generative zoo)" "${NOTE_ARGS[@]}"
+    echo "run.sh: wrote $OUT_MD and $OUT_JSON"
+    exit 0
+    ;;
   smoke)
     WORK="$(mktemp -d)"
     trap 'rm -rf "$WORK"' EXIT
@@ -50,7 +77,7 @@ case "$SIZE" in
     FUSION_JSON="$WORK/fusion.json"
     ARGS=(--duration_s "${DURATION_S:-0.5}" --concurrency 1,4 --open 0.5 --traffic uniform,distinct)
     ;;
-  *) echo "usage: run.sh full|lite|lite-hf|smoke" >&2; exit 2 ;;
+  *) echo "usage: run.sh full|lite|lite-hf|gen|smoke" >&2; exit 2 ;;
 esac
 CACHE="$(mktemp -d)"
 trap 'rm -rf "$CACHE" ${WORK:+"$WORK"}' EXIT

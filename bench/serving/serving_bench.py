@@ -17,6 +17,12 @@ the Markdown table. Standard library only.
   serving_bench.py --build build --store file:///zoo/store --zoo ZOO_DIR --data DATA_DIR \
       --out results.json [--duration_s 5] [--concurrency 1,8,32] [--open 0.5,0.9] \
       [--traffic identical,skewed,uniform,distinct] [--configs static,experts,twin,twin-router]
+
+With --generate (a causal LM's version, e.g. the generative zoo), every run is
+`twin-client bench --generate` instead (closed loop only: generated tokens/s, time to first
+token, inter-token latency), over the prompts of DATA_DIR/<task>.test.jsonl, each call
+generating --max_new_tokens tokens (end-of-sequence ignored, so runs compare); the
+configurations default to static,twin and the traffic to uniform,skewed.
 """
 
 import argparse
@@ -57,11 +63,11 @@ def free_port():
 def tasks_of(data_dir):
     names = set()
     for f in os.listdir(data_dir):
-        m = re.match(r"(.+)\.test\.(tsv|safetensors)$", f)
+        m = re.match(r"(.+)\.test\.(tsv|safetensors|jsonl)$", f)
         if m:
             names.add(m.group(1))
     if not names:
-        sys.exit(f"serving_bench: no <task>.test.tsv or .test.safetensors in {data_dir}")
+        sys.exit(f"serving_bench: no <task>.test.tsv, .test.safetensors or .test.jsonl in {data_dir}")
     return sorted(names)
 
 
@@ -97,6 +103,8 @@ def server_yaml(config, args, tasks):
         lines.append("serving: {batches: fused}")
     elif config == "twin-unfused":
         lines.append("serving: {batches: unfused}")
+    elif config == "twin-stacked":
+        lines.append("serving: {mix_strategy: stacked}")
     elif config not in ("twin", "twin-ngram"):
         sys.exit(f"serving_bench: unknown configuration '{config}'")
     return "\n".join(lines) + "\n"
@@ -179,6 +187,57 @@ def weights_of(m):
     return parts
 
 
+def run_generate(server, args, client, data, traffic, task_given, concurrency, tasks, work):
+    out_json = os.path.join(work, "last.json")
+    cmd = [client, "--target", f"127.0.0.1:{server.port}", "--timeout_ms", "120000", "bench",
+           "--generate", "--data", data, "--duration_s", str(args.duration_s),
+           "--seed", str(args.seed), "--concurrency", str(concurrency),
+           "--max_new_tokens", str(args.max_new_tokens), "--out_json", out_json]
+    mix = mix_for(traffic, tasks)
+    if mix:
+        cmd += ["--mix", mix]
+    if task_given:
+        cmd.append("--send_task")
+    before = server.metrics()
+    start = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - start
+    after = server.metrics()
+    if r.returncode != 0 or not os.path.exists(out_json):
+        sys.exit(f"serving_bench: {' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    with open(out_json) as f:
+        result = json.load(f)
+    os.remove(out_json)
+    rss, hwm = server.memory_kb()
+    result["wall_s"] = wall
+    result["server"] = {
+        "generated_tokens": delta(after, before, "twin_generated_tokens_total"),
+        "weights_bytes": weights_of(after),
+        "rss_kb": rss,
+        "peak_rss_kb": hwm,
+    }
+    return result
+
+
+def run_generate_cells(args, servers, configs, client, tasks, concurrency, runs):
+    cell = 0
+    for traffic in args.traffic.split(","):
+        for mode in args.task_modes.split(","):
+            task_given = mode == "given"
+            for c in concurrency:
+                order = configs[cell % len(configs):] + configs[:cell % len(configs)]
+                cell += 1
+                for config in order:
+                    result = run_generate(servers[config], args, client, args.data, traffic,
+                                          task_given, c, tasks, args.work)
+                    runs.append({"config": config, "traffic": traffic, "task": mode,
+                                 "load": f"c{c}", "rate": None, "result": result})
+                    print(f"{traffic:9} {mode:7} c{c:<6} {config:12} "
+                          f"{result['tokens_per_s']:9.1f} tok/s ttft p50 "
+                          f"{result['ttft']['p50_ms']:8.2f} ms itl p50 "
+                          f"{result['inter_token']['p50_ms']:7.2f} ms", flush=True)
+
+
 def run_one(server, args, client, data, traffic, task_given, load, tasks, work):
     out_json = os.path.join(work, "last.json")
     cmd = [client, "--target", f"127.0.0.1:{server.port}", "--timeout_ms", "10000", "bench",
@@ -234,9 +293,12 @@ def main():
     p.add_argument("--duration_s", type=float, default=5.0)
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--open", default="0.5,0.9", help="open-loop rates, fractions of static's capacity")
-    p.add_argument("--traffic", default=",".join(TRAFFIC))
+    p.add_argument("--traffic", default="")
     p.add_argument("--task_modes", default="given,unknown")
-    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--configs", default="")
+    p.add_argument("--generate", action="store_true",
+                   help="Generate load (twin-client bench --generate) on a causal LM's version")
+    p.add_argument("--max_new_tokens", type=int, default=32, help="--generate: tokens per call")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of every server")
     p.add_argument("--ngram_store", default="",
                    help="object store URI of the same zoo merged with router.features: ngram "
@@ -246,6 +308,10 @@ def main():
     # SIGTERM (a CI timeout, a user) still stops the servers through the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("serving_bench: terminated"))
 
+    if not args.traffic:
+        args.traffic = "uniform,skewed" if args.generate else ",".join(TRAFFIC)
+    if not args.configs:
+        args.configs = "static,twin" if args.generate else ",".join(CONFIGS)
     client = os.path.join(args.build, "bin", "twin-client")
     tasks = tasks_of(args.data)
     configs = args.configs.split(",")
@@ -258,6 +324,7 @@ def main():
     started = time.time()
     load_before = os.getloadavg()
     work = tempfile.mkdtemp(prefix="serving-bench-")
+    args.work = work
     servers = {c: Server(c, args, tasks, work) for c in configs}
     runs = []
     try:
@@ -265,7 +332,9 @@ def main():
             s.wait_ready(client)
         idle = {c: s.memory_kb()[0] for c, s in servers.items()}
         cell = 0
-        for traffic in args.traffic.split(","):
+        if args.generate:
+            run_generate_cells(args, servers, configs, client, tasks, concurrency, runs)
+        for traffic in ([] if args.generate else args.traffic.split(",")):
             for mode in args.task_modes.split(","):
                 task_given = mode == "given"
                 loads = [("closed", c) for c in concurrency]
@@ -299,6 +368,8 @@ def main():
         for s in servers.values():
             s.stop()
     report = {
+        "mode": "generate" if args.generate else "infer",
+        "max_new_tokens": args.max_new_tokens if args.generate else None,
         "name": args.name,
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
