@@ -4,6 +4,9 @@
 # -> twin-server -> twin-client bench with mixed-task traffic (accuracy and latency).
 #   scripts/demo.sh                 # everything under ./out/demo
 #   ZOO=lite scripts/demo.sh        # the byte-level zoo on real text (about 3 more minutes)
+#   ZOO=gen scripts/demo.sh         # the generative zoo: a byte-level Llama and 5 generative
+#                                   # experts merged, then streamed generations (about 10 more
+#                                   # minutes)
 #   PORT=50051 METRICS_PORT=9090 scripts/demo.sh
 #   SKIP_BUILD=1 BUILD_DIR=build REQUESTS=200 scripts/demo.sh   # a built tree (CTest demo_tiny)
 set -euo pipefail
@@ -33,12 +36,23 @@ case "$ZOO" in
     "$BUILD_DIR/bin/twin-zoo" --size lite --data "$OUT/data" --out "$OUT/zoo" \
       --store "file://$OUT/store"
     ;;
-  *) echo "demo.sh: ZOO must be tiny or lite, got '$ZOO'" >&2; exit 2 ;;
+  gen)
+    echo "== preparing the lite corpora (fortunes, spam, man pages, source code)"
+    "$ROOT/bench/zoo/prepare_data.sh" --size lite --out "$OUT/data"
+    echo "== pretraining a byte-level Llama and fine-tuning 5 generative experts in $OUT/zoo"
+    "$BUILD_DIR/bin/twin-zoo" --size lite --format llama --data "$OUT/data" --out "$OUT/zoo" \
+      --store "file://$OUT/store"
+    ;;
+  *) echo "demo.sh: ZOO must be tiny, lite or gen, got '$ZOO'" >&2; exit 2 ;;
 esac
 echo "== twin-merge --config $OUT/zoo/merge.yaml"
 "$BUILD_DIR/bin/twin-merge" --config "$OUT/zoo/merge.yaml" --report "$OUT/report.md"
 echo "== reading the published version back (every digest verified) and fusing"
-"$BUILD_DIR/bin/twin-inspect" --store "file://$OUT/store" --cache "$OUT/cache" --zoo "$OUT/zoo"
+if [[ "$ZOO" == gen ]]; then
+  "$BUILD_DIR/bin/twin-inspect" --store "file://$OUT/store" --cache "$OUT/cache"
+else
+  "$BUILD_DIR/bin/twin-inspect" --store "file://$OUT/store" --cache "$OUT/cache" --zoo "$OUT/zoo"
+fi
 echo "== report: $OUT/report.md"
 sed -n '1,40p' "$OUT/report.md"
 
@@ -59,6 +73,23 @@ for _ in $(seq 1 120); do
 done
 "${CLIENT[@]}" health
 "${CLIENT[@]}" info
+if [[ "$ZOO" == gen ]]; then
+  echo "== streamed generations, task unknown (the router picks each prompt's mixture)"
+  "${CLIENT[@]}" generate --text "Free Debt Consolidation, we pay your bills today | spam or ham? " --max_new_tokens 8
+  "${CLIENT[@]}" generate --text "Wer andern eine Grube gräbt, fällt selbst hinein. | language? " --max_new_tokens 8
+  "${CLIENT[@]}" generate --text "int main(void) { if (f(a[1]) | close: " --max_new_tokens 8
+  "${CLIENT[@]}" generate --text "The -v option makes the command print the " --max_new_tokens 8
+  echo "== concurrent streams over the zoo's test prompts, 8 at a time (TTFT, inter-token latency)"
+  "${CLIENT[@]}" bench --generate --data "$OUT/zoo" --concurrency 8 --max_new_tokens 16 \
+    --duration_s "${DURATION_S:-10}"
+  echo "== a few server metrics"
+  curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E "^twin_(generated_tokens_total|generations_total)" || true
+  kill -TERM "$SERVER_PID"
+  wait "$SERVER_PID" || true
+  trap - EXIT
+  echo "== server stopped (drained on SIGTERM); log: $OUT/server.log"
+  exit 0
+fi
 echo "== one text, task unknown"
 "${CLIENT[@]}" infer --text "hello, twin-server"
 if [[ "$ZOO" == lite ]]; then
