@@ -7,6 +7,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -129,8 +130,13 @@ absl::StatusOr<std::vector<WorkItem>> LoadSafetensorsItems(const std::string& pa
   return items;
 }
 
-absl::StatusOr<std::vector<WorkItem>> LoadTsvItems(const std::string& path,
-                                                   const std::string& task) {
+namespace {
+
+// Calls `item` for each non-blank line of the text file `path` (a trailing \r removed) with its
+// 1-based number; the items it returns, in order.
+absl::StatusOr<std::vector<WorkItem>> ReadLineItems(
+    const std::string& path,
+    const std::function<absl::StatusOr<WorkItem>(int line_number, absl::string_view line)>& item) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   std::vector<WorkItem> items;
@@ -138,47 +144,53 @@ absl::StatusOr<std::vector<WorkItem>> LoadTsvItems(const std::string& path,
   for (int line_number = 1; std::getline(in, line); ++line_number) {
     absl::string_view view = absl::StripSuffix(line, "\r");
     if (absl::StripAsciiWhitespace(view).empty()) continue;
-    std::vector<absl::string_view> parts = absl::StrSplit(view, absl::MaxSplits('\t', 1));
-    if (parts.size() != 2 || parts[0].empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_number, ": expected label<TAB>text"));
-    }
-    WorkItem item;
-    item.task = task;
-    item.request.set_text(std::string(parts[1]));
-    int index = 0;
-    if (absl::SimpleAtoi(parts[0], &index) && index >= 0) {
-      item.label_index = index;
-    } else {
-      item.label = std::string(parts[0]);
-    }
-    items.push_back(std::move(item));
+    ASSIGN_OR_RETURN(WorkItem parsed, item(line_number, view));
+    items.push_back(std::move(parsed));
   }
   if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path));
   return items;
 }
 
+}  // namespace
+
+absl::StatusOr<std::vector<WorkItem>> LoadTsvItems(const std::string& path,
+                                                   const std::string& task) {
+  return ReadLineItems(
+      path, [&](int line_number, absl::string_view view) -> absl::StatusOr<WorkItem> {
+        std::vector<absl::string_view> parts = absl::StrSplit(view, absl::MaxSplits('\t', 1));
+        if (parts.size() != 2 || parts[0].empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ":", line_number, ": expected label<TAB>text"));
+        }
+        WorkItem item;
+        item.task = task;
+        item.request.set_text(std::string(parts[1]));
+        int index = 0;
+        if (absl::SimpleAtoi(parts[0], &index) && index >= 0) {
+          item.label_index = index;
+        } else {
+          item.label = std::string(parts[0]);
+        }
+        return item;
+      });
+}
+
 absl::StatusOr<std::vector<WorkItem>> LoadJsonlItems(const std::string& path,
                                                      const std::string& task) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::vector<WorkItem> items;
-  std::string line;
-  for (int line_number = 1; std::getline(in, line); ++line_number) {
-    if (absl::StripAsciiWhitespace(line).empty()) continue;
-    const nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!row.is_object() || !row.contains("prompt") || !row["prompt"].is_string() ||
-        row["prompt"].get_ref<const std::string&>().empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_number, ": expected {\"prompt\": non-empty string}"));
-    }
-    WorkItem item;
-    item.task = task;
-    item.request.set_text(row["prompt"].get<std::string>());
-    items.push_back(std::move(item));
-  }
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path));
-  return items;
+  return ReadLineItems(
+      path, [&](int line_number, absl::string_view view) -> absl::StatusOr<WorkItem> {
+        const nlohmann::json row =
+            nlohmann::json::parse(view.begin(), view.end(), nullptr, /*allow_exceptions=*/false);
+        if (!row.is_object() || !row.contains("prompt") || !row["prompt"].is_string() ||
+            row["prompt"].get_ref<const std::string&>().empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ":", line_number, ": expected {\"prompt\": non-empty string}"));
+        }
+        WorkItem item;
+        item.task = task;
+        item.request.set_text(row["prompt"].get<std::string>());
+        return item;
+      });
 }
 
 absl::StatusOr<Workload> LoadWorkload(const std::string& dir) {

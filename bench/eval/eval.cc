@@ -217,10 +217,7 @@ absl::Status Run::StaticMerges() {
     ASSIGN_OR_RETURN(double lambda, ChooseLambda(method, *grid));
     ASSIGN_OR_RETURN(NamedTensors theta, Merge(method, lambda));
     ASSIGN_OR_RETURN(Correct correct, ev_->Static(theta, Split::kTest));
-    std::string label = method == MergeMethod::kTaskArithmetic ? "task arithmetic"
-                        : method == MergeMethod::kTies
-                            ? absl::StrCat("TIES (density ", o_.ties_density, ")")
-                            : absl::StrCat("DARE + task arithmetic (drop ", o_.dare_drop_rate, ")");
+    const std::string label = StaticMethodLabel(method, o_);
     MethodResult m = Method(MergeMethodName(method), label, "static");
     m.lambda = lambda;
     Add(std::move(m), correct, routed);
@@ -229,19 +226,7 @@ absl::Status Run::StaticMerges() {
 }
 
 absl::Status Run::TwinSweep() {
-  std::vector<RankPolicy> policies;
-  for (double ratio : o_.ratios) {
-    RankPolicy p;
-    p.kind = RankPolicy::kRatio;
-    p.ratio = ratio;
-    policies.push_back(p);
-  }
-  if (o_.energy > 0) {
-    RankPolicy p;
-    p.kind = RankPolicy::kEnergy;
-    p.energy = o_.energy;
-    policies.push_back(p);
-  }
+  const std::vector<RankPolicy> policies = SweepPolicies(o_);
   StorageResult fixed;
   fixed.shared_bytes = BytesOf(in_.shared);
   for (const NamedTensors& head : in_.heads) fixed.head_bytes += BytesOf(head);
@@ -302,6 +287,36 @@ absl::Status Run::TwinSweep() {
 }
 
 }  // namespace
+
+std::vector<RankPolicy> SweepPolicies(const EvalOptions& options) {
+  std::vector<RankPolicy> policies;
+  for (double ratio : options.ratios) {
+    RankPolicy p;
+    p.kind = RankPolicy::kRatio;
+    p.ratio = ratio;
+    policies.push_back(p);
+  }
+  if (options.energy > 0) {
+    RankPolicy p;
+    p.kind = RankPolicy::kEnergy;
+    p.energy = options.energy;
+    policies.push_back(p);
+  }
+  return policies;
+}
+
+std::string StaticMethodLabel(MergeMethod method, const EvalOptions& options) {
+  switch (method) {
+    case MergeMethod::kTaskArithmetic:
+      return "task arithmetic";
+    case MergeMethod::kTies:
+      return absl::StrCat("TIES (density ", options.ties_density, ")");
+    case MergeMethod::kDareTaskArithmetic:
+      return absl::StrCat("DARE + task arithmetic (drop ", options.dare_drop_rate, ")");
+    default:
+      return MergeMethodName(method);
+  }
+}
 
 absl::StatusOr<NamedTensors> StaticMerge(const EvalInputs& in, const EvalOptions& o,
                                          MergeMethod method, double lambda) {

@@ -36,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "bench/eval/eval_inputs.h"
 #include "core/merge/merge_methods.h"
+#include "core/merge/svd_compress.h"
 
 namespace twin::eval {
 
@@ -143,6 +144,14 @@ absl::Status ValidateEvalOptions(const EvalOptions& options, size_t num_tasks);
 // options' TIES density, DARE drop rate and seed. Tensors in the base's order.
 absl::StatusOr<NamedTensors> StaticMerge(const EvalInputs& inputs, const EvalOptions& options,
                                          MergeMethod method, double lambda);
+
+// The Twin-Merging rank policies a run sweeps: each of options.ratios, then the energy policy
+// when options.energy > 0.
+std::vector<RankPolicy> SweepPolicies(const EvalOptions& options);
+
+// A searched static method's row label in the reports ("task arithmetic", "TIES (density
+// 0.2)", ...).
+std::string StaticMethodLabel(MergeMethod method, const EvalOptions& options);
 
 // Classifier zoos only (inputs.generative() is INVALID_ARGUMENT: generative_eval.h).
 absl::StatusOr<EvalResult> RunEvaluation(const EvalInputs& inputs, const EvalOptions& options);

@@ -228,10 +228,7 @@ absl::Status GenerativeRun::StaticMerges() {
     ASSIGN_OR_RETURN(double lambda, ChooseLambda(method, *grid));
     ASSIGN_OR_RETURN(NamedTensors theta, StaticMerge(in_, o_, method, lambda));
     ASSIGN_OR_RETURN(Scores scores, Dense(theta, false));
-    std::string label = method == MergeMethod::kTaskArithmetic ? "task arithmetic"
-                        : method == MergeMethod::kTies
-                            ? absl::StrCat("TIES (density ", o_.ties_density, ")")
-                            : absl::StrCat("DARE + task arithmetic (drop ", o_.dare_drop_rate, ")");
+    const std::string label = StaticMethodLabel(method, o_);
     GenerativeMethod m = Method(MergeMethodName(method), label, "static");
     m.lambda = lambda;
     Add(std::move(m), scores);
@@ -240,19 +237,7 @@ absl::Status GenerativeRun::StaticMerges() {
 }
 
 absl::Status GenerativeRun::TwinSweep() {
-  std::vector<RankPolicy> policies;
-  for (double ratio : o_.ratios) {
-    RankPolicy p;
-    p.kind = RankPolicy::kRatio;
-    p.ratio = ratio;
-    policies.push_back(p);
-  }
-  if (o_.energy > 0) {
-    RankPolicy p;
-    p.kind = RankPolicy::kEnergy;
-    p.energy = o_.energy;
-    policies.push_back(p);
-  }
+  const std::vector<RankPolicy> policies = SweepPolicies(o_);
   StorageResult fixed;
   fixed.shared_bytes = BytesOf(in_.shared);
   fixed.router_bytes = BytesOf(in_.router->tensors());

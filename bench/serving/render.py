@@ -121,20 +121,25 @@ GENERATE_CONFIG_TEXT = {
 }
 
 
+def run_line(b):
+    """The run's date, machine, load and duration, as one paragraph."""
+    m = b["machine"]
+    return (f"Date {b['date']}; {m['cpus']} CPUs ({m['cpu']}), {m['platform']}; load average "
+            f"{', '.join(f'{x:.2f}' for x in m['load_before'])} before and "
+            f"{', '.join(f'{x:.2f}' for x in m['load_after'])} after; {b['duration_s']} s per "
+            f"run, {len(b['runs'])} runs in {b['seconds'] / 60:.1f} minutes; every server with "
+            f"{b['threads']} intra-op thread(s), OPENBLAS_NUM_THREADS=1, the client on the same "
+            "machine. Configurations ran in turn within each cell, the order rotated from cell "
+            "to cell.")
+
+
 def render_generate(b, args):
     runs = b["runs"]
     static = {(r["traffic"], r["task"], r["load"]): r["result"] for r in runs
               if r["config"] == "static"}
-    m = b["machine"]
     out = [f"# {args.title}", "",
            f"Command: `{b['command']}`", "",
-           f"Date {b['date']}; {m['cpus']} CPUs ({m['cpu']}), {m['platform']}; load average "
-           f"{', '.join(f'{x:.2f}' for x in m['load_before'])} before and "
-           f"{', '.join(f'{x:.2f}' for x in m['load_after'])} after; {b['duration_s']} s per run, "
-           f"{len(runs)} runs in {b['seconds'] / 60:.1f} minutes; every server with "
-           f"{b['threads']} intra-op thread(s), OPENBLAS_NUM_THREADS=1, the client on the same "
-           "machine. Configurations ran in turn within each cell, the order rotated from cell to "
-           "cell.", "",
+           run_line(b), "",
            "Load: `twin-client bench --generate`, a closed loop of N streams (cN), each call a "
            "prompt of the task's test split generating "
            f"{b['max_new_tokens']} tokens (end-of-sequence ignored, so that every call "
@@ -202,19 +207,12 @@ def main():
     by_cell = {(r["config"], r["traffic"], r["task"], r["load"]): r["result"] for r in runs}
 
     out = [f"# {args.title}", ""]
-    m = b["machine"]
     fractions = sorted({int(r["load"][4:]) for r in runs if r["load"].startswith("open")})
     open_text = " and ".join(f"{f}%" for f in fractions) if fractions else "no rate"
     out += [
         f"Command: `{b['command']}`",
         "",
-        f"Date {b['date']}; {m['cpus']} CPUs ({m['cpu']}), {m['platform']}; load average "
-        f"{', '.join(f'{x:.2f}' for x in m['load_before'])} before and "
-        f"{', '.join(f'{x:.2f}' for x in m['load_after'])} after; {b['duration_s']} s per run, "
-        f"{len(runs)} runs in {b['seconds'] / 60:.1f} minutes; every server with "
-        f"{b['threads']} intra-op thread(s), OPENBLAS_NUM_THREADS=1, the client on the same "
-        "machine. Configurations ran in turn within each cell, the order rotated from cell to "
-        "cell.",
+        run_line(b),
         "",
         "Configurations: " + "; ".join(
             f"**{c}** = {CONFIG_TEXT[c]}" for c in b["configs"] if c in CONFIG_TEXT) + ".",

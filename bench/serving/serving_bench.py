@@ -187,6 +187,22 @@ def weights_of(m):
     return parts
 
 
+def run_client(server, cmd, out_json):
+    """Runs one twin-client bench; its JSON result, the server's metrics before and after, and
+    the wall time."""
+    before = server.metrics()
+    start = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - start
+    after = server.metrics()
+    if r.returncode != 0 or not os.path.exists(out_json):
+        sys.exit(f"serving_bench: {' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    with open(out_json) as f:
+        result = json.load(f)
+    os.remove(out_json)
+    return result, before, after, wall
+
+
 def run_generate(server, args, client, data, traffic, task_given, concurrency, tasks, work):
     out_json = os.path.join(work, "last.json")
     cmd = [client, "--target", f"127.0.0.1:{server.port}", "--timeout_ms", "120000", "bench",
@@ -198,16 +214,7 @@ def run_generate(server, args, client, data, traffic, task_given, concurrency, t
         cmd += ["--mix", mix]
     if task_given:
         cmd.append("--send_task")
-    before = server.metrics()
-    start = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - start
-    after = server.metrics()
-    if r.returncode != 0 or not os.path.exists(out_json):
-        sys.exit(f"serving_bench: {' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    with open(out_json) as f:
-        result = json.load(f)
-    os.remove(out_json)
+    result, before, after, wall = run_client(server, cmd, out_json)
     rss, hwm = server.memory_kb()
     result["wall_s"] = wall
     result["server"] = {
@@ -254,16 +261,7 @@ def run_one(server, args, client, data, traffic, task_given, load, tasks, work):
         cmd += ["--concurrency", str(load[1])]
     else:
         cmd += ["--rate", f"{load[1]:.3f}", "--max_outstanding", "512"]
-    before = server.metrics()
-    start = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - start
-    after = server.metrics()
-    if r.returncode != 0 or not os.path.exists(out_json):
-        sys.exit(f"serving_bench: {' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    with open(out_json) as f:
-        result = json.load(f)
-    os.remove(out_json)
+    result, before, after, wall = run_client(server, cmd, out_json)
     batches = delta(after, before, "twin_batch_size_count")
     rows = delta(after, before, "twin_batch_size_sum")
     rss, hwm = server.memory_kb()
