@@ -3,7 +3,8 @@
 #   prepare_data.sh (small caps) -> twin-zoo --size lite (fewer steps) -> twin-merge ->
 #   twin-inspect --zoo, then checks that every expert beats chance and that Twin-Merging's mean
 #   accuracy beats the shared expert's (task arithmetic alone) mean accuracy; then twin-eval on
-#   the first 64 test rows per task, with loose sanity checks on its JSON.
+#   the first 64 test rows per task, with loose sanity checks on its JSON; then the generative
+#   zoo (smoke size) merged, evaluated by twin-eval and served by run.sh gen in short runs.
 #   tests/bench/zoo_smoke_test.sh BUILD_BIN_DIR
 # Installs the corpora's packages on first use (bench/zoo/prepare_data.sh).
 set -euo pipefail
@@ -71,4 +72,47 @@ if twin <= ta:
 if failures:
     sys.exit("FAILED: " + "; ".join(failures))
 print("zoo smoke test: all checks passed")
+PY
+
+# The generative zoo on the same corpora (twin-zoo --size smoke --format llama), merged, then
+# twin-eval's generative evaluation and the Generate serving benchmark's tool (run.sh gen, short
+# runs): every method scored, every cell answered with tokens; no timing is checked.
+"$BIN/twin-zoo" --size smoke --format llama --data "$TMP/data" --out "$TMP/gen" --threads 1 \
+  >/dev/null 2>"$TMP/gen-zoo.log" || { cat "$TMP/gen-zoo.log" >&2; exit 1; }
+"$BIN/twin-merge" --config "$TMP/gen/merge.yaml" --threads 1 --quiet >/dev/null
+"$BIN/twin-eval" --zoo "$TMP/gen" --cache "$TMP/gen-cache" --max_test 32 --max_val 16 \
+  --lambdas 0.3,1.0 --ties_lambdas 1.0 --ratios 0.1,1.0 --energy 0 --threads 1 \
+  --out_md "$TMP/gen-quality.md" --out_json "$TMP/gen-quality.json" --quiet
+ZOO_DIR="$TMP/gen" RESULTS_DIR="$TMP" DURATION_S=0.5 BUILD_DIR="$BIN/.." \
+  EXTRA="--concurrency 1,4 --max_new_tokens 8" "$ROOT/bench/serving/run.sh" gen >/dev/null
+python3 - "$TMP/gen-quality.json" "$TMP/serving-generate.json" <<'PY'
+import json, sys
+q, s = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+failures = []
+methods = {m["id"]: m for m in q["methods"]}
+for want in ("base", "expert", "task_arithmetic", "ties", "twin:ratio=1:task", "twin:ratio=0.1:router"):
+    if want not in methods:
+        failures.append(f"twin-eval: no method {want}")
+for m in q["methods"]:
+    exact = m["exact"]  # task -> exact match
+    if sorted(exact) != sorted(t["name"] for t in q["tasks"]) or \
+            not all(0.0 <= e <= 1.0 for e in exact.values()):
+        failures.append(f"{m['id']}: exact match outside [0, 1] or not one per task")
+# A loose sanity bound (the rounding-derived one is generative_eval_test's): at full rank the
+# task-given twin is its expert.
+if "expert" in methods and "twin:ratio=1:task" in methods:
+    for task, e in methods["expert"]["loss"].items():
+        w = methods["twin:ratio=1:task"]["loss"][task]
+        if abs(e - w) > 1e-3 * max(1.0, e):
+            failures.append(f"{task}: full-rank task-given twin loss {w:.5f}, expert {e:.5f}")
+if s.get("mode") != "generate" or len(s["runs"]) != 16:
+    failures.append(f"serving: {len(s.get('runs', []))} generate runs, expected 16")
+for r in s.get("runs", []):
+    res = r["result"]
+    if res["ok"] == 0 or res["failed"] != 0 or res["tokens"] <= 0:
+        failures.append(f"serving: {r['config']} {r['traffic']} {r['task']} {r['load']}: "
+                        f"{res['ok']} ok, {res['failed']} failed, {res['tokens']} tokens")
+if failures:
+    sys.exit("FAILED: " + "; ".join(failures))
+print("zoo smoke test: generative checks passed")
 PY
