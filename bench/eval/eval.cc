@@ -227,22 +227,12 @@ absl::Status Run::StaticMerges() {
 
 absl::Status Run::TwinSweep() {
   const std::vector<RankPolicy> policies = SweepPolicies(o_);
-  StorageResult fixed;
-  fixed.shared_bytes = BytesOf(in_.shared);
-  for (const NamedTensors& head : in_.heads) fixed.head_bytes += BytesOf(head);
-  fixed.router_bytes = BytesOf(in_.router->tensors());
-  fixed.experts_bytes = fixed.head_bytes;
-  for (const NamedTensors& expert : in_.experts) fixed.experts_bytes += BytesOf(expert);
+  const StorageResult fixed = FixedStorage(in_);
   SvdOptions svd;
   svd.seed = o_.seed;
   for (const RankPolicy& policy : policies) {
     ASSIGN_OR_RETURN(TwinBuild build, BuildTwin(in_, policy, svd));
-    StorageResult storage = fixed;
-    storage.policy = build.policy;
-    storage.kept_rank_fraction = build.kept_rank_fraction;
-    storage.mean_rel_error = build.mean_rel_error;
-    storage.twin_bytes = build.factor_bytes;
-    storage.twin_fp16_bytes = build.factor_bytes_fp16;
+    const StorageResult storage = TwinStorage(fixed, build);
     r_->storage.push_back(storage);
     Log(absl::StrFormat("twin %s: kept rank %.3f, mean relative error %.4f, %.2f MiB", build.policy,
                         build.kept_rank_fraction, build.mean_rel_error,
@@ -287,6 +277,26 @@ absl::Status Run::TwinSweep() {
 }
 
 }  // namespace
+
+StorageResult FixedStorage(const EvalInputs& in) {
+  StorageResult fixed;
+  fixed.shared_bytes = BytesOf(in.shared);
+  for (const NamedTensors& head : in.heads) fixed.head_bytes += BytesOf(head);
+  fixed.router_bytes = BytesOf(in.router->tensors());
+  fixed.experts_bytes = fixed.head_bytes;
+  for (const NamedTensors& expert : in.experts) fixed.experts_bytes += BytesOf(expert);
+  return fixed;
+}
+
+StorageResult TwinStorage(const StorageResult& fixed, const TwinBuild& build) {
+  StorageResult storage = fixed;
+  storage.policy = build.policy;
+  storage.kept_rank_fraction = build.kept_rank_fraction;
+  storage.mean_rel_error = build.mean_rel_error;
+  storage.twin_bytes = build.factor_bytes;
+  storage.twin_fp16_bytes = build.factor_bytes_fp16;
+  return storage;
+}
 
 std::vector<RankPolicy> SweepPolicies(const EvalOptions& options) {
   std::vector<RankPolicy> policies;

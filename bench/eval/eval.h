@@ -145,6 +145,14 @@ absl::Status ValidateEvalOptions(const EvalOptions& options, size_t num_tasks);
 absl::StatusOr<NamedTensors> StaticMerge(const EvalInputs& inputs, const EvalOptions& options,
                                          MergeMethod method, double lambda);
 
+struct TwinBuild;
+
+// The bytes every rank policy shares: theta*, the heads, the router, and the T experts with
+// their heads.
+StorageResult FixedStorage(const EvalInputs& inputs);
+// `fixed` with a twin build's policy, kept rank, error and factor bytes.
+StorageResult TwinStorage(const StorageResult& fixed, const TwinBuild& build);
+
 // The Twin-Merging rank policies a run sweeps: each of options.ratios, then the energy policy
 // when options.energy > 0.
 std::vector<RankPolicy> SweepPolicies(const EvalOptions& options);

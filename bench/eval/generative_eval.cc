@@ -238,20 +238,12 @@ absl::Status GenerativeRun::StaticMerges() {
 
 absl::Status GenerativeRun::TwinSweep() {
   const std::vector<RankPolicy> policies = SweepPolicies(o_);
-  StorageResult fixed;
-  fixed.shared_bytes = BytesOf(in_.shared);
-  fixed.router_bytes = BytesOf(in_.router->tensors());
-  for (const NamedTensors& expert : in_.experts) fixed.experts_bytes += BytesOf(expert);
+  const StorageResult fixed = FixedStorage(in_);
   SvdOptions svd;
   svd.seed = o_.seed;
   for (const RankPolicy& policy : policies) {
     ASSIGN_OR_RETURN(TwinBuild build, BuildTwin(in_, policy, svd));
-    StorageResult storage = fixed;
-    storage.policy = build.policy;
-    storage.kept_rank_fraction = build.kept_rank_fraction;
-    storage.mean_rel_error = build.mean_rel_error;
-    storage.twin_bytes = build.factor_bytes;
-    storage.twin_fp16_bytes = build.factor_bytes_fp16;
+    const StorageResult storage = TwinStorage(fixed, build);
     r_->storage.push_back(storage);
     Log(absl::StrFormat("twin %s: kept rank %.3f, mean relative error %.4f, %.3f MiB", build.policy,
                         build.kept_rank_fraction, build.mean_rel_error,
