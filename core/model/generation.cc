@@ -206,9 +206,7 @@ absl::StatusOr<std::vector<GenerationEvent>> ContinuousBatch::Step(const ParamsF
     if (!logits.ok()) return fail(logits.status());
     group_logits.push_back(*std::move(logits));
   }
-  const at::Tensor logits_all =
-      group_logits.size() == 1 ? group_logits[0] : at::cat(group_logits, 0);
-  const at::Tensor* logits = &logits_all;
+  const at::Tensor logits = group_logits.size() == 1 ? group_logits[0] : at::cat(group_logits, 0);
   for (size_t i = 0; i < ids.size(); ++i) {
     auto it = sequences_.find(ids[i]);
     Sequence& s = *it->second;
@@ -216,7 +214,7 @@ absl::StatusOr<std::vector<GenerationEvent>> ContinuousBatch::Step(const ParamsF
       s.prompt_read += tokens[i].size();
       if (s.prefilling()) continue;  // more of the prompt next step
     }
-    absl::StatusOr<int64_t> next = s.sampler.Next((*logits)[static_cast<int64_t>(i)]);
+    absl::StatusOr<int64_t> next = s.sampler.Next(logits[static_cast<int64_t>(i)]);
     if (!next.ok()) return fail(next.status());
     s.generated.push_back(*next);
     GenerationEvent e{ids[i],

@@ -157,11 +157,9 @@ at::Tensor MixedParams::TaskColumn(size_t task, int64_t dims) const {
 at::Tensor MixedParams::RowVector(const std::string& full_name) const {
   const at::Tensor& base = Shared(full_name);
   if (!twins_->has_dense(full_name)) return base;
+  // Every 1-D tensor with a dense stack was computed by the constructor.
   auto precomputed = row_vectors_.find(full_name);
   if (precomputed != row_vectors_.end()) return precomputed->second;
-  if (const at::Tensor* stack = twins_->dense_stack(full_name)) {
-    return ComputeRowVector(base, *stack, weights_);
-  }
   at::Tensor out = base.to(at::kFloat).reshape({1, -1}).repeat({rows_, 1});
   for (size_t t = 0; t < twins_->num_tasks(); ++t) {
     const at::Tensor* delta = twins_->dense_delta(t, full_name);
