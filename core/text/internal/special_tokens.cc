@@ -11,6 +11,7 @@
 #include "core/status_macros.h"
 #include "core/text/internal/hf_config.h"
 #include "core/text/internal/json_fields.h"
+#include "core/text/internal/special_tokens.h"
 #include "core/text/internal/unicode.h"
 
 namespace twin {
@@ -18,23 +19,9 @@ namespace text_internal {
 namespace {
 
 constexpr int kConfigJsonMaxDepth = 16;
-constexpr const char* kTokenizerConfig = "tokenizer_config.json";
 constexpr const char* kSpecialTokensMap = "special_tokens_map.json";
 constexpr const char* kSpecialKeys[] = {"unk_token", "cls_token", "sep_token", "pad_token",
                                         "mask_token", "bos_token", "eos_token"};
-
-struct SpecialToken {
-  std::string content;
-  bool lstrip = false;
-  bool rstrip = false;
-  std::string source;  // "special_tokens_map.json: mask_token", or "default mask_token"
-};
-
-struct DirConfig {
-  nlohmann::json tokenizer_config = nlohmann::json::object();
-  absl::flat_hash_map<std::string, SpecialToken> special;  // by key
-  std::vector<SpecialToken> additional;
-};
 
 // A special token value: "<s>" or {"content": "<s>", "lstrip": ..., "rstrip": ...}.
 absl::StatusOr<SpecialToken> ParseSpecial(const nlohmann::json& v, const std::string& source) {
@@ -87,7 +74,8 @@ absl::Status ReadConfigFile(const std::string& dir, const char* file, DirConfig*
   return absl::OkStatus();
 }
 
-// tokenizer_config.json, then special_tokens_map.json over it.
+}  // namespace
+
 absl::StatusOr<DirConfig> ReadDirConfig(const std::string& dir) {
   DirConfig config;
   RETURN_IF_ERROR(ReadConfigFile(dir, kTokenizerConfig, &config, &config.tokenizer_config));
@@ -96,10 +84,12 @@ absl::StatusOr<DirConfig> ReadDirConfig(const std::string& dir) {
 }
 
 void SetDefault(DirConfig* config, const std::string& key, const std::string& content,
-                bool lstrip = false) {
+                bool lstrip) {
   if (config->special.contains(key)) return;
   config->special[key] = SpecialToken{content, lstrip, false, "default " + key};
 }
+
+namespace {
 
 // The id of a special token: an added token's, else the vocabulary's.
 absl::StatusOr<int64_t> SpecialId(const TokenizerPipeline& p, const SpecialToken& token,
@@ -116,8 +106,8 @@ absl::StatusOr<int64_t> SpecialId(const TokenizerPipeline& p, const SpecialToken
   return it->second;
 }
 
-// Registers every special token of `config` as a special added token (never split, never
-// normalized); returns the ids by key.
+}  // namespace
+
 absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> AddSpecialTokens(
     const DirConfig& config, absl::string_view vocab_file, TokenizerPipeline* p) {
   absl::flat_hash_map<std::string, int64_t> ids;
@@ -140,8 +130,6 @@ absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> AddSpecialTokens(
   }
   return ids;
 }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<TokenizerPipeline>> LoadWordPieceDir(const std::string& dir) {
   ASSIGN_OR_RETURN(DirConfig config, ReadDirConfig(dir));

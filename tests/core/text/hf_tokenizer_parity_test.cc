@@ -1,4 +1,5 @@
-// Parity of HfTokenizer with Hugging Face's Tokenizers.js on real vocabularies.
+// Parity of HfTokenizer with Hugging Face's Tokenizers.js on real vocabularies and on
+// SentencePiece models trained for the test.
 // tests/text/run_parity.sh generates the fixtures (tests/text/make_fixtures.mjs) and runs this
 // with TWIN_HF_PARITY_DIR set. Encode: each tokenizer, loaded from its tokenizer.json directory
 // and (where it has one) from its vocab.txt / vocab.json + merges.txt directory, must give the
@@ -6,6 +7,7 @@
 // keeping and skipping the special tokens, and an HfTokenStream fed them one at a time must
 // give Decode's text exactly.
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -25,6 +27,7 @@ struct Reference {
   nlohmann::json tokenizers;            // name -> ids per text
   nlohmann::json decoded;               // name -> Tokenizers.js's decode of those ids per text
   nlohmann::json decoded_skip_special;  // the same, skipping special tokens
+  nlohmann::json plain;  // name -> ids per text without special tokens (SentencePiece cases)
 };
 
 const Reference& GetReference() {
@@ -40,6 +43,7 @@ const Reference& GetReference() {
     r->tokenizers = std::move(root["tokenizers"]);
     r->decoded = std::move(root["decoded"]);
     r->decoded_skip_special = std::move(root["decoded_skip_special"]);
+    if (root.contains("plain")) r->plain = std::move(root["plain"]);
     return r;
   }();
   return *ref;
@@ -63,14 +67,20 @@ constexpr const char* kWithLegacyFiles[] = {
     "roberta",      "roberta_prefix_space", "gpt2"};
 constexpr const char* kJsonOnly[] = {"qwen2_split", "llama3_split", "llama2_byte_fallback",
                                      "mistral_metaspace"};
+// SentencePiece models (tests/text/sentencepiece_fixtures.py): the directory holds only
+// tokenizer.model and tokenizer_config.json; Tokenizers.js encoded with their conversion to
+// tokenizer.json.
+constexpr const char* kSentencePiece[] = {"spm_llama2_bpe", "spm_mistral_bpe", "spm_unigram"};
 
 struct Case {
   std::string name;  // the tokenizer's name in reference.json
   bool legacy;       // the vocab.txt / vocab.json + merges.txt directory
+  bool sentencepiece = false;  // the tokenizer.model directory
 };
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.name + (info.param.legacy ? "_legacy" : "_json");
+  return info.param.name +
+         (info.param.sentencepiece ? "_model" : info.param.legacy ? "_legacy" : "_json");
 }
 
 std::vector<Case> AllCases() {
@@ -80,6 +90,7 @@ std::vector<Case> AllCases() {
     cases.push_back({name, true});
   }
   for (const char* name : kJsonOnly) cases.push_back({name, false});
+  for (const char* name : kSentencePiece) cases.push_back({name, false, true});
   return cases;
 }
 
@@ -97,12 +108,20 @@ class ParityTest : public ::testing::TestWithParam<Case> {
       ASSERT_EQ((*table)[c.name].size(), ref.texts.size()) << c.name;
     }
     dir_ = ref.dir + "/" + c.name + (c.legacy ? "-legacy" : "");
+    if (c.sentencepiece) {
+      ASSERT_TRUE(std::filesystem::exists(dir_ + "/tokenizer.model")) << dir_;
+      ASSERT_FALSE(std::filesystem::exists(dir_ + "/tokenizer.json")) << dir_;
+    }
     auto tok = HfTokenizer::Load(dir_);
     ASSERT_TRUE(tok.ok()) << tok.status();
     tok_ = *std::move(tok);
   }
 
-  std::string Form() const { return GetParam().legacy ? " (legacy files)" : " (tokenizer.json)"; }
+  std::string Form() const {
+    return GetParam().sentencepiece ? " (tokenizer.model)"
+           : GetParam().legacy      ? " (legacy files)"
+                                    : " (tokenizer.json)";
+  }
 
   std::string dir_;
   std::unique_ptr<HfTokenizer> tok_;
@@ -129,6 +148,31 @@ TEST_P(ParityTest, SameIdsAsTokenizersJs) {
   std::cout << "[ parity ] " << GetParam().name << Form() << ": " << ref.texts.size() - mismatches
             << " of " << ref.texts.size() << " texts identical, " << ids_compared << " ids"
             << std::endl;
+}
+
+// Without special tokens (add_special_tokens false), where the reference has those ids.
+TEST_P(ParityTest, SameIdsWithoutSpecialTokens) {
+  const Reference& ref = GetReference();
+  if (!GetParam().sentencepiece) GTEST_SKIP() << "compared for the SentencePiece cases";
+  ASSERT_TRUE(ref.plain.contains(GetParam().name)) << GetParam().name << " has no plain ids";
+  const nlohmann::json& expected_all = ref.plain[GetParam().name];
+  ASSERT_EQ(expected_all.size(), ref.texts.size());
+  size_t mismatches = 0;
+  for (size_t i = 0; i < ref.texts.size(); ++i) {
+    const auto expected = expected_all[i].get<std::vector<int64_t>>();
+    auto got = tok_->Encode(ref.texts[i], {.add_special_tokens = false});
+    ASSERT_TRUE(got.ok()) << "text " << i << ": " << got.status();
+    if (got->ids == expected) continue;
+    if (mismatches++ == 0) {
+      ADD_FAILURE() << dir_ << ": first mismatch without special tokens at text " << i << " "
+                    << Quoted(ref.texts[i]) << "\n  Tokenizers.js: " << Ids(expected)
+                    << "\n  HfTokenizer:   " << Ids(got->ids);
+    }
+  }
+  EXPECT_EQ(mismatches, 0u) << "texts whose ids differ";
+  std::cout << "[ parity ] " << GetParam().name << Form() << " without special tokens: "
+            << ref.texts.size() - mismatches << " of " << ref.texts.size()
+            << " texts identical" << std::endl;
 }
 
 // Decode (keeping, then skipping special tokens) against Tokenizers.js, and a stream fed one id
