@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <string_view>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -159,13 +160,16 @@ absl::StatusOr<ModelLayout> CheckLayout(const InputModel& base,
 }
 
 std::vector<std::string> HfTokenizerFiles(const std::string& dir) {
+  auto exists = [&dir](const char* name) {
+    return std::filesystem::is_regular_file(std::filesystem::path(dir) / name);
+  };
   std::vector<std::string> files;
-  for (const char* name : {"tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
-                           "tokenizer_config.json", "special_tokens_map.json",
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json",
+                           "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
                            "added_tokens.json"}) {
-    if (std::filesystem::is_regular_file(std::filesystem::path(dir) / name)) {
-      files.push_back(name);
-    }
+    // tokenizer.model (SentencePiece) is read only without a tokenizer.json.
+    if (std::string_view(name) == "tokenizer.model" && exists("tokenizer.json")) continue;
+    if (exists(name)) files.push_back(name);
   }
   return files;
 }
