@@ -54,6 +54,10 @@ class ParamsRef : public LayerParams {
   at::Tensor Linear(const std::string& name, const at::Tensor& x) const override {
     return params_.Linear(name, x);
   }
+  std::vector<at::Tensor> Linears(const std::vector<std::string>& names,
+                                  const at::Tensor& x) const override {
+    return params_.Linears(names, x);
+  }
   at::Tensor Embedding(const std::string& name, const at::Tensor& ids) const override {
     return params_.Embedding(name, ids);
   }
@@ -107,7 +111,11 @@ absl::Status Engine::LoadNativeDecoder(const LocalArtifactSet& set) {
                      "prompt, not ",
                      m.router.features));
   }
-  shared_params_ = std::make_unique<DenseParams>(shared);
+  // Each layer's q/k/v and gate/up side by side: one GEMM each, static or unfused.
+  if (absl::StatusOr<int> packed = twin_->GroupLinears(decoder_->linear_groups()); !packed.ok()) {
+    return Annotate(packed.status(), absl::StrCat("version ", m.version));
+  }
+  shared_params_ = std::make_unique<DenseParams>(ByName(twin_->shared()));
   vocab_size_ = config.vocab_size;
   const int64_t largest = tokenizer_->largest_id();
   if (largest >= vocab_size_) {

@@ -280,6 +280,135 @@ void TwinWeights::StackFactors() {
   }
 }
 
+absl::StatusOr<int> TwinWeights::GroupLinears(
+    const std::vector<std::vector<std::string>>& groups) {
+  int packed = 0;
+  for (const std::vector<std::string>& names : groups) {
+    if (names.size() < 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a linear group needs at least two tensors, got ", names.size(),
+          names.empty() ? std::string() : absl::StrCat(" (", names.front(), ")")));
+    }
+    if (std::set<std::string>(names.begin(), names.end()).size() != names.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("linear group of ", names.front(), ": a tensor is named twice"));
+    }
+    std::vector<FactorStack*> stacks;
+    bool packable = true;
+    for (const std::string& name : names) {
+      if (shared_index_.count(name) == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("linear group: no shared tensor named '", name, "'"));
+      }
+      auto it = stacks_.find(name);
+      if (it == stacks_.end() || !it->second.joint.defined() || groups_.count(name) > 0) {
+        packable = false;
+        continue;
+      }
+      stacks.push_back(&it->second);
+    }
+    if (!packable) continue;
+    const at::Tensor& first = stacks.front()->joint;
+    for (const FactorStack* stack : stacks) {
+      if (stack->joint.size(1) != first.size(1) ||
+          stack->joint.scalar_type() != first.scalar_type() ||
+          stack->joint.device() != first.device()) {
+        packable = false;
+      }
+    }
+    if (!packable) continue;
+    try {
+      at::NoGradGuard no_grad;
+      LinearGroup group;
+      group.members = names;
+      group.out_offset.push_back(0);
+      group.rank_offset.push_back(0);
+      std::vector<at::Tensor> rows, projections, tasks;
+      int64_t diagonal = 0;  // elements of the diagonal blocks
+      for (const FactorStack* stack : stacks) {
+        const int64_t rank = stack->us.size(1), out = stack->joint.size(0) - rank;
+        rows.push_back(stack->joint.narrow(0, 0, out));
+        projections.push_back(stack->joint.narrow(0, out, rank));
+        tasks.push_back(stack->column_task);
+        group.out_offset.push_back(group.out_offset.back() + out);
+        group.rank_offset.push_back(group.rank_offset.back() + rank);
+        diagonal += out * rank;
+      }
+      const int64_t outs = group.out_offset.back(), rank = group.rank_offset.back();
+      rows.insert(rows.end(), projections.begin(), projections.end());
+      group.joint = at::cat(rows, 0);
+      group.joint_t = group.joint.t();
+      group.column_task = at::cat(tasks);
+      const bool block = outs * rank - diagonal <= kBlockDiagonalMaxZeros;
+      if (block) group.us_t = at::zeros({rank, outs}, first.options());
+      // Every member's bias side by side, when each has a 1-D one of theta*'s weight type.
+      std::vector<std::string> bias_names;
+      for (const std::string& name : names) {
+        if (!absl::EndsWith(name, ".weight")) {
+          bias_names.clear();
+          break;
+        }
+        const std::string bias =
+            absl::StrCat(name.substr(0, name.size() - std::strlen(".weight")), ".bias");
+        auto it = shared_index_.find(bias);
+        if (it == shared_index_.end() ||
+            shared_[it->second].second.dim() != 1 ||
+            shared_[it->second].second.scalar_type() != first.scalar_type()) {
+          bias_names.clear();
+          break;
+        }
+        bias_names.push_back(bias);
+      }
+      if (!bias_names.empty()) {
+        std::vector<at::Tensor> biases;
+        for (const std::string& b : bias_names) biases.push_back(shared_[shared_index_.at(b)].second);
+        group.bias = at::cat(biases);
+        for (size_t i = 0; i < bias_names.size(); ++i) {
+          const int64_t begin = group.out_offset[i], out = group.out_offset[i + 1] - begin;
+          shared_[shared_index_.at(bias_names[i])].second = group.bias.narrow(0, begin, out);
+        }
+      }
+      // The members' tensors become views into the group's buffers.
+      for (size_t i = 0; i < stacks.size(); ++i) {
+        FactorStack& stack = *stacks[i];
+        const int64_t out_begin = group.out_offset[i], out = group.out_offset[i + 1] - out_begin;
+        const int64_t r_begin = group.rank_offset[i], r = group.rank_offset[i + 1] - r_begin;
+        shared_[shared_index_.at(names[i])].second = group.joint.narrow(0, out_begin, out);
+        stack.v = group.joint.narrow(0, outs + r_begin, r).t();
+        if (block) {
+          at::Tensor diagonal_block = group.us_t.narrow(0, r_begin, r).narrow(1, out_begin, out);
+          diagonal_block.copy_(stack.us.t());
+          stack.us = diagonal_block.t();
+          stack.us_t = diagonal_block;
+        }
+        stack.joint = at::Tensor();
+        stack.joint_t = at::Tensor();
+        stack.grouped = true;
+        for (size_t t = 0; t < tasks_.size(); ++t) {
+          auto f = tasks_[t].factors.find(names[i]);
+          if (f == tasks_[t].factors.end()) continue;
+          const int64_t begin = stack.offset[t], task_rank = stack.offset[t + 1] - begin;
+          f->second = {stack.us.narrow(1, begin, task_rank), stack.v.narrow(1, begin, task_rank)};
+        }
+        group.stacks.push_back(&stack);
+      }
+      groups_.emplace(names.front(), std::move(group));
+      ++packed;
+    } catch (const std::exception& e) {
+      return absl::InternalError(
+          absl::StrCat("packing the linears of ", names.front(), ": ", e.what()));
+    }
+  }
+  return packed;
+}
+
+const LinearGroup* TwinWeights::linear_group(const std::vector<std::string>& weight_names) const {
+  if (weight_names.empty()) return nullptr;
+  auto it = groups_.find(weight_names.front());
+  if (it == groups_.end() || it->second.members != weight_names) return nullptr;
+  return &it->second;
+}
+
 const at::Tensor* TwinWeights::shared_tensor(const std::string& name) const {
   auto it = shared_index_.find(name);
   return it == shared_index_.end() ? nullptr : &shared_[it->second].second;
@@ -362,6 +491,12 @@ uint64_t TwinWeights::twin_bytes() const {
   // The tasks' factors are views into the stacks: count the stacks.
   uint64_t total = 0;
   for (const auto& [name, stack] : stacks_) total += stack.us.nbytes() + stack.v.nbytes();
+  // A block-diagonal group's zeros.
+  for (const auto& [name, group] : groups_) {
+    if (!group.us_t.defined()) continue;
+    total += group.us_t.nbytes();
+    for (const FactorStack* stack : group.stacks) total -= stack->us.nbytes();
+  }
   for (const TaskTwin& task : tasks_) {
     for (const auto& [name, d] : task.dense) total += d.nbytes();
   }

@@ -51,7 +51,8 @@ struct TaskTwin {
 // For a 2-D theta* tensor W* [m, n] already in the compute type, `joint` [m + R, n] holds W*'s
 // rows followed by v^T, so that one GEMM x joint^T gives both x W*^T and x v (the unfused
 // linear); theta*'s tensor and v are then views into it (rows [0, m), and rows [m, m + R)
-// transposed): no memory twice. Otherwise `joint` is undefined.
+// transposed): no memory twice. Otherwise `joint` is undefined, and so it is for a member of a
+// LinearGroup, whose joint buffer holds the member's rows.
 struct FactorStack {
   at::Tensor us;
   at::Tensor v;
@@ -60,7 +61,34 @@ struct FactorStack {
   at::Tensor us_t;
   at::Tensor column_task;       // [R] int64, on the factors' device
   std::vector<int64_t> offset;  // num_tasks + 1 entries
+  bool grouped = false;         // a LinearGroup's member
 };
+
+// Linears that read one input (a decoder layer's q/k/v projections, its gate and up
+// projections) packed side by side (TwinWeights::GroupLinears), so that the unfused path
+// computes them all with one GEMM, one scale and one addmm instead of three kernels each, and
+// theta* alone with one GEMM (DenseParams::Linears finds the members' weights adjacent).
+//
+// joint [outs + R, in] holds every member's theta* rows, then every member's v^T; the members'
+// theta* weights, biases and factors become views into the group's buffers (no memory twice).
+// When the zeros cost little (at most kBlockDiagonalMaxZeros elements), us_t [R, outs] is
+// block diagonal with each member's us^T on the diagonal, so one addmm expands every member;
+// otherwise us_t is undefined and each member's stack's own us_t is used.
+struct LinearGroup {
+  std::vector<std::string> members;             // weight names, in order
+  std::vector<const FactorStack*> stacks;       // each member's stack
+  std::vector<int64_t> out_offset;              // members + 1: member i's output columns
+  std::vector<int64_t> rank_offset;             // members + 1: member i's factor columns
+  at::Tensor joint;                             // [outs + R, in]
+  at::Tensor joint_t;                           // joint^T, a view made once
+  at::Tensor us_t;                              // [R, outs] block diagonal, or undefined
+  at::Tensor bias;                              // [outs] when every member has a bias
+  at::Tensor column_task;                       // [R] int64: the task of each factor column
+};
+
+// The most zero elements a group's block-diagonal us_t may hold: a few kernel launches' worth
+// of multiply-adds per row, so that the one addmm saves more than the zeros cost.
+constexpr int64_t kBlockDiagonalMaxZeros = 1 << 16;
 
 class TwinWeights {
  public:
@@ -91,6 +119,8 @@ class TwinWeights {
   const std::map<std::string, FactorStack>& factor_stacks() const { return stacks_; }
   // Every 1-D tensor's dense_stack(), by name.
   const std::map<std::string, at::Tensor>& dense_stacks() const { return dense_stacks_; }
+  // Every LinearGroup, by first member.
+  const std::map<std::string, LinearGroup>& linear_groups() const { return groups_; }
   // Task `task`'s dense delta of `name`, or nullptr.
   const at::Tensor* dense_delta(size_t task, const std::string& name) const;
   // Every task's dense delta of the 1-D tensor `name` as rows of one [T, n] tensor in the
@@ -99,6 +129,16 @@ class TwinWeights {
   const at::Tensor* dense_stack(const std::string& name) const;
   // Whether any task has a dense delta of `name`.
   bool has_dense(const std::string& name) const { return dense_names_.count(name) > 0; }
+
+  // Packs each group of linear weight names (full names, "<prefix>.weight", all read by the
+  // model from one input) into a LinearGroup. A group whose members are not all 2-D tensors
+  // with factors in theta*'s type, of one input size, is left as it is (its linears run one by
+  // one). Returns how many groups were packed; INVALID_ARGUMENT names an unknown tensor or a
+  // group of fewer than two. Call it after Load/Create and before any other use: it rebinds
+  // shared() and the factors to views of the new buffers.
+  absl::StatusOr<int> GroupLinears(const std::vector<std::vector<std::string>>& groups);
+  // The group whose members are exactly `weight_names`, in order, or nullptr.
+  const LinearGroup* linear_group(const std::vector<std::string>& weight_names) const;
 
   // Bytes of theta* and of all twin factors + dense deltas (heads excluded).
   uint64_t shared_bytes() const;
@@ -115,6 +155,7 @@ class TwinWeights {
   std::map<std::string, FactorStack> stacks_;
   std::set<std::string> dense_names_;
   std::map<std::string, at::Tensor> dense_stacks_;
+  std::map<std::string, LinearGroup> groups_;  // by first member
 };
 
 }  // namespace twin

@@ -127,6 +127,17 @@ HfDecoder::~HfDecoder() = default;
 
 const at::Tensor& HfDecoder::inv_freq() const { return state_->inv_freq; }
 
+std::vector<std::vector<std::string>> HfDecoder::linear_groups() const {
+  std::vector<std::vector<std::string>> groups;
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    const std::string p = Layer(l);
+    groups.push_back({p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
+                      p + "self_attn.v_proj.weight"});
+    groups.push_back({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"});
+  }
+  return groups;
+}
+
 int64_t HfDecoder::CacheBytes(int64_t capacity) const {
   return 2 * config_.num_hidden_layers * config_.num_key_value_heads * capacity * config_.head_dim *
          static_cast<int64_t>(sizeof(float));
@@ -182,9 +193,11 @@ at::Tensor HfDecoder::Attention(int64_t l, const at::Tensor& x, const std::vecto
   const at::Tensor angles = positions.to(at::kFloat).unsqueeze(-1) * state_->inv_freq;
   const at::Tensor emb = at::cat({angles, angles}, -1).unsqueeze(1);  // [B, 1, n, head_dim]
   const at::Tensor cos = emb.cos(), sin = emb.sin();
-  const at::Tensor q = Rotate(split(params.Linear(p + "q_proj", x), heads), cos, sin);
-  const at::Tensor k = Rotate(split(params.Linear(p + "k_proj", x), kv_heads), cos, sin);
-  const at::Tensor v = split(params.Linear(p + "v_proj", x), kv_heads);
+  const std::vector<at::Tensor> qkv =
+      params.Linears({p + "q_proj", p + "k_proj", p + "v_proj"}, x);
+  const at::Tensor q = Rotate(split(qkv[0], heads), cos, sin);
+  const at::Tensor k = Rotate(split(qkv[1], kv_heads), cos, sin);
+  const at::Tensor v = split(qkv[2], kv_heads);
   const double scale = std::pow(static_cast<double>(head_dim), -0.5);
   at::Tensor context = at::zeros({batch, n, heads * head_dim}, x.options());
   for (int64_t b = 0; b < batch; ++b) {
@@ -278,8 +291,9 @@ absl::StatusOr<at::Tensor> HfDecoder::Extend(const std::vector<std::vector<int64
       h = h + Attention(l, params.RmsNorm(p + "input_layernorm", h, eps), counts, starts, params,
                         caches);
       const at::Tensor x = params.RmsNorm(p + "post_attention_layernorm", h, eps);
-      const at::Tensor inner =
-          Activation(params.Linear(p + "mlp.gate_proj", x)) * params.Linear(p + "mlp.up_proj", x);
+      const std::vector<at::Tensor> gate_up =
+          params.Linears({p + "mlp.gate_proj", p + "mlp.up_proj"}, x);
+      const at::Tensor inner = Activation(gate_up[0]) * gate_up[1];
       h = h + params.Linear(p + "mlp.down_proj", inner);
     }
     const char* head = config_.tie_word_embeddings ? kHfEmbedTokens : kHfLmHead;

@@ -101,6 +101,10 @@ class HfDecoder {
   const HfTensorSpec& tensor_spec() const { return spec_; }
   // Every tensor the model reads, sorted ("model.layers.0.mlp.up_proj.weight", ...).
   const std::vector<std::string>& names() const { return names_; }
+  // The weights each layer reads from one input, by full name: its q/k/v projections and its
+  // gate/up projections (TwinWeights::GroupLinears packs them; the forward asks for each
+  // group through LayerParams::Linears).
+  std::vector<std::vector<std::string>> linear_groups() const;
   int64_t vocab_size() const { return config_.vocab_size; }
   int64_t max_positions() const { return config_.max_position_embeddings; }
   // The rotary inverse frequencies [head_dim / 2], float32, after rope_scaling.

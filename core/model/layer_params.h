@@ -23,6 +23,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -37,6 +38,11 @@ class LayerParams {
   // x W^T + b for the linear `name` (name.weight [out, in], name.bias [out] when present).
   // x: [B, ..., in]. Throws c10::Error on shape mismatch (callers catch at their boundary).
   virtual at::Tensor Linear(const std::string& name, const at::Tensor& x) const = 0;
+  // Linear(names[i], x) for every name: linears of one input (a layer's q/k/v projections).
+  // Sources that keep such weights side by side answer with one GEMM; the results may then be
+  // views into one buffer (not contiguous). The default calls Linear once per name.
+  virtual std::vector<at::Tensor> Linears(const std::vector<std::string>& names,
+                                          const at::Tensor& x) const;
   // Rows `ids` of the table name.weight: ids [B, L] int64 -> [B, L, dim].
   virtual at::Tensor Embedding(const std::string& name, const at::Tensor& ids) const = 0;
   // LayerNorm over the last dimension with name.weight and name.bias.
@@ -56,6 +62,10 @@ class DenseParams : public LayerParams {
   explicit DenseParams(std::map<std::string, at::Tensor> tensors);
 
   at::Tensor Linear(const std::string& name, const at::Tensor& x) const override;
+  // One GEMM when the weights are consecutive rows of one buffer (and so are the biases, or
+  // none has one), as TwinWeights::GroupLinears leaves theta*'s; else one per name.
+  std::vector<at::Tensor> Linears(const std::vector<std::string>& names,
+                                  const at::Tensor& x) const override;
   at::Tensor Embedding(const std::string& name, const at::Tensor& ids) const override;
   at::Tensor LayerNorm(const std::string& name, const at::Tensor& x, double eps) const override;
   at::Tensor RmsNorm(const std::string& name, const at::Tensor& x, double eps) const override;

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <functional>
 #include <utility>
 
@@ -11,6 +12,12 @@
 
 namespace twin {
 namespace {
+
+// t in `type`: t itself when it already is (no operator call, which costs as much as a small
+// kernel on a decode step's tensors).
+at::Tensor AsType(const at::Tensor& t, at::ScalarType type) {
+  return t.scalar_type() == type ? t : t.to(type);
+}
 
 // A [B, n] per-row tensor viewed to broadcast against a [B, ..., n] tensor of `dims` dims.
 at::Tensor RowsView(const at::Tensor& rows, int64_t dims) {
@@ -23,9 +30,9 @@ at::Tensor RowsView(const at::Tensor& rows, int64_t dims) {
 // theta*'s 1-D tensor `base` per row: base + w D, [B, T] @ [T, n].
 at::Tensor ComputeRowVector(const at::Tensor& base, const at::Tensor& stack,
                             const at::Tensor& weights) {
-  return at::addmm(base.to(stack.scalar_type()).unsqueeze(0), weights.to(stack.scalar_type()),
-                   stack)
-      .to(base.scalar_type());
+  return AsType(at::addmm(AsType(base, stack.scalar_type()).unsqueeze(0),
+                          AsType(weights, stack.scalar_type()), stack),
+                base.scalar_type());
 }
 
 }  // namespace
@@ -41,14 +48,14 @@ absl::StatusOr<MixStrategy> ParseMixStrategy(const std::string& text) {
       absl::StrCat("unknown mixing strategy '", text, "' (expected stacked or grouped)"));
 }
 
-MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights, MixStrategy strategy)
+MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights,
+                         const std::vector<float>& host, MixStrategy strategy)
     : twins_(&twins), weights_(std::move(weights)), strategy_(strategy) {
   rows_ = weights_.size(0);
   const int64_t tasks = weights_.size(1);
   {
     // Which tasks any row uses, and the (row, task) pairs, from the host copy.
-    const at::Tensor host = weights_.to(at::kCPU).contiguous();
-    const float* w = host.data_ptr<float>();
+    const float* w = host.data();
     task_used_.assign(static_cast<size_t>(tasks), false);
     for (int64_t i = 0; i < rows_ * tasks; ++i) {
       if (w[i] != 0.0f) {
@@ -89,8 +96,14 @@ MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights, MixStrate
   }
   if (strategy_ == MixStrategy::kStacked) {
     for (const auto& [name, stack] : twins.factor_stacks()) {
+      // A group's member reads the group's weights (below) unless called alone.
+      if (stack.grouped) continue;
       column_weights_.emplace(
-          &stack, weights_.index_select(1, stack.column_task).to(stack.us.scalar_type()));
+          &stack, AsType(weights_.index_select(1, stack.column_task), stack.us.scalar_type()));
+    }
+    for (const auto& [name, group] : twins.linear_groups()) {
+      group_weights_.emplace(
+          &group, AsType(weights_.index_select(1, group.column_task), group.joint.scalar_type()));
     }
   }
 }
@@ -108,13 +121,30 @@ absl::StatusOr<MixedParams> MixedParams::Create(const TwinWeights& twins, at::Te
     return absl::InvalidArgumentError("row weights must be floating point");
   }
   try {
-    at::Tensor w = row_weights.to(at::kFloat).contiguous();
-    if (!at::isfinite(w).all().item<bool>() || (w < 0).any().item<bool>()) {
+    const at::Tensor host = row_weights.to(at::kCPU, at::kFloat).contiguous();
+    return Create(twins,
+                  std::vector<float>(host.data_ptr<float>(), host.data_ptr<float>() + host.numel()),
+                  host.size(0), strategy);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("row weights: ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<MixedParams> MixedParams::Create(const TwinWeights& twins, std::vector<float> flat,
+                                                int64_t rows, MixStrategy strategy) {
+  for (float w : flat) {
+    if (!std::isfinite(w) || w < 0) {
       return absl::InvalidArgumentError("row weights must be finite and non-negative");
     }
+  }
+  try {
+    const int64_t tasks = static_cast<int64_t>(twins.num_tasks());
+    at::Tensor w = at::from_blob(flat.data(), {rows, tasks}, at::kFloat);
     const at::Tensor* any = twins.shared().empty() ? nullptr : &twins.shared().front().second;
-    if (any != nullptr) w = w.to(any->device());
-    return MixedParams(twins, std::move(w), strategy);
+    // A copy the tensor owns (flat dies here), on the weights' device.
+    w = w.to(any != nullptr ? any->device() : at::Device(at::kCPU), at::kFloat,
+             /*non_blocking=*/false, /*copy=*/true);
+    return MixedParams(twins, std::move(w), flat, strategy);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("row weights: ", e.what_without_backtrace()));
   }
@@ -133,9 +163,11 @@ absl::StatusOr<MixedParams> MixedParams::Create(const TwinWeights& twins,
     }
     for (double w : rows[r]) flat.push_back(static_cast<float>(w));
   }
-  at::Tensor w = at::tensor(flat, at::kFloat)
-                     .view({static_cast<int64_t>(rows.size()), static_cast<int64_t>(tasks)});
-  return Create(twins, std::move(w), strategy);
+  if (rows.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("row weights must be [rows > 0, ", tasks, "], got none"));
+  }
+  return Create(twins, std::move(flat), static_cast<int64_t>(rows.size()), strategy);
 }
 
 bool MixedParams::Has(const std::string& name) const {
@@ -175,8 +207,8 @@ void MixedParams::AddFactorTerms(const FactorStack& stack, const at::Tensor& inp
                                  at::Tensor& y) const {
   if (strategy_ == MixStrategy::kStacked) {
     at::Tensor z = project(input, 0, stack.us.size(1));
-    z.mul_(RowsView(ColumnWeights(stack).to(z.scalar_type()), z.dim()));
-    y.add_(at::matmul(z, expand.t()).to(y.scalar_type()));
+    z.mul_(RowsView(AsType(ColumnWeights(stack), z.scalar_type()), z.dim()));
+    y.add_(AsType(at::matmul(z, expand.t()), y.scalar_type()));
     return;
   }
   for (size_t t = 0; t + 1 < stack.offset.size(); ++t) {
@@ -219,7 +251,7 @@ void MixedParams::AddLinearTerms(const std::string& full_name, const at::Tensor&
   if (const FactorStack* stack = twins_->factor_stack(full_name)) {
     // x v: the input projected onto the task columns, then expanded by us.
     AddFactorTerms(
-        *stack, x.to(stack->v.scalar_type()),
+        *stack, AsType(x, stack->v.scalar_type()),
         [stack](const at::Tensor& in, int64_t begin, int64_t rank) {
           return at::matmul(in, stack->v.narrow(1, begin, rank));
         },
@@ -250,26 +282,88 @@ void MixedParams::AddEmbeddingTerms(const std::string& full_name, const at::Tens
 at::Tensor MixedParams::ColumnWeights(const FactorStack& stack) const {
   auto it = column_weights_.find(&stack);
   if (it != column_weights_.end()) return it->second;
-  return weights_.index_select(1, stack.column_task).to(stack.us.scalar_type());
+  return AsType(weights_.index_select(1, stack.column_task), stack.us.scalar_type());
+}
+
+at::Tensor MixedParams::ScaleColumns(const at::Tensor& z, const at::Tensor& cw) const {
+  const int64_t per_row = z.size(0) / rows_;
+  // Each row's column weights, over its per_row tokens (one when decoding).
+  if (per_row == 1) return z * cw;
+  return (z.view({rows_, per_row, z.size(1)}) * cw.unsqueeze(1)).view({-1, z.size(1)});
 }
 
 at::Tensor MixedParams::JointLinear(const FactorStack& stack, const at::Tensor& x) const {
   const int64_t rank = stack.us.size(1);
   const int64_t out = stack.joint.size(0) - rank;
   const at::Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, x.size(-1)});
-  const int64_t per_row = x2.size(0) / rows_;
   // [N, out + R]: x W*^T, then x v.
   const at::Tensor both = at::mm(x2, stack.joint_t);
-  at::Tensor z = both.narrow(1, out, rank);
-  // Each row's column weights, over its per_row tokens (one when decoding).
-  z = per_row == 1
-          ? z * ColumnWeights(stack)
-          : (z.view({rows_, per_row, rank}) * ColumnWeights(stack).unsqueeze(1)).view({-1, rank});
-  const at::Tensor y = at::addmm(both.narrow(1, 0, out), z, stack.us_t);
+  const at::Tensor z = ScaleColumns(both.narrow(1, out, rank), ColumnWeights(stack));
+  // In place over x W*^T's columns: no copy of them into a new output.
+  const at::Tensor y = both.narrow(1, 0, out).addmm_(z, stack.us_t);
   if (x.dim() == 2) return y;
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out;
   return y.view(shape);
+}
+
+void MixedParams::AddBiasAndDense(const std::string& name, const at::Tensor& x, bool bias,
+                                  at::Tensor& y) const {
+  const std::string weight = name + ".weight";
+  AddDenseTerms(
+      weight, x.dim(),
+      [&x](const at::Tensor& delta) { return at::linear(x, delta.to(x.scalar_type())); }, y);
+  if (bias && twins_->shared_tensor(name + ".bias") != nullptr) {
+    at::Tensor b = RowVector(name + ".bias");
+    y.add_(b.dim() == 1 ? b : RowsView(b, y.dim()));
+  }
+}
+
+std::vector<at::Tensor> MixedParams::Linears(const std::vector<std::string>& names,
+                                             const at::Tensor& x) const {
+  std::vector<std::string> weights;
+  for (const std::string& name : names) weights.push_back(name + ".weight");
+  const LinearGroup* group =
+      strategy_ == MixStrategy::kStacked ? twins_->linear_group(weights) : nullptr;
+  if (group == nullptr || x.scalar_type() != group->joint.scalar_type() || x.numel() == 0) {
+    return LayerParams::Linears(names, x);
+  }
+  TORCH_CHECK(x.size(0) == rows_, "linears ", names.front(), ": input has ", x.size(0),
+              " rows, the mixture ", rows_);
+  const int64_t outs = group->out_offset.back(), rank = group->rank_offset.back();
+  const at::Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, x.size(-1)});
+  // [N, outs + R]: every member's x W*^T, then every member's x v.
+  const at::Tensor both = at::mm(x2, group->joint_t);
+  const at::Tensor z = ScaleColumns(both.narrow(1, outs, rank), group_weights_.at(group));
+  // The members' biases at once when none varies by row.
+  bool shared_bias = group->bias.defined();
+  for (const std::string& name : names) shared_bias = shared_bias && !twins_->has_dense(name + ".bias");
+  std::vector<at::Tensor> out;
+  if (group->us_t.defined()) {
+    at::Tensor y = both.narrow(1, 0, outs).addmm_(z, group->us_t);
+    if (shared_bias) y.add_(group->bias);
+    for (size_t i = 0; i < names.size(); ++i) {
+      out.push_back(y.narrow(1, group->out_offset[i], group->out_offset[i + 1] - group->out_offset[i]));
+    }
+  } else {
+    for (size_t i = 0; i < names.size(); ++i) {
+      const int64_t begin = group->out_offset[i], size = group->out_offset[i + 1] - begin;
+      const int64_t r_begin = group->rank_offset[i], r = group->rank_offset[i + 1] - r_begin;
+      at::Tensor y = both.narrow(1, begin, size).addmm_(z.narrow(1, r_begin, r),
+                                                        group->stacks[i]->us_t);
+      if (shared_bias) y.add_(group->bias.narrow(0, begin, size));
+      out.push_back(std::move(y));
+    }
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (x.dim() != 2) {
+      std::vector<int64_t> shape = x.sizes().vec();
+      shape.back() = out[i].size(1);
+      out[i] = out[i].view(shape);
+    }
+    AddBiasAndDense(names[i], x, !shared_bias, out[i]);
+  }
+  return out;
 }
 
 at::Tensor MixedParams::Linear(const std::string& name, const at::Tensor& x) const {

@@ -22,6 +22,9 @@
 //             two GEMMs, index_add); cost proportional to the (row, task) pairs in use, so
 //             top-k router weights pay k / T of the stacked cost, plus the gathers.
 //
+// Linears of one input packed by TwinWeights::GroupLinears (q/k/v, gate/up) run as one joint
+// GEMM, one scale and one addmm for the whole group under kStacked (Linears()).
+//
 // Everything that depends on the weights alone (per-row norm weights and biases, the stacked
 // strategy's per-column weights) is computed once by Create, so a MixedParams reused for
 // several forwards of the same rows (decode steps of an unchanged batch) pays it once.
@@ -48,6 +51,7 @@ namespace twin {
 
 class TwinWeights;
 struct FactorStack;
+struct LinearGroup;
 
 enum class MixStrategy { kStacked, kGrouped };
 
@@ -66,6 +70,10 @@ class MixedParams : public LayerParams {
                                             MixStrategy strategy);
 
   at::Tensor Linear(const std::string& name, const at::Tensor& x) const override;
+  // kStacked, names a LinearGroup of the twins: one GEMM through the group's joint buffer, one
+  // scale, one addmm (block-diagonal us_t) or one per member; else one Linear per name.
+  std::vector<at::Tensor> Linears(const std::vector<std::string>& names,
+                                  const at::Tensor& x) const override;
   at::Tensor Embedding(const std::string& name, const at::Tensor& ids) const override;
   at::Tensor LayerNorm(const std::string& name, const at::Tensor& x, double eps) const override;
   at::Tensor RmsNorm(const std::string& name, const at::Tensor& x, double eps) const override;
@@ -77,7 +85,13 @@ class MixedParams : public LayerParams {
   int64_t active_pairs() const { return active_pairs_; }
 
  private:
-  MixedParams(const TwinWeights& twins, at::Tensor weights, MixStrategy strategy);
+  // weights [B, T] float32 on the twins' device; `host` the same values, row-major.
+  MixedParams(const TwinWeights& twins, at::Tensor weights, const std::vector<float>& host,
+              MixStrategy strategy);
+  // From `rows` x num_tasks weights, row-major: checked on the host, then one copy to the
+  // device.
+  static absl::StatusOr<MixedParams> Create(const TwinWeights& twins, std::vector<float> flat,
+                                            int64_t rows, MixStrategy strategy);
   // theta*'s tensor `full_name` (throws c10::Error naming it when absent).
   const at::Tensor& Shared(const std::string& full_name) const;
   // theta*'s 1-D tensor `full_name` per row: [B, n], or theta*'s own [n] when no task has a
@@ -103,6 +117,12 @@ class MixedParams : public LayerParams {
   at::Tensor ColumnWeights(const FactorStack& stack) const;
   // x W*^T + ((x v) * w[:, column_task]) us^T through the stack's joint buffer.
   at::Tensor JointLinear(const FactorStack& stack, const at::Tensor& x) const;
+  // z [N, R] (N = rows x per-row tokens) scaled by each row's column weights cw [B, R].
+  at::Tensor ScaleColumns(const at::Tensor& z, const at::Tensor& cw) const;
+  // y += the bias of the linear `name` (per row when a task has a delta of it) and its dense
+  // 2-D terms on x.
+  void AddBiasAndDense(const std::string& name, const at::Tensor& x, bool bias,
+                       at::Tensor& y) const;
 
   // A task's longest run of consecutive rows: rows [first, first + length); `rest` holds its
   // other rows (undefined when there are none).
@@ -122,6 +142,8 @@ class MixedParams : public LayerParams {
   // ColumnWeights() of every factor stack (kStacked only).
   std::map<std::string, at::Tensor> row_vectors_;
   std::map<const FactorStack*, at::Tensor> column_weights_;
+  // kStacked: w[:, column_task] of every linear group, [B, R].
+  std::map<const LinearGroup*, at::Tensor> group_weights_;
   MixStrategy strategy_;
   int64_t rows_ = 0;
   int64_t active_pairs_ = 0;
