@@ -135,7 +135,9 @@ def run_line(b):
 
 def render_generate(b, args):
     runs = b["runs"]
-    static = {(r["traffic"], r["task"], r["load"]): r["result"] for r in runs
+    repeats = b.get("repeats", 1)
+    # Each twin run against the static run of the same cell and repeat.
+    static = {(r["traffic"], r["task"], r["load"], r.get("repeat", 0)): r["result"] for r in runs
               if r["config"] == "static"}
     out = [f"# {args.title}", "",
            f"Command: `{b['command']}`", "",
@@ -148,29 +150,46 @@ def render_generate(b, args):
            "tokens. Traffic: uniform over tasks, or skewed (Zipf s = 1.1).", "",
            "Configurations: " + "; ".join(
                f"**{c}** = {GENERATE_CONFIG_TEXT.get(c, c)}" for c in b["configs"]) + ".", ""]
-    out += ["## Headline (twin / static in the same cell)", "",
+    cells = {}  # (traffic, task, load) -> [(tokens, ttft, itl) ratios per repeat]
+    for r in runs:
+        s = static.get((r["traffic"], r["task"], r["load"], r.get("repeat", 0)))
+        if r["config"] != "twin" or not s:
+            continue
+        t = r["result"]
+        cells.setdefault((r["traffic"], r["task"], r["load"]), []).append(
+            (ratio(t["tokens_per_s"], s["tokens_per_s"]),
+             ratio(t["ttft"]["p50_ms"], s["ttft"]["p50_ms"]),
+             ratio(t["inter_token"]["p50_ms"], s["inter_token"]["p50_ms"])))
+
+    def summary(values):
+        values = sorted(v for v in values if v is not None)
+        if not values:
+            return "-"
+        median = values[len(values) // 2] if len(values) % 2 else \
+            0.5 * (values[len(values) // 2 - 1] + values[len(values) // 2])
+        if len(values) == 1:
+            return fmt_ratio(median)
+        return f"{fmt_ratio(median)} ({values[0]:.2f}-{values[-1]:.2f})"
+
+    head = "twin / static in the same cell"
+    if repeats > 1:
+        head += f"; median of {repeats} paired runs (range)"
+    out += [f"## Headline ({head})", "",
             "| traffic | task | load | tokens/s | TTFT p50 | ITL p50 |", "|---|---|---|---|---|---|"]
-    for r in runs:
-        if r["config"] != "twin":
-            continue
-        s = static.get((r["traffic"], r["task"], r["load"]))
-        t = r["result"]
-        if not s:
-            continue
-        out.append(f"| {r['traffic']} | {r['task']} | {r['load']} | "
-                   f"{fmt_ratio(ratio(t['tokens_per_s'], s['tokens_per_s']))} | "
-                   f"{fmt_ratio(ratio(t['ttft']['p50_ms'], s['ttft']['p50_ms']))} | "
-                   f"{fmt_ratio(ratio(t['inter_token']['p50_ms'], s['inter_token']['p50_ms']))} |")
+    for (traffic, task, load), pairs in cells.items():
+        out.append(f"| {traffic} | {task} | {load} | "
+                   f"{summary(p[0] for p in pairs)} | {summary(p[1] for p in pairs)} | "
+                   f"{summary(p[2] for p in pairs)} |")
     out += ["", "## Every run", "",
-            "| traffic | task | load | config | tokens/s | / static | calls/s | TTFT p50 ms | "
-            "TTFT p99 ms | ITL p50 ms | ITL p99 ms | errors | RSS MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| traffic | task | load | run | config | tokens/s | / static | calls/s | "
+            "TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | errors | RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         t = r["result"]
-        s = static.get((r["traffic"], r["task"], r["load"]))
+        s = static.get((r["traffic"], r["task"], r["load"], r.get("repeat", 0)))
         out.append(
-            f"| {r['traffic']} | {r['task']} | {r['load']} | {r['config']} | "
-            f"{t['tokens_per_s']:.1f} | "
+            f"| {r['traffic']} | {r['task']} | {r['load']} | {r.get('repeat', 0) + 1} | "
+            f"{r['config']} | {t['tokens_per_s']:.1f} | "
             f"{fmt_ratio(ratio(t['tokens_per_s'], s['tokens_per_s'])) if s else '-'} | "
             f"{t['requests_per_s']:.2f} | {t['ttft']['p50_ms']:.2f} | {t['ttft']['p99_ms']:.2f} | "
             f"{t['inter_token']['p50_ms']:.2f} | {t['inter_token']['p99_ms']:.2f} | "

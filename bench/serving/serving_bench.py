@@ -232,17 +232,21 @@ def run_generate_cells(args, servers, configs, client, tasks, concurrency, runs)
         for mode in args.task_modes.split(","):
             task_given = mode == "given"
             for c in concurrency:
-                order = configs[cell % len(configs):] + configs[:cell % len(configs)]
-                cell += 1
-                for config in order:
-                    result = run_generate(servers[config], args, client, args.data, traffic,
-                                          task_given, c, tasks, args.work)
-                    runs.append({"config": config, "traffic": traffic, "task": mode,
-                                 "load": f"c{c}", "rate": None, "result": result})
-                    print(f"{traffic:9} {mode:7} c{c:<6} {config:12} "
-                          f"{result['tokens_per_s']:9.1f} tok/s ttft p50 "
-                          f"{result['ttft']['p50_ms']:8.2f} ms itl p50 "
-                          f"{result['inter_token']['p50_ms']:7.2f} ms", flush=True)
+                # Each repeat runs every configuration once, the order rotated from one run of
+                # the cell to the next, so that drifts of the machine's load hit both sides.
+                for repeat in range(args.repeats):
+                    order = configs[cell % len(configs):] + configs[:cell % len(configs)]
+                    cell += 1
+                    for config in order:
+                        result = run_generate(servers[config], args, client, args.data, traffic,
+                                              task_given, c, tasks, args.work)
+                        runs.append({"config": config, "traffic": traffic, "task": mode,
+                                     "load": f"c{c}", "rate": None, "repeat": repeat,
+                                     "result": result})
+                        print(f"{traffic:9} {mode:7} c{c:<6} {config:12} #{repeat} "
+                              f"{result['tokens_per_s']:9.1f} tok/s ttft p50 "
+                              f"{result['ttft']['p50_ms']:8.2f} ms itl p50 "
+                              f"{result['inter_token']['p50_ms']:7.2f} ms", flush=True)
 
 
 def run_one(server, args, client, data, traffic, task_given, load, tasks, work):
@@ -297,6 +301,9 @@ def main():
     p.add_argument("--generate", action="store_true",
                    help="Generate load (twin-client bench --generate) on a causal LM's version")
     p.add_argument("--max_new_tokens", type=int, default=32, help="--generate: tokens per call")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="--generate: runs of every configuration per cell, alternating; the "
+                        "report's ratios are the medians over the repeats")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of every server")
     p.add_argument("--ngram_store", default="",
                    help="object store URI of the same zoo merged with router.features: ngram "
@@ -368,6 +375,7 @@ def main():
     report = {
         "mode": "generate" if args.generate else "infer",
         "max_new_tokens": args.max_new_tokens if args.generate else None,
+        "repeats": args.repeats if args.generate else 1,
         "name": args.name,
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -174,7 +174,8 @@ absl::Status HfDecoder::Failed(const char* method, const std::exception& e) cons
 }
 
 at::Tensor HfDecoder::Attention(int64_t l, const at::Tensor& x, const std::vector<int64_t>& counts,
-                                const std::vector<int64_t>& starts, const LayerParams& params,
+                                const std::vector<int64_t>& starts, const at::Tensor& cos,
+                                const at::Tensor& sin, const LayerParams& params,
                                 const std::vector<KvCache*>& caches) const {
   const int64_t batch = x.size(0), n = x.size(1);
   const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
@@ -184,22 +185,17 @@ at::Tensor HfDecoder::Attention(int64_t l, const at::Tensor& x, const std::vecto
   auto split = [&](const at::Tensor& t, int64_t h) {
     return t.view({batch, n, h, head_dim}).transpose(1, 2);
   };
-  // Rotary angles per new token: positions starts[b] + j.
-  at::Tensor positions = at::empty({batch, n}, at::kLong);
-  auto pos = positions.accessor<int64_t, 2>();
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t j = 0; j < n; ++j) pos[b][j] = starts[b] + j;
-  }
-  const at::Tensor angles = positions.to(at::kFloat).unsqueeze(-1) * state_->inv_freq;
-  const at::Tensor emb = at::cat({angles, angles}, -1).unsqueeze(1);  // [B, 1, n, head_dim]
-  const at::Tensor cos = emb.cos(), sin = emb.sin();
   const std::vector<at::Tensor> qkv =
       params.Linears({p + "q_proj", p + "k_proj", p + "v_proj"}, x);
   const at::Tensor q = Rotate(split(qkv[0], heads), cos, sin);
   const at::Tensor k = Rotate(split(qkv[1], kv_heads), cos, sin);
   const at::Tensor v = split(qkv[2], kv_heads);
   const double scale = std::pow(static_cast<double>(head_dim), -0.5);
-  at::Tensor context = at::zeros({batch, n, heads * head_dim}, x.options());
+  bool padded = false;
+  for (int64_t count : counts) padded = padded || count < n;
+  // Rows past a sequence's own count stay zero (never read by a real row).
+  at::Tensor context = padded ? at::zeros({batch, n, heads * head_dim}, x.options())
+                              : at::empty({batch, n, heads * head_dim}, x.options());
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t count = counts[b], start = starts[b], total = start + count;
     KvCache& cache = *caches[b];
@@ -210,7 +206,7 @@ at::Tensor HfDecoder::Attention(int64_t l, const at::Tensor& x, const std::vecto
     // Query head i reads key/value head i / group: [kv_heads, group * count, head_dim].
     const at::Tensor queries =
         q[b].narrow(1, 0, count).reshape({kv_heads, group * count, head_dim});
-    at::Tensor scores = at::matmul(queries, keys.transpose(-1, -2)) * scale;
+    at::Tensor scores = at::bmm(queries, keys.transpose(1, 2)).mul_(scale);
     const bool windowed = config_.sliding_window > 0 && total > config_.sliding_window;
     if (count > 1 || windowed) {
       // Query j (position start + j) sees key t when t <= start + j and, with a window W,
@@ -223,11 +219,10 @@ at::Tensor HfDecoder::Attention(int64_t l, const at::Tensor& x, const std::vecto
                    .masked_fill(hidden, kMaskedScore)
                    .view({kv_heads, group * count, total});
     }
-    const at::Tensor out = at::matmul(at::softmax(scores, -1), values);  // [kvh, g * count, hd]
-    context[b]
-        .narrow(0, 0, count)
-        .copy_(
-            out.view({heads, count, head_dim}).transpose(0, 1).reshape({count, heads * head_dim}));
+    const at::Tensor out = at::bmm(at::softmax(scores, -1), values);  // [kvh, g * count, hd]
+    // [heads, count, hd] written as the sequence's rows [count, heads * hd] in one copy.
+    context[b].narrow(0, 0, count).view({count, heads, head_dim})
+        .copy_(out.view({heads, count, head_dim}).transpose(0, 1));
   }
   return params.Linear(p + "o_proj", context);
 }
@@ -285,11 +280,20 @@ absl::StatusOr<at::Tensor> HfDecoder::Extend(const std::vector<std::vector<int64
       for (int64_t j = 0; j < counts[b]; ++j) id[b][j] = tokens[b][j];
     }
     const double eps = config_.rms_norm_eps;
+    // Rotary angles of the new tokens, positions starts[b] + j, shared by every layer.
+    at::Tensor positions = at::empty({batch, n}, at::kFloat);
+    auto pos = positions.accessor<float, 2>();
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t j = 0; j < n; ++j) pos[b][j] = static_cast<float>(starts[b] + j);
+    }
+    const at::Tensor angles = positions.unsqueeze(-1) * state_->inv_freq;
+    const at::Tensor emb = at::cat({angles, angles}, -1).unsqueeze(1);  // [B, 1, n, head_dim]
+    const at::Tensor cos = emb.cos(), sin = emb.sin();
     at::Tensor h = params.Embedding(kHfEmbedTokens, ids);
     for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
       const std::string p = Layer(l);
-      h = h + Attention(l, params.RmsNorm(p + "input_layernorm", h, eps), counts, starts, params,
-                        caches);
+      h = h + Attention(l, params.RmsNorm(p + "input_layernorm", h, eps), counts, starts, cos,
+                        sin, params, caches);
       const at::Tensor x = params.RmsNorm(p + "post_attention_layernorm", h, eps);
       const std::vector<at::Tensor> gate_up =
           params.Linears({p + "mlp.gate_proj", p + "mlp.up_proj"}, x);

@@ -115,9 +115,11 @@ class HfDecoder {
   struct State;
 
   // The attention of layer `l` for the normalised hidden states x [B, n, d] of new tokens at
-  // positions start[b] + j; writes their keys and values into the caches.
+  // positions start[b] + j, whose rotary cos and sin are [B, 1, n, head_dim]; writes their keys
+  // and values into the caches.
   at::Tensor Attention(int64_t l, const at::Tensor& x, const std::vector<int64_t>& counts,
-                       const std::vector<int64_t>& starts, const LayerParams& params,
+                       const std::vector<int64_t>& starts, const at::Tensor& cos,
+                       const at::Tensor& sin, const LayerParams& params,
                        const std::vector<KvCache*>& caches) const;
   at::Tensor Activation(const at::Tensor& x) const;
   absl::Status Failed(const char* method, const std::exception& e) const;
