@@ -459,12 +459,45 @@ void TwinServer::SubmitGenerate(const twinmerge::v1::GenerateRequest& request, a
     callbacks.done(job.status());
     return;
   }
+  if (absl::Status slot = TakeClientSlot(client); !slot.ok()) {
+    metrics_->RecordGeneration("", "RESOURCE_EXHAUSTED", "");
+    callbacks.done(slot);
+    return;
+  }
+  // The client's slot is held until the stream ends, however it ends.
+  if (config_.max_in_flight_per_client > 0 && !client.empty()) {
+    callbacks.done = [this, client, done = std::move(callbacks.done)](const absl::Status& status) {
+      ReleaseClientSlot(client);
+      done(status);
+    };
+  }
   (*job)->received = now;
   (*job)->deadline = deadline;
   (*job)->cancelled = std::move(cancelled);
   (*job)->callbacks = std::move(callbacks);
-  (void)client;
   generator_->Submit(*std::move(job));
+}
+
+absl::Status TwinServer::TakeClientSlot(const std::string& client) {
+  if (config_.max_in_flight_per_client <= 0 || client.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&clients_mu_);
+  int& in_flight = client_in_flight_[client];
+  if (in_flight >= config_.max_in_flight_per_client) {
+    const int held = in_flight;
+    if (held == 0) client_in_flight_.erase(client);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "client ", client, " has ", held, " requests in flight (Infer and Generate); the limit is ",
+        config_.max_in_flight_per_client, " (limits.max_in_flight_per_client)"));
+  }
+  ++in_flight;
+  return absl::OkStatus();
+}
+
+void TwinServer::ReleaseClientSlot(const std::string& client) {
+  if (client.empty()) return;
+  absl::MutexLock lock(&clients_mu_);
+  auto it = client_in_flight_.find(client);
+  if (it != client_in_flight_.end() && --it->second <= 0) client_in_flight_.erase(it);
 }
 
 std::string ClientOfPeer(const std::string& peer) {
@@ -507,30 +540,17 @@ void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time d
     return;
   }
   const bool counted = config_.max_in_flight_per_client > 0 && !client.empty();
-  if (counted) {
-    absl::MutexLock lock(&clients_mu_);
-    int& in_flight = client_in_flight_[client];
-    if (in_flight >= config_.max_in_flight_per_client) {
-      const int held = in_flight;
-      if (held == 0) client_in_flight_.erase(client);
-      metrics_->RecordRequest("", "RESOURCE_EXHAUSTED", {});
-      reply(absl::ResourceExhaustedError(
-          absl::StrCat("client ", client, " has ", held, " requests in flight; the limit is ",
-                       config_.max_in_flight_per_client, " (limits.max_in_flight_per_client)")));
-      return;
-    }
-    ++in_flight;
+  if (absl::Status slot = TakeClientSlot(client); !slot.ok()) {
+    metrics_->RecordRequest("", "RESOURCE_EXHAUSTED", {});
+    reply(slot);
+    return;
   }
   metrics_->AddInFlight(1);
   (*payload)->received = now;
   (*payload)->reply = [this, reply = std::move(reply), client = counted ? client : std::string()](
                           absl::StatusOr<twinmerge::v1::InferResponse> result) {
     metrics_->AddInFlight(-1);
-    if (!client.empty()) {
-      absl::MutexLock lock(&clients_mu_);
-      auto it = client_in_flight_.find(client);
-      if (it != client_in_flight_.end() && --it->second <= 0) client_in_flight_.erase(it);
-    }
+    ReleaseClientSlot(client);
     // Requests leave the queue without passing here; each answer refreshes the gauge, so it
     // reads the queue as it is once traffic stops (it was set only on arrival).
     metrics_->SetQueueWaiting(queue_->stats().waiting);

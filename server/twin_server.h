@@ -94,8 +94,8 @@ class TwinServer {
               std::shared_ptr<std::atomic<bool>> cancelled, const std::string& client,
               InferReply reply);
   // Generate: validates and queues one generation; `callbacks` report its replies and end
-  // (possibly inline, for a request refused at once). `client` is not yet counted against
-  // limits.max_in_flight_per_client.
+  // (possibly inline, for a request refused at once). `client` is counted against
+  // limits.max_in_flight_per_client with its Infer calls, from admission to the stream's end.
   void SubmitGenerate(const twinmerge::v1::GenerateRequest& request, absl::Time deadline,
                       std::shared_ptr<std::atomic<bool>> cancelled, const std::string& client,
                       GenerateCallbacks callbacks);
@@ -150,6 +150,11 @@ class TwinServer {
   uint64_t reload_failures_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   absl::Time last_reload_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // limits.max_in_flight_per_client: one more call of `client` ("" and a limit of 0 always
+  // pass), or RESOURCE_EXHAUSTED naming the client and the limit; each slot taken is given
+  // back by ReleaseClientSlot once.
+  absl::Status TakeClientSlot(const std::string& client);
+  void ReleaseClientSlot(const std::string& client);
   absl::Mutex clients_mu_;  // guards client_in_flight_
   absl::flat_hash_map<std::string, int> client_in_flight_ ABSL_GUARDED_BY(clients_mu_);
   absl::Mutex load_mu_;     // one load at a time

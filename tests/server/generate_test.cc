@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "core/store/manifest.h"
 #include "merge_offline/merge_config.h"
@@ -334,6 +335,64 @@ TEST_F(GenerateTest, CancellationFreesTheCache) {
   EXPECT_EQ(Gauge(*server, "twin_generation_active_sequences"), 0);
   // The server goes on serving.
   EXPECT_TRUE(Generate(Tokens({97, 98}, 3)).status.ok());
+  server->Shutdown();
+}
+
+// limits.max_in_flight_per_client counts Generate streams: a client at its limit is refused at
+// once (RESOURCE_EXHAUSTED naming the limit), another client is not, and the slot comes back
+// when the stream ends.
+TEST_F(GenerateTest, OneClientsStreamsCountAgainstItsLimit) {
+  ServerConfig config = Config();
+  config.max_in_flight_per_client = 1;
+  auto server = Start(config);
+  ASSERT_NE(server, nullptr);
+  // The first stream's first reply blocks the generation until `release`: its slot is held.
+  absl::Notification first_reply, release, first_done;
+  absl::Status first_status;
+  GenerateCallbacks held;
+  held.write = [&](twinmerge::v1::GenerateResponse) {
+    if (!first_reply.HasBeenNotified()) first_reply.Notify();
+    release.WaitForNotification();
+  };
+  held.done = [&](const absl::Status& status) {
+    first_status = status;
+    first_done.Notify();
+  };
+  auto never = std::make_shared<std::atomic<bool>>(false);
+  server->SubmitGenerate(Tokens({97, 98}, 4), absl::InfiniteFuture(), never, "10.0.0.1", held);
+  ASSERT_TRUE(first_reply.WaitForNotificationWithTimeout(absl::Seconds(30)));
+
+  struct Outcome {
+    absl::Notification done;
+    absl::Status status;
+  };
+  auto submit = [&](const std::string& client, Outcome& outcome) {
+    GenerateCallbacks callbacks;
+    callbacks.write = [](twinmerge::v1::GenerateResponse) {};
+    callbacks.done = [&outcome](const absl::Status& status) {
+      outcome.status = status;
+      outcome.done.Notify();
+    };
+    server->SubmitGenerate(Tokens({97, 98}, 2), absl::InfiniteFuture(), never, client,
+                           std::move(callbacks));
+  };
+  Outcome refused, other;
+  submit("10.0.0.1", refused);
+  ASSERT_TRUE(refused.done.HasBeenNotified());  // answered inline
+  EXPECT_EQ(refused.status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status.message()), HasSubstr("has 1 requests in flight"));
+  EXPECT_THAT(std::string(refused.status.message()), HasSubstr("limits.max_in_flight_per_client"));
+  submit("10.0.0.2", other);  // another address: queued behind the first
+  release.Notify();
+  ASSERT_TRUE(first_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(first_status.ok()) << first_status;
+  ASSERT_TRUE(other.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(other.status.ok()) << other.status;
+  // The first client's slot is free again.
+  Outcome again;
+  submit("10.0.0.1", again);
+  ASSERT_TRUE(again.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(again.status.ok()) << again.status;
   server->Shutdown();
 }
 
