@@ -64,6 +64,16 @@ MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights,
       }
     }
   }
+  // One mixture for every row (a prompt chunk of one sequence, or rows of one weight set).
+  single_mixture_ = true;
+  for (int64_t r = 1; r < rows_ && single_mixture_; ++r) {
+    single_mixture_ = std::equal(host.begin(), host.begin() + tasks, host.begin() + r * tasks);
+  }
+  if (single_mixture_) {
+    for (int64_t t = 0; t < tasks; ++t) {
+      if (host[static_cast<size_t>(t)] != 0.0f) mixture_.emplace_back(t, host[static_cast<size_t>(t)]);
+    }
+  }
   // The grouped strategy's rows per task; the stacked one reads every row of every column.
   for (int64_t t = 0; strategy_ == MixStrategy::kGrouped && t < tasks; ++t) {
     at::Tensor rows = at::nonzero(weights_.select(1, t)).squeeze(1);
@@ -292,15 +302,39 @@ at::Tensor MixedParams::ScaleColumns(const at::Tensor& z, const at::Tensor& cw) 
   return (z.view({rows_, per_row, z.size(1)}) * cw.unsqueeze(1)).view({-1, z.size(1)});
 }
 
+bool MixedParams::OneMixtureFor(const at::Tensor& x2) const {
+  return single_mixture_ && x2.size(0) >= kOneMixtureMinTokens &&
+         static_cast<int64_t>(mixture_.size()) * 4 <= static_cast<int64_t>(task_used_.size()) * 3;
+}
+
+void MixedParams::AddTaskTerms(const at::Tensor& x2, const at::Tensor& joint_t, int64_t v_begin,
+                               const std::vector<int64_t>& offset, const at::Tensor& us_t,
+                               at::Tensor y) const {
+  for (const auto& [task, w] : mixture_) {
+    const int64_t begin = offset[static_cast<size_t>(task)];
+    const int64_t rank = offset[static_cast<size_t>(task) + 1] - begin;
+    if (rank == 0) continue;
+    y.addmm_(at::mm(x2, joint_t.narrow(1, v_begin + begin, rank)), us_t.narrow(0, begin, rank),
+             /*beta=*/1.0, /*alpha=*/w);
+  }
+}
+
 at::Tensor MixedParams::JointLinear(const FactorStack& stack, const at::Tensor& x) const {
   const int64_t rank = stack.us.size(1);
   const int64_t out = stack.joint.size(0) - rank;
   const at::Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, x.size(-1)});
-  // [N, out + R]: x W*^T, then x v.
-  const at::Tensor both = at::mm(x2, stack.joint_t);
-  const at::Tensor z = ScaleColumns(both.narrow(1, out, rank), ColumnWeights(stack));
-  // In place over x W*^T's columns: no copy of them into a new output.
-  const at::Tensor y = both.narrow(1, 0, out).addmm_(z, stack.us_t);
+  at::Tensor y;
+  if (OneMixtureFor(x2)) {
+    // x W*^T, then only the used tasks' columns, each scaled by its weight in the addmm.
+    y = at::mm(x2, stack.joint_t.narrow(1, 0, out));
+    AddTaskTerms(x2, stack.joint_t, out, stack.offset, stack.us_t, y);
+  } else {
+    // [N, out + R]: x W*^T, then x v.
+    const at::Tensor both = at::mm(x2, stack.joint_t);
+    const at::Tensor z = ScaleColumns(both.narrow(1, out, rank), ColumnWeights(stack));
+    // In place over x W*^T's columns: no copy of them into a new output.
+    y = both.narrow(1, 0, out).addmm_(z, stack.us_t);
+  }
   if (x.dim() == 2) return y;
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out;
@@ -332,27 +366,40 @@ std::vector<at::Tensor> MixedParams::Linears(const std::vector<std::string>& nam
               " rows, the mixture ", rows_);
   const int64_t outs = group->out_offset.back(), rank = group->rank_offset.back();
   const at::Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, x.size(-1)});
-  // [N, outs + R]: every member's x W*^T, then every member's x v.
-  const at::Tensor both = at::mm(x2, group->joint_t);
-  const at::Tensor z = ScaleColumns(both.narrow(1, outs, rank), group_weights_.at(group));
   // The members' biases at once when none varies by row.
   bool shared_bias = group->bias.defined();
   for (const std::string& name : names) shared_bias = shared_bias && !twins_->has_dense(name + ".bias");
   std::vector<at::Tensor> out;
-  if (group->us_t.defined()) {
-    at::Tensor y = both.narrow(1, 0, outs).addmm_(z, group->us_t);
+  if (OneMixtureFor(x2)) {
+    // Every member's x W*^T in one GEMM, then each member's used tasks' columns.
+    at::Tensor y = at::mm(x2, group->joint_t.narrow(1, 0, outs));
     if (shared_bias) y.add_(group->bias);
     for (size_t i = 0; i < names.size(); ++i) {
-      out.push_back(y.narrow(1, group->out_offset[i], group->out_offset[i + 1] - group->out_offset[i]));
+      const int64_t begin = group->out_offset[i], size = group->out_offset[i + 1] - begin;
+      out.push_back(y.narrow(1, begin, size));
+      AddTaskTerms(x2, group->joint_t, outs + group->rank_offset[i], group->stacks[i]->offset,
+                   group->stacks[i]->us_t, out.back());
     }
   } else {
-    for (size_t i = 0; i < names.size(); ++i) {
-      const int64_t begin = group->out_offset[i], size = group->out_offset[i + 1] - begin;
-      const int64_t r_begin = group->rank_offset[i], r = group->rank_offset[i + 1] - r_begin;
-      at::Tensor y = both.narrow(1, begin, size).addmm_(z.narrow(1, r_begin, r),
-                                                        group->stacks[i]->us_t);
-      if (shared_bias) y.add_(group->bias.narrow(0, begin, size));
-      out.push_back(std::move(y));
+    // [N, outs + R]: every member's x W*^T, then every member's x v.
+    const at::Tensor both = at::mm(x2, group->joint_t);
+    const at::Tensor z = ScaleColumns(both.narrow(1, outs, rank), group_weights_.at(group));
+    if (group->us_t.defined()) {
+      at::Tensor y = both.narrow(1, 0, outs).addmm_(z, group->us_t);
+      if (shared_bias) y.add_(group->bias);
+      for (size_t i = 0; i < names.size(); ++i) {
+        out.push_back(
+            y.narrow(1, group->out_offset[i], group->out_offset[i + 1] - group->out_offset[i]));
+      }
+    } else {
+      for (size_t i = 0; i < names.size(); ++i) {
+        const int64_t begin = group->out_offset[i], size = group->out_offset[i + 1] - begin;
+        const int64_t r_begin = group->rank_offset[i], r = group->rank_offset[i + 1] - r_begin;
+        at::Tensor y = both.narrow(1, begin, size).addmm_(z.narrow(1, r_begin, r),
+                                                          group->stacks[i]->us_t);
+        if (shared_bias) y.add_(group->bias.narrow(0, begin, size));
+        out.push_back(std::move(y));
+      }
     }
   }
   for (size_t i = 0; i < names.size(); ++i) {

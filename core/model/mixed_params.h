@@ -42,6 +42,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -54,6 +55,9 @@ struct FactorStack;
 struct LinearGroup;
 
 enum class MixStrategy { kStacked, kGrouped };
+
+// Tokens from which a one-mixture batch of kStacked computes only its used tasks' factors.
+constexpr int64_t kOneMixtureMinTokens = 16;
 
 // "stacked" / "grouped".
 const char* MixStrategyName(MixStrategy strategy);
@@ -117,6 +121,17 @@ class MixedParams : public LayerParams {
   at::Tensor ColumnWeights(const FactorStack& stack) const;
   // x W*^T + ((x v) * w[:, column_task]) us^T through the stack's joint buffer.
   at::Tensor JointLinear(const FactorStack& stack, const at::Tensor& x) const;
+  // Whether the linears on x2 [N, in] take the one-mixture path: every row has the same
+  // weights, x2 holds at least kOneMixtureMinTokens tokens (a prompt chunk: enough rows for
+  // the unused tasks' FLOPs to cost more than the extra kernels) and at most 3/4 of the tasks
+  // are used. That path computes x W*^T and, per used task t, (x v_t) us_t^T scaled by w_t in
+  // its addmm: r_t columns instead of every task's R.
+  bool OneMixtureFor(const at::Tensor& x2) const;
+  // y += w_t (x2 v_t) us_t^T for every used task: v_t is columns [v_begin + offset[t],
+  // v_begin + offset[t + 1]) of joint_t, us_t^T rows [offset[t], offset[t + 1]) of us_t.
+  void AddTaskTerms(const at::Tensor& x2, const at::Tensor& joint_t, int64_t v_begin,
+                    const std::vector<int64_t>& offset, const at::Tensor& us_t,
+                    at::Tensor y) const;
   // z [N, R] (N = rows x per-row tokens) scaled by each row's column weights cw [B, R].
   at::Tensor ScaleColumns(const at::Tensor& z, const at::Tensor& cw) const;
   // y += the bias of the linear `name` (per row when a task has a delta of it) and its dense
@@ -147,6 +162,8 @@ class MixedParams : public LayerParams {
   MixStrategy strategy_;
   int64_t rows_ = 0;
   int64_t active_pairs_ = 0;
+  bool single_mixture_ = false;                    // every row the same weights
+  std::vector<std::pair<int64_t, float>> mixture_;  // then its used tasks and weights
 };
 
 }  // namespace twin

@@ -196,6 +196,35 @@ TEST_P(LinearGroupTest, FusionAndTensorsAreUnchangedByPacking) {
   EXPECT_EQ(packed->shared_bytes(), plain->shared_bytes());
 }
 
+// Rows that share one mixture, as many tokens as a prompt chunk: the one-mixture path (only
+// the used tasks' columns) equals the fused weights, packed or not.
+TEST_P(LinearGroupTest, OneMixturePromptChunkEqualsItsFusedWeights) {
+  const Sizes s = GetParam();
+  std::unique_ptr<TwinWeights> plain = MakeTwins(s), packed = MakeTwins(s);
+  ASSERT_TRUE(packed->GroupLinears({kWeights}).ok());
+  const std::vector<double> w = {0.6, 0.0, 0.4};
+  const std::vector<std::vector<double>> rows(3, w);
+  const at::Tensor x = Random({3, kOneMixtureMinTokens, s.in}, 78);
+  auto fused = plain->Fuse(w);
+  ASSERT_TRUE(fused.ok());
+  const DenseParams want(ByName(*fused));
+  const int64_t terms = s.in + 3 * s.rank + 3 + kTasks + 1;
+  for (MixStrategy strategy : {MixStrategy::kStacked, MixStrategy::kGrouped}) {
+    auto a = MixedParams::Create(*plain, rows, strategy);
+    auto b = MixedParams::Create(*packed, rows, strategy);
+    ASSERT_TRUE(a.ok() && b.ok());
+    const std::vector<at::Tensor> together = b->Linears(kNames, x);
+    for (size_t i = 0; i < 3; ++i) {
+      const at::Tensor expected = want.Linear(kNames[i], x);
+      // Fusion rounds every weight once more per task term: three bounds, not two.
+      const at::Tensor m = 1.5 * Magnitude(*plain, kNames[i], x, w);
+      const std::string what = std::string(MixStrategyName(strategy)) + " " + kNames[i];
+      ExpectClose(together[i], expected, m, terms, what + " packed");
+      ExpectClose(a->Linear(kNames[i], x), expected, m, terms, what + " alone");
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, LinearGroupTest,
     ::testing::Values(Sizes{12, 10, 2, false},   // block diagonal
