@@ -16,6 +16,7 @@
 
 #include "core/io/safetensors.h"
 #include "core/merge/svd_compress.h"
+#include "tests/testing/random_tensor.h"
 #include "tests/testing/rounding.h"
 
 namespace twin {
@@ -28,8 +29,7 @@ using twin::testing::kFloat32Unit;
 constexpr int kNumTasks = 3;
 
 at::Tensor Random(at::IntArrayRef shape, uint64_t seed) {
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat));
+  return twin::testing::RandomTensor(shape, seed);
 }
 
 // theta* with a 2-D, a 3-D, a 1-D and an integer tensor, plus three experts around it.

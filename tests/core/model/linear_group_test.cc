@@ -15,6 +15,7 @@
 #include "core/merge/twin_weights.h"
 #include "core/model/layer_params.h"
 #include "core/model/mixed_params.h"
+#include "tests/testing/random_tensor.h"
 #include "tests/testing/rounding.h"
 
 namespace twin {
@@ -26,8 +27,7 @@ using twin::testing::Float32SumError;
 constexpr int kTasks = 3;
 
 at::Tensor Random(at::IntArrayRef shape, uint64_t seed) {
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat));
+  return twin::testing::RandomTensor(shape, seed);
 }
 
 // Three linears a, b, c of one input (outputs `out`, 1/2 `out` and 1/2 `out`), biases on all

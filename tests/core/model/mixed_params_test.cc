@@ -12,6 +12,7 @@
 
 #include "core/merge/twin_weights.h"
 #include "core/model/layer_params.h"
+#include "tests/testing/random_tensor.h"
 #include "tests/testing/rounding.h"
 
 namespace twin {
@@ -24,8 +25,7 @@ constexpr int kTasks = 3;
 constexpr int64_t kIn = 12, kOut = 10, kVocab = 20, kDim = 8;
 
 at::Tensor Random(at::IntArrayRef shape, uint64_t seed) {
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat));
+  return twin::testing::RandomTensor(shape, seed);
 }
 
 // theta* of one linear ("lin"), one embedding ("emb"), one LayerNorm ("ln") and a linear whose
