@@ -1,22 +1,24 @@
 // Hugging Face tokenizers loaded from a model directory, encoding text to ids the way the
 // `tokenizers` library does: added/special tokens split out first, then normalizer,
-// pre-tokenizer, model (WordPiece or byte-level BPE) and post-processor.
+// pre-tokenizer, model (WordPiece, BPE or Unigram) and post-processor.
 //
 // Load(dir) reads, in this order of preference:
 //   tokenizer.json                 normalizer: BertNormalizer, Lowercase, NFD, NFC,
 //                                  StripAccents, Prepend, Replace (string), Sequence;
 //                                  pre_tokenizer: BertPreTokenizer, ByteLevel, WhitespaceSplit,
 //                                  Split (GPT-2's, Qwen2's or Llama 3's regex), Metaspace,
-//                                  Sequence; model: WordPiece, BPE (byte_fallback, fuse_unk);
+//                                  Sequence; model: WordPiece, BPE (byte_fallback, fuse_unk),
+//                                  Unigram (unk_id, byte_fallback);
 //                                  post_processor: BertProcessing, RobertaProcessing,
 //                                  TemplateProcessing, ByteLevel, Sequence; added_tokens;
 //                                  decoder: ByteLevel, WordPiece, Replace, ByteFallback, Fuse,
 //                                  Strip, Metaspace, Sequence;
-//   tokenizer.model                SentencePiece (Llama 2, Mistral), through libsentencepiece, as
-//                                  Hugging Face's LlamaTokenizerFast converts it (tokenizer_config
-//                                  .json: add_bos_token, default true; add_eos_token, default
-//                                  false; legacy; add_prefix_space): "▁" prepended, BPE or
-//                                  Unigram with byte fallback, <s> ... , <0xNN> bytes decoded
+//   tokenizer.model                SentencePiece (Llama 2, Mistral; read here, not through
+//                                  libsentencepiece), as Hugging Face's LlamaTokenizerFast
+//                                  converts it (tokenizer_config.json: add_bos_token, default
+//                                  true; add_eos_token, default false; legacy; add_prefix_space):
+//                                  "▁" prepended, BPE or Unigram with byte fallback, <s> ... ,
+//                                  <0xNN> bytes decoded
 //   vocab.txt                      BERT (tokenizer_config.json: do_lower_case, strip_accents,
 //                                  tokenize_chinese_chars); [CLS] ... [SEP]
 //   vocab.json + merges.txt        byte-level BPE; RoBERTa (<s> ... </s>) or GPT-2 (none) by

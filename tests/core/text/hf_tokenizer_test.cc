@@ -1,5 +1,9 @@
 #include "core/text/hf_tokenizer.h"
 
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -42,6 +46,32 @@ std::unique_ptr<HfTokenizer> FromJson(const nlohmann::json& json) {
 
 absl::Status LoadError(const nlohmann::json& json) {
   return HfTokenizer::FromTokenizerJson(json.dump(), "tokenizer.json").status();
+}
+
+// A T5-style tokenizer.json: Metaspace, a Unigram model, </s> after the text.
+// <unk>=0 <s>=1 </s>=2 ▁=3 a=4 b=5 ab=6 ▁ab=7 <0xC3>=8 <0xA9>=9
+nlohmann::json UnigramJson() {
+  // An array of [piece, score]: nlohmann would read a braced list of pairs as an object.
+  nlohmann::json vocab = nlohmann::json::array(
+      {{"<unk>", 0.0}, {"<s>", 0.0}, {"</s>", 0.0}, {"\u2581", -2.0}, {"a", -3.0}, {"b", -3.0},
+       {"ab", -4.0}, {"\u2581ab", -4.5}, {"<0xC3>", -10.0}, {"<0xA9>", -10.0}});
+  nlohmann::json added = nlohmann::json::array();
+  for (int i = 0; i < 3; ++i) {
+    added.push_back(
+        {{"id", i}, {"content", vocab[i][0]}, {"special", true}, {"normalized", false}});
+  }
+  nlohmann::json metaspace = {{"type", "Metaspace"}, {"replacement", "\u2581"},
+                              {"prepend_scheme", "always"}, {"split", true}};
+  return {
+      {"added_tokens", added},
+      {"pre_tokenizer", metaspace},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", nlohmann::json::array(
+                       {{{"Sequence", {{"id", "A"}}}}, {{"SpecialToken", {{"id", "</s>"}}}}})},
+        {"special_tokens", {{"</s>", {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}}}}}}},
+      {"decoder", metaspace},
+      {"model", {{"type", "Unigram"}, {"unk_id", 0}, {"byte_fallback", false}, {"vocab", vocab}}}};
 }
 
 TEST(HfTokenizerTest, WordPieceWithSpecialTokensInTheText) {
@@ -108,6 +138,34 @@ TEST(HfTokenizerTest, AddedTokensStripWhitespaceWhenAsked) {
               ElementsAre(5, 12, 6));
 }
 
+TEST(HfTokenizerTest, UnigramModelInTokenizerJson) {
+  nlohmann::json json = UnigramJson();
+  auto tok = FromJson(json);
+  ASSERT_NE(tok, nullptr);
+  // The best total score: "▁ab" (-4.5) over "▁" + "ab" (-6); unknown characters fused into one
+  // <unk>; "é" has no piece and, without byte_fallback, is <unk> too.
+  EXPECT_THAT(tok->Encode("ab ab")->ids, ElementsAre(7, 7, 2));
+  EXPECT_THAT(tok->Encode("abxyz</s>")->ids, ElementsAre(7, 0, 2, 2));
+  EXPECT_THAT(tok->Encode("ab \u00e9", {.add_special_tokens = false})->ids, ElementsAre(7, 3, 0));
+  EXPECT_EQ(tok->Decode({7, 3, 4, 5, 2}, /*skip_special_tokens=*/true), "ab ab");
+  EXPECT_EQ(tok->vocab_size(), 10);
+  EXPECT_EQ(tok->TokenToId("\u2581ab"), 7);
+
+  json["model"]["byte_fallback"] = true;
+  tok = FromJson(json);
+  ASSERT_NE(tok, nullptr);
+  EXPECT_THAT(tok->Encode("ab \u00e9", {.add_special_tokens = false})->ids,
+              ElementsAre(7, 3, 8, 9));
+  // Unknown characters whose bytes are not all pieces stay one <unk>.
+  EXPECT_THAT(tok->Encode("\u00e9x", {.add_special_tokens = false})->ids, ElementsAre(3, 0));
+
+  json["model"].erase("type");  // files written before models were tagged
+  json["model"].erase("byte_fallback");
+  tok = FromJson(json);
+  ASSERT_NE(tok, nullptr);
+  EXPECT_THAT(tok->Encode("ab \u00e9")->ids, ElementsAre(7, 3, 0, 2));
+}
+
 TEST(HfTokenizerTest, LoadsEachDirectoryForm) {
   TempDir dir;
   WriteFileOrDie(dir.Join("vocab.txt"), kVocabTxt);
@@ -159,10 +217,11 @@ TEST(HfTokenizerErrorsTest, MalformedJsonNamesTheFile) {
 }
 
 TEST(HfTokenizerErrorsTest, BadModelsNameTheKey) {
-  nlohmann::json unigram = WordPieceJson();
-  unigram["model"]["type"] = "Unigram";
-  EXPECT_EQ(LoadError(unigram).code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(LoadError(unigram).message()), HasSubstr("unknown model type \"Unigram\""));
+  nlohmann::json word_level = WordPieceJson();
+  word_level["model"]["type"] = "WordLevel";
+  EXPECT_EQ(LoadError(word_level).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(LoadError(word_level).message()),
+              HasSubstr("unknown model type \"WordLevel\""));
   nlohmann::json untyped = {{"model", {{"vocab", {{"a", 0}}}}}};
   EXPECT_THAT(std::string(LoadError(untyped).message()), HasSubstr("unknown model type"));
   nlohmann::json bad_id = WordPieceJson();
@@ -182,6 +241,45 @@ TEST(HfTokenizerErrorsTest, BadModelsNameTheKey) {
   bpe["model"]["merges"] = nlohmann::json::array();
   bpe["model"]["dropout"] = 0.1;
   EXPECT_EQ(LoadError(bpe).code(), absl::StatusCode::kUnimplemented);
+}
+
+// Each bad Unigram field is INVALID_ARGUMENT naming it; a missing unk_id is UNIMPLEMENTED.
+TEST(HfTokenizerErrorsTest, BadUnigramFieldsNameTheKey) {
+  auto error_with = [](const std::string& key, const nlohmann::json& value) {
+    nlohmann::json json = UnigramJson();
+    json["model"][key] = value;
+    return LoadError(json);
+  };
+  auto pieces = &nlohmann::json::array;  // a braced list of pairs alone would be an object
+  const std::string entry = "model.vocab[1]: expected [piece, score]";
+  const std::vector<std::tuple<std::string, nlohmann::json, std::string>> bad = {
+      {"vocab", {{"a", 0}}, "tokenizer.json: model.vocab: expected a non-empty array"},
+      {"vocab", pieces({}), "model.vocab: expected a non-empty array"},
+      {"vocab", pieces({{"<unk>", 0.0}, {"a"}}), entry},
+      {"vocab", pieces({{"<unk>", 0.0}, {"a", "-1"}}), entry},
+      {"vocab", pieces({{"<unk>", 0.0}, {7, -1.0}}), entry},
+      {"vocab", pieces({{"<unk>", 0.0}, {"", -1.0}}), "model.vocab: piece 1 is empty"},
+      {"vocab", pieces({{"<unk>", 0.0}, {"a", -1.0}, {"a", -2.0}}),
+       "model.vocab: piece 2 \"a\" occurs twice"},
+      {"unk_id", 10, "model.unk_id: expected the id of one of the 10 pieces, got 10"},
+      {"unk_id", -1, "model.unk_id"},
+      {"unk_id", "0", "model.unk_id"},
+      {"byte_fallback", "yes", "model.byte_fallback: expected a boolean"},
+  };
+  for (const auto& [key, value, message] : bad) {
+    const absl::Status status = error_with(key, value);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << key << " = " << value;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(message)) << key << " = " << value;
+  }
+  const absl::Status no_unk = error_with("unk_id", nullptr);
+  EXPECT_EQ(no_unk.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(no_unk.message()), HasSubstr("model.unk_id"));
+  // The Precompiled normalizer that XLM-RoBERTa, T5 and ALBERT pair with Unigram is refused.
+  nlohmann::json precompiled = UnigramJson();
+  precompiled["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", "AAAA"}};
+  EXPECT_EQ(LoadError(precompiled).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(LoadError(precompiled).message()),
+              HasSubstr("normalizer.type \"Precompiled\""));
 }
 
 TEST(HfTokenizerErrorsTest, UnsupportedComponentsAndBadFields) {
