@@ -9,6 +9,8 @@ one thread, the corpus read in order), and writes for each case:
 
     OUT_DIR/<name>/tokenizer.model + tokenizer_config.json   what the C++ test loads
     OUT_DIR/<name>-converted/tokenizer.json                   what Tokenizers.js encodes with
+      + tokenizer_config.json                                 (the C++ test loads it too for
+                                                              the Unigram case)
 
 The tokenizer.json is the one Hugging Face's Llama converter makes from the model (this script
 writes its own conversion from the model proto): BPE with the pieces as vocabulary, merges of two
@@ -139,8 +141,9 @@ def main():
         os.makedirs(os.path.join(out, name + "-converted"), exist_ok=True)
         with open(os.path.join(out, name, "tokenizer.model"), "wb") as f:
             f.write(serialized)
-        with open(os.path.join(out, name, "tokenizer_config.json"), "w") as f:
-            json.dump({"tokenizer_class": "LlamaTokenizer", **config}, f)
+        for directory in (name, name + "-converted"):
+            with open(os.path.join(out, directory, "tokenizer_config.json"), "w") as f:
+                json.dump({"tokenizer_class": "LlamaTokenizer", **config}, f)
         with open(os.path.join(out, name + "-converted", "tokenizer.json"), "w") as f:
             json.dump(convert(proto, config), f, ensure_ascii=False)
         print(f"sentencepiece_fixtures: {name}: {model_type}, {len(proto.pieces)} pieces")

@@ -3,9 +3,10 @@
 // tests/text/run_parity.sh generates the fixtures (tests/text/make_fixtures.mjs) and runs this
 // with TWIN_HF_PARITY_DIR set. Encode: each tokenizer, loaded from its tokenizer.json directory
 // and (where it has one) from its vocab.txt / vocab.json + merges.txt directory, must give the
-// reference ids for every text. Decode: the reference ids must decode to Tokenizers.js's text,
-// keeping and skipping the special tokens, and an HfTokenStream fed them one at a time must
-// give Decode's text exactly.
+// reference ids for every text; a SentencePiece model from its tokenizer.model directory, and
+// the Unigram one also from the tokenizer.json that Tokenizers.js encoded with. Decode: the
+// reference ids must decode to Tokenizers.js's text, keeping and skipping the special tokens, and
+// an HfTokenStream fed them one at a time must give Decode's text exactly.
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -71,26 +72,46 @@ constexpr const char* kJsonOnly[] = {"qwen2_split", "llama3_split", "llama2_byte
 // tokenizer.model and tokenizer_config.json; Tokenizers.js encoded with their conversion to
 // tokenizer.json.
 constexpr const char* kSentencePiece[] = {"spm_llama2_bpe", "spm_mistral_bpe", "spm_unigram"};
+// SentencePiece models also loaded from that converted tokenizer.json (with the same
+// tokenizer_config.json, no tokenizer.model): a Unigram model in a tokenizer.json.
+constexpr const char* kConverted[] = {"spm_unigram"};
+
+// Where a case's tokenizer is loaded from.
+enum class Form {
+  kJson,       // <name>/: tokenizer.json
+  kLegacy,     // <name>-legacy/: vocab.txt / vocab.json + merges.txt
+  kModel,      // <name>/: tokenizer.model
+  kConverted,  // <name>-converted/: the tokenizer.json converted from <name>/tokenizer.model
+};
 
 struct Case {
   std::string name;  // the tokenizer's name in reference.json
-  bool legacy;       // the vocab.txt / vocab.json + merges.txt directory
-  bool sentencepiece = false;  // the tokenizer.model directory
+  Form form;
 };
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.name +
-         (info.param.sentencepiece ? "_model" : info.param.legacy ? "_legacy" : "_json");
+  switch (info.param.form) {
+    case Form::kJson:
+      return info.param.name + "_json";
+    case Form::kLegacy:
+      return info.param.name + "_legacy";
+    case Form::kModel:
+      return info.param.name + "_model";
+    case Form::kConverted:
+      return info.param.name + "_converted";
+  }
+  return info.param.name;
 }
 
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
   for (const char* name : kWithLegacyFiles) {
-    cases.push_back({name, false});
-    cases.push_back({name, true});
+    cases.push_back({name, Form::kJson});
+    cases.push_back({name, Form::kLegacy});
   }
-  for (const char* name : kJsonOnly) cases.push_back({name, false});
-  for (const char* name : kSentencePiece) cases.push_back({name, false, true});
+  for (const char* name : kJsonOnly) cases.push_back({name, Form::kJson});
+  for (const char* name : kSentencePiece) cases.push_back({name, Form::kModel});
+  for (const char* name : kConverted) cases.push_back({name, Form::kConverted});
   return cases;
 }
 
@@ -107,20 +128,36 @@ class ParityTest : public ::testing::TestWithParam<Case> {
       ASSERT_TRUE(table->contains(c.name)) << c.name << " is not in reference.json";
       ASSERT_EQ((*table)[c.name].size(), ref.texts.size()) << c.name;
     }
-    dir_ = ref.dir + "/" + c.name + (c.legacy ? "-legacy" : "");
-    if (c.sentencepiece) {
-      ASSERT_TRUE(std::filesystem::exists(dir_ + "/tokenizer.model")) << dir_;
-      ASSERT_FALSE(std::filesystem::exists(dir_ + "/tokenizer.json")) << dir_;
+    dir_ = ref.dir + "/" + c.name +
+           (c.form == Form::kLegacy ? "-legacy" : c.form == Form::kConverted ? "-converted" : "");
+    if (c.form == Form::kModel || c.form == Form::kConverted) {
+      const bool model = c.form == Form::kModel;
+      ASSERT_EQ(std::filesystem::exists(dir_ + "/tokenizer.model"), model) << dir_;
+      ASSERT_EQ(std::filesystem::exists(dir_ + "/tokenizer.json"), !model) << dir_;
+      ASSERT_TRUE(std::filesystem::exists(dir_ + "/tokenizer_config.json")) << dir_;
     }
     auto tok = HfTokenizer::Load(dir_);
     ASSERT_TRUE(tok.ok()) << tok.status();
     tok_ = *std::move(tok);
   }
 
-  std::string Form() const {
-    return GetParam().sentencepiece ? " (tokenizer.model)"
-           : GetParam().legacy      ? " (legacy files)"
-                                    : " (tokenizer.json)";
+  std::string FormName() const {
+    switch (GetParam().form) {
+      case Form::kJson:
+        return " (tokenizer.json)";
+      case Form::kLegacy:
+        return " (legacy files)";
+      case Form::kModel:
+        return " (tokenizer.model)";
+      case Form::kConverted:
+        return " (converted tokenizer.json)";
+    }
+    return "";
+  }
+
+  // The SentencePiece models' cases, which also compare the ids without special tokens.
+  bool SentencePiece() const {
+    return GetParam().form == Form::kModel || GetParam().form == Form::kConverted;
   }
 
   std::string dir_;
@@ -145,15 +182,15 @@ TEST_P(ParityTest, SameIdsAsTokenizersJs) {
     }
   }
   EXPECT_EQ(mismatches, 0u) << "texts whose ids differ";
-  std::cout << "[ parity ] " << GetParam().name << Form() << ": " << ref.texts.size() - mismatches
-            << " of " << ref.texts.size() << " texts identical, " << ids_compared << " ids"
-            << std::endl;
+  std::cout << "[ parity ] " << GetParam().name << FormName() << ": "
+            << ref.texts.size() - mismatches << " of " << ref.texts.size() << " texts identical, "
+            << ids_compared << " ids" << std::endl;
 }
 
 // Without special tokens (add_special_tokens false), where the reference has those ids.
 TEST_P(ParityTest, SameIdsWithoutSpecialTokens) {
   const Reference& ref = GetReference();
-  if (!GetParam().sentencepiece) GTEST_SKIP() << "compared for the SentencePiece cases";
+  if (!SentencePiece()) GTEST_SKIP() << "compared for the SentencePiece cases";
   ASSERT_TRUE(ref.plain.contains(GetParam().name)) << GetParam().name << " has no plain ids";
   const nlohmann::json& expected_all = ref.plain[GetParam().name];
   ASSERT_EQ(expected_all.size(), ref.texts.size());
@@ -170,7 +207,7 @@ TEST_P(ParityTest, SameIdsWithoutSpecialTokens) {
     }
   }
   EXPECT_EQ(mismatches, 0u) << "texts whose ids differ";
-  std::cout << "[ parity ] " << GetParam().name << Form() << " without special tokens: "
+  std::cout << "[ parity ] " << GetParam().name << FormName() << " without special tokens: "
             << ref.texts.size() - mismatches << " of " << ref.texts.size()
             << " texts identical" << std::endl;
 }
@@ -211,7 +248,7 @@ TEST_P(ParityTest, SameTextAsTokenizersJs) {
   }
   EXPECT_EQ(decode_mismatches, 0u) << "decodes that differ from Tokenizers.js";
   EXPECT_EQ(stream_mismatches, 0u) << "streams that differ from Decode";
-  std::cout << "[ parity ] " << name << Form() << ": decode " << checks - decode_mismatches
+  std::cout << "[ parity ] " << name << FormName() << ": decode " << checks - decode_mismatches
             << " of " << checks << " identical to Tokenizers.js (with and without special "
             << "tokens), stream " << checks - stream_mismatches << " of " << checks
             << " identical to Decode" << std::endl;
