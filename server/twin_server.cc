@@ -459,13 +459,14 @@ void TwinServer::SubmitGenerate(const twinmerge::v1::GenerateRequest& request, a
     callbacks.done(job.status());
     return;
   }
-  if (absl::Status slot = TakeClientSlot(client); !slot.ok()) {
+  absl::StatusOr<bool> slot = TakeClientSlot(client);
+  if (!slot.ok()) {
     metrics_->RecordGeneration("", "RESOURCE_EXHAUSTED", "");
-    callbacks.done(slot);
+    callbacks.done(slot.status());
     return;
   }
   // The client's slot is held until the stream ends, however it ends.
-  if (config_.max_in_flight_per_client > 0 && !client.empty()) {
+  if (*slot) {
     callbacks.done = [this, client, done = std::move(callbacks.done)](const absl::Status& status) {
       ReleaseClientSlot(client);
       done(status);
@@ -478,8 +479,8 @@ void TwinServer::SubmitGenerate(const twinmerge::v1::GenerateRequest& request, a
   generator_->Submit(*std::move(job));
 }
 
-absl::Status TwinServer::TakeClientSlot(const std::string& client) {
-  if (config_.max_in_flight_per_client <= 0 || client.empty()) return absl::OkStatus();
+absl::StatusOr<bool> TwinServer::TakeClientSlot(const std::string& client) {
+  if (config_.max_in_flight_per_client <= 0 || client.empty()) return false;
   absl::MutexLock lock(&clients_mu_);
   int& in_flight = client_in_flight_[client];
   if (in_flight >= config_.max_in_flight_per_client) {
@@ -490,7 +491,7 @@ absl::Status TwinServer::TakeClientSlot(const std::string& client) {
         config_.max_in_flight_per_client, " (limits.max_in_flight_per_client)"));
   }
   ++in_flight;
-  return absl::OkStatus();
+  return true;
 }
 
 void TwinServer::ReleaseClientSlot(const std::string& client) {
@@ -539,15 +540,15 @@ void TwinServer::Submit(const twinmerge::v1::InferRequest& request, absl::Time d
     reply(payload.status());
     return;
   }
-  const bool counted = config_.max_in_flight_per_client > 0 && !client.empty();
-  if (absl::Status slot = TakeClientSlot(client); !slot.ok()) {
+  absl::StatusOr<bool> slot = TakeClientSlot(client);
+  if (!slot.ok()) {
     metrics_->RecordRequest("", "RESOURCE_EXHAUSTED", {});
-    reply(slot);
+    reply(slot.status());
     return;
   }
   metrics_->AddInFlight(1);
   (*payload)->received = now;
-  (*payload)->reply = [this, reply = std::move(reply), client = counted ? client : std::string()](
+  (*payload)->reply = [this, reply = std::move(reply), client = *slot ? client : std::string()](
                           absl::StatusOr<twinmerge::v1::InferResponse> result) {
     metrics_->AddInFlight(-1);
     ReleaseClientSlot(client);

@@ -150,10 +150,10 @@ class TwinServer {
   uint64_t reload_failures_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   absl::Time last_reload_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  // limits.max_in_flight_per_client: one more call of `client` ("" and a limit of 0 always
-  // pass), or RESOURCE_EXHAUSTED naming the client and the limit; each slot taken is given
-  // back by ReleaseClientSlot once.
-  absl::Status TakeClientSlot(const std::string& client);
+  // limits.max_in_flight_per_client: one more call of `client`: true when a slot was taken
+  // (give it back by ReleaseClientSlot once), false when the call is not counted ("" or a
+  // limit of 0), RESOURCE_EXHAUSTED naming the client and the limit when it has no slot left.
+  absl::StatusOr<bool> TakeClientSlot(const std::string& client);
   void ReleaseClientSlot(const std::string& client);
   absl::Mutex clients_mu_;  // guards client_in_flight_
   absl::flat_hash_map<std::string, int> client_in_flight_ ABSL_GUARDED_BY(clients_mu_);

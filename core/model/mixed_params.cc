@@ -64,16 +64,16 @@ MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights,
       }
     }
   }
-  // One mixture for every row (a prompt chunk of one sequence, or rows of one weight set).
-  single_mixture_ = true;
-  for (int64_t r = 1; r < rows_ && single_mixture_; ++r) {
-    single_mixture_ = std::equal(host.begin(), host.begin() + tasks, host.begin() + r * tasks);
+  // One mixture for every row (a prompt chunk of one sequence, or rows of one weight set) that
+  // uses at most 3/4 of the tasks: OneMixtureFor's path.
+  bool single = true;
+  for (int64_t r = 1; r < rows_ && single; ++r) {
+    single = std::equal(host.begin(), host.begin() + tasks, host.begin() + r * tasks);
   }
-  if (single_mixture_) {
-    for (int64_t t = 0; t < tasks; ++t) {
-      if (host[static_cast<size_t>(t)] != 0.0f) mixture_.emplace_back(t, host[static_cast<size_t>(t)]);
-    }
+  for (int64_t t = 0; single && t < tasks; ++t) {
+    if (host[static_cast<size_t>(t)] != 0.0f) mixture_.emplace_back(t, host[static_cast<size_t>(t)]);
   }
+  one_mixture_ = single && static_cast<int64_t>(mixture_.size()) * 4 <= tasks * 3;
   // The grouped strategy's rows per task; the stacked one reads every row of every column.
   for (int64_t t = 0; strategy_ == MixStrategy::kGrouped && t < tasks; ++t) {
     at::Tensor rows = at::nonzero(weights_.select(1, t)).squeeze(1);
@@ -267,9 +267,7 @@ void MixedParams::AddLinearTerms(const std::string& full_name, const at::Tensor&
         },
         stack->us, y);
   }
-  AddDenseTerms(
-      full_name, x.dim(),
-      [&x](const at::Tensor& delta) { return at::linear(x, delta.to(x.scalar_type())); }, y);
+  AddDenseLinearTerms(full_name, x, y);
 }
 
 void MixedParams::AddEmbeddingTerms(const std::string& full_name, const at::Tensor& ids,
@@ -303,8 +301,7 @@ at::Tensor MixedParams::ScaleColumns(const at::Tensor& z, const at::Tensor& cw) 
 }
 
 bool MixedParams::OneMixtureFor(const at::Tensor& x2) const {
-  return single_mixture_ && x2.size(0) >= kOneMixtureMinTokens &&
-         static_cast<int64_t>(mixture_.size()) * 4 <= static_cast<int64_t>(task_used_.size()) * 3;
+  return one_mixture_ && x2.size(0) >= kOneMixtureMinTokens;
 }
 
 void MixedParams::AddTaskTerms(const at::Tensor& x2, const at::Tensor& joint_t, int64_t v_begin,
@@ -341,16 +338,17 @@ at::Tensor MixedParams::JointLinear(const FactorStack& stack, const at::Tensor& 
   return y.view(shape);
 }
 
-void MixedParams::AddBiasAndDense(const std::string& name, const at::Tensor& x, bool bias,
-                                  at::Tensor& y) const {
-  const std::string weight = name + ".weight";
+void MixedParams::AddDenseLinearTerms(const std::string& full_name, const at::Tensor& x,
+                                      at::Tensor& y) const {
   AddDenseTerms(
-      weight, x.dim(),
+      full_name, x.dim(),
       [&x](const at::Tensor& delta) { return at::linear(x, delta.to(x.scalar_type())); }, y);
-  if (bias && twins_->shared_tensor(name + ".bias") != nullptr) {
-    at::Tensor b = RowVector(name + ".bias");
-    y.add_(b.dim() == 1 ? b : RowsView(b, y.dim()));
-  }
+}
+
+void MixedParams::AddBias(const std::string& name, at::Tensor& y) const {
+  if (twins_->shared_tensor(name + ".bias") == nullptr) return;
+  const at::Tensor b = RowVector(name + ".bias");
+  y.add_(b.dim() == 1 ? b : RowsView(b, y.dim()));
 }
 
 std::vector<at::Tensor> MixedParams::Linears(const std::vector<std::string>& names,
@@ -408,7 +406,8 @@ std::vector<at::Tensor> MixedParams::Linears(const std::vector<std::string>& nam
       shape.back() = out[i].size(1);
       out[i] = out[i].view(shape);
     }
-    AddBiasAndDense(names[i], x, !shared_bias, out[i]);
+    AddDenseLinearTerms(weights[i], x, out[i]);
+    if (!shared_bias) AddBias(names[i], out[i]);
   }
   return out;
 }
@@ -416,23 +415,18 @@ std::vector<at::Tensor> MixedParams::Linears(const std::vector<std::string>& nam
 at::Tensor MixedParams::Linear(const std::string& name, const at::Tensor& x) const {
   TORCH_CHECK(x.size(0) == rows_, "linear ", name, ": input has ", x.size(0), " rows, the mixture ",
               rows_);
-  const std::string weight = name + ".weight", bias = name + ".bias";
+  const std::string weight = name + ".weight";
   const FactorStack* stack = twins_->factor_stack(weight);
   at::Tensor y;
   if (strategy_ == MixStrategy::kStacked && stack != nullptr && stack->joint.defined() &&
       x.scalar_type() == stack->joint.scalar_type() && x.numel() > 0) {
     y = JointLinear(*stack, x);
-    AddDenseTerms(
-        weight, x.dim(),
-        [&x](const at::Tensor& delta) { return at::linear(x, delta.to(x.scalar_type())); }, y);
+    AddDenseLinearTerms(weight, x, y);
   } else {
     y = at::linear(x, Shared(weight));
     AddLinearTerms(weight, x, y);
   }
-  if (twins_->shared_tensor(bias) != nullptr) {
-    at::Tensor b = RowVector(bias);
-    y.add_(b.dim() == 1 ? b : RowsView(b, y.dim()));
-  }
+  AddBias(name, y);
   return y;
 }
 

@@ -134,10 +134,11 @@ class MixedParams : public LayerParams {
                     at::Tensor y) const;
   // z [N, R] (N = rows x per-row tokens) scaled by each row's column weights cw [B, R].
   at::Tensor ScaleColumns(const at::Tensor& z, const at::Tensor& cw) const;
-  // y += the bias of the linear `name` (per row when a task has a delta of it) and its dense
-  // 2-D terms on x.
-  void AddBiasAndDense(const std::string& name, const at::Tensor& x, bool bias,
-                       at::Tensor& y) const;
+  // y += sum_t w_t x D_t^T for the 2-D tensor `full_name` stored dense.
+  void AddDenseLinearTerms(const std::string& full_name, const at::Tensor& x,
+                           at::Tensor& y) const;
+  // y += the bias of the linear `name` (per row when a task has a delta of it), if it has one.
+  void AddBias(const std::string& name, at::Tensor& y) const;
 
   // A task's longest run of consecutive rows: rows [first, first + length); `rest` holds its
   // other rows (undefined when there are none).
@@ -162,8 +163,10 @@ class MixedParams : public LayerParams {
   MixStrategy strategy_;
   int64_t rows_ = 0;
   int64_t active_pairs_ = 0;
-  bool single_mixture_ = false;                    // every row the same weights
-  std::vector<std::pair<int64_t, float>> mixture_;  // then its used tasks and weights
+  // Every row has the same weights: their used tasks and weights; one_mixture_ when they use
+  // at most 3/4 of the tasks.
+  std::vector<std::pair<int64_t, float>> mixture_;
+  bool one_mixture_ = false;
 };
 
 }  // namespace twin
