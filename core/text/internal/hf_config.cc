@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/io/bounded_json.h"
 #include "core/status_macros.h"
@@ -33,19 +34,42 @@ absl::StatusOr<std::string> TypeOf(const nlohmann::json& config, absl::string_vi
   return RequiredString(config, "type", what);
 }
 
-// {"String": "..."} of a Replace; a regex pattern is not supported.
-absl::StatusOr<std::string> StringPattern(const nlohmann::json& config, const std::string& what) {
+// The one regular expression a Replace normalizer may use: runs of two or more spaces, which
+// Hugging Face's SentencePiece converters write (" {2,}", replaced by "▁" or " ").
+constexpr absl::string_view kSpaceRunsRegex = " {2,}";
+
+// A Replace's pattern: {"String": "..."}, or {"Regex": " {2,}"} (then *space_runs is true).
+absl::StatusOr<std::string> ReplacePattern(const nlohmann::json& config, const std::string& what,
+                                           bool* space_runs) {
   const nlohmann::json& pattern = Field(config, "pattern");
   const nlohmann::json& string = Field(pattern, "String");
+  *space_runs = false;
   if (pattern.is_object() && string.is_string() && !string.get<std::string>().empty()) {
     return string.get<std::string>();
   }
   if (pattern.is_object() && pattern.contains("Regex")) {
+    const nlohmann::json& regex = Field(pattern, "Regex");
+    if (regex.is_string() && regex.get<std::string>() == kSpaceRunsRegex) {
+      *space_runs = true;
+      return regex.get<std::string>();
+    }
     return absl::UnimplementedError(absl::StrCat(FieldName(what, "pattern.Regex"), " ",
-                                                 ShortDump(Field(pattern, "Regex")),
-                                                 " is not supported"));
+                                                 ShortDump(regex), " is not supported (\"",
+                                                 kSpaceRunsRegex, "\" is)"));
   }
   return FieldError(what, "pattern", "{\"String\": a non-empty string}", pattern);
+}
+
+// A Precompiled normalizer's charsmap: base64 in "precompiled_charsmap".
+absl::StatusOr<std::shared_ptr<const PrecompiledCharsmap>> ParseCharsmap(
+    const nlohmann::json& config, const std::string& what) {
+  ASSIGN_OR_RETURN(std::string encoded, RequiredString(config, "precompiled_charsmap", what));
+  const std::string name = FieldName(what, "precompiled_charsmap");
+  std::string blob;
+  if (encoded.empty() || !absl::Base64Unescape(encoded, &blob)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not a non-empty base64 string"));
+  }
+  return PrecompiledCharsmap::Parse(blob, name);
 }
 
 absl::Status ParseNormalizer(const nlohmann::json& config, const std::string& what,
@@ -73,18 +97,34 @@ absl::Status ParseNormalizer(const nlohmann::json& config, const std::string& wh
     step.kind = NormalizerStep::Kind::kNfd;
   } else if (type == "NFC") {
     step.kind = NormalizerStep::Kind::kNfc;
+  } else if (type == "NFKD") {
+    step.kind = NormalizerStep::Kind::kNfkd;
+  } else if (type == "NFKC") {
+    step.kind = NormalizerStep::Kind::kNfkc;
   } else if (type == "Prepend") {
     step.kind = NormalizerStep::Kind::kPrepend;
     ASSIGN_OR_RETURN(std::string prepend, RequiredString(config, "prepend", what));
     ASSIGN_OR_RETURN(step.text, DecodeUtf8(prepend, FieldName(what, "prepend")));
   } else if (type == "Replace") {
-    step.kind = NormalizerStep::Kind::kReplace;
-    ASSIGN_OR_RETURN(std::string pattern, StringPattern(config, what));
-    ASSIGN_OR_RETURN(step.text, DecodeUtf8(pattern, FieldName(what, "pattern.String")));
+    bool space_runs = false;
+    ASSIGN_OR_RETURN(std::string pattern, ReplacePattern(config, what, &space_runs));
+    if (space_runs) {
+      step.kind = NormalizerStep::Kind::kReplaceSpaceRuns;
+    } else {
+      step.kind = NormalizerStep::Kind::kReplace;
+      ASSIGN_OR_RETURN(step.text, DecodeUtf8(pattern, FieldName(what, "pattern.String")));
+    }
     ASSIGN_OR_RETURN(std::string content, RequiredString(config, "content", what));
     ASSIGN_OR_RETURN(step.content, DecodeUtf8(content, FieldName(what, "content")));
   } else if (type == "StripAccents") {
     step.kind = NormalizerStep::Kind::kStripAccents;
+  } else if (type == "Strip") {
+    step.kind = NormalizerStep::Kind::kStrip;
+    ASSIGN_OR_RETURN(step.strip_left, OptionalBool(config, "strip_left", true, what));
+    ASSIGN_OR_RETURN(step.strip_right, OptionalBool(config, "strip_right", true, what));
+  } else if (type == "Precompiled") {
+    step.kind = NormalizerStep::Kind::kPrecompiled;
+    ASSIGN_OR_RETURN(step.charsmap, ParseCharsmap(config, what));
   } else {
     return Unsupported(what, type);
   }
@@ -312,6 +352,38 @@ std::u32string ReplaceAll(std::u32string_view text, std::u32string_view from,
   return out;
 }
 
+// Each run of two or more U+0020 replaced by `to`.
+std::u32string ReplaceSpaceRuns(std::u32string_view text, std::u32string_view to) {
+  std::u32string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    size_t run = 0;
+    while (i + run < text.size() && text[i + run] == U' ') ++run;
+    if (run >= 2) {
+      out.append(to);
+    } else if (run == 1) {
+      out.push_back(U' ');
+    } else {
+      out.push_back(text[i]);
+      run = 1;
+    }
+    i += run;
+  }
+  return out;
+}
+
+std::u32string Strip(std::u32string_view text, bool left, bool right) {
+  size_t begin = 0;
+  size_t end = text.size();
+  if (left) {
+    while (begin < end && IsWhitespace(text[begin])) ++begin;
+  }
+  if (right) {
+    while (end > begin && IsWhitespace(text[end - 1])) --end;
+  }
+  return std::u32string(text.substr(begin, end - begin));
+}
+
 }  // namespace
 
 std::u32string TokenizerPipeline::Normalize(std::u32string_view text) const {
@@ -330,6 +402,12 @@ std::u32string TokenizerPipeline::Normalize(std::u32string_view text) const {
       case NormalizerStep::Kind::kNfc:
         out = Nfc(out);
         break;
+      case NormalizerStep::Kind::kNfkd:
+        out = Nfkd(out);
+        break;
+      case NormalizerStep::Kind::kNfkc:
+        out = Nfkc(out);
+        break;
       case NormalizerStep::Kind::kPrepend:
         if (!out.empty()) out.insert(0, step.text);
         break;
@@ -338,6 +416,15 @@ std::u32string TokenizerPipeline::Normalize(std::u32string_view text) const {
         break;
       case NormalizerStep::Kind::kStripAccents:
         out.erase(std::remove_if(out.begin(), out.end(), IsNonspacingMark), out.end());
+        break;
+      case NormalizerStep::Kind::kReplaceSpaceRuns:
+        out = ReplaceSpaceRuns(out, step.content);
+        break;
+      case NormalizerStep::Kind::kStrip:
+        out = Strip(out, step.strip_left, step.strip_right);
+        break;
+      case NormalizerStep::Kind::kPrecompiled:
+        out = step.charsmap->Normalize(out);
         break;
     }
   }

@@ -18,6 +18,7 @@
 #include "core/text/bpe.h"
 #include "core/text/internal/added_tokens.h"
 #include "core/text/internal/decoder.h"
+#include "core/text/internal/precompiled.h"
 #include "core/text/split_pattern.h"
 #include "core/text/unigram.h"
 #include "core/text/wordpiece.h"
@@ -26,11 +27,27 @@ namespace twin {
 namespace text_internal {
 
 struct NormalizerStep {
-  enum class Kind { kBert, kLowercase, kNfd, kNfc, kStripAccents, kPrepend, kReplace };
+  enum class Kind {
+    kBert,
+    kLowercase,
+    kNfd,
+    kNfc,
+    kNfkd,
+    kNfkc,
+    kStripAccents,
+    kPrepend,
+    kReplace,
+    kReplaceSpaceRuns,  // Replace with the regex " {2,}": each run of two or more spaces
+    kStrip,             // whitespace (White_Space) off the left and / or right end
+    kPrecompiled,
+  };
   Kind kind = Kind::kBert;
   BertNormalizerOptions bert;  // kBert only
   std::u32string text;         // kPrepend: what is prepended; kReplace: the string replaced
-  std::u32string content;      // kReplace: its replacement
+  std::u32string content;      // kReplace, kReplaceSpaceRuns: the replacement
+  bool strip_left = true;      // kStrip
+  bool strip_right = true;     // kStrip
+  std::shared_ptr<const PrecompiledCharsmap> charsmap;  // kPrecompiled
 };
 
 struct MetaspaceOptions {

@@ -1,10 +1,12 @@
 #include "core/text/internal/unicode.h"
 
+#include <unicode/ubrk.h>
 #include <unicode/uchar.h>
 #include <unicode/unorm2.h>
 #include <unicode/ustring.h>
 #include <unicode/utf16.h>
 
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -181,6 +183,48 @@ std::u32string Normalize(std::u32string_view text,
 
 std::u32string Nfd(std::u32string_view text) { return Normalize(text, unorm2_getNFDInstance); }
 std::u32string Nfc(std::u32string_view text) { return Normalize(text, unorm2_getNFCInstance); }
+std::u32string Nfkd(std::u32string_view text) { return Normalize(text, unorm2_getNFKDInstance); }
+std::u32string Nfkc(std::u32string_view text) { return Normalize(text, unorm2_getNFKCInstance); }
+
+std::vector<size_t> GraphemeEnds(std::u32string_view text) {
+  std::vector<size_t> ends;
+  if (text.empty()) return ends;
+  const std::u16string units = ToUtf16(text);
+  // The code point index of each UTF-16 unit boundary, to map ICU's offsets back.
+  std::vector<size_t> code_point_at(units.size() + 1, 0);
+  size_t unit = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    code_point_at[unit] = i;
+    unit += text[i] > 0xFFFF ? 2 : 1;
+  }
+  code_point_at[unit] = text.size();
+  // One iterator per thread: opening one loads and compiles ICU's rules.
+  struct Closer {
+    void operator()(UBreakIterator* it) const { ubrk_close(it); }
+  };
+  thread_local std::unique_ptr<UBreakIterator, Closer> iterator = [] {
+    UErrorCode error = U_ZERO_ERROR;
+    std::unique_ptr<UBreakIterator, Closer> it(ubrk_open(UBRK_CHARACTER, "", nullptr, 0, &error));
+    if (U_FAILURE(error)) it.reset();
+    return it;
+  }();
+  UErrorCode error = U_ZERO_ERROR;
+  if (iterator != nullptr) {
+    ubrk_setText(iterator.get(), units.data(), static_cast<int32_t>(units.size()), &error);
+  }
+  if (iterator == nullptr || U_FAILURE(error)) {
+    // Without ICU's break data every code point is its own cluster.
+    for (size_t i = 1; i <= text.size(); ++i) ends.push_back(i);
+    return ends;
+  }
+  ubrk_first(iterator.get());
+  for (int32_t end = ubrk_next(iterator.get()); end != UBRK_DONE; end = ubrk_next(iterator.get())) {
+    ends.push_back(code_point_at[static_cast<size_t>(end)]);
+  }
+  // Keep no pointer to this call's text.
+  ubrk_setText(iterator.get(), nullptr, 0, &error);
+  return ends;
+}
 
 namespace {
 

@@ -1,5 +1,5 @@
 // Unicode helpers shared by the Hugging Face tokenizers: UTF-8 <-> code points, the character
-// classes the tokenizers test (from ICU's property data), full lower casing and NFD.
+// classes the tokenizers test (from ICU's property data), full lower casing, normalization forms and grapheme clusters.
 //
 //   ASSIGN_OR_RETURN(std::u32string cps, DecodeUtf8(text, "text 3"));
 //   if (IsPunctuation(cps[0])) ...
@@ -9,6 +9,7 @@
 #define TWIN_CORE_TEXT_INTERNAL_UNICODE_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -37,9 +38,16 @@ bool IsNonspacingMark(char32_t c);   // general category Mn
 // Full (SpecialCasing) lower casing in the root locale, final sigma included, as Rust's
 // str::to_lowercase and JavaScript's toLowerCase.
 std::u32string ToLower(std::u32string_view text);
-// Canonical decomposition (NFD) and composition (NFC).
+// Canonical decomposition (NFD) and composition (NFC), and their compatibility forms (NFKD,
+// NFKC).
 std::u32string Nfd(std::u32string_view text);
 std::u32string Nfc(std::u32string_view text);
+std::u32string Nfkd(std::u32string_view text);
+std::u32string Nfkc(std::u32string_view text);
+
+// Where each extended grapheme cluster of `text` ends (UAX #29, ICU's character break rules), in
+// code points, ascending; the last is text.size(). Empty for an empty text.
+std::vector<size_t> GraphemeEnds(std::u32string_view text);
 
 // U+FFFD, what lossy UTF-8 decoding puts for each ill-formed sequence.
 inline constexpr absl::string_view kReplacementCharacterUtf8 = "\xEF\xBF\xBD";

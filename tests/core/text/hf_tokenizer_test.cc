@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
+#include "tests/core/text/charsmap_builder.h"
 #include "tests/testing/temp_dir.h"
 
 namespace twin {
@@ -274,19 +276,83 @@ TEST(HfTokenizerErrorsTest, BadUnigramFieldsNameTheKey) {
   const absl::Status no_unk = error_with("unk_id", nullptr);
   EXPECT_EQ(no_unk.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(no_unk.message()), HasSubstr("model.unk_id"));
-  // The Precompiled normalizer that XLM-RoBERTa, T5 and ALBERT pair with Unigram is refused.
-  nlohmann::json precompiled = UnigramJson();
-  precompiled["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", "AAAA"}};
-  EXPECT_EQ(LoadError(precompiled).code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(LoadError(precompiled).message()),
-              HasSubstr("normalizer.type \"Precompiled\""));
+}
+
+// What Hugging Face's SentencePiece converters write for XLM-RoBERTa and T5: the model's
+// Precompiled rules, right stripping, runs of spaces to one "▁", then Metaspace.
+nlohmann::json PrecompiledUnigramJson() {
+  nlohmann::json json = UnigramJson();
+  std::string charsmap;
+  absl::Base64Escape(testing::BuildCharsmap({{"\uFF41", "a"}, {"\uFF42", "b"}, {"\t", " "}}),
+                     &charsmap);
+  json["normalizer"] = {
+      {"type", "Sequence"},
+      {"normalizers",
+       {{{"type", "Precompiled"}, {"precompiled_charsmap", charsmap}},
+        {{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}},
+        {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", "\u2581"}}}}};
+  return json;
+}
+
+TEST(HfTokenizerTest, PrecompiledNormalizerWithStripAndSpaceRuns) {
+  auto tok = FromJson(PrecompiledUnigramJson());
+  ASSERT_NE(tok, nullptr);
+  // Fullwidth "ａｂ" becomes "ab"; trailing whitespace goes.
+  EXPECT_THAT(tok->Encode("\uFF41\uFF42 \t ")->ids, ElementsAre(7, 2));
+  EXPECT_THAT(tok->Encode("ab")->ids, ElementsAre(7, 2));
+  // A run of spaces is one "▁"; a tab is a space first.
+  EXPECT_THAT(tok->Encode("a   b")->ids, ElementsAre(3, 4, 3, 5, 2));
+  EXPECT_THAT(tok->Encode("a\t b")->ids, ElementsAre(3, 4, 3, 5, 2));
+  EXPECT_THAT(tok->Encode("a b")->ids, ElementsAre(3, 4, 3, 5, 2));
+  EXPECT_EQ(tok->Decode(tok->Encode("\uFF41\uFF42")->ids, /*skip_special_tokens=*/true), "ab");
+
+  // Strip with both ends, and the compatibility normalization forms.
+  nlohmann::json forms = UnigramJson();
+  forms["normalizer"] = {{"type", "Sequence"},
+                         {"normalizers", {{{"type", "Strip"}}, {{"type", "NFKC"}}}}};
+  auto nfkc = FromJson(forms);
+  ASSERT_NE(nfkc, nullptr);
+  EXPECT_THAT(nfkc->Encode(" \uFF41\uFF42\u3000")->ids, ElementsAre(7, 2));
+  forms["normalizer"]["normalizers"][1]["type"] = "NFKD";
+  auto nfkd = FromJson(forms);
+  ASSERT_NE(nfkd, nullptr);
+  EXPECT_THAT(nfkd->Encode("\uFF41\uFF42")->ids, ElementsAre(7, 2));
+}
+
+TEST(HfTokenizerErrorsTest, BadPrecompiledNormalizersNameTheKey) {
+  auto with_charsmap = [](const nlohmann::json& value) {
+    nlohmann::json json = PrecompiledUnigramJson();
+    json["normalizer"]["normalizers"][0]["precompiled_charsmap"] = value;
+    return LoadError(json);
+  };
+  const std::string key = "tokenizer.json: normalizer.normalizers[0].precompiled_charsmap";
+  for (const nlohmann::json& bad : {nlohmann::json("!!not base64!!"), nlohmann::json(""),
+                                    nlohmann::json(17), nlohmann::json("AAAA")}) {
+    const absl::Status status = with_charsmap(bad);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(key)) << bad;
+  }
+  EXPECT_THAT(std::string(with_charsmap("AAAA").message()), HasSubstr("4-byte trie size"));
+  nlohmann::json missing = PrecompiledUnigramJson();
+  missing["normalizer"]["normalizers"][0].erase("precompiled_charsmap");
+  EXPECT_THAT(std::string(LoadError(missing).message()), HasSubstr(key));
+  // Only the spaces-run regex is known to Replace.
+  nlohmann::json regex = PrecompiledUnigramJson();
+  regex["normalizer"]["normalizers"][2]["pattern"]["Regex"] = "\\s+";
+  EXPECT_EQ(LoadError(regex).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(LoadError(regex).message()),
+              HasSubstr("normalizer.normalizers[2].pattern.Regex"));
+  nlohmann::json strip = PrecompiledUnigramJson();
+  strip["normalizer"]["normalizers"][1]["strip_left"] = "no";
+  EXPECT_THAT(std::string(LoadError(strip).message()),
+              HasSubstr("normalizer.normalizers[1].strip_left"));
 }
 
 TEST(HfTokenizerErrorsTest, UnsupportedComponentsAndBadFields) {
-  nlohmann::json nfkc = WordPieceJson();
-  nfkc["normalizer"] = {{"type", "NFKC"}};
-  EXPECT_EQ(LoadError(nfkc).code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(LoadError(nfkc).message()), HasSubstr("normalizer.type \"NFKC\""));
+  nlohmann::json nmt = WordPieceJson();
+  nmt["normalizer"] = {{"type", "Nmt"}};
+  EXPECT_EQ(LoadError(nmt).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(LoadError(nmt).message()), HasSubstr("normalizer.type \"Nmt\""));
   nlohmann::json punctuation = WordPieceJson();
   punctuation["pre_tokenizer"] = {{"type", "Punctuation"}};
   EXPECT_EQ(LoadError(punctuation).code(), absl::StatusCode::kUnimplemented);
