@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/merge/twin_weights.h"
 #include "core/model/hf_config.h"
@@ -11,6 +12,7 @@
 #include "core/model/hf_decoder_config.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/layer_params.h"
+#include "core/model/task_heads.h"
 #include "core/model/script_model.h"
 #include "core/model/torch_runtime.h"
 #include "core/router/ngram_features.h"
@@ -86,22 +88,57 @@ absl::Status Engine::LoadNativeDecoder(const LocalArtifactSet& set) {
   }
   ASSIGN_OR_RETURN(decoder_, HfDecoder::Create(config));
   const std::map<std::string, at::Tensor> shared = ByName(twin_->shared());
+  std::vector<std::map<std::string, at::Tensor>> per_task;
+  for (int t = 0; t < num_tasks(); ++t) per_task.push_back(ByName(twin_->head(t)));
+  const std::string lm_head_prefix = absl::StrCat(kHfLmHead, ".");
   for (const std::string& name : decoder_->names()) {
     auto it = shared.find(name);
-    if (it == shared.end()) {
-      const bool per_task = num_tasks() > 0 && ByName(twin_->head(0)).count(name) > 0;
-      return absl::InvalidArgumentError(absl::StrCat(
-          "version ", m.version, ": theta* has no '", name, "', which the ", m.native.family,
-          " model reads",
-          per_task ? " (it is kept per task: generation needs the LM head merged; merge with "
-                     "a head_pattern that matches no tensor)"
-                   : ""));
+    std::vector<std::pair<std::string, const at::Tensor*>> copies;  // what the model will read
+    if (it != shared.end()) {
+      copies.emplace_back("theta*", &it->second);
+    } else {
+      const bool kept_per_task = !per_task.empty() && per_task[0].count(name) > 0;
+      // An untied LM head may be kept per task: each sequence reads its task's.
+      if (kept_per_task && absl::StartsWith(name, lm_head_prefix) && !config.tie_word_embeddings) {
+        for (int t = 0; t < num_tasks(); ++t) {
+          if (per_task[t].count(name) == 0) {
+            return absl::InvalidArgumentError(absl::StrCat("version ", m.version, ": task '",
+                                                           m.tasks[t].name, "' has no '", name,
+                                                           "', which the other tasks keep"));
+          }
+        }
+        lm_head_names_.insert(std::string(kHfLmHead));
+        for (int t = 0; t < num_tasks(); ++t) {
+          copies.emplace_back(absl::StrCat("task '", m.tasks[t].name, "'"),
+                              &per_task[t].at(name));
+        }
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "version ", m.version, ": theta* has no '", name, "', which the ", m.native.family,
+            " model reads",
+            kept_per_task ? " (it is kept per task: generation reads only an untied LM head "
+                            "per task; merge with a head_pattern that matches lm_head alone, or "
+                            "none)"
+                          : ""));
+      }
     }
     const auto want = decoder_->tensor_spec().shapes.find(name);
-    if (want != decoder_->tensor_spec().shapes.end() && !it->second.sizes().equals(want->second)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "version ", m.version, ": theta*'s '", name, "' is ", c10::str(it->second.sizes()),
-          " but ", path, " implies ", c10::str(at::IntArrayRef(want->second))));
+    if (want == decoder_->tensor_spec().shapes.end()) continue;
+    for (const auto& [owner, copy] : copies) {
+      if (!copy->sizes().equals(want->second)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "version ", m.version, ": ", owner, "'s '", name, "' is ", c10::str(copy->sizes()),
+            " but ", path, " implies ", c10::str(at::IntArrayRef(want->second))));
+      }
+    }
+  }
+  if (task_lm_heads()) {
+    for (int t = 0; t < num_tasks(); ++t) {
+      std::map<std::string, at::Tensor> head;
+      for (auto& [name, tensor] : per_task[t]) {
+        if (absl::StartsWith(name, lm_head_prefix)) head.emplace(name, tensor);
+      }
+      heads_.push_back(std::make_unique<DenseParams>(std::move(head)));
     }
   }
   if (m.router.features != "ngram") {
@@ -134,19 +171,37 @@ absl::Status Engine::CheckClassifier() const {
 }
 
 absl::StatusOr<std::unique_ptr<LayerParams>> Engine::GenerationParams(
-    const std::vector<const std::vector<double>*>& rows, bool shared_only) const {
+    const std::vector<StepRow>& rows, bool shared_only) const {
   if (!generative()) {
     return absl::FailedPreconditionError(
         absl::StrCat("version ", version(), " is not a causal language model"));
   }
-  if (shared_only) return std::unique_ptr<LayerParams>(new ParamsRef(*shared_params_));
+  std::vector<int> row_tasks;
+  if (task_lm_heads()) {
+    for (size_t b = 0; b < rows.size(); ++b) {
+      if (rows[b].task < 0 || rows[b].task >= num_tasks()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "version ", version(), " keeps its LM head per task: sequence ", b, " has task ",
+            rows[b].task, ", not one of the ", num_tasks(), " tasks"));
+      }
+      row_tasks.push_back(rows[b].task);
+    }
+  }
+  auto with_heads = [&](std::unique_ptr<LayerParams> body) -> std::unique_ptr<LayerParams> {
+    if (!task_lm_heads()) return body;
+    std::vector<const LayerParams*> heads;
+    for (const auto& head : heads_) heads.push_back(head.get());
+    return std::make_unique<TaskHeadParams>(std::move(body), std::move(heads),
+                                            std::move(row_tasks), lm_head_names_);
+  };
+  if (shared_only) return with_heads(std::make_unique<ParamsRef>(*shared_params_));
   std::vector<std::vector<double>> weights;
   weights.reserve(rows.size());
-  for (const std::vector<double>* row : rows) weights.push_back(*row);
+  for (const StepRow& row : rows) weights.push_back(*row.weights);
   try {
     ASSIGN_OR_RETURN(MixedParams mixed,
                      MixedParams::Create(*twin_, weights, generation_mix_strategy_));
-    return std::unique_ptr<LayerParams>(new MixedParams(std::move(mixed)));
+    return with_heads(std::make_unique<MixedParams>(std::move(mixed)));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("generation weights: ", FirstLine(e.what())));
   }

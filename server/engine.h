@@ -34,10 +34,12 @@
 
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/model/generation.h"
 #include "core/model/mixed_params.h"
 #include "core/store/artifact_set.h"
 #include "core/store/manifest.h"
@@ -129,10 +131,15 @@ class Engine {
   bool generative() const { return decoder_ != nullptr; }
   const HfDecoder& decoder() const { return *decoder_; }
   // The weights of one generation step whose rows (sequences, in order) have the mixtures
-  // `rows` (each num_tasks() weights): theta* alone with `shared_only`, else theta* plus each
-  // row's mixture of the task factors in every layer. The result refers to the engine.
-  absl::StatusOr<std::unique_ptr<LayerParams>> GenerationParams(
-      const std::vector<const std::vector<double>*>& rows, bool shared_only) const;
+  // `rows[i].weights` (each num_tasks() weights): theta* alone with `shared_only`, else theta*
+  // plus each row's mixture of the task factors in every layer. With task_lm_heads(), each row
+  // reads the LM head of its task (rows[i].task; out of range: INVALID_ARGUMENT). The result
+  // refers to the engine.
+  absl::StatusOr<std::unique_ptr<LayerParams>> GenerationParams(const std::vector<StepRow>& rows,
+                                                                bool shared_only) const;
+  // Whether the causal LM keeps its LM head per task (merged with a head_pattern matching it):
+  // every sequence then needs a task, given or routed, in static mode too.
+  bool task_lm_heads() const { return !lm_head_names_.empty(); }
   // "native" or "torchscript".
   const char* model_kind() const { return native() ? "native" : "torchscript"; }
   MixStrategy mix_strategy() const { return mix_strategy_; }
@@ -195,6 +202,7 @@ class Engine {
   std::unique_ptr<HfDecoder> decoder_;               // native causal LM, or null
   std::unique_ptr<DenseParams> shared_params_;       // theta* for the native model
   std::vector<std::unique_ptr<DenseParams>> heads_;  // per task, native model
+  std::set<std::string> lm_head_names_;              // the decoder's per-task linears, if any
   MixStrategy mix_strategy_ = MixStrategy::kGrouped;
   MixStrategy generation_mix_strategy_ = MixStrategy::kStacked;
   bool splits_heads_ = false;

@@ -331,33 +331,34 @@ void Generator::Admit() {
       return;
     }
     auto run = std::make_unique<Running>();
-    // The prompt is routed once; the sequence keeps these weights to its end.
-    if (!lane->static_mode) {
-      if (job->task >= 0 && config_.task_given == TaskGivenPolicy::kTask) {
-        run->weights.assign(engine.num_tasks(), 0.0);
-        run->weights[job->task] = 1.0;
-      } else {
-        at::Tensor ids = at::tensor(job->request.prompt, at::kLong).unsqueeze(0);
-        absl::StatusOr<at::Tensor> w =
-            engine.RouterWeights(ids, at::ones_like(ids), {job->temperature});
-        if (!w.ok()) {
-          metrics_->RecordGeneration("", absl::StatusCodeToString(w.status().code()), "");
-          job->callbacks.done(w.status());
-          continue;
-        }
-        const at::Tensor row = w->to(at::kDouble).contiguous();
-        std::vector<double> router(row.data_ptr<double>(), row.data_ptr<double>() + row.numel());
-        ClusterKeyOptions exact;  // the router's top_k weights, renormalised, not rounded
-        exact.top_k = job->top_k;
-        exact.grid = 0;
-        const ClusterKey key = QuantizeWeights(router, exact);
-        run->weights = key.weights;
-        metrics_->RecordRoute(engine.manifest().tasks[key.top_task].name);
-        if (job->task < 0) job->task = key.top_task;
+    // The prompt is routed once; the sequence keeps these weights to its end. In static mode
+    // only a version with per-task LM heads is routed: for the sequence's head (its task).
+    const bool given = job->task >= 0 && config_.task_given == TaskGivenPolicy::kTask;
+    if (!lane->static_mode && given) {
+      run->weights.assign(engine.num_tasks(), 0.0);
+      run->weights[job->task] = 1.0;
+    } else if (!lane->static_mode || (engine.task_lm_heads() && job->task < 0)) {
+      at::Tensor ids = at::tensor(job->request.prompt, at::kLong).unsqueeze(0);
+      absl::StatusOr<at::Tensor> w =
+          engine.RouterWeights(ids, at::ones_like(ids), {job->temperature});
+      if (!w.ok()) {
+        metrics_->RecordGeneration("", absl::StatusCodeToString(w.status().code()), "");
+        job->callbacks.done(w.status());
+        continue;
       }
+      const at::Tensor row = w->to(at::kDouble).contiguous();
+      std::vector<double> router(row.data_ptr<double>(), row.data_ptr<double>() + row.numel());
+      ClusterKeyOptions exact;  // the router's top_k weights, renormalised, not rounded
+      exact.top_k = job->top_k;
+      exact.grid = 0;
+      const ClusterKey key = QuantizeWeights(router, exact);
+      if (!lane->static_mode) run->weights = key.weights;
+      metrics_->RecordRoute(engine.manifest().tasks[key.top_task].name);
+      if (job->task < 0) job->task = key.top_task;
     }
     if (job->task >= 0) run->task = engine.manifest().tasks[job->task].name;
     job->request.weights = run->weights;
+    job->request.task = job->task;  // the LM head it reads, where heads are per task
     // The batch keeps its own copy: the job's request still reports the prompt and seed.
     absl::StatusOr<uint64_t> id = lane->batch->Add(job->request);
     if (!id.ok()) {
@@ -399,7 +400,7 @@ void Generator::StepLane(Lane& lane) {
   const bool static_mode = lane.static_mode;
   const std::string mode = static_mode ? "static" : "unfused";
   absl::StatusOr<std::vector<GenerationEvent>> events =
-      lane.batch->Step([&engine, static_mode](const std::vector<const std::vector<double>*>& rows) {
+      lane.batch->Step([&engine, static_mode](const std::vector<StepRow>& rows) {
         return engine.GenerationParams(rows, static_mode);
       });
   const absl::Time now = absl::Now();

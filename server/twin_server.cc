@@ -414,6 +414,7 @@ absl::Status TwinServer::WarmUpGeneration(const Servable& servable) {
   request.max_new_tokens = kNew;
   const bool shared_only = servable.mode == ServingMode::kStatic;
   if (!shared_only) request.weights.assign(engine.num_tasks(), 1.0 / engine.num_tasks());
+  if (engine.task_lm_heads()) request.task = 0;  // the first task's LM head
   if (!shared_only) {
     at::Tensor ids = at::tensor(request.prompt, at::kLong).unsqueeze(0);
     RETURN_IF_ERROR(
@@ -427,7 +428,7 @@ absl::Status TwinServer::WarmUpGeneration(const Servable& servable) {
     if (ShuttingDown()) return absl::CancelledError("server is shutting down");
     RETURN_IF_ERROR(
         batch
-            .Step([&engine, shared_only](const std::vector<const std::vector<double>*>& rows) {
+            .Step([&engine, shared_only](const std::vector<StepRow>& rows) {
               return engine.GenerationParams(rows, shared_only);
             })
             .status());

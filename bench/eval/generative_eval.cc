@@ -8,8 +8,10 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -19,6 +21,7 @@
 #include "core/model/hf_decoder_config.h"
 #include "core/model/layer_params.h"
 #include "core/model/mixed_params.h"
+#include "core/model/task_heads.h"
 #include "core/router/ngram_features.h"
 #include "core/status_macros.h"
 #include "server/cluster_key.h"
@@ -53,6 +56,12 @@ class GenerativeRun {
                 GenerativeResult* r)
       : in_(in), o_(o), decoder_(decoder), r_(r), start_(std::chrono::steady_clock::now()) {
     scoring_.batch_size = o.batch_size;
+    for (const NamedTensors& head : in_.heads) {
+      if (head.empty()) continue;
+      head_params_.push_back(std::make_unique<DenseParams>(ByName(head)));
+      heads_.push_back(head_params_.back().get());
+      head_names_.insert(kHfLmHead);
+    }
   }
 
   absl::Status Route();
@@ -70,11 +79,18 @@ class GenerativeRun {
   const std::vector<zoo::CausalExample>& Examples(size_t t, bool validation) const {
     return validation ? in_.tasks[t].causal_validation : in_.tasks[t].causal_test;
   }
-  // `theta` for every task's examples of the split.
+  // `body` with task t's head (the tensors kept per task, if any: an untied LM head).
+  DenseParams WithHead(const NamedTensors& body, size_t t) const {
+    std::map<std::string, at::Tensor> tensors = ByName(body);
+    for (const auto& [name, tensor] : in_.heads[t]) tensors[name] = tensor;
+    return DenseParams(std::move(tensors));
+  }
+  bool TaskHeads() const { return !in_.heads.empty() && !in_.heads[0].empty(); }
+  // `theta` (with each task's own head) for every task's examples of the split.
   absl::StatusOr<Scores> Dense(const NamedTensors& theta, bool validation) const {
-    const DenseParams params(ByName(theta));
     Scores out;
     for (size_t t = 0; t < in_.tasks.size(); ++t) {
+      const DenseParams params = WithHead(theta, t);
       ASSIGN_OR_RETURN(zoo::CausalScores s,
                        zoo::ScoreCausalLm(decoder_, params, Examples(t, validation), scoring_));
       out.push_back(s);
@@ -95,8 +111,13 @@ class GenerativeRun {
         try {
           ASSIGN_OR_RETURN(MixedParams mixed,
                            MixedParams::Create(twin, batch, MixStrategy::kGrouped));
-          return std::shared_ptr<const LayerParams>(
-              std::make_shared<MixedParams>(std::move(mixed)));
+          auto body = std::make_unique<MixedParams>(std::move(mixed));
+          if (!TaskHeads()) return std::shared_ptr<const LayerParams>(std::move(body));
+          // Each example reads the LM head of its top task, as the server's sequences do.
+          std::vector<int> row_tasks;
+          for (const std::vector<double>& w : batch) row_tasks.push_back(TopTask(w));
+          return std::shared_ptr<const LayerParams>(std::make_shared<TaskHeadParams>(
+              std::move(body), heads_, std::move(row_tasks), head_names_));
         } catch (const std::exception& e) {
           return absl::InternalError(absl::StrCat("mixing weights: ", e.what()));
         }
@@ -121,6 +142,9 @@ class GenerativeRun {
   const EvalInputs& in_;
   const EvalOptions& o_;
   const HfDecoder& decoder_;
+  std::vector<std::unique_ptr<DenseParams>> head_params_;  // per task, when heads are kept
+  std::vector<const LayerParams*> heads_;
+  std::set<std::string> head_names_;
   GenerativeResult* r_;
   zoo::CausalEvalOptions scoring_;
   std::chrono::steady_clock::time_point start_;
@@ -169,10 +193,12 @@ absl::Status GenerativeRun::Route() {
 
 absl::Status GenerativeRun::Baselines() {
   ASSIGN_OR_RETURN(Scores base, Dense(in_.base, false));
-  Add(Method("base", "pretrained base", "base"), base);
+  Add(Method("base", TaskHeads() ? "pretrained base + expert LM heads" : "pretrained base",
+             "base"),
+      base);
   Scores expert;
   for (size_t t = 0; t < in_.tasks.size(); ++t) {
-    const DenseParams params(ByName(in_.experts[t]));
+    const DenseParams params = WithHead(in_.experts[t], t);
     ASSIGN_OR_RETURN(zoo::CausalScores s,
                      zoo::ScoreCausalLm(decoder_, params, in_.tasks[t].causal_test, scoring_));
     expert.push_back(s);
@@ -372,12 +398,15 @@ absl::StatusOr<GenerativeResult> RunGenerativeEvaluation(const EvalInputs& input
     return absl::InvalidArgumentError(
         "a causal language model's router reads n-gram counts (router.features: ngram)");
   }
+  const std::string lm_head_prefix = absl::StrCat(kHfLmHead, ".");
   for (size_t t = 0; t < inputs.tasks.size(); ++t) {
-    if (!inputs.heads[t].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "version ", inputs.version, " keeps tensors per task (head_pattern '",
-          inputs.head_pattern, "', e.g. '", inputs.heads[t].front().first,
-          "'); per-task heads of causal language models are not evaluated (nor served)"));
+    for (const auto& [name, tensor] : inputs.heads[t]) {
+      if (!absl::StartsWith(name, lm_head_prefix)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "version ", inputs.version, " keeps '", name, "' per task (head_pattern '",
+            inputs.head_pattern, "'): a causal language model may keep only its LM head per "
+            "task"));
+      }
     }
     if (inputs.tasks[t].causal_test.empty()) {
       return absl::InvalidArgumentError(
@@ -390,6 +419,7 @@ absl::StatusOr<GenerativeResult> RunGenerativeEvaluation(const EvalInputs& input
   GenerativeResult result;
   result.version = inputs.version;
   result.shared_method = inputs.shared_method;
+  if (!inputs.heads.empty() && !inputs.heads[0].empty()) result.lm_head_pattern = inputs.head_pattern;
   result.family = decoder->family_name();
   result.router_top_k = options.key_top_k;
   result.temperature = options.temperature;
@@ -429,7 +459,14 @@ std::string GenerativeMarkdown(const GenerativeResult& r, const RunInfo& info) {
       " causal LM; shared expert: ", r.shared_method,
       "). Every method runs through the native decoder; Twin-Merging decodes each example with "
       "theta* plus its own mixture of the twin factors inside every layer (the server's "
-      "unfused path), examples of different mixtures in one batch.\n\n",
+      "unfused path), examples of different mixtures in one batch.",
+      r.lm_head_pattern.empty()
+          ? std::string()
+          : absl::StrCat(" Each task keeps its expert's LM head (head_pattern `",
+                         r.lm_head_pattern,
+                         "`): the base, theta* and the static merges read each task's own head "
+                         "for its examples, Twin-Merging the head of the example's top task."),
+      "\n\n",
       "Examples per task (test / validation): ", absl::StrJoin(sizes, ", "),
       ". Exact match: the greedy continuation of the prompt is the target, eos included. "
       "Loss: nats per target token.\n\n",
@@ -483,6 +520,7 @@ std::string GenerativeJson(const GenerativeResult& r, const RunInfo& info) {
               {"zoo", info.zoo_dir},
               {"version", r.version},
               {"shared_method", r.shared_method},
+              {"lm_head_pattern", r.lm_head_pattern},
               {"family", r.family},
               {"router_top_k", r.router_top_k},
               {"temperature", r.temperature},

@@ -65,6 +65,7 @@ struct GenerativeResult {
   std::vector<std::string> tasks;
   std::vector<int64_t> test_examples, validation_examples, target_tokens;  // per task
   std::string version, shared_method, family;
+  std::string lm_head_pattern;  // the head_pattern when each task keeps its own LM head, else ""
   int router_top_k = 0;
   double temperature = 1;
   std::vector<GenerativeMethod> methods;

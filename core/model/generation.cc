@@ -176,21 +176,22 @@ absl::StatusOr<std::vector<GenerationEvent>> ContinuousBatch::Step(const ParamsF
   std::vector<at::Tensor> group_logits;
   for (const auto& [begin, end] : {std::pair<size_t, size_t>{0, split}, {split, ids.size()}}) {
     if (begin == end) continue;
-    std::vector<const std::vector<double>*> rows;
+    std::vector<StepRow> rows;
     std::vector<KvCache*> caches;
     std::vector<std::vector<int64_t>> group_tokens(tokens.begin() + begin, tokens.begin() + end);
     for (size_t i = begin; i < end; ++i) {
       Sequence& s = *sequences_.at(ids[i]);
-      rows.push_back(&s.request.weights);
+      rows.push_back({&s.request.weights, s.request.task});
       caches.push_back(&s.cache);
     }
     std::shared_ptr<const LayerParams> params;
     const bool decode_group = begin == 0 && split > 0;
     if (decode_group && options_.reuse_decode_params && decode_params_ != nullptr &&
         decode_rows_.size() == rows.size() &&
-        std::equal(
-            rows.begin(), rows.end(), decode_rows_.begin(),
-            [](const std::vector<double>* a, const std::vector<double>& b) { return *a == b; })) {
+        std::equal(rows.begin(), rows.end(), decode_rows_.begin(),
+                   [](const StepRow& a, const std::vector<double>& b) { return *a.weights == b; }) &&
+        std::equal(rows.begin(), rows.end(), decode_tasks_.begin(),
+                   [](const StepRow& a, int task) { return a.task == task; })) {
       params = decode_params_;
     } else {
       absl::StatusOr<std::unique_ptr<LayerParams>> made = params_for(rows);
@@ -199,7 +200,11 @@ absl::StatusOr<std::vector<GenerationEvent>> ContinuousBatch::Step(const ParamsF
       if (decode_group && options_.reuse_decode_params) {
         decode_params_ = params;
         decode_rows_.clear();
-        for (const std::vector<double>* row : rows) decode_rows_.push_back(*row);
+        decode_tasks_.clear();
+        for (const StepRow& row : rows) {
+          decode_rows_.push_back(*row.weights);
+          decode_tasks_.push_back(row.task);
+        }
       }
     }
     absl::StatusOr<at::Tensor> logits = decoder_.Extend(group_tokens, *params, caches);

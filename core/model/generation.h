@@ -52,7 +52,14 @@ struct GenerationRequest {
   std::vector<int64_t> stop_token_ids;                     // e.g. the config's eos ids
   std::vector<std::vector<int64_t>> stop_token_sequences;  // ends generation when produced
   std::vector<double> weights;  // this sequence's row of the step's LayerParams (router weights)
+  int task = -1;                // its task (the head it reads where heads are per task); -1: none
   uint64_t tag = 0;             // the caller's, returned in events
+};
+
+// A step's row: one sequence's weights and task (its GenerationRequest's).
+struct StepRow {
+  const std::vector<double>* weights = nullptr;
+  int task = -1;
 };
 
 struct GenerationEvent {
@@ -69,9 +76,9 @@ struct ContinuousBatchOptions {
   int64_t max_step_tokens = 512;  // prompt chunks and decode tokens per Step, >= 1
   int64_t max_sequences = 64;     // sequences decoded together, >= 1
   int64_t kv_budget_bytes = 1LL << 30;
-  // Reuse the decoding rows' LayerParams while their weights are unchanged (same rows, same
-  // order: a batch that no sequence joined or left), instead of calling ParamsFor every step.
-  // Only for a ParamsFor whose result depends on the rows' weights alone.
+  // Reuse the decoding rows' LayerParams while their weights and tasks are unchanged (same rows,
+  // same order: a batch that no sequence joined or left), instead of calling ParamsFor every
+  // step. Only for a ParamsFor whose result depends on the rows alone.
   bool reuse_decode_params = false;
 };
 
@@ -79,7 +86,7 @@ class ContinuousBatch {
  public:
   // The weights of a step's rows, in order: row i is the i-th sequence of `rows`.
   using ParamsFor = std::function<absl::StatusOr<std::unique_ptr<LayerParams>>(
-      const std::vector<const std::vector<double>*>& rows)>;
+      const std::vector<StepRow>& rows)>;
 
   ContinuousBatch(const HfDecoder& decoder, ContinuousBatchOptions options);
   ~ContinuousBatch();
@@ -113,8 +120,9 @@ class ContinuousBatch {
   const HfDecoder& decoder_;
   ContinuousBatchOptions options_;
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;  // by id: the order they joined
-  // reuse_decode_params: the last decoding group's weights and params.
+  // reuse_decode_params: the last decoding group's weights, tasks and params.
   std::vector<std::vector<double>> decode_rows_;
+  std::vector<int> decode_tasks_;
   std::shared_ptr<const LayerParams> decode_params_;
   uint64_t next_id_ = 1;
   int64_t kv_bytes_ = 0;

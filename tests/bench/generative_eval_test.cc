@@ -44,7 +44,9 @@ std::map<std::string, at::Tensor> ByName(const NamedTensors& tensors) {
 
 class GenerativeEvalTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  static void SetUpTestSuite() { Build(""); }
+  // The zoo merged with merge.yaml + `extra_yaml`, evaluated with `ratios`.
+  static void Build(const std::string& extra_yaml, std::vector<double> ratios = {1.0, 0.1}) {
     dir_ = new TempDir();
     twin::testing::HfDecoderTestZooOptions zo;
     zo.ratio = 1.0;
@@ -62,7 +64,7 @@ class GenerativeEvalTest : public ::testing::Test {
         std::ofstream(dir_->Join(absl::StrCat(zoo_->tasks[t], ".", split, ".jsonl"))) << *jsonl;
       }
     }
-    auto config = ParseMergeConfig(zoo_->merge_yaml, dir_->path());
+    auto config = ParseMergeConfig(zoo_->merge_yaml + extra_yaml, dir_->path());
     ASSERT_TRUE(config.ok()) << config.status();
     MergeJobOptions mo;
     mo.quiet = true;
@@ -85,7 +87,7 @@ class GenerativeEvalTest : public ::testing::Test {
     EvalOptions o;
     o.lambdas = {0.3, 1.0};
     o.ties_lambdas = {1.0};
-    o.ratios = {1.0, 0.1};
+    o.ratios = std::move(ratios);
     o.energy = 0;
     o.progress = false;
     o.batch_size = 5;  // several batches, the last one short
@@ -99,6 +101,19 @@ class GenerativeEvalTest : public ::testing::Test {
     delete inputs_;
     delete zoo_;
     delete dir_;
+    result_ = nullptr;
+    decoder_ = nullptr;
+    inputs_ = nullptr;
+    zoo_ = nullptr;
+    dir_ = nullptr;
+  }
+
+  // Expert t's weights: its merged tensors and its head (when the version keeps heads).
+  static DenseParams ExpertParams(size_t t) { return WithHead(inputs_->experts[t], t); }
+  static DenseParams WithHead(const NamedTensors& body, size_t t) {
+    std::map<std::string, at::Tensor> tensors = ByName(body);
+    for (const auto& [name, tensor] : inputs_->heads[t]) tensors[name] = tensor;
+    return DenseParams(std::move(tensors));
   }
   void SetUp() override { ASSERT_NE(result_, nullptr) << "the evaluation did not run"; }
 
@@ -116,7 +131,7 @@ class GenerativeEvalTest : public ::testing::Test {
   static void UseExpertContinuations() {
     c10::InferenceMode guard;
     for (size_t t = 0; t < inputs_->tasks.size(); ++t) {
-      const DenseParams expert(ByName(inputs_->experts[t]));
+      const DenseParams expert = ExpertParams(t);
       std::vector<zoo::CausalExample> kept;
       for (const zoo::CausalExample& e : inputs_->tasks[t].causal_test) {
         std::vector<int64_t> row = e.prompt;
@@ -192,7 +207,7 @@ TEST_F(GenerativeEvalTest, ExpertsAndTheFullRankTaskGivenTwinMatchEveryTarget) {
       rows.push_back(e.prompt);
       rows.back().insert(rows.back().end(), e.target.begin(), e.target.end());
     }
-    auto logits = decoder_->Logits(rows, DenseParams(ByName(inputs_->experts[t])));
+    auto logits = decoder_->Logits(rows, ExpertParams(t));
     ASSERT_TRUE(logits.ok()) << logits.status();
     const double scale = logits->abs().max().item<double>();
     EXPECT_NEAR(twin.loss[t], expert.loss[t], 2 * LogitBound(longest, scale)) << zoo_->tasks[t];
@@ -285,6 +300,69 @@ TEST_F(GenerativeEvalTest, RefusesTheWrongEvaluationAndMissingFiles) {
   auto missing = LoadEvalInputs(s);
   ASSERT_FALSE(missing.ok());
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr(zoo_->tasks[1] + ".test.jsonl"));
+}
+
+// A version keeping each expert's LM head (head_pattern '^lm_head\.'): the experts are their
+// merged tensors plus their own head, theta* reads each task's head for its examples, and the
+// full-rank task-given twin (theta* + the whole task vector + the task's head) is the expert.
+class GenerativeEvalHeadsTest : public GenerativeEvalTest {
+ protected:
+  static void SetUpTestSuite() { Build("head_pattern: '^lm_head\\.'\n", {1.0}); }
+};
+
+TEST_F(GenerativeEvalHeadsTest, EachTaskReadsItsOwnLmHead) {
+  for (size_t t = 0; t < 3; ++t) {
+    ASSERT_EQ(inputs_->heads[t].size(), 1u);
+    EXPECT_EQ(inputs_->heads[t][0].first, "lm_head.weight");
+    for (const auto& [name, tensor] : inputs_->shared) EXPECT_NE(name, "lm_head.weight");
+  }
+  EXPECT_EQ(result_->lm_head_pattern, "^lm_head\\.");
+  const GenerativeMethod& expert = Method("expert");
+  const GenerativeMethod& twin = Method("twin:ratio=1:task");
+  for (size_t t = 0; t < 3; ++t) {
+    EXPECT_EQ(expert.exact[t], 1.0) << zoo_->tasks[t];
+    EXPECT_EQ(twin.exact[t], 1.0) << zoo_->tasks[t];
+  }
+  // theta* with task t's head, scored directly.
+  const GenerativeMethod& shared = Method("shared");
+  for (size_t t = 0; t < 3; ++t) {
+    auto s = zoo::ScoreCausalLm(*decoder_, WithHead(inputs_->shared, t),
+                                inputs_->tasks[t].causal_test);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(shared.exact[t], s->exact_match) << t;
+    EXPECT_NEAR(shared.loss[t], s->mean_loss, 1e-9 + 1e-6 * s->mean_loss) << t;
+  }
+  RunInfo info;
+  EXPECT_THAT(GenerativeMarkdown(*result_, info), HasSubstr("keeps its expert's LM head"));
+}
+
+TEST(GenerativeEvalHeadsRefusalTest, OnlyTheLmHeadMayBeKeptPerTask) {
+  TempDir dir;
+  twin::testing::HfDecoderTestZooOptions zo;
+  const twin::testing::HfDecoderTestZoo zoo =
+      twin::testing::WriteHfDecoderTestZoo(dir.path(), zo);
+  for (const std::string& task : zoo.tasks) {
+    auto jsonl = zoo::CausalPairsJsonl({{"abc", "ab"}});
+    ASSERT_TRUE(jsonl.ok());
+    std::ofstream(dir.Join(task + ".test.jsonl")) << *jsonl;
+  }
+  auto config = ParseMergeConfig(zoo.merge_yaml + "head_pattern: '^model\\.norm\\.'\n", dir.path());
+  ASSERT_TRUE(config.ok()) << config.status();
+  MergeJobOptions mo;
+  mo.quiet = true;
+  ASSERT_TRUE(RunMergeJob(*config, mo).ok());
+  EvalSources s;
+  s.zoo_dir = dir.path();
+  s.store_uri = "file://" + zoo.store;
+  s.cache_dir = dir.Join("cache");
+  auto inputs = LoadEvalInputs(s);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  EvalOptions o;
+  o.progress = false;
+  auto result = RunGenerativeEvaluation(*inputs, o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("'model.norm.weight'"));
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("only its LM head"));
 }
 
 }  // namespace

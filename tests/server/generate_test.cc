@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +23,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "core/model/generation.h"
+#include "core/model/hf_decoder.h"
 #include "core/store/manifest.h"
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"
@@ -492,6 +495,145 @@ TEST_F(GenerateTest, BadRequestsNameTheField) {
   EXPECT_EQ(g.first.router_weights(0).task(), "beta");
   EXPECT_EQ(g.first.router_weights(0).weight(), 1.0f);
   server->Shutdown();
+}
+
+
+// A version that keeps each expert's LM head (head_pattern '^lm_head\.'), with full-rank twins
+// (ratio 1): a sequence of a named task runs theta* plus that task's whole task vector and reads
+// that task's own head, so it generates what the expert itself generates.
+class PerTaskLmHeadTest : public GenerateTest {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    zoo_ = new twin::testing::HfDecoderTestZoo(
+        twin::testing::WriteHfDecoderTestZoo(dir_->path(), {.ratio = 1.0}));
+    auto config = ParseMergeConfig(zoo_->merge_yaml + "head_pattern: '^lm_head\\.'\n",
+                                   dir_->path());
+    ASSERT_TRUE(config.ok()) << config.status();
+    MergeJobOptions options;
+    options.quiet = true;
+    auto result = RunMergeJob(*config, options);
+    ASSERT_TRUE(result.ok()) << result.status();
+  }
+  static void TearDownTestSuite() {
+    delete zoo_;
+    delete dir_;
+    zoo_ = nullptr;
+    dir_ = nullptr;
+  }
+
+  // Greedy tokens of expert `task` itself, through the decoder without the server.
+  static std::vector<int64_t> ExpertGreedy(int task, const std::vector<int64_t>& prompt, int n) {
+    absl::StatusOr<HfCausalLm> lm = LoadHfCausalLm(zoo_->expert_dirs[task]);
+    EXPECT_TRUE(lm.ok()) << lm.status();
+    if (!lm.ok()) return {};
+    ContinuousBatch batch(*lm->decoder, {});
+    GenerationRequest request;
+    request.prompt = prompt;
+    request.max_new_tokens = n;
+    EXPECT_TRUE(batch.Add(request).ok());
+    std::vector<int64_t> tokens;
+    while (batch.active() > 0) {
+      auto events = batch.Step([&](const std::vector<StepRow>&) {
+        return absl::StatusOr<std::unique_ptr<LayerParams>>(
+            std::make_unique<DenseParams>(lm->weights));
+      });
+      EXPECT_TRUE(events.ok()) << events.status();
+      if (!events.ok()) return {};
+      for (const GenerationEvent& e : *events) {
+        if (e.token >= 0) tokens.push_back(e.token);
+      }
+    }
+    return tokens;
+  }
+};
+
+TEST_F(PerTaskLmHeadTest, ANamedTaskGeneratesAsItsExpert) {
+  auto server = Start(Config());
+  ASSERT_NE(server, nullptr);
+  std::vector<GenerateRequest> requests;
+  std::vector<std::vector<int64_t>> expected;
+  for (int t = 0; t < 3; ++t) {
+    const std::string prompt = twin::testing::HfDecoderTestZooPrompts(t, 1)[0];
+    const std::vector<int64_t> ids(prompt.begin(), prompt.end());  // ids 0-255 are the bytes
+    GenerateRequest r = Tokens(ids, 8);
+    r.set_task(zoo_->tasks[t]);
+    requests.push_back(r);
+    expected.push_back(ExpertGreedy(t, ids, 8));
+    ASSERT_EQ(expected.back().size(), 8u);
+  }
+  for (int t = 0; t < 3; ++t) {
+    Generation g = Generate(requests[t]);
+    ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+    EXPECT_EQ(g.tokens, expected[t]) << zoo_->tasks[t];
+    EXPECT_EQ(g.first.task(), zoo_->tasks[t]);
+  }
+  // The three tasks' sequences decoded together: each row still reads its own head.
+  std::vector<Generation> together(3);
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 3; ++t) callers.emplace_back([&, t] { together[t] = Generate(requests[t]); });
+  for (std::thread& c : callers) c.join();
+  for (int t = 0; t < 3; ++t) {
+    ASSERT_TRUE(together[t].status.ok()) << together[t].status.error_message();
+    EXPECT_EQ(together[t].tokens, expected[t]) << zoo_->tasks[t];
+  }
+  // Without a named task the router picks the task, and with it the head.
+  Generation routed = Generate(Text(twin::testing::HfDecoderTestZooPrompts(1, 1)[0], 4));
+  ASSERT_TRUE(routed.status.ok()) << routed.status.error_message();
+  EXPECT_EQ(routed.first.task(), zoo_->tasks[1]);
+  server->Shutdown();
+}
+
+TEST_F(PerTaskLmHeadTest, StaticModeReadsTheTasksHeadOverThetaStar) {
+  ServerConfig config = Config();
+  config.mode = ServingMode::kStatic;
+  auto server = Start(config);
+  ASSERT_NE(server, nullptr);
+  // One prompt, three heads over the same theta*: the heads' answers differ.
+  std::set<std::vector<int64_t>> answers;
+  for (int t = 0; t < 3; ++t) {
+    GenerateRequest r = Tokens({97, 98, 99, 32, 100}, 8);
+    r.set_task(zoo_->tasks[t]);
+    Generation g = Generate(r);
+    ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+    EXPECT_EQ(g.first.batch_mode(), "static");
+    EXPECT_EQ(g.first.task(), zoo_->tasks[t]);
+    EXPECT_EQ(g.tokens.size(), 8u);
+    answers.insert(g.tokens);
+  }
+  EXPECT_GT(answers.size(), 1u);
+  // No task named: routed for its head only.
+  Generation routed = Generate(Text(twin::testing::HfDecoderTestZooPrompts(2, 1)[0], 4));
+  ASSERT_TRUE(routed.status.ok()) << routed.status.error_message();
+  EXPECT_EQ(routed.first.task(), zoo_->tasks[2]);
+  EXPECT_EQ(routed.first.router_weights_size(), 0);
+  server->Shutdown();
+}
+
+// Only an untied LM head may be kept per task: a version keeping another tensor per task is
+// refused at load, naming it.
+TEST(PerTaskTensorsTest, OtherPerTaskTensorsAreRefused) {
+  TempDir dir;
+  const twin::testing::HfDecoderTestZoo zoo = twin::testing::WriteHfDecoderTestZoo(dir.path());
+  auto config = ParseMergeConfig(zoo.merge_yaml + "head_pattern: '^model\\.norm\\.'\n", dir.path());
+  ASSERT_TRUE(config.ok()) << config.status();
+  MergeJobOptions options;
+  options.quiet = true;
+  ASSERT_TRUE(RunMergeJob(*config, options).ok());
+  ServerConfig c;
+  c.listen_address = "127.0.0.1:0";
+  c.admin_listen_address = "127.0.0.1:0";
+  c.metrics_address = "";
+  c.artifact_uri = zoo.store;
+  c.cache_dir = dir.Join("cache");
+  c.device = "cpu";
+  auto server = TwinServer::Start(c);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const absl::Status loaded = (*server)->LoadVersion();
+  EXPECT_EQ(loaded.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(loaded.message()), HasSubstr("'model.norm.weight'"));
+  EXPECT_THAT(std::string(loaded.message()), HasSubstr("kept per task"));
+  (*server)->Shutdown();
 }
 
 }  // namespace

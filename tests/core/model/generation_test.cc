@@ -141,7 +141,7 @@ std::unique_ptr<Model> MakeModel(const HfTestDecoder& m = HfTestDecoder()) {
 }
 
 ContinuousBatch::ParamsFor Dense(const std::map<std::string, at::Tensor>& weights) {
-  return [&weights](const std::vector<const std::vector<double>*>&)
+  return [&weights](const std::vector<StepRow>&)
              -> absl::StatusOr<std::unique_ptr<LayerParams>> {
     return std::unique_ptr<LayerParams>(new DenseParams(weights));
   };
@@ -322,7 +322,7 @@ TEST(ContinuousBatchTest, KvBudgetCancellationAndBadRequests) {
   EXPECT_TRUE(batch.Add(r).ok());
   // A failed forward ends the step's sequences and frees their caches.
   absl::StatusOr<std::vector<GenerationEvent>> failed =
-      batch.Step([](const std::vector<const std::vector<double>*>&)
+      batch.Step([](const std::vector<StepRow>&)
                      -> absl::StatusOr<std::unique_ptr<LayerParams>> {
         return absl::UnavailableError("no weights");
       });
@@ -395,10 +395,10 @@ TEST_P(MixedGenerationTest, MixedWeightsDecodeTogetherAsFusedAlone) {
     const TwinWeights& tw = **twins;
     std::map<uint64_t, Generated> together =
         Drain(batch,
-              [&](const std::vector<const std::vector<double>*>& rows)
+              [&](const std::vector<StepRow>& rows)
                   -> absl::StatusOr<std::unique_ptr<LayerParams>> {
                 std::vector<std::vector<double>> w;
-                for (const auto* row : rows) w.push_back(*row);
+                for (const StepRow& row : rows) w.push_back(*row.weights);
                 absl::StatusOr<MixedParams> p = MixedParams::Create(tw, w, strategy);
                 if (!p.ok()) return p.status();
                 return std::unique_ptr<LayerParams>(new MixedParams(std::move(*p)));
@@ -418,11 +418,11 @@ TEST_P(MixedGenerationTest, MixedWeightsDecodeTogetherAsFusedAlone) {
   const TwinWeights& tw = **twins;
   int made = 0;
   const ContinuousBatch::ParamsFor mixed =
-      [&](const std::vector<const std::vector<double>*>& rows)
+      [&](const std::vector<StepRow>& rows)
       -> absl::StatusOr<std::unique_ptr<LayerParams>> {
     ++made;
     std::vector<std::vector<double>> w;
-    for (const auto* row : rows) w.push_back(*row);
+    for (const StepRow& row : rows) w.push_back(*row.weights);
     absl::StatusOr<MixedParams> p = MixedParams::Create(tw, w, MixStrategy::kStacked);
     if (!p.ok()) return p.status();
     return std::unique_ptr<LayerParams>(new MixedParams(std::move(*p)));
