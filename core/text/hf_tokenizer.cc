@@ -55,8 +55,8 @@ void MetaspaceSplit(std::u32string_view text, const MetaspaceOptions& options, b
 
 // Applies the pre-tokenizers in order (each to every piece of the one before), then the model.
 // `text_start`: `text` begins the input (no added token before it).
-void EncodePlain(const TokenizerPipeline& p, std::u32string_view text, bool text_start,
-                 std::vector<int64_t>* ids) {
+absl::Status EncodePlain(const TokenizerPipeline& p, std::u32string_view text, bool text_start,
+                         std::vector<int64_t>* ids) {
   std::vector<std::u32string> pieces{std::u32string(text)};
   std::vector<std::string> utf8;
   bool byte_level = false;
@@ -97,11 +97,12 @@ void EncodePlain(const TokenizerPipeline& p, std::u32string_view text, bool text
         p.wordpiece->Tokenize(pieces[i], ids);
       }
     } else if (p.unigram) {
-      p.unigram->Tokenize(utf8[i], ids);
+      RETURN_IF_ERROR(p.unigram->Tokenize(utf8[i], ids));
     } else {
       p.bpe->Tokenize(utf8[i], ids);
     }
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -162,7 +163,7 @@ absl::StatusOr<HfEncoding> HfTokenizer::Encode(absl::string_view text,
       if (seg.token != nullptr) {
         content.push_back(seg.token->id);
       } else {
-        EncodePlain(p, seg.text, text_start, &content);
+        RETURN_IF_ERROR(EncodePlain(p, seg.text, text_start, &content));
       }
       text_start = false;
     }

@@ -31,14 +31,15 @@ struct Best {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Unigram>> Unigram::Create(
-    std::vector<std::pair<std::string, double>> pieces, int64_t unk_id, bool byte_fallback,
-    absl::string_view what) {
-  if (unk_id < 0 || unk_id >= static_cast<int64_t>(pieces.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": unk_id ", unk_id, " is not one of the ", pieces.size(), " pieces"));
+    std::vector<std::pair<std::string, double>> pieces, std::optional<int64_t> unk_id,
+    bool byte_fallback, absl::string_view what) {
+  if (unk_id && (*unk_id < 0 || *unk_id >= static_cast<int64_t>(pieces.size()))) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": unk_id ", *unk_id,
+                                                   " is not one of the ", pieces.size(),
+                                                   " pieces"));
   }
   std::unique_ptr<Unigram> u(new Unigram);
-  u->unk_id_ = unk_id;
+  u->unk_id_ = unk_id.value_or(-1);
   u->byte_fallback_ = byte_fallback;
   u->byte_ids_.assign(256, -1);
   double min_score = std::numeric_limits<double>::infinity();
@@ -62,12 +63,14 @@ absl::StatusOr<std::unique_ptr<Unigram>> Unigram::Create(
   return u;
 }
 
-void Unigram::Tokenize(absl::string_view text, std::vector<int64_t>* ids) const {
+absl::Status Unigram::Tokenize(absl::string_view text, std::vector<int64_t>* ids) const {
   const std::vector<size_t> starts = CharStarts(text);
   const size_t n = starts.size() - 1;
-  if (n == 0) return;
+  if (n == 0) return absl::OkStatus();
+  // The id of the unknown token in `best`: the model's, or a value no piece has.
+  const int64_t unknown_id = unk_id_ >= 0 ? unk_id_ : static_cast<int64_t>(scores_.size());
   std::vector<Best> best(n + 1);
-  best[0].id = unk_id_;  // reached; the id is not used
+  best[0].id = unknown_id;  // reached; the id is not used
   auto offer = [&](size_t from, size_t to, int64_t id, double score) {
     const double total = best[from].score + score;
     if (best[to].id < 0 || total > best[to].score) best[to] = Best{total, id, from};
@@ -81,7 +84,14 @@ void Unigram::Tokenize(absl::string_view text, std::vector<int64_t>* ids) const 
       offer(i, i + len, it->second, scores_[it->second]);
       single |= len == 1;
     }
-    if (!single) offer(i, i + 1, unk_id_, unk_score_);
+    if (!single) {
+      if (unk_id_ < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the text's character \"", text.substr(starts[i], starts[i + 1] - starts[i]),
+            "\" is in no Unigram piece and the model has no unk_id"));
+      }
+      offer(i, i + 1, unk_id_, unk_score_);
+    }
   }
   // Back from the end, as Rust does: consecutive unknown tokens are fused into one string,
   // then each string is its piece, else its <0xNN> bytes (byte_fallback), else unknown.
@@ -89,7 +99,7 @@ void Unigram::Tokenize(absl::string_view text, std::vector<int64_t>* ids) const 
   bool last_unknown = false;
   for (size_t end = n; end > 0; end = best[end].start) {
     const size_t from = starts[best[end].start];
-    const bool unknown = best[end].id == unk_id_;
+    const bool unknown = best[end].id == unknown_id;
     if (unknown && last_unknown) {
       absl::string_view& run = strings.back();
       run = text.substr(from, run.size() + (starts[end] - from));
@@ -111,6 +121,7 @@ void Unigram::Tokenize(absl::string_view text, std::vector<int64_t>* ids) const 
     }
     for (char c : *it) ids->push_back(byte_ids_[static_cast<uint8_t>(c)]);
   }
+  return absl::OkStatus();
 }
 
 }  // namespace twin

@@ -83,8 +83,8 @@ absl::Status ParseBpe(const nlohmann::json& config, const std::string& what, Tok
   return absl::OkStatus();
 }
 
-// Unigram: "vocab" [[piece, score], ...] with the pieces' ids as positions. Without an unk_id
-// Rust fails on the first character no piece covers; encoding here cannot fail, so it is refused.
+// Unigram: "vocab" [[piece, score], ...] with the pieces' ids as positions; "unk_id" null: none
+// (encoding then fails on the first character no piece covers, as in Rust).
 absl::Status ParseUnigram(const nlohmann::json& config, const std::string& what,
                           TokenizerPipeline* p) {
   const nlohmann::json& list = Field(config, "vocab");
@@ -101,17 +101,18 @@ absl::Status ParseUnigram(const nlohmann::json& config, const std::string& what,
     pieces.emplace_back(entry[0].get<std::string>(), entry[1].get<double>());
   }
   const nlohmann::json& unk = Field(config, "unk_id");
-  if (unk.is_null()) {
-    return absl::UnimplementedError(absl::StrCat(
-        FieldName(what, "unk_id"), " is null: a Unigram model without one is not supported"));
-  }
-  if (!unk.is_number_integer() || unk.get<int64_t>() < 0 ||
-      unk.get<int64_t>() >= static_cast<int64_t>(pieces.size())) {
-    return FieldError(what, "unk_id",
-                      absl::StrCat("the id of one of the ", pieces.size(), " pieces"), unk);
+  std::optional<int64_t> unk_id;
+  if (!unk.is_null()) {
+    if (!unk.is_number_integer() || unk.get<int64_t>() < 0 ||
+        unk.get<int64_t>() >= static_cast<int64_t>(pieces.size())) {
+      return FieldError(what, "unk_id",
+                        absl::StrCat("the id of one of the ", pieces.size(), " pieces, or null"),
+                        unk);
+    }
+    unk_id = unk.get<int64_t>();
   }
   ASSIGN_OR_RETURN(bool byte_fallback, OptionalBool(config, "byte_fallback", false, what));
-  ASSIGN_OR_RETURN(p->unigram, Unigram::Create(std::move(pieces), unk.get<int64_t>(), byte_fallback,
+  ASSIGN_OR_RETURN(p->unigram, Unigram::Create(std::move(pieces), unk_id, byte_fallback,
                                                FieldName(what, "vocab")));
   return absl::OkStatus();
 }

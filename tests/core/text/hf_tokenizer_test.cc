@@ -166,6 +166,21 @@ TEST(HfTokenizerTest, UnigramModelInTokenizerJson) {
   tok = FromJson(json);
   ASSERT_NE(tok, nullptr);
   EXPECT_THAT(tok->Encode("ab \u00e9")->ids, ElementsAre(7, 3, 0, 2));
+
+  // Without an unk_id a text the pieces cover encodes; any other fails, naming the character
+  // (Rust's MissingUnkId), even with byte_fallback (its pieces come after the segmentation).
+  json["model"]["unk_id"] = nullptr;
+  for (bool byte_fallback : {false, true}) {
+    json["model"]["byte_fallback"] = byte_fallback;
+    tok = FromJson(json);
+    ASSERT_NE(tok, nullptr);
+    EXPECT_THAT(tok->Encode("ab ab")->ids, ElementsAre(7, 7, 2));
+    auto unknown = tok->Encode("ab \u00e9");
+    EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("\"\u00e9\""));
+    EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("no unk_id"));
+    EXPECT_FALSE(tok->EncodeBatch({"ab", "\u00e9"}).ok());
+  }
 }
 
 TEST(HfTokenizerTest, LoadsEachDirectoryForm) {
@@ -245,7 +260,7 @@ TEST(HfTokenizerErrorsTest, BadModelsNameTheKey) {
   EXPECT_EQ(LoadError(bpe).code(), absl::StatusCode::kUnimplemented);
 }
 
-// Each bad Unigram field is INVALID_ARGUMENT naming it; a missing unk_id is UNIMPLEMENTED.
+// Each bad Unigram field is INVALID_ARGUMENT naming it.
 TEST(HfTokenizerErrorsTest, BadUnigramFieldsNameTheKey) {
   auto error_with = [](const std::string& key, const nlohmann::json& value) {
     nlohmann::json json = UnigramJson();
@@ -263,7 +278,7 @@ TEST(HfTokenizerErrorsTest, BadUnigramFieldsNameTheKey) {
       {"vocab", pieces({{"<unk>", 0.0}, {"", -1.0}}), "model.vocab: piece 1 is empty"},
       {"vocab", pieces({{"<unk>", 0.0}, {"a", -1.0}, {"a", -2.0}}),
        "model.vocab: piece 2 \"a\" occurs twice"},
-      {"unk_id", 10, "model.unk_id: expected the id of one of the 10 pieces, got 10"},
+      {"unk_id", 10, "model.unk_id: expected the id of one of the 10 pieces, or null, got 10"},
       {"unk_id", -1, "model.unk_id"},
       {"unk_id", "0", "model.unk_id"},
       {"byte_fallback", "yes", "model.byte_fallback: expected a boolean"},
@@ -273,9 +288,6 @@ TEST(HfTokenizerErrorsTest, BadUnigramFieldsNameTheKey) {
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << key << " = " << value;
     EXPECT_THAT(std::string(status.message()), HasSubstr(message)) << key << " = " << value;
   }
-  const absl::Status no_unk = error_with("unk_id", nullptr);
-  EXPECT_EQ(no_unk.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(no_unk.message()), HasSubstr("model.unk_id"));
 }
 
 // What Hugging Face's SentencePiece converters write for XLM-RoBERTa and T5: the model's
