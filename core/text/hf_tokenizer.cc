@@ -127,7 +127,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Load(const std::string
     ASSIGN_OR_RETURN(std::string text, ReadTokenizerFile(tokenizer_json));
     ASSIGN_OR_RETURN(pipeline, text_internal::ParseTokenizerJson(text, tokenizer_json));
     RETURN_IF_ERROR(text_internal::ApplySpecialTokenFiles(dir, pipeline.get()));
-  } else if (Exists(dir + "/tokenizer.model")) {
+  } else if (Exists(dir + "/tokenizer.model") || Exists(dir + "/spiece.model") ||
+             Exists(dir + "/sentencepiece.bpe.model")) {
     ASSIGN_OR_RETURN(pipeline, text_internal::LoadSentencePieceDir(dir));
   } else if (Exists(dir + "/vocab.txt")) {
     ASSIGN_OR_RETURN(pipeline, text_internal::LoadWordPieceDir(dir));
@@ -136,7 +137,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Load(const std::string
   } else {
     return absl::NotFoundError(absl::StrCat(
         dir,
-        ": missing file: no tokenizer.json, tokenizer.model, vocab.txt or vocab.json + merges.txt"));
+        ": missing file: no tokenizer.json, tokenizer.model, spiece.model, sentencepiece.bpe.model, "
+        "vocab.txt or vocab.json + merges.txt"));
   }
   return std::unique_ptr<HfTokenizer>(new HfTokenizer(std::move(pipeline)));
 }

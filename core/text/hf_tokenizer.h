@@ -3,12 +3,13 @@
 // pre-tokenizer, model (WordPiece, BPE or Unigram) and post-processor.
 //
 // Load(dir) reads, in this order of preference:
-//   tokenizer.json                 normalizer: BertNormalizer, Lowercase, NFD, NFC,
-//                                  StripAccents, Prepend, Replace (string), Sequence;
+//   tokenizer.json                 normalizer: BertNormalizer, Lowercase, NFD, NFC, NFKD,
+//                                  NFKC, StripAccents, Prepend, Replace (string or " {2,}"),
+//                                  Strip, Precompiled, Sequence;
 //                                  pre_tokenizer: BertPreTokenizer, ByteLevel, WhitespaceSplit,
 //                                  Split (GPT-2's, Qwen2's or Llama 3's regex), Metaspace,
 //                                  Sequence; model: WordPiece, BPE (byte_fallback, fuse_unk),
-//                                  Unigram (unk_id, byte_fallback);
+//                                  Unigram (unk_id or null, byte_fallback);
 //                                  post_processor: BertProcessing, RobertaProcessing,
 //                                  TemplateProcessing, ByteLevel, Sequence; added_tokens;
 //                                  decoder: ByteLevel, WordPiece, Replace, ByteFallback, Fuse,
@@ -19,6 +20,10 @@
 //                                  true; add_eos_token, default false; legacy; add_prefix_space):
 //                                  "▁" prepended, BPE or Unigram with byte fallback, <s> ... ,
 //                                  <0xNN> bytes decoded
+//   spiece.model,                  T5's and XLM-RoBERTa's SentencePiece model, as Hugging
+//   sentencepiece.bpe.model        Face's converters convert it (tokenizer_class or config.json's
+//                                  model_type): the model's Precompiled rules, Metaspace,
+//                                  Unigram; T5's extra_ids, XLM-RoBERTa's fairseq ids
 //   vocab.txt                      BERT (tokenizer_config.json: do_lower_case, strip_accents,
 //                                  tokenize_chinese_chars); [CLS] ... [SEP]
 //   vocab.json + merges.txt        byte-level BPE; RoBERTa (<s> ... </s>) or GPT-2 (none) by

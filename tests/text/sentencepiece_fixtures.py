@@ -25,7 +25,9 @@ normalization rules (nmt_nfkc, nmt_nfkc_cf) and converted as Hugging Face conver
 models: the Precompiled normalizer carrying the model's precompiled_charsmap, then either the
 current converter's Strip + Replace(" {2,}") + Metaspace or the older files' WhitespaceSplit +
 Metaspace. Tokenizers.js approximates Precompiled with NFKC, so their reference is SentencePiece
-itself: OUT_DIR/spm_reference.json holds {"texts": [...], "ids": {name: [[id, ...], ...]},
+itself. The nmt_nfkc model is also written alone, as T5 (OUT_DIR/<name>-t5/spiece.model) and
+XLM-RoBERTa (OUT_DIR/<name>-xlmr/sentencepiece.bpe.model) directories hold it without a
+tokenizer.json. OUT_DIR/spm_reference.json holds {"texts": [...], "ids": {name: [[id, ...], ...]},
 "plain": {...}}, the ids python3-sentencepiece gives for reference.json's texts and the extra
 texts below (with and without </s>).
 """
@@ -224,6 +226,20 @@ def write_normalizer_cases(out, corpus):
             json.dump({"tokenizer_class": "T5Tokenizer", "extra_ids": EXTRA_IDS}, f)
         with open(os.path.join(out, name + "-converted", "tokenizer.json"), "w") as f:
             json.dump(convert_normalized(proto, form), f, ensure_ascii=False)
+        if form == "current":
+            # The model alone, as T5 and XLM-RoBERTa directories without a tokenizer.json ship
+            # it: HfTokenizer converts it itself.
+            for suffix, file, config in (
+                    ("-t5", "spiece.model", {"tokenizer_class": "T5Tokenizer",
+                                             "extra_ids": EXTRA_IDS}),
+                    ("-xlmr", "sentencepiece.bpe.model",
+                     {"tokenizer_class": "XLMRobertaTokenizer"})):
+                model_dir = os.path.join(out, name + suffix)
+                os.makedirs(model_dir, exist_ok=True)
+                with open(os.path.join(model_dir, file), "wb") as f:
+                    f.write(serialized)
+                with open(os.path.join(model_dir, "tokenizer_config.json"), "w") as f:
+                    json.dump(config, f)
         processor = spm.SentencePieceProcessor(model_proto=serialized)
         plain = [processor.encode(t) for t in texts]
         reference["plain"][name] = plain

@@ -13,15 +13,30 @@
 //     (default false);
 //   - decoder: "▁" to ' ', <0xNN> pieces to bytes, Fuse, one leading ' ' stripped (when a
 //     prefix is added).
+//
+// spiece.model (T5) and sentencepiece.bpe.model (XLM-RoBERTa) directories, chosen by
+// tokenizer_config.json's tokenizer_class or else config.json's model_type, become the pipeline
+// Hugging Face's T5 and XLM-RoBERTa converters give: the model's compiled normalization rules
+// (Precompiled), Strip on the right, runs of spaces to one "▁", the Metaspace pre-tokenizer and
+// decoder ("▁" before every piece: prepend_scheme "always", or "first" with `legacy: false`);
+// a Unigram model without byte fallback: T5's pieces followed by extra_ids (default 100)
+// sentinel tokens <extra_id_{n-1}> ... <extra_id_0>, special, and "$A </s>"; XLM-RoBERTa's
+// fairseq layout <s> <pad> </s> <unk>, the pieces from the fourth on, <mask> (lstrip), and
+// "<s> $A </s>".
 #include <algorithm>
+#include <filesystem>
 #include <tuple>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/io/bounded_json.h"
 #include "core/status_macros.h"
 #include "core/text/internal/hf_config.h"
 #include "core/text/internal/json_fields.h"
+#include "core/text/internal/precompiled.h"
 #include "core/text/internal/sentencepiece_proto.h"
 #include "core/text/internal/special_tokens.h"
 #include "core/text/internal/unicode.h"
@@ -158,10 +173,197 @@ absl::StatusOr<int64_t> AddedId(const absl::flat_hash_map<std::string, int64_t>&
   return it->second;
 }
 
+// How a directory's SentencePiece model becomes a pipeline: Hugging Face's converter for it.
+enum class Converter { kLlama, kT5, kXlmRoberta };
+
+// The model file of `dir` and its converter (tokenizer_class, else config.json's model_type).
+absl::StatusOr<std::pair<std::string, Converter>> ChooseConverter(const std::string& dir,
+                                                                  const DirConfig& config) {
+  auto exists = [&](const char* name) { return std::filesystem::exists(dir + "/" + name); };
+  if (exists(kTokenizerModel)) return std::make_pair(std::string(kTokenizerModel), Converter::kLlama);
+  const char* file = exists("spiece.model") ? "spiece.model" : "sentencepiece.bpe.model";
+  std::string kind;  // "tokenizer_class X" / "model_type y", for errors
+  std::string name;
+  const nlohmann::json& cls = Field(config.tokenizer_config, "tokenizer_class");
+  if (cls.is_string()) {
+    name = cls.get<std::string>();
+    if (absl::EndsWith(name, "Fast")) name.resize(name.size() - 4);
+    kind = absl::StrCat("tokenizer_class \"", cls.get<std::string>(), "\" (", kTokenizerConfig, ")");
+  } else if (std::filesystem::exists(dir + "/config.json")) {
+    ASSIGN_OR_RETURN(std::string text, ReadTokenizerFile(dir + "/config.json"));
+    ASSIGN_OR_RETURN(nlohmann::json model_config,
+                     ParseBoundedJson(text, {}, dir + "/config.json"));
+    const nlohmann::json& type = Field(model_config, "model_type");
+    if (type.is_string()) {
+      name = type.get<std::string>();
+      kind = absl::StrCat("model_type \"", name, "\" (config.json)");
+    }
+  }
+  if (name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, "/", file, ": neither ", kTokenizerConfig,
+        " names a tokenizer_class nor config.json a model_type, so the SentencePiece model's "
+        "conversion is unknown"));
+  }
+  const bool spiece = std::string(file) == "spiece.model";
+  if (spiece && (name == "T5Tokenizer" || name == "t5" || name == "mt5" || name == "umt5")) {
+    return std::make_pair(std::string(file), Converter::kT5);
+  }
+  if (!spiece && (name == "XLMRobertaTokenizer" || name == "xlm-roberta")) {
+    return std::make_pair(std::string(file), Converter::kXlmRoberta);
+  }
+  return absl::UnimplementedError(absl::StrCat(
+      dir, "/", file, " with ", kind, ": only ",
+      spiece ? "T5's conversion of spiece.model" : "XLM-RoBERTa's conversion of sentencepiece.bpe.model",
+      " is supported; give the directory the tokenizer.json of its fast tokenizer"));
+}
+
+// T5 / XLM-RoBERTa: normalizer, Metaspace and decoder of Hugging Face's SentencePiece converter.
+absl::Status AddConverterTextSteps(const SentencePieceProto& model, bool legacy, bool prefix_space,
+                                   const std::string& path, TokenizerPipeline* p) {
+  if (!model.precompiled_charsmap.empty()) {
+    NormalizerStep step;
+    step.kind = NormalizerStep::Kind::kPrecompiled;
+    ASSIGN_OR_RETURN(step.charsmap, PrecompiledCharsmap::Parse(
+                                        model.precompiled_charsmap,
+                                        path + ": normalizer_spec.precompiled_charsmap"));
+    p->normalizers.push_back(std::move(step));
+  }
+  NormalizerStep strip;
+  strip.kind = NormalizerStep::Kind::kStrip;
+  strip.strip_left = false;
+  strip.strip_right = true;
+  p->normalizers.push_back(std::move(strip));
+  NormalizerStep runs;
+  runs.kind = NormalizerStep::Kind::kReplaceSpaceRuns;
+  runs.content = std::u32string(1, kSpace);
+  p->normalizers.push_back(std::move(runs));
+  PreTokenizerStep& step = p->pre_tokenizers.emplace_back();
+  step.kind = PreTokenizerStep::Kind::kMetaspace;
+  step.metaspace.replacement = kSpace;
+  step.metaspace.prepend = !prefix_space ? MetaspaceOptions::Prepend::kNever
+                           : legacy      ? MetaspaceOptions::Prepend::kAlways
+                                         : MetaspaceOptions::Prepend::kFirst;
+  step.metaspace.split = true;
+  const char* scheme = !prefix_space ? "never" : legacy ? "always" : "first";
+  ASSIGN_OR_RETURN(p->decoder,
+                   ParseDecoder({{"type", "Metaspace"},
+                                 {"replacement", "\xE2\x96\x81"},
+                                 {"prepend_scheme", scheme},
+                                 {"split", true}},
+                                path + ": decoder"));
+  return absl::OkStatus();
+}
+
+// T5's or XLM-RoBERTa's Unigram vocabulary (Hugging Face ids) from the model, and the model's
+// control and user-defined pieces as added tokens at their ids there.
+absl::Status AddConverterModel(const SentencePieceProto& model, Converter converter,
+                               int64_t extra_ids, const std::string& path, TokenizerPipeline* p,
+                               DirConfig* config) {
+  if (model.model_type != SentencePieceProto::ModelType::kUnigram) {
+    return absl::UnimplementedError(absl::StrCat(
+        path, ": a ", converter == Converter::kT5 ? "T5" : "XLM-RoBERTa",
+        " SentencePiece model of another type than Unigram is not supported"));
+  }
+  std::vector<std::pair<std::string, double>> vocab;
+  int64_t unk_id = model.unk_id;
+  if (converter == Converter::kT5) {
+    for (const auto& piece : model.pieces) vocab.emplace_back(piece.piece, piece.score);
+    for (int64_t i = extra_ids - 1; i >= 0; --i) {
+      vocab.emplace_back(absl::StrCat("<extra_id_", i, ">"), 0.0);
+    }
+  } else {
+    vocab = {{"<s>", 0.0}, {"<pad>", 0.0}, {"</s>", 0.0}, {"<unk>", 0.0}};
+    for (size_t id = 3; id < model.pieces.size(); ++id) {
+      vocab.emplace_back(model.pieces[id].piece, model.pieces[id].score);
+    }
+    vocab.emplace_back("<mask>", 0.0);
+    unk_id = 3;
+  }
+  std::vector<std::pair<std::string, double>> pieces = vocab;
+  ASSIGN_OR_RETURN(p->unigram,
+                   Unigram::Create(std::move(pieces), unk_id, /*byte_fallback=*/false, path));
+  const TokenVocab& ids = p->unigram->vocab();
+  for (const auto& piece : model.pieces) {
+    if (piece.type != PieceType::kControl && piece.type != PieceType::kUserDefined) continue;
+    auto it = ids.find(piece.piece);
+    if (it == ids.end()) continue;  // XLM-RoBERTa's first three pieces, renamed
+    ASSIGN_OR_RETURN(std::u32string content, DecodeUtf8(piece.piece, path));
+    p->added_tokens.push_back(AddedToken{std::move(content), it->second, false, false, false,
+                                         piece.type == PieceType::kControl});
+  }
+  if (converter == Converter::kT5) {
+    // The model's own pieces; "<pad>" only where the model has it.
+    SetDefault(config, "eos_token", model.eos_id >= 0 ? model.pieces[model.eos_id].piece : "</s>");
+    SetDefault(config, "unk_token", model.pieces[model.unk_id].piece);
+    if (ids.count("<pad>") > 0) SetDefault(config, "pad_token", "<pad>");
+    if (config->additional.empty()) {
+      for (int64_t i = 0; i < extra_ids; ++i) {
+        config->additional.push_back(
+            {absl::StrCat("<extra_id_", i, ">"), false, false, "default extra_ids"});
+      }
+    }
+  } else {
+    SetDefault(config, "bos_token", "<s>");
+    SetDefault(config, "eos_token", "</s>");
+    SetDefault(config, "unk_token", "<unk>");
+    SetDefault(config, "pad_token", "<pad>");
+    SetDefault(config, "mask_token", "<mask>", /*lstrip=*/true);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<TokenizerPipeline>> LoadConverted(const std::string& dir,
+                                                                 const std::string& file,
+                                                                 Converter converter,
+                                                                 DirConfig config) {
+  const nlohmann::json& tc = config.tokenizer_config;
+  ASSIGN_OR_RETURN(bool legacy, OptionalBool(tc, "legacy", true, kTokenizerConfig));
+  ASSIGN_OR_RETURN(bool prefix_space, OptionalBool(tc, "add_prefix_space", true, kTokenizerConfig));
+  int64_t extra_ids = 0;
+  if (converter == Converter::kT5) {
+    const nlohmann::json& n = Field(tc, "extra_ids");
+    extra_ids = 100;
+    if (!n.is_null()) {
+      if (!n.is_number_integer() || n.get<int64_t>() < 0 || n.get<int64_t>() > 100000) {
+        return FieldError(kTokenizerConfig, "extra_ids", "a count in [0, 100000]", n);
+      }
+      extra_ids = n.get<int64_t>();
+    }
+  }
+  const std::string path = dir + "/" + file;
+  ASSIGN_OR_RETURN(std::string bytes, ReadTokenizerFile(path));
+  ASSIGN_OR_RETURN(SentencePieceProto model, ParseSentencePieceModel(bytes, path));
+  auto p = std::make_unique<TokenizerPipeline>();
+  RETURN_IF_ERROR(AddConverterModel(model, converter, extra_ids, path, p.get(), &config));
+  RETURN_IF_ERROR(AddConverterTextSteps(model, legacy, prefix_space, path, p.get()));
+  ASSIGN_OR_RETURN(auto ids, AddSpecialTokens(config, file, p.get()));
+  auto id_of = [&](const char* key) -> absl::StatusOr<int64_t> {
+    auto it = ids.find(key);
+    if (it == ids.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": no ", key));
+    }
+    return it->second;
+  };
+  ASSIGN_OR_RETURN(int64_t eos, id_of("eos_token"));
+  p->suffix_ids = {eos};
+  if (converter == Converter::kXlmRoberta) {
+    ASSIGN_OR_RETURN(int64_t bos, id_of("bos_token"));
+    p->prefix_ids = {bos};
+  }
+  if (auto it = ids.find("pad_token"); it != ids.end()) p->pad_id = it->second;
+  p->Finish();
+  return p;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TokenizerPipeline>> LoadSentencePieceDir(const std::string& dir) {
   ASSIGN_OR_RETURN(DirConfig config, ReadDirConfig(dir));
+  ASSIGN_OR_RETURN(auto choice, ChooseConverter(dir, config));
+  if (choice.second != Converter::kLlama) {
+    return LoadConverted(dir, choice.first, choice.second, std::move(config));
+  }
   const nlohmann::json& tc = config.tokenizer_config;
   ASSIGN_OR_RETURN(bool add_bos, OptionalBool(tc, "add_bos_token", true, kTokenizerConfig));
   ASSIGN_OR_RETURN(bool add_eos, OptionalBool(tc, "add_eos_token", false, kTokenizerConfig));

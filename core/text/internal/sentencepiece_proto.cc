@@ -14,6 +14,8 @@ namespace {
 // Field numbers of sentencepiece_model.proto.
 constexpr uint32_t kModelPieces = 1;
 constexpr uint32_t kModelTrainerSpec = 2;
+constexpr uint32_t kModelNormalizerSpec = 3;
+constexpr uint32_t kNormalizerCharsmap = 2;
 constexpr uint32_t kPieceText = 1;
 constexpr uint32_t kPieceScore = 2;
 constexpr uint32_t kPieceType = 3;
@@ -181,6 +183,17 @@ absl::StatusOr<SentencePieceProto> ParseSentencePieceModel(absl::string_view byt
     } else if (f.number == kModelTrainerSpec) {
       RETURN_IF_ERROR(ExpectWireType(f, kLengthDelimited, reader));
       RETURN_IF_ERROR(ParseTrainerSpec(f.bytes, absl::StrCat(what, ": trainer_spec"), &model));
+    } else if (f.number == kModelNormalizerSpec) {
+      RETURN_IF_ERROR(ExpectWireType(f, kLengthDelimited, reader));
+      WireReader spec(f.bytes, absl::StrCat(what, ": normalizer_spec"));
+      WireField g;
+      while (true) {
+        ASSIGN_OR_RETURN(bool more_spec, spec.Next(&g));
+        if (!more_spec) break;
+        if (g.number != kNormalizerCharsmap) continue;
+        RETURN_IF_ERROR(ExpectWireType(g, kLengthDelimited, spec));
+        model.precompiled_charsmap = std::string(g.bytes);
+      }
     }
   }
   if (model.pieces.empty()) {

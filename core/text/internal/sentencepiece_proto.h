@@ -1,7 +1,8 @@
 // The parts of a SentencePiece model file (`tokenizer.model`, a serialized ModelProto of
 // sentencepiece_model.proto) that Hugging Face's converters read: the pieces with their scores
-// and types, the model type and the special ids of the trainer spec. Read from the protocol
-// buffer wire format directly; the normalizer spec is not read (the Llama converter ignores it).
+// and types, the model type and the special ids of the trainer spec, and the normalizer spec's
+// compiled rules (the T5 and XLM-RoBERTa converters use them; the Llama converter ignores them).
+// Read from the protocol buffer wire format directly.
 //
 //   ASSIGN_OR_RETURN(std::string bytes, ReadTokenizerFile(dir + "/tokenizer.model"));
 //   ASSIGN_OR_RETURN(SentencePieceProto model, ParseSentencePieceModel(bytes, "tokenizer.model"));
@@ -39,6 +40,8 @@ struct SentencePieceProto {
   int unk_id = 0;
   int bos_id = 1;
   int eos_id = 2;
+  // normalizer_spec.precompiled_charsmap: empty when the model has no compiled rules.
+  std::string precompiled_charsmap;
 };
 
 absl::StatusOr<SentencePieceProto> ParseSentencePieceModel(absl::string_view bytes,

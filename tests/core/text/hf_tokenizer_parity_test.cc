@@ -477,5 +477,62 @@ TEST_P(NormalizerParityTest, SameIdsAsSentencePiece) {
 INSTANTIATE_TEST_SUITE_P(SentencePieceRules, NormalizerParityTest,
                          ::testing::Values("spm_unigram_nfkc", "spm_unigram_nfkc_cf"));
 
+// A directory holding only the SentencePiece model, as T5 (spiece.model) and XLM-RoBERTa
+// (sentencepiece.bpe.model) ship it: HfTokenizer's own conversion must give what the converted
+// tokenizer.json gives (the reference above compared that one with SentencePiece), id for id;
+// XLM-RoBERTa's ids in its fairseq layout (<s> <pad> </s> <unk>, then the pieces one further).
+TEST(SentencePieceModelDirTest, T5AndXlmRobertaModelsConvertAsHuggingFaceDoes) {
+  const SpmReference& ref = GetSpmReference();
+  ASSERT_FALSE(ref.texts.empty()) << "run this through tests/text/run_parity.sh";
+  const std::string base = GetReference().dir + "/spm_unigram_nfkc";
+  auto json = HfTokenizer::Load(base + "-converted");
+  auto t5 = HfTokenizer::Load(base + "-t5");
+  auto xlmr = HfTokenizer::Load(base + "-xlmr");
+  ASSERT_TRUE(json.ok()) << json.status();
+  ASSERT_TRUE(t5.ok()) << t5.status();  // NOLINT
+  ASSERT_TRUE(xlmr.ok()) << xlmr.status();
+  ASSERT_FALSE(std::filesystem::exists(base + "-t5/tokenizer.json"));
+  ASSERT_FALSE(std::filesystem::exists(base + "-xlmr/tokenizer.json"));
+  EXPECT_EQ((*t5)->vocab_size(), (*json)->vocab_size());
+  EXPECT_EQ((*xlmr)->TokenToId("<mask>"), (*xlmr)->vocab_size() - 1);
+  // The converted tokenizer.json: <unk>=0 <s>=1 </s>=2, pieces from 3; XLM-RoBERTa: <s>=0
+  // <pad>=1 </s>=2 <unk>=3, pieces from 4.
+  auto to_xlmr = [](int64_t id) -> int64_t { return id == 0 ? 3 : id == 1 ? 0 : id == 2 ? 2 : id + 1; };
+  size_t t5_same = 0, xlmr_same = 0, xlmr_compared = 0, decoded = 0;
+  for (size_t i = 0; i < ref.texts.size(); ++i) {
+    const std::string& text = ref.texts[i];
+    for (bool special : {true, false}) {
+      auto want = (*json)->Encode(text, {.add_special_tokens = special});
+      auto got = (*t5)->Encode(text, {.add_special_tokens = special});
+      ASSERT_TRUE(want.ok() && got.ok()) << "text " << i;
+      EXPECT_EQ(got->ids, want->ids) << "T5, text " << i << " " << Quoted(text);
+      t5_same += got->ids == want->ids;
+      if (special) {
+        decoded += (*t5)->Decode(got->ids, true) == (*json)->Decode(want->ids, true);
+      }
+      // <pad> and <mask> are special only in XLM-RoBERTa.
+      if (text.find("<pad>") != std::string::npos || text.find("<mask>") != std::string::npos) {
+        continue;
+      }
+      ++xlmr_compared;
+      auto plain = (*json)->Encode(text, {.add_special_tokens = false});
+      std::vector<int64_t> mapped;
+      if (special) mapped.push_back(0);
+      for (int64_t id : plain->ids) mapped.push_back(to_xlmr(id));
+      if (special) mapped.push_back(2);
+      auto x = (*xlmr)->Encode(text, {.add_special_tokens = special});
+      ASSERT_TRUE(x.ok()) << x.status();
+      EXPECT_EQ(x->ids, mapped) << "XLM-RoBERTa, text " << i << " " << Quoted(text);
+      xlmr_same += x->ids == mapped;
+    }
+  }
+  EXPECT_EQ(decoded, ref.texts.size());
+  std::cout << "[ parity ] spm_unigram_nfkc from spiece.model (T5): " << t5_same << " of "
+            << 2 * ref.texts.size() << " encodings identical to the converted tokenizer.json, "
+            << decoded << " of " << ref.texts.size() << " decodes; from sentencepiece.bpe.model "
+            << "(XLM-RoBERTa): " << xlmr_same << " of " << xlmr_compared
+            << " identical in its id layout" << std::endl;
+}
+
 }  // namespace
 }  // namespace twin

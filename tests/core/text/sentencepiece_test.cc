@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "core/text/hf_tokenizer.h"
+#include "tests/core/text/charsmap_builder.h"
 #include "tests/testing/temp_dir.h"
 
 namespace twin {
@@ -51,6 +52,7 @@ struct Model {
   std::vector<Piece> pieces;
   ModelType type = kBpe;
   int64_t unk_id = 0, bos_id = 1, eos_id = 2;
+  std::string charsmap;  // normalizer_spec.precompiled_charsmap, if any
 
   std::string Serialize() const {
     std::string out;
@@ -59,6 +61,7 @@ struct Model {
     }
     out += BytesField(2, VarintField(3, type) + VarintField(40, unk_id) + VarintField(41, bos_id) +
                              VarintField(42, eos_id));
+    if (!charsmap.empty()) out += BytesField(3, BytesField(1, "nmt_nfkc") + BytesField(2, charsmap));
     return out;
   }
 };
@@ -232,6 +235,86 @@ TEST(SentencePieceTest, TruncatedAndFlippedBytesNeverCrash) {
     flipped[i] = static_cast<char>(flipped[i] ^ 0xA5);
     check(flipped);
   }
+}
+
+// spiece.model (T5) and sentencepiece.bpe.model (XLM-RoBERTa) alone: Hugging Face's converters,
+// the model's compiled rules first.
+// <unk>=0 <s>=1 </s>=2 ▁ab=3 ▁a=4 b=5 ▁=6 a=7; fullwidth a and b map to a and b.
+Model ConverterModel() {
+  Model m = MakeModel(kUnigram,
+                      {{kSpace + "ab", -1}, {kSpace + "a", -2}, {"b", -2}, {kSpace, -3}, {"a", -3}},
+                      /*with_bytes=*/false);
+  m.charsmap = testing::BuildCharsmap({{"\uFF41", "a"}, {"\uFF42", "b"}});
+  return m;
+}
+
+TEST(SentencePieceTest, T5AndXlmRobertaModelsConvertAsHuggingFaceDoes) {
+  TempDir t5;
+  WriteFileOrDie(t5.Join("spiece.model"), ConverterModel().Serialize());
+  WriteFileOrDie(t5.Join("tokenizer_config.json"),
+                 R"({"tokenizer_class": "T5TokenizerFast", "extra_ids": 3})");
+  auto t = HfTokenizer::Load(t5.path());
+  ASSERT_TRUE(t.ok()) << t.status();
+  // The charsmap, then the right end stripped, then Metaspace; </s> after the text.
+  EXPECT_THAT((*t)->Encode("\uFF41\uFF42  ")->ids, ElementsAre(3, 2));
+  EXPECT_THAT((*t)->Encode("a   b")->ids, ElementsAre(4, 6, 5, 2));
+  EXPECT_EQ((*t)->vocab_size(), 11);
+  EXPECT_EQ((*t)->TokenToId("<extra_id_0>"), 10);
+  EXPECT_EQ((*t)->TokenToId("<extra_id_2>"), 8);
+  EXPECT_THAT((*t)->Encode("<extra_id_0>")->ids, ElementsAre(10, 2));
+  EXPECT_EQ((*t)->Decode({3, 6, 5, 2}, /*skip_special_tokens=*/true), "ab b");
+  EXPECT_FALSE((*t)->pad_id().has_value());  // the model has no <pad>
+
+  TempDir xlmr;
+  WriteFileOrDie(xlmr.Join("sentencepiece.bpe.model"), ConverterModel().Serialize());
+  WriteFileOrDie(xlmr.Join("config.json"), R"({"model_type": "xlm-roberta"})");
+  auto x = HfTokenizer::Load(xlmr.path());
+  ASSERT_TRUE(x.ok()) << x.status();
+  // fairseq's layout: <s>=0 <pad>=1 </s>=2 <unk>=3, the pieces from the fourth one further,
+  // <mask> last (taking the space before it).
+  EXPECT_THAT((*x)->Encode("\uFF41\uFF42")->ids, ElementsAre(0, 4, 2));
+  EXPECT_EQ((*x)->TokenToId("<mask>"), 9);
+  EXPECT_THAT((*x)->Encode("a <mask>")->ids, ElementsAre(0, 5, 9, 2));
+  EXPECT_THAT((*x)->Encode("x")->ids, ElementsAre(0, 7, 3, 2));
+  EXPECT_EQ((*x)->pad_id(), 1);
+}
+
+TEST(SentencePieceTest, OtherConversionsAreRefusedNamingTheClass) {
+  auto error = [](const std::string& file, const std::string& config_name,
+                  const std::string& config, const Model& model) {
+    TempDir dir;
+    WriteFileOrDie(dir.Join(file), model.Serialize());
+    if (!config_name.empty()) WriteFileOrDie(dir.Join(config_name), config);
+    return HfTokenizer::Load(dir.path()).status();
+  };
+  const Model m = ConverterModel();
+  absl::Status albert = error("spiece.model", "tokenizer_config.json",
+                              R"({"tokenizer_class": "AlbertTokenizer"})", m);
+  EXPECT_EQ(albert.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(albert.message()), HasSubstr("\"AlbertTokenizer\""));
+  EXPECT_THAT(std::string(albert.message()), HasSubstr("tokenizer.json"));
+  absl::Status mbart = error("sentencepiece.bpe.model", "config.json",
+                             R"({"model_type": "mbart"})", m);
+  EXPECT_EQ(mbart.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(mbart.message()), HasSubstr("\"mbart\""));
+  absl::Status unknown = error("spiece.model", "", "", m);
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(unknown.message()), HasSubstr("spiece.model"));
+  Model bpe = m;
+  bpe.type = kBpe;
+  absl::Status bpe_t5 = error("spiece.model", "tokenizer_config.json",
+                              R"({"tokenizer_class": "T5Tokenizer"})", bpe);
+  EXPECT_EQ(bpe_t5.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(bpe_t5.message()), HasSubstr("Unigram"));
+  Model corrupt = m;
+  corrupt.charsmap = "ab";
+  absl::Status charsmap = error("spiece.model", "tokenizer_config.json",
+                                R"({"tokenizer_class": "T5Tokenizer"})", corrupt);
+  EXPECT_EQ(charsmap.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(charsmap.message()), HasSubstr("normalizer_spec.precompiled_charsmap"));
+  absl::Status extra = error("spiece.model", "tokenizer_config.json",
+                             R"({"tokenizer_class": "T5Tokenizer", "extra_ids": -1})", m);
+  EXPECT_THAT(std::string(extra.message()), HasSubstr("extra_ids"));
 }
 
 }  // namespace
