@@ -186,7 +186,7 @@ std::string Summary(const LlamaZooOptions& o, const LlamaZooReport& r) {
   std::string s = absl::StrFormat(
       "# Generative byte zoo (%s), Hugging Face Llama\n\n"
       "Decoder: Llama, %d layers, width %d, %d heads (%d key/value heads), SwiGLU %d, %d "
-      "positions, rope theta %g, tied embeddings; %d ids (256 bytes, <|endoftext|>, "
+      "positions, rope theta %g, %s; %d ids (256 bytes, <|endoftext|>, "
       "<|begin_of_text|>, <|pad|>); %d parameters per model.\n\n"
       "Pretraining (next byte): %d texts, %d steps of %d, lr %.1e, final loss %.3f, %.1f s "
       "(%.3f s/step).\n\n"
@@ -197,8 +197,8 @@ std::string Summary(const LlamaZooOptions& o, const LlamaZooReport& r) {
       "| task | corpus | train | validation | test | base loss | expert loss | base exact | "
       "expert exact | seconds | native - module |\n"
       "|---|---|---|---|---|---|---|---|---|---|---|\n",
-      o.size, m.layers, m.dim, m.heads, m.kv_heads, m.ff_dim, m.max_len, m.rope_theta, kLlamaVocab,
-      r.parameters, r.pretrain_texts, r.pretraining.steps, o.pretrain.batch_size,
+      o.size, m.layers, m.dim, m.heads, m.kv_heads, m.ff_dim, m.max_len, m.rope_theta,
+      m.tie_word_embeddings ? "tied embeddings" : "an untied LM head", kLlamaVocab, r.parameters, r.pretrain_texts, r.pretraining.steps, o.pretrain.batch_size,
       o.pretrain.learning_rate, r.pretraining.final_loss, r.pretraining.seconds,
       r.pretraining.seconds_per_step, o.finetune.steps, o.finetune.batch_size,
       o.finetune.learning_rate, o.max_eval_examples);

@@ -60,6 +60,9 @@ ABSL_FLAG(int, measure_steps, 0,
 ABSL_FLAG(std::string, router_data_only, "",
           "Byte-level zoo: only (re)write <out>/<task>.router.safetensors from this split "
           "(train or validation) and exit; no training.");
+ABSL_FLAG(bool, untied_lm_head, false,
+          "--format llama: give the decoder an LM head of its own instead of tying it to the "
+          "embeddings, so that merge.yaml's head_pattern: '^lm_head\\.' can keep it per task.");
 ABSL_FLAG(bool, rebuild_models, false,
           "Byte-level zoo: rewrite OUT/base.pt and OUT/<task>.pt with this build's module code "
           "(e.g. route_features), keeping the trained weights; no training.");
@@ -110,6 +113,7 @@ int BuildLlamaZoo(const std::string& out) {
   }
   options->seed = absl::GetFlag(FLAGS_seed);
   options->store = absl::GetFlag(FLAGS_store);
+  if (absl::GetFlag(FLAGS_untied_lm_head)) options->model.tie_word_embeddings = false;
   if (absl::GetFlag(FLAGS_max_train) > 0) {
     options->max_train_per_task = absl::GetFlag(FLAGS_max_train);
   }

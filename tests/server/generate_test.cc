@@ -56,19 +56,25 @@ struct Generation {
 
 class GenerateTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  static void SetUpTestSuite() { Build({}, ""); }
+  // The zoo written with `options`, merged with its merge.yaml + `extra_yaml`.
+  static void Build(const twin::testing::HfDecoderTestZooOptions& options,
+                    const std::string& extra_yaml) {
     dir_ = new TempDir();
-    zoo_ = new twin::testing::HfDecoderTestZoo(twin::testing::WriteHfDecoderTestZoo(dir_->path()));
-    auto config = ParseMergeConfig(zoo_->merge_yaml, dir_->path());
+    zoo_ = new twin::testing::HfDecoderTestZoo(
+        twin::testing::WriteHfDecoderTestZoo(dir_->path(), options));
+    auto config = ParseMergeConfig(zoo_->merge_yaml + extra_yaml, dir_->path());
     ASSERT_TRUE(config.ok()) << config.status();
-    MergeJobOptions options;
-    options.quiet = true;
-    auto result = RunMergeJob(*config, options);
+    MergeJobOptions merge;
+    merge.quiet = true;
+    auto result = RunMergeJob(*config, merge);
     ASSERT_TRUE(result.ok()) << result.status();
   }
   static void TearDownTestSuite() {
     delete zoo_;
     delete dir_;
+    zoo_ = nullptr;
+    dir_ = nullptr;
   }
 
   ServerConfig Config() {
@@ -503,24 +509,7 @@ TEST_F(GenerateTest, BadRequestsNameTheField) {
 // that task's own head, so it generates what the expert itself generates.
 class PerTaskLmHeadTest : public GenerateTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    zoo_ = new twin::testing::HfDecoderTestZoo(
-        twin::testing::WriteHfDecoderTestZoo(dir_->path(), {.ratio = 1.0}));
-    auto config = ParseMergeConfig(zoo_->merge_yaml + "head_pattern: '^lm_head\\.'\n",
-                                   dir_->path());
-    ASSERT_TRUE(config.ok()) << config.status();
-    MergeJobOptions options;
-    options.quiet = true;
-    auto result = RunMergeJob(*config, options);
-    ASSERT_TRUE(result.ok()) << result.status();
-  }
-  static void TearDownTestSuite() {
-    delete zoo_;
-    delete dir_;
-    zoo_ = nullptr;
-    dir_ = nullptr;
-  }
+  static void SetUpTestSuite() { Build({.ratio = 1.0}, "head_pattern: '^lm_head\\.'\n"); }
 
   // Greedy tokens of expert `task` itself, through the decoder without the server.
   static std::vector<int64_t> ExpertGreedy(int task, const std::vector<int64_t>& prompt, int n) {
