@@ -506,8 +506,11 @@ std::string GenerativeMarkdown(const GenerativeResult& r, const RunInfo& info) {
   absl::StrAppend(&out, "\n## Lambda search (mean validation exact match over tasks)\n\n",
                   LambdaSearchList(r.searches));
   absl::StrAppend(&out, "\n## Storage\n\n", StorageTable(r.storage),
-                  "The LM head and embeddings are merged tensors (in theta* and the twins); "
-                  "there are no per-task heads.\n");
+                  r.lm_head_pattern.empty()
+                      ? "The LM head and embeddings are merged tensors (in theta* and the twins); "
+                        "there are no per-task heads.\n"
+                      : "The embeddings are merged tensors (in theta* and the twins); `heads` is "
+                        "the T experts' own LM heads, kept whole.\n");
   return out;
 }
 

@@ -333,7 +333,9 @@ TEST_F(GenerativeEvalHeadsTest, EachTaskReadsItsOwnLmHead) {
     EXPECT_NEAR(shared.loss[t], s->mean_loss, 1e-9 + 1e-6 * s->mean_loss) << t;
   }
   RunInfo info;
-  EXPECT_THAT(GenerativeMarkdown(*result_, info), HasSubstr("keeps its expert's LM head"));
+  const std::string md = GenerativeMarkdown(*result_, info);
+  EXPECT_THAT(md, HasSubstr("keeps its expert's LM head"));
+  EXPECT_THAT(md, HasSubstr("the T experts' own LM heads"));
 }
 
 TEST(GenerativeEvalHeadsRefusalTest, OnlyTheLmHeadMayBeKeptPerTask) {
