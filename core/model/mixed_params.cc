@@ -98,6 +98,9 @@ MixedParams::MixedParams(const TwinWeights& twins, at::Tensor weights,
       run.rest = at::cat({rows.narrow(0, 0, offset),
                           rows.narrow(0, offset + run.length, n - offset - run.length)});
     }
+    const at::Tensor w = weights_.select(1, t);
+    if (run.length > 0) run.first_weights = w.narrow(0, run.first, run.length).unsqueeze(1);
+    if (run.rest.defined()) run.rest_weights = w.index_select(0, run.rest).unsqueeze(1);
     task_runs_.push_back(std::move(run));
     task_rows_.push_back(std::move(rows));
   }
@@ -225,23 +228,26 @@ void MixedParams::AddFactorTerms(const FactorStack& stack, const at::Tensor& inp
     const int64_t begin = stack.offset[t], rank = stack.offset[t + 1] - begin;
     const at::Tensor& rows = task_rows_[t];
     if (rank == 0 || rows.size(0) == 0) continue;
-    const at::Tensor w = weights_.select(1, static_cast<int64_t>(t));
     const at::Tensor expand_t = expand.narrow(1, begin, rank).t();
-    // x's rows [first, first + count) of the batch, their terms added to y's same rows.
-    auto span = [&](int64_t first, int64_t count) {
-      at::Tensor z = project(input.narrow(0, first, count), begin, rank);
-      z.mul_(RowsView(w.narrow(0, first, count).unsqueeze(1).to(z.scalar_type()), z.dim()));
-      y.narrow(0, first, count).add_(at::matmul(z, expand_t).to(y.scalar_type()));
-    };
-    // Rows `index` gathered, their terms scattered back.
-    auto gathered = [&](const at::Tensor& index) {
-      at::Tensor z = project(input.index_select(0, index), begin, rank);
-      z.mul_(RowsView(w.index_select(0, index).unsqueeze(1).to(z.scalar_type()), z.dim()));
-      y.index_add_(0, index, at::matmul(z, expand_t).to(y.scalar_type()));
-    };
     const TaskRun& run = task_runs_[t];
-    span(run.first, run.length);
-    if (run.rest.defined()) gathered(run.rest);
+    // x's rows [first, first + length) of the batch, their terms added to y's same rows: in
+    // place by one addmm when y's rows are one contiguous block of its type.
+    {
+      at::Tensor z = project(input.narrow(0, run.first, run.length), begin, rank);
+      z.mul_(RowsView(AsType(run.first_weights, z.scalar_type()), z.dim()));
+      at::Tensor target = y.narrow(0, run.first, run.length);
+      if (target.is_contiguous() && target.scalar_type() == z.scalar_type()) {
+        target.view({-1, target.size(-1)}).addmm_(z.reshape({-1, rank}), expand_t);
+      } else {
+        target.add_(AsType(at::matmul(z, expand_t), y.scalar_type()));
+      }
+    }
+    // The other rows gathered, their terms scattered back.
+    if (run.rest.defined()) {
+      at::Tensor z = project(input.index_select(0, run.rest), begin, rank);
+      z.mul_(RowsView(AsType(run.rest_weights, z.scalar_type()), z.dim()));
+      y.index_add_(0, run.rest, AsType(at::matmul(z, expand_t), y.scalar_type()));
+    }
   }
 }
 

@@ -141,11 +141,14 @@ class MixedParams : public LayerParams {
   void AddBias(const std::string& name, at::Tensor& y) const;
 
   // A task's longest run of consecutive rows: rows [first, first + length); `rest` holds its
-  // other rows (undefined when there are none).
+  // other rows (undefined when there are none). first_weights [length, 1] and rest_weights
+  // [rest, 1]: the task's weights of those rows, made once.
   struct TaskRun {
     int64_t first = 0;
     int64_t length = 0;
     at::Tensor rest;
+    at::Tensor first_weights;
+    at::Tensor rest_weights;
   };
 
   const TwinWeights* twins_;
