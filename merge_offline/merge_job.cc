@@ -134,8 +134,8 @@ absl::Status ChooseTokenizer(Job& job) {
     if (c.tokenizer.type == "hf") {
       return absl::InvalidArgumentError(absl::StrCat(
           "tokenizer.type hf: ", c.base_model,
-          " has no tokenizer files (tokenizer.json, tokenizer.model, vocab.txt, or vocab.json"
-          " + merges.txt)"));
+          " has no tokenizer files (tokenizer.json, tokenizer.model, spiece.model,"
+          " sentencepiece.bpe.model, vocab.txt, or vocab.json + merges.txt)"));
     }
     return absl::OkStatus();  // ids-only requests, or merge.yaml's default spec
   }

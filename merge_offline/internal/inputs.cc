@@ -164,11 +164,16 @@ std::vector<std::string> HfTokenizerFiles(const std::string& dir) {
     return std::filesystem::is_regular_file(std::filesystem::path(dir) / name);
   };
   std::vector<std::string> files;
-  for (const char* name : {"tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json",
-                           "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "spiece.model",
+                           "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt",
+                           "tokenizer_config.json", "special_tokens_map.json",
                            "added_tokens.json"}) {
-    // tokenizer.model (SentencePiece) is read only without a tokenizer.json.
-    if (std::string_view(name) == "tokenizer.model" && exists("tokenizer.json")) continue;
+    // A SentencePiece model (Llama's tokenizer.model, T5's spiece.model, XLM-RoBERTa's
+    // sentencepiece.bpe.model) is read only without a tokenizer.json.
+    const std::string_view n(name);
+    const bool sentencepiece =
+        n == "tokenizer.model" || n == "spiece.model" || n == "sentencepiece.bpe.model";
+    if (sentencepiece && exists("tokenizer.json")) continue;
     if (exists(name)) files.push_back(name);
   }
   return files;

@@ -57,9 +57,10 @@ absl::StatusOr<ModelLayout> CheckLayout(const InputModel& base,
                                         const std::vector<InputModel>& experts,
                                         const std::regex& head_pattern, bool require_head);
 
-// The Hugging Face tokenizer files of `dir` that exist (tokenizer.json, tokenizer.model when
-// there is no tokenizer.json, vocab.txt, vocab.json, merges.txt, tokenizer_config.json,
-// special_tokens_map.json, added_tokens.json), by name.
+// The Hugging Face tokenizer files of `dir` that exist (tokenizer.json; tokenizer.model,
+// spiece.model or sentencepiece.bpe.model when there is no tokenizer.json; vocab.txt,
+// vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json, added_tokens.json),
+// by name.
 std::vector<std::string> HfTokenizerFiles(const std::string& dir);
 // Checks that the experts' configs describe the same body as the base's (family and every
 // structural field); errors name both files and the field.

@@ -21,6 +21,7 @@
 #include "core/io/safetensors.h"
 #include "core/model/script_model.h"
 #include "core/merge/twin_weights.h"
+#include "merge_offline/internal/inputs.h"
 #include "merge_offline/merge_config.h"
 #include "tests/testing/rounding.h"
 #include "tests/testing/temp_dir.h"
@@ -353,6 +354,24 @@ TEST_F(MergeJobTest, CommandLineExitCodes) {
   EXPECT_NE(run(""), 0);
   EXPECT_EQ(run("--config " + dir_.Join("ok.yaml") + " --version cli"), 0);
   EXPECT_EQ(twin::testing::ReadFileOrDie(store + "/LATEST"), "cli\n");
+}
+
+// The base directory's tokenizer files the artifact set carries: a SentencePiece model (Llama's,
+// T5's or XLM-RoBERTa's name) only when there is no tokenizer.json, which is then what loads.
+TEST(HfTokenizerFilesTest, SentencePieceModelsOnlyWithoutTokenizerJson) {
+  TempDir dir;
+  for (const char* name : {"spiece.model", "tokenizer_config.json", "config.json"}) {
+    twin::testing::WriteFileOrDie(dir.Join(name), "x");
+  }
+  EXPECT_THAT(merge_internal::HfTokenizerFiles(dir.path()),
+              ::testing::ElementsAre("spiece.model", "tokenizer_config.json"));
+  TempDir xlmr;
+  twin::testing::WriteFileOrDie(xlmr.Join("sentencepiece.bpe.model"), "x");
+  EXPECT_THAT(merge_internal::HfTokenizerFiles(xlmr.path()),
+              ::testing::ElementsAre("sentencepiece.bpe.model"));
+  twin::testing::WriteFileOrDie(xlmr.Join("tokenizer.json"), "{}");
+  EXPECT_THAT(merge_internal::HfTokenizerFiles(xlmr.path()),
+              ::testing::ElementsAre("tokenizer.json"));
 }
 
 }  // namespace
