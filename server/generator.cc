@@ -191,6 +191,34 @@ void Generator::Start() {
   worker_ = std::thread([this] { Loop(); });
 }
 
+namespace {
+
+// Whether `job`'s prompt needs the router (see GenerationJob::routed).
+bool NeedsRouting(const GenerationJob& job, const ServerConfig& config) {
+  const Engine& engine = *job.servable->engine;
+  if (job.servable->mode == ServingMode::kStatic) return engine.task_lm_heads() && job.task < 0;
+  return job.task < 0 || config.task_given != TaskGivenPolicy::kTask;
+}
+
+// The prompt routed once: the router's top_k weights, renormalised, not rounded.
+absl::Status RouteJob(GenerationJob& job) {
+  const Engine& engine = *job.servable->engine;
+  at::Tensor ids = at::tensor(job.request.prompt, at::kLong).unsqueeze(0);
+  ASSIGN_OR_RETURN(at::Tensor w, engine.RouterWeights(ids, at::ones_like(ids), {job.temperature}));
+  const at::Tensor row = w.to(at::kDouble).contiguous();
+  std::vector<double> router(row.data_ptr<double>(), row.data_ptr<double>() + row.numel());
+  ClusterKeyOptions exact;
+  exact.top_k = job.top_k;
+  exact.grid = 0;
+  const ClusterKey key = QuantizeWeights(router, exact);
+  job.routed = true;
+  job.routed_weights = key.weights;
+  job.routed_top_task = key.top_task;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 void Generator::Submit(std::unique_ptr<GenerationJob> job) {
   const HfDecoder& decoder = job->servable->engine->decoder();
   const int64_t positions = ContinuousBatch::RequestPositions(decoder, job->request);
@@ -201,6 +229,20 @@ void Generator::Submit(std::unique_ptr<GenerationJob> job) {
         " bytes) exceeds generation.kv_cache_bytes (", config_.generation.kv_cache_bytes,
         "); ask for fewer max_new_tokens or a shorter prompt")));
     return;
+  }
+  // Routed here, on the caller's thread, so that the decode loop does not wait for the router
+  // (unless the queue is already full: that call is refused below without it).
+  bool full = false;
+  {
+    absl::MutexLock lock(&mu_);
+    full = static_cast<int64_t>(queue_.size()) >= config_.generation.max_queue;
+  }
+  if (!full && NeedsRouting(*job, config_)) {
+    if (absl::Status routed = RouteJob(*job); !routed.ok()) {
+      metrics_->RecordGeneration("", absl::StatusCodeToString(routed.code()), "");
+      job->callbacks.done(routed);
+      return;
+    }
   }
   absl::Status refused;
   {
@@ -323,38 +365,29 @@ void Generator::Admit() {
       lane = lanes_.back().get();
     }
     if (!lane->batch->FitsNow(job->request) && lane->batch->active() > 0) {
-      // Waits, first in line, until running sequences free their caches (routed only once it
-      // is admitted).
+      // Waits, first in line, until running sequences free their caches.
       absl::MutexLock lock(&mu_);
       queue_.push_front(std::move(job));
       stats_.waiting = static_cast<int64_t>(queue_.size());
       return;
     }
     auto run = std::make_unique<Running>();
-    // The prompt is routed once; the sequence keeps these weights to its end. In static mode
-    // only a version with per-task LM heads is routed: for the sequence's head (its task).
+    // The prompt was routed once (Submit); the sequence keeps these weights to its end. In
+    // static mode only a version with per-task LM heads is routed: for the sequence's head.
     const bool given = job->task >= 0 && config_.task_given == TaskGivenPolicy::kTask;
     if (!lane->static_mode && given) {
       run->weights.assign(engine.num_tasks(), 0.0);
       run->weights[job->task] = 1.0;
-    } else if (!lane->static_mode || (engine.task_lm_heads() && job->task < 0)) {
-      at::Tensor ids = at::tensor(job->request.prompt, at::kLong).unsqueeze(0);
-      absl::StatusOr<at::Tensor> w =
-          engine.RouterWeights(ids, at::ones_like(ids), {job->temperature});
-      if (!w.ok()) {
-        metrics_->RecordGeneration("", absl::StatusCodeToString(w.status().code()), "");
-        job->callbacks.done(w.status());
+    } else if (job->routed || NeedsRouting(*job, config_)) {
+      // Not routed yet only when Submit saw a full queue that had room by the time it locked.
+      if (absl::Status routed = job->routed ? absl::OkStatus() : RouteJob(*job); !routed.ok()) {
+        metrics_->RecordGeneration("", absl::StatusCodeToString(routed.code()), "");
+        job->callbacks.done(routed);
         continue;
       }
-      const at::Tensor row = w->to(at::kDouble).contiguous();
-      std::vector<double> router(row.data_ptr<double>(), row.data_ptr<double>() + row.numel());
-      ClusterKeyOptions exact;  // the router's top_k weights, renormalised, not rounded
-      exact.top_k = job->top_k;
-      exact.grid = 0;
-      const ClusterKey key = QuantizeWeights(router, exact);
-      if (!lane->static_mode) run->weights = key.weights;
-      metrics_->RecordRoute(engine.manifest().tasks[key.top_task].name);
-      if (job->task < 0) job->task = key.top_task;
+      if (!lane->static_mode) run->weights = job->routed_weights;
+      metrics_->RecordRoute(engine.manifest().tasks[job->routed_top_task].name);
+      if (job->task < 0) job->task = job->routed_top_task;
     }
     if (job->task >= 0) run->task = engine.manifest().tasks[job->task].name;
     job->request.weights = run->weights;

@@ -76,6 +76,12 @@ struct GenerationJob {
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<std::atomic<bool>> cancelled;
   GenerateCallbacks callbacks;
+  // Set by Generator::Submit on the caller's thread when the prompt needs the router (no task
+  // named, or a named task under routing.task_given: router; in static mode only for a
+  // version with per-task LM heads): the router's top_k weights and its top task.
+  bool routed = false;
+  std::vector<double> routed_weights;
+  int routed_top_task = -1;
 };
 
 // Validates `request` for `servable` (which must be generative) and tokenizes its prompt.
