@@ -97,9 +97,11 @@ class GenerativeRun {
     }
     return out;
   }
-  // Each test example of task t with theta* plus its own mixture weights[t][i], unfused.
-  absl::StatusOr<Scores> Mixed(const TwinWeights& twin,
-                               const std::vector<RowWeights>& weights) const {
+  // Each test example of task t with theta* plus its own mixture weights[t][i], unfused, and
+  // (when the version keeps them) the LM head of its top task top_tasks[t][i], as the server's
+  // sequences read theirs.
+  absl::StatusOr<Scores> Mixed(const TwinWeights& twin, const std::vector<RowWeights>& weights,
+                               const std::vector<std::vector<int>>& top_tasks) const {
     Scores out;
     for (size_t t = 0; t < in_.tasks.size(); ++t) {
       const RowWeights& rows = weights[t];
@@ -113,9 +115,8 @@ class GenerativeRun {
                            MixedParams::Create(twin, batch, MixStrategy::kGrouped));
           auto body = std::make_unique<MixedParams>(std::move(mixed));
           if (!TaskHeads()) return std::shared_ptr<const LayerParams>(std::move(body));
-          // Each example reads the LM head of its top task, as the server's sequences do.
           std::vector<int> row_tasks;
-          for (const std::vector<double>& w : batch) row_tasks.push_back(TopTask(w));
+          for (size_t i : index) row_tasks.push_back(top_tasks[t][i]);
           return std::shared_ptr<const LayerParams>(std::make_shared<TaskHeadParams>(
               std::move(body), heads_, std::move(row_tasks), head_names_));
         } catch (const std::exception& e) {
@@ -150,6 +151,9 @@ class GenerativeRun {
   std::chrono::steady_clock::time_point start_;
   std::vector<RowWeights> router_;  // per task, per test example: the router's top-k weights
   std::vector<RowWeights> given_;   // per task, per test example: one-hot on the task
+  // Per task, per test example: the top task of router_'s and of given_'s weights.
+  std::vector<std::vector<int>> router_top_;
+  std::vector<std::vector<int>> given_top_;
 };
 
 absl::Status GenerativeRun::Route() {
@@ -160,6 +164,7 @@ absl::Status GenerativeRun::Route() {
   r_->routing.routing = kRouter;
   for (size_t t = 0; t < T; ++t) {
     RowWeights routed, given;
+    std::vector<int> routed_top;
     std::vector<int64_t> confusion(T, 0);
     int64_t right = 0;
     for (const zoo::CausalExample& e : in_.tasks[t].causal_test) {
@@ -175,6 +180,7 @@ absl::Status GenerativeRun::Route() {
       const double* p = probs.data_ptr<double>();
       const ClusterKey key = QuantizeWeights(std::vector<double>(p, p + T), exact);
       routed.push_back(key.weights);
+      routed_top.push_back(key.top_task);
       ++confusion[key.top_task];
       right += key.top_task == static_cast<int>(t) ? 1 : 0;
       std::vector<double> one_hot(T, 0.0);
@@ -184,8 +190,10 @@ absl::Status GenerativeRun::Route() {
     r_->routing.accuracy.push_back(static_cast<double>(right) /
                                    std::max<size_t>(1, in_.tasks[t].causal_test.size()));
     r_->routing.confusion.push_back(std::move(confusion));
+    given_top_.emplace_back(given.size(), static_cast<int>(t));
     router_.push_back(std::move(routed));
     given_.push_back(std::move(given));
+    router_top_.push_back(std::move(routed_top));
   }
   Log(absl::StrFormat("routing: mean accuracy %.4f", Mean(r_->routing.accuracy)));
   return absl::OkStatus();
@@ -276,7 +284,8 @@ absl::Status GenerativeRun::TwinSweep() {
                         storage.total_bytes() / 1048576.0));
     for (const char* routing : {kRouter, kTaskGiven}) {
       const bool router = std::string(routing) == kRouter;
-      ASSIGN_OR_RETURN(Scores scores, Mixed(*build.weights, router ? router_ : given_));
+      ASSIGN_OR_RETURN(Scores scores, Mixed(*build.weights, router ? router_ : given_,
+                                                router ? router_top_ : given_top_));
       Add(Method(
               absl::StrCat("twin:", build.policy, ":", routing),
               absl::StrCat("Twin-Merging, ", build.policy, ", ", router ? "router" : "task given"),

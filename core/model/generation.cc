@@ -189,9 +189,9 @@ absl::StatusOr<std::vector<GenerationEvent>> ContinuousBatch::Step(const ParamsF
     if (decode_group && options_.reuse_decode_params && decode_params_ != nullptr &&
         decode_rows_.size() == rows.size() &&
         std::equal(rows.begin(), rows.end(), decode_rows_.begin(),
-                   [](const StepRow& a, const std::vector<double>& b) { return *a.weights == b; }) &&
-        std::equal(rows.begin(), rows.end(), decode_tasks_.begin(),
-                   [](const StepRow& a, int task) { return a.task == task; })) {
+                   [](const StepRow& a, const std::pair<std::vector<double>, int>& b) {
+                     return *a.weights == b.first && a.task == b.second;
+                   })) {
       params = decode_params_;
     } else {
       absl::StatusOr<std::unique_ptr<LayerParams>> made = params_for(rows);
@@ -200,11 +200,7 @@ absl::StatusOr<std::vector<GenerationEvent>> ContinuousBatch::Step(const ParamsF
       if (decode_group && options_.reuse_decode_params) {
         decode_params_ = params;
         decode_rows_.clear();
-        decode_tasks_.clear();
-        for (const StepRow& row : rows) {
-          decode_rows_.push_back(*row.weights);
-          decode_tasks_.push_back(row.task);
-        }
+        for (const StepRow& row : rows) decode_rows_.emplace_back(*row.weights, row.task);
       }
     }
     absl::StatusOr<at::Tensor> logits = decoder_.Extend(group_tokens, *params, caches);

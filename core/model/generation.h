@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -120,9 +121,8 @@ class ContinuousBatch {
   const HfDecoder& decoder_;
   ContinuousBatchOptions options_;
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;  // by id: the order they joined
-  // reuse_decode_params: the last decoding group's weights, tasks and params.
-  std::vector<std::vector<double>> decode_rows_;
-  std::vector<int> decode_tasks_;
+  // reuse_decode_params: the last decoding group's rows (weights, task) and params.
+  std::vector<std::pair<std::vector<double>, int>> decode_rows_;
   std::shared_ptr<const LayerParams> decode_params_;
   uint64_t next_id_ = 1;
   int64_t kv_bytes_ = 0;

@@ -80,12 +80,4 @@ bool TaskHeadParams::Has(const std::string& name) const {
   return body_->Has(name);
 }
 
-int TopTask(const std::vector<double>& weights) {
-  int top = -1;
-  for (size_t t = 0; t < weights.size(); ++t) {
-    if (top < 0 || weights[t] > weights[top]) top = static_cast<int>(t);
-  }
-  return top;
-}
-
 }  // namespace twin

@@ -48,10 +48,6 @@ class TaskHeadParams : public LayerParams {
   std::set<std::string> head_names_;
 };
 
-// The index of the largest weight of `weights` (the first of equal ones): the task whose head a
-// row with router weights `weights` reads; -1 when `weights` is empty.
-int TopTask(const std::vector<double>& weights);
-
 }  // namespace twin
 
 #endif  // TWIN_CORE_MODEL_TASK_HEADS_H_

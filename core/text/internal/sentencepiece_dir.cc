@@ -25,6 +25,8 @@
 // "<s> $A </s>".
 #include <algorithm>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <tuple>
 #include <utility>
 
@@ -96,18 +98,29 @@ std::vector<BpeMerge> MergesByScore(const SentencePieceProto& model, const Token
   return merges;
 }
 
-// The model of `model`'s type, and its control and user-defined pieces as added tokens.
-absl::Status AddModel(const SentencePieceProto& model, const std::string& path,
-                      TokenizerPipeline* p) {
+// The model's control pieces as special added tokens and its user-defined pieces as plain ones,
+// each at the id `id_of(model id)` gives it (none: left out).
+absl::Status AddPieceTokens(const SentencePieceProto& model,
+                            const std::function<std::optional<int64_t>(size_t)>& id_of,
+                            const std::string& path, TokenizerPipeline* p) {
   for (size_t id = 0; id < model.pieces.size(); ++id) {
     const auto& piece = model.pieces[id];
     ASSIGN_OR_RETURN(std::u32string content,
                      DecodeUtf8(piece.piece, absl::StrCat(path, ": piece ", id)));
-    if (piece.type == PieceType::kControl || piece.type == PieceType::kUserDefined) {
-      p->added_tokens.push_back(AddedToken{std::move(content), static_cast<int64_t>(id), false,
-                                           false, false, piece.type == PieceType::kControl});
-    }
+    if (piece.type != PieceType::kControl && piece.type != PieceType::kUserDefined) continue;
+    const std::optional<int64_t> token_id = id_of(id);
+    if (!token_id) continue;
+    p->added_tokens.push_back(AddedToken{std::move(content), *token_id, false, false, false,
+                                         piece.type == PieceType::kControl});
   }
+  return absl::OkStatus();
+}
+
+// The model of `model`'s type, and its control and user-defined pieces as added tokens.
+absl::Status AddModel(const SentencePieceProto& model, const std::string& path,
+                      TokenizerPipeline* p) {
+  RETURN_IF_ERROR(AddPieceTokens(
+      model, [](size_t id) { return std::optional<int64_t>(static_cast<int64_t>(id)); }, path, p));
   const std::string& unk = model.pieces[model.unk_id].piece;
   switch (model.model_type) {
     case SentencePieceProto::ModelType::kBpe: {
@@ -284,14 +297,16 @@ absl::Status AddConverterModel(const SentencePieceProto& model, Converter conver
   ASSIGN_OR_RETURN(p->unigram,
                    Unigram::Create(std::move(pieces), unk_id, /*byte_fallback=*/false, path));
   const TokenVocab& ids = p->unigram->vocab();
-  for (const auto& piece : model.pieces) {
-    if (piece.type != PieceType::kControl && piece.type != PieceType::kUserDefined) continue;
-    auto it = ids.find(piece.piece);
-    if (it == ids.end()) continue;  // XLM-RoBERTa's first three pieces, renamed
-    ASSIGN_OR_RETURN(std::u32string content, DecodeUtf8(piece.piece, path));
-    p->added_tokens.push_back(AddedToken{std::move(content), it->second, false, false, false,
-                                         piece.type == PieceType::kControl});
-  }
+  // At the id the converted vocabulary gives the piece's text (as Hugging Face adds them by
+  // content); a piece it lacks is left out.
+  RETURN_IF_ERROR(AddPieceTokens(
+      model,
+      [&](size_t id) -> std::optional<int64_t> {
+        auto it = ids.find(model.pieces[id].piece);
+        if (it == ids.end()) return std::nullopt;
+        return it->second;
+      },
+      path, p));
   if (converter == Converter::kT5) {
     // The model's own pieces; "<pad>" only where the model has it.
     SetDefault(config, "eos_token", model.eos_id >= 0 ? model.pieces[model.eos_id].piece : "</s>");

@@ -89,12 +89,5 @@ TEST_F(TaskHeadParamsTest, MisuseThrows) {
   EXPECT_THROW(params.RmsNorm("lm_head", RandomTensor({2, kIn}, 9), 1e-6), c10::Error);
 }
 
-TEST(TopTaskTest, LargestWeightFirstOnTies) {
-  EXPECT_EQ(TopTask({}), -1);
-  EXPECT_EQ(TopTask({0.2, 0.5, 0.3}), 1);
-  EXPECT_EQ(TopTask({0.5, 0.5}), 0);
-  EXPECT_EQ(TopTask({0.0, 0.0, 1.0}), 2);
-}
-
 }  // namespace
 }  // namespace twin
