@@ -2,12 +2,17 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
+#include <memory>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/store/artifact_set.h"
-#include "core/router/ngram_features.h"
 #include "core/router/router.h"
+#include "core/router/router_input.h"
 #include "core/io/safetensors.h"
+#include "core/model/hf_config.h"
 #include "core/model/hf_decoder_config.h"
 #include "core/model/hf_encoder.h"
 #include "core/model/layer_params.h"
@@ -62,11 +67,22 @@ absl::StatusOr<TaskEvaluation> EvaluateTask(const LocalArtifactSet& set, const T
   ASSIGN_OR_RETURN(at::Tensor shared_logits, model->Forward(ids, mask));
   ev.shared_accuracy = Accuracy(shared_logits, labels);
 
-  ASSIGN_OR_RETURN(at::Tensor features,
-                   set.manifest.router.features == "ngram"
-                       ? NgramFeatures(ids, mask, set.manifest.router.ngram)
-                       : model->RouterFeatures(ids, mask));
-  ASSIGN_OR_RETURN(at::Tensor weights, router.Weights(features, 1.0));
+  RouterModel router_model;
+  router_model.script = model.get();
+  std::unique_ptr<HfEncoder> encoder;
+  std::unique_ptr<DenseParams> shared;
+  if (set.manifest.router.features == "prefix") {
+    // Only the native encoder computes a prefix (the version has one: the merge job checked).
+    ASSIGN_OR_RETURN(HfEncoderConfig config,
+                     LoadHfEncoderConfigFile(set.PathOf(set.manifest.native.config_blob)));
+    ASSIGN_OR_RETURN(encoder, HfEncoder::Create(config));
+    shared = std::make_unique<DenseParams>(
+        std::map<std::string, at::Tensor>(tw.shared().begin(), tw.shared().end()));
+    router_model.encoder = encoder.get();
+    router_model.shared = shared.get();
+  }
+  ASSIGN_OR_RETURN(RouterInput in, ComputeRouterInput(set.manifest.router, router_model, ids, mask));
+  ASSIGN_OR_RETURN(at::Tensor weights, router.Weights(in.features, 1.0));
   ev.routing_accuracy =
       weights.argmax(1).eq(static_cast<int64_t>(t)).to(at::kDouble).mean().item<double>();
   int64_t correct = 0;

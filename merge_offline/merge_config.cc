@@ -56,7 +56,10 @@ absl::Status ParseExpert(const YAML::Node& node, const std::string& path, const 
 
 absl::Status ParseTwin(const YAML::Node& node, MergeJobConfig* c) {
   RETURN_IF_ERROR(Fields().CheckKeys(
-      node, "twin", {"rank_policy", "ratio", "rank", "energy", "budget_bytes", "dtype"}));
+      node, "twin",
+      {"rank_policy", "ratio", "rank", "energy", "budget_bytes", "dtype", "from_layer"}));
+  RETURN_IF_ERROR(Fields().Read(node, "from_layer", "twin", &c->twin_from_layer));
+  if (c->twin_from_layer < 0) return Fields().Bad("twin.from_layer", "must be >= 0");
   std::string kind = RankPolicyKindName(c->rank_policy.kind);
   RETURN_IF_ERROR(Fields().Read(node, "rank_policy", "twin", &kind));
   auto parsed = ParseRankPolicyKind(kind);
@@ -88,9 +91,9 @@ absl::Status ParseRouter(const YAML::Node& node, MergeJobConfig* c) {
                                       "features", "ngram"}));
   RETURN_IF_ERROR(Fields().Read(node, "features", "router", &c->router_features));
   if (c->router_features != "auto" && c->router_features != "model" &&
-      c->router_features != "ngram") {
-    return Fields().Bad("router.features",
-                        absl::StrCat("'", c->router_features, "' is not auto, model or ngram"));
+      c->router_features != "ngram" && c->router_features != "prefix") {
+    return Fields().Bad("router.features", absl::StrCat("'", c->router_features,
+                                                        "' is not auto, model, ngram or prefix"));
   }
   if (const YAML::Node g = node["ngram"]) {
     RETURN_IF_ERROR(Fields().CheckKeys(g, "router.ngram", {"max_order", "buckets"}));

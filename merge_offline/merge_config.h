@@ -25,7 +25,10 @@
 //                                   # head per task
 //   tokenizer: {type: bytes, max_length: 128}   # type hf: the base directory's tokenizer
 //                                   # files (the default for a Hugging Face base that has them)
-//   twin: {rank_policy: ratio, ratio: 0.1, rank: 8, energy: 0.9, budget_bytes: 0, dtype: f32}
+//   twin: {rank_policy: ratio, ratio: 0.1, rank: 8, energy: 0.9, budget_bytes: 0, dtype: f32,
+//          from_layer: 0}             # k > 0 (Hugging Face encoders): no twins for the
+//                                     # embeddings and layers 0 .. k-1, whose task vectors
+//                                     # live in theta* only (multi-stage merging)
 //   router: {hidden_dim: 0, layers: 2, dropout: 0.1, max_epochs: 100, batch_size: 64,
 //            learning_rate: 0.001, weight_decay: 0.01, validation_fraction: 0.2, patience: 10,
 //            max_examples_per_task: 2000,
@@ -35,7 +38,11 @@
 //                                       # (or embed()), a second forward per request; auto:
 //                                       # train both, keep ngram unless model routes better by
 //                                       # more than 1 point of held-out accuracy (for a
-//                                       # causal LM auto means ngram, model is an error)
+//                                       # causal LM auto means ngram, model is an error);
+//                                       # prefix: the mean hidden state after the first
+//                                       # twin.from_layer layers under theta* (a Hugging Face
+//                                       # encoder, from_layer >= 1): the server routes on the
+//                                       # forward's own prefix and continues from it
 //            ngram: {max_order: 3, buckets: 2048}}
 //   output: file:///var/lib/twin/artifacts
 //   version: ""                      # default: UTC timestamp, e.g. 20261129T101500Z
@@ -88,9 +95,11 @@ struct MergeJobConfig {
   std::string twin_dtype = "F32";  // F32 | F16
   RouterTrainOptions router;
   int64_t router_max_examples_per_task = 2000;
-  // "auto" (both, see above), "ngram" (n-gram counts of the ids) or "model" (the
-  // architecture's route_features(), else embed()).
+  // "auto" (both, see above), "ngram" (n-gram counts of the ids), "model" (the
+  // architecture's route_features(), else embed()) or "prefix" (see above).
   std::string router_features = "auto";
+  // The first layer with twins (Hugging Face encoders); 0 = every tensor has twins.
+  int64_t twin_from_layer = 0;
   NgramSpec router_ngram;
   std::string output;   // object store URI; required
   std::string version;  // empty = timestamp

@@ -23,8 +23,11 @@
 #include "core/router/ngram_features.h"
 #include "core/store/object_store.h"
 #include "core/router/router.h"
+#include "core/router/router_input.h"
 #include "core/io/safetensors.h"
 #include "core/model/hf_config.h"
+#include "core/model/hf_encoder.h"
+#include "core/model/layer_params.h"
 #include "core/model/hf_script.h"
 #include "core/model/script_model.h"
 #include "core/status_macros.h"
@@ -77,6 +80,9 @@ struct Job {
   std::string head_pattern;  // merge.yaml's, or a causal LM's default (internal/causal_lm.h)
   ModelLayout layout;
   std::unique_ptr<ScriptModel> architecture;  // none for a causal LM
+  // The native encoder, with twin.from_layer or a prefix router: which tensors the shared
+  // prefix holds, and the router's features.
+  std::unique_ptr<HfEncoder> encoder;
   // The tokenizer the version declares, and where its files are while merging.
   TokenizerSpec tokenizer;
   std::string tokenizer_dir;
@@ -154,6 +160,40 @@ absl::Status ChooseTokenizer(Job& job) {
 
 absl::Status LoadRouterData(Job& job, int64_t vocab_size);
 
+// twin.from_layer and router.features prefix need a Hugging Face encoder, whose layers the
+// job can tell apart, and a prefix the model has.
+absl::Status CheckMultiStage(Job& job) {
+  const MergeJobConfig& c = job.config;
+  const bool prefix_router = c.router_features == "prefix";
+  if (c.twin_from_layer == 0 && !prefix_router) return absl::OkStatus();
+  const bool encoder = job.base.hf && !job.base.hf_decoder;
+  if (!encoder) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix_router ? "router.features prefix" : "twin.from_layer",
+        " needs a Hugging Face encoder directory (BERT, RoBERTa, XLM-R) as base_model; ",
+        c.base_model, " is not one"));
+  }
+  const int64_t layers = job.base.hf_config.num_hidden_layers;
+  if (c.twin_from_layer > layers) {
+    return absl::InvalidArgumentError(absl::StrCat("twin.from_layer is ", c.twin_from_layer,
+                                                   " but ", c.base_model, " has ", layers,
+                                                   " layers"));
+  }
+  if (prefix_router && c.twin_from_layer < 1) {
+    return absl::InvalidArgumentError(
+        "router.features prefix routes on the hidden states after the first twin.from_layer "
+        "layers, which must be shared by every mixture: set twin.from_layer >= 1");
+  }
+  ASSIGN_OR_RETURN(job.encoder, HfEncoder::Create(job.base.hf_config));
+  return absl::OkStatus();
+}
+
+// Whether merged tensor `name` keeps no twins: it belongs to the embeddings or a layer below
+// twin.from_layer.
+bool InSharedPrefix(const Job& job, const std::string& name) {
+  return job.encoder != nullptr && job.encoder->StageOf(name) < job.config.twin_from_layer;
+}
+
 // Config, inputs, names/shapes, heads, router data, output store. Writes only scratch files.
 absl::Status Validate(Job& job) {
   const MergeJobConfig& c = job.config;
@@ -181,6 +221,7 @@ absl::Status Validate(Job& job) {
     job.experts.push_back(std::move(e));
   }
   RETURN_IF_ERROR(merge_internal::CheckSameHfBody(job.base, job.experts));
+  RETURN_IF_ERROR(CheckMultiStage(job));
   job.head_pattern = merge_internal::HeadPatternFor(c, job.base);
   ASSIGN_OR_RETURN(job.layout, merge_internal::CheckLayout(
                                    job.base, job.experts, std::regex(job.head_pattern),
@@ -391,7 +432,7 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> BudgetRanks(Job& job) {
     const std::string& name = job.layout.merged[i];
     job.progress.Step(i + 1, job.layout.merged.size(), name);
     ASSIGN_OR_RETURN(at::Tensor shared, MergeOne(job, name, i, /*check_finite=*/true));
-    if (shared.dim() < 2) continue;
+    if (shared.dim() < 2 || InSharedPrefix(job, name)) continue;  // no budget spent
     ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
     const at::Tensor shared_f = shared.to(at::kFloat);
     std::vector<at::Tensor> tensor_spectra(tasks);
@@ -465,8 +506,8 @@ absl::Status MergeAndCompress(Job& job, Outputs* out) {
     std::vector<std::optional<TwinTensorEntry>> entries(tasks);
     RETURN_IF_ERROR(ForEachExpert(job, name, [&](size_t t, at::Tensor expert) {
       return merge_internal::CompressTwin(c, name, i, shared, shared_f, std::move(expert), t,
-                                          budget, svd, twin_type, twin_writers[t].get(),
-                                          &entries[t]);
+                                          budget, svd, twin_type, !InSharedPrefix(job, name),
+                                          twin_writers[t].get(), &entries[t]);
     }));
     for (size_t t = 0; t < tasks; ++t) {
       if (entries[t]) job.manifest.twin_tensors.push_back(std::move(*entries[t]));
@@ -489,38 +530,50 @@ absl::Status MergeAndCompress(Job& job, Outputs* out) {
   return shared_writer->Finish();
 }
 
-// The router trained on one input: n-gram counts of the ids, or the architecture's method.
-absl::StatusOr<RouterTrainResult> TrainRouterOn(Job& job, bool ngram) {
+// The router trained on one input (router.features): "ngram" (n-gram counts of the ids),
+// "model" (the architecture's method on theta*) or "prefix" (the native encoder's prefix).
+absl::StatusOr<RouterTrainResult> TrainRouterOn(Job& job, const std::string& input,
+                                                const LayerParams* shared) {
+  RouterEntry entry;
+  entry.features = input == "model" ? job.architecture->router_features_method() : input;
+  entry.ngram = job.config.router_ngram;
+  entry.prefix_layers = job.config.twin_from_layer;
+  RouterModel model;
+  model.script = job.architecture.get();
+  if (input == "prefix") {
+    model.encoder = job.encoder.get();
+    model.shared = shared;
+  }
   std::vector<at::Tensor> features, ids;
   for (size_t t = 0; t < job.router_examples.size(); ++t) {
     const TokenExamples& ex = job.router_examples[t];
     const int64_t n = ex.input_ids.size(0);
     for (int64_t b = 0; b < n; b += kEmbedBatchSize) {
       const int64_t e = std::min(n, b + kEmbedBatchSize);
-      auto f = ngram ? NgramFeatures(ex.input_ids.slice(0, b, e),
-                                     ex.attention_mask.slice(0, b, e), job.config.router_ngram)
-                     : job.architecture->RouterFeatures(ex.input_ids.slice(0, b, e),
-                                                        ex.attention_mask.slice(0, b, e));
-      if (!f.ok()) {
-        return Annotate(f.status(),
+      auto in = ComputeRouterInput(entry, model, ex.input_ids.slice(0, b, e),
+                                   ex.attention_mask.slice(0, b, e));
+      if (!in.ok()) {
+        return Annotate(in.status(),
                         absl::StrCat("router data ", job.config.experts[t].router_data));
       }
-      features.push_back(f->to(at::kFloat));
+      features.push_back(in->features.to(at::kFloat));
       job.free_memory.Release();  // the batch's activations
     }
     ids.push_back(at::full({n}, static_cast<int64_t>(t), at::kLong));
-    job.progress.Step(t + 1, job.router_examples.size(), ngram ? "ngram features" : "features");
+    job.progress.Step(t + 1, job.router_examples.size(), absl::StrCat(input, " features"));
   }
   job.free_memory.Release();
   RouterTrainOptions options = job.config.router;
   options.seed = job.config.seed;
   // 2 x 2048 n-gram buckets would make a router larger than many models.
+  const bool ngram = input == "ngram";
   if (ngram && options.hidden_dim == 0) options.hidden_dim = kNgramRouterHiddenDim;
   ASSIGN_OR_RETURN(RouterTrainResult result,
                    TrainRouter(at::cat(features), at::cat(ids),
                                static_cast<int64_t>(job.experts.size()), options));
-  result.entry.features = ngram ? "ngram" : job.architecture->router_features_method();
-  if (ngram) result.entry.ngram = job.config.router_ngram;
+  result.entry.features = entry.features;
+  if (ngram) result.entry.ngram = entry.ngram;
+  if (input == "prefix") result.entry.prefix_layers = entry.prefix_layers;
   job.progress.Info(
       absl::StrFormat("router: %s features (%d), held-out accuracy %.4f after %d epochs",
                       result.entry.features, result.entry.spec.input_dim,
@@ -534,19 +587,22 @@ absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_
   // A causal LM has no architecture and no model features (Validate refused "model"): auto
   // means ngram.
   const std::string choice = job.base.hf_decoder ? "ngram" : job.config.router_features;
+  std::map<std::string, at::Tensor> shared_tensors;
   if (!job.base.hf_decoder) {
     ASSIGN_OR_RETURN(auto shared, SafetensorsReader::Open(out.shared_path));
     for (const auto& name : shared->names()) {
       ASSIGN_OR_RETURN(at::Tensor t, shared->Get(name));
       RETURN_IF_ERROR(job.architecture->SetParameter(name, t));
+      if (choice == "prefix") shared_tensors.emplace(name, t);
     }
   }
+  const DenseParams shared_params(std::move(shared_tensors));
   RouterTrainResult result;
   if (choice == "auto") {
     // Both inputs, on the same held-out split: n-gram counts unless the model's features
     // route better by more than kAutoFeatureTolerance (n-grams cost no forward to serve).
-    ASSIGN_OR_RETURN(RouterTrainResult by_ngram, TrainRouterOn(job, /*ngram=*/true));
-    ASSIGN_OR_RETURN(RouterTrainResult by_model, TrainRouterOn(job, /*ngram=*/false));
+    ASSIGN_OR_RETURN(RouterTrainResult by_ngram, TrainRouterOn(job, "ngram", nullptr));
+    ASSIGN_OR_RETURN(RouterTrainResult by_model, TrainRouterOn(job, "model", nullptr));
     const bool model_wins = by_model.entry.validation_accuracy >
                             by_ngram.entry.validation_accuracy + kAutoFeatureTolerance;
     result = std::move(model_wins ? by_model : by_ngram);
@@ -555,7 +611,7 @@ absl::Status TrainRouterStage(Job& job, const Outputs& out, std::string* router_
         by_ngram.entry.validation_accuracy, by_model.entry.features,
         by_model.entry.validation_accuracy));
   } else {
-    ASSIGN_OR_RETURN(result, TrainRouterOn(job, choice == "ngram"));
+    ASSIGN_OR_RETURN(result, TrainRouterOn(job, choice, &shared_params));
   }
   job.manifest.router = result.entry;
   *router_path = job.work + "/router.safetensors";
@@ -611,6 +667,7 @@ void FillManifest(Job& job) {
     case RankPolicy::kEnergy: policy["energy"] = p.energy; break;
     case RankPolicy::kBudget: policy["budget_bytes"] = p.budget_bytes; break;
   }
+  if (c.twin_from_layer > 0) policy["from_layer"] = c.twin_from_layer;
   m.rank_policy = policy;
   m.twin_dtype = c.twin_dtype;
   for (size_t t = 0; t < c.experts.size(); ++t) {

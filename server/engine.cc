@@ -15,8 +15,8 @@
 #include "core/model/task_heads.h"
 #include "core/model/script_model.h"
 #include "core/model/torch_runtime.h"
-#include "core/router/ngram_features.h"
 #include "core/router/router.h"
+#include "core/router/router_input.h"
 #include "core/status_macros.h"
 #include "core/text/tokenizer.h"
 #include "server/log.h"
@@ -250,7 +250,27 @@ absl::Status Engine::LoadNative(const LocalArtifactSet& set) {
   if (m.router.features == "route_features") {
     return absl::InvalidArgumentError(absl::StrCat(
         "version ", m.version, ": the router reads route_features(), which the native ",
-        m.native.family, " model does not define (use embed or ngram)"));
+        m.native.family, " model does not define (use embed, ngram or prefix)"));
+  }
+  if (m.router.features == "prefix") {
+    // Multi-stage merging: every request's forward continues from the routing prefix's hidden
+    // states, which is exact only if no twin touches the prefix's tensors.
+    if (m.router.prefix_layers > config.num_hidden_layers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "version ", m.version, ": the router reads the hidden states after ",
+          m.router.prefix_layers, " layers but the ", m.native.family, " model has ",
+          config.num_hidden_layers));
+    }
+    for (const std::string& name : encoder_->body_names()) {
+      if (encoder_->StageOf(name) < m.router.prefix_layers &&
+          (twin_->factor_stack(name) != nullptr || twin_->has_dense(name))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "version ", m.version, ": the router reads the first ", m.router.prefix_layers,
+            " layers' hidden states under theta*, but the twins change '", name,
+            "' inside that prefix (merge with twin.from_layer >= router prefix)"));
+      }
+    }
+    prefix_layers_ = m.router.prefix_layers;
   }
   return absl::OkStatus();
 }
@@ -285,6 +305,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
   if (options.model == "native" && !has_native) {
     return absl::FailedPreconditionError(absl::StrCat(
         "version ", set.manifest.version, " has no native model (model.native) to serve"));
+  }
+  if (set.manifest.router.features == "prefix" &&
+      (!has_native || options.model == "torchscript" ||
+       IsHfDecoderFamilyName(set.manifest.native.family))) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "version ", set.manifest.version,
+        ": its router reads a prefix of the native encoder (router.features prefix), which "
+        "only the native engine runs (serving.engine: auto or native)"));
   }
   if (has_native && options.model != "torchscript") {
     RETURN_IF_ERROR(engine->LoadNative(set));
@@ -355,7 +383,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const LocalArtifactSet& set
 
 absl::StatusOr<at::Tensor> Engine::RouterWeights(const at::Tensor& input_ids,
                                                  const at::Tensor& attention_mask,
-                                                 const std::vector<double>& temperatures) const {
+                                                 const std::vector<double>& temperatures,
+                                                 at::Tensor* prefix_hidden) const {
   if (static_cast<int64_t>(temperatures.size()) != input_ids.size(0)) {
     return absl::InvalidArgumentError("one temperature per request is required");
   }
@@ -363,8 +392,9 @@ absl::StatusOr<at::Tensor> Engine::RouterWeights(const at::Tensor& input_ids,
   // exception would end the process.
   try {
     c10::Device device(device_name_);
-    ASSIGN_OR_RETURN(at::Tensor features, Features(input_ids, attention_mask));
-    ASSIGN_OR_RETURN(at::Tensor logits, router_->Logits(features));
+    ASSIGN_OR_RETURN(RouterInput in, RouterInputOf(input_ids, attention_mask));
+    if (prefix_hidden != nullptr) *prefix_hidden = in.prefix_hidden;
+    ASSIGN_OR_RETURN(at::Tensor logits, router_->Logits(in.features));
     c10::InferenceMode guard;
     at::Tensor temps = at::tensor(temperatures, at::kDouble).to(at::kFloat).to(logits.device());
     return at::softmax(logits / temps.unsqueeze(1), 1).to(at::kCPU).contiguous();
@@ -373,18 +403,31 @@ absl::StatusOr<at::Tensor> Engine::RouterWeights(const at::Tensor& input_ids,
   }
 }
 
-absl::StatusOr<at::Tensor> Engine::Features(const at::Tensor& input_ids,
-                                            const at::Tensor& attention_mask) const {
+absl::StatusOr<RouterInput> Engine::RouterInputOf(const at::Tensor& input_ids,
+                                                  const at::Tensor& attention_mask) const {
   c10::Device device(device_name_);
   if (ngram_router_) {
     // From the ids on the CPU: no forward of the model.
-    ASSIGN_OR_RETURN(at::Tensor features,
-                     NgramFeatures(input_ids, attention_mask, manifest_.router.ngram));
-    return features.to(device);
+    ASSIGN_OR_RETURN(RouterInput in,
+                     ComputeRouterInput(manifest_.router, {}, input_ids, attention_mask));
+    in.features = in.features.to(device);
+    return in;
   }
-  if (native())
-    return encoder_->Embed(input_ids.to(device), attention_mask.to(device), *shared_params_);
-  return shared_model_->RouterFeatures(input_ids.to(device), attention_mask.to(device));
+  RouterModel model;
+  if (native()) {
+    model.encoder = encoder_.get();
+    model.shared = shared_params_.get();
+  } else {
+    model.script = shared_model_.get();
+  }
+  return ComputeRouterInput(manifest_.router, model, input_ids.to(device),
+                            attention_mask.to(device));
+}
+
+absl::StatusOr<at::Tensor> Engine::Features(const at::Tensor& input_ids,
+                                            const at::Tensor& attention_mask) const {
+  ASSIGN_OR_RETURN(RouterInput in, RouterInputOf(input_ids, attention_mask));
+  return in.features;
 }
 
 absl::StatusOr<std::shared_ptr<FusedModel>> Engine::Fuse(const std::vector<double>& weights) const {
@@ -540,13 +583,20 @@ absl::Status Engine::CheckRuns(const std::vector<TaskRun>& runs, int64_t batch) 
   return absl::OkStatus();
 }
 
+HfStart Engine::StartOf(const at::Tensor& prefix_hidden) const {
+  if (!prefix_hidden.defined() || prefix_layers_ == 0) return {};
+  return {prefix_layers_, prefix_hidden.to(c10::Device(device_name_))};
+}
+
 absl::StatusOr<std::vector<at::Tensor>> Engine::NativeRuns(const at::Tensor& input_ids,
                                                            const at::Tensor& attention_mask,
                                                            const LayerParams& body,
-                                                           const std::vector<TaskRun>& runs) const {
+                                                           const std::vector<TaskRun>& runs,
+                                                           const at::Tensor& prefix_hidden) const {
   c10::Device device(device_name_);
   ASSIGN_OR_RETURN(at::Tensor features,
-                   encoder_->Embed(input_ids.to(device), attention_mask.to(device), body));
+                   encoder_->Embed(input_ids.to(device), attention_mask.to(device), body,
+                                   StartOf(prefix_hidden)));
   std::vector<at::Tensor> out;
   int64_t offset = 0;
   for (const TaskRun& run : runs) {
@@ -560,7 +610,7 @@ absl::StatusOr<std::vector<at::Tensor>> Engine::NativeRuns(const at::Tensor& inp
 
 absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardMixed(
     const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& row_weights,
-    const std::vector<TaskRun>& runs) const {
+    const std::vector<TaskRun>& runs, const at::Tensor& prefix_hidden) const {
   RETURN_IF_ERROR(CheckClassifier());
   if (!native()) {
     return absl::FailedPreconditionError(
@@ -569,7 +619,7 @@ absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardMixed(
   RETURN_IF_ERROR(CheckRuns(runs, input_ids.size(0)));
   try {
     ASSIGN_OR_RETURN(MixedParams mixed, MixedParams::Create(*twin_, row_weights, mix_strategy_));
-    return NativeRuns(input_ids, attention_mask, mixed, runs);
+    return NativeRuns(input_ids, attention_mask, mixed, runs, prefix_hidden);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("unfused forward failed: ", FirstLine(e.what())));
   }
@@ -593,7 +643,8 @@ uint64_t Engine::head_bytes() const {
 uint64_t Engine::router_bytes() const { return Bytes(router_->tensors()); }
 
 absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& input_ids,
-                                           const at::Tensor& attention_mask, int task) const {
+                                           const at::Tensor& attention_mask, int task,
+                                           const at::Tensor& prefix_hidden) const {
   RETURN_IF_ERROR(CheckClassifier());
   if (task < 0 || task >= num_tasks()) {
     return absl::InvalidArgumentError(absl::StrCat("task index ", task, " out of range"));
@@ -604,10 +655,12 @@ absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& 
       if (model.own_head_ && model.weights_[task] != 1.0) {
         return absl::InternalError(absl::StrCat("an expert model cannot answer task ", task));
       }
+      // An expert's own layers differ from theta*'s prefix: it runs from its embeddings.
       ASSIGN_OR_RETURN(
           at::Tensor logits,
           encoder_->Forward(input_ids.to(device), attention_mask.to(device), *model.body_,
-                            model.own_head_ ? *model.head_ : *heads_[task]));
+                            model.own_head_ ? *model.head_ : *heads_[task],
+                            model.own_head_ ? HfStart{} : StartOf(prefix_hidden)));
       return logits.to(at::kCPU);
     }
     std::lock_guard<std::mutex> lock(model.mu_);
@@ -628,7 +681,7 @@ absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& 
 
 absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardTasks(
     FusedModel& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-    const std::vector<TaskRun>& runs) const {
+    const std::vector<TaskRun>& runs, const at::Tensor& prefix_hidden) const {
   RETURN_IF_ERROR(CheckClassifier());
   if (!splits_heads_ || model.own_head_) {
     return absl::FailedPreconditionError(
@@ -637,7 +690,9 @@ absl::StatusOr<std::vector<at::Tensor>> Engine::ForwardTasks(
   RETURN_IF_ERROR(CheckRuns(runs, input_ids.size(0)));
   const int64_t total = input_ids.size(0);
   try {
-    if (model.body_ != nullptr) return NativeRuns(input_ids, attention_mask, *model.body_, runs);
+    if (model.body_ != nullptr) {
+      return NativeRuns(input_ids, attention_mask, *model.body_, runs, prefix_hidden);
+    }
     c10::Device device(device_name_);
     std::lock_guard<std::mutex> lock(model.mu_);
     ASSIGN_OR_RETURN(at::Tensor features,

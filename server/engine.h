@@ -40,7 +40,9 @@
 
 #include "absl/status/statusor.h"
 #include "core/model/generation.h"
+#include "core/model/hf_encoder.h"
 #include "core/model/mixed_params.h"
+#include "core/router/router_input.h"
 #include "core/store/artifact_set.h"
 #include "core/store/manifest.h"
 #include "server/fused_cache.h"
@@ -104,9 +106,17 @@ class Engine {
   int64_t vocab_size() const { return vocab_size_; }
 
   // Router weights [B, T] (float32, CPU) for a padded batch; temperatures has B entries (> 0).
+  // With a prefix router (routes_on_prefix()), *prefix_hidden (when given) receives the
+  // routing prefix's hidden states [B, L, d] (on the device), which the forwards below take
+  // to continue from the prefix instead of computing it again; undefined otherwise.
   absl::StatusOr<at::Tensor> RouterWeights(const at::Tensor& input_ids,
                                            const at::Tensor& attention_mask,
-                                           const std::vector<double>& temperatures) const;
+                                           const std::vector<double>& temperatures,
+                                           at::Tensor* prefix_hidden = nullptr) const;
+  // Whether the router reads the native encoder's first prefix_layers() layers under theta*
+  // (router.features prefix: multi-stage merging; the twins start after them).
+  bool routes_on_prefix() const { return prefix_layers_ > 0; }
+  int64_t prefix_layers() const { return prefix_layers_; }
   // A model with parameters theta(w); weights.size() == num_tasks().
   absl::StatusOr<std::shared_ptr<FusedModel>> Fuse(const std::vector<double>& weights) const;
   // theta* alone (weights all zero, no fusion): the static mode's one weight set.
@@ -120,8 +130,11 @@ class Engine {
   uint64_t head_bytes() const;
   uint64_t router_bytes() const;
   // Logits [B, C_task] (CPU) of `task`'s head on the fused model (an expert's own head).
+  // `prefix_hidden`: RouterWeights()'s hidden states of these rows (padded like input_ids),
+  // or undefined (the forward computes the prefix); an expert always runs its own prefix.
   absl::StatusOr<at::Tensor> Forward(FusedModel& model, const at::Tensor& input_ids,
-                                     const at::Tensor& attention_mask, int task) const;
+                                     const at::Tensor& attention_mask, int task,
+                                     const at::Tensor& prefix_hidden = {}) const;
 
   // Whether the engine runs the version's native model (then unfused_available()).
   bool native() const { return encoder_ != nullptr || decoder_ != nullptr; }
@@ -158,20 +171,26 @@ class Engine {
   absl::StatusOr<std::vector<at::Tensor>> ForwardTasks(FusedModel& model,
                                                        const at::Tensor& input_ids,
                                                        const at::Tensor& attention_mask,
-                                                       const std::vector<TaskRun>& runs) const;
+                                                       const std::vector<TaskRun>& runs,
+                                                       const at::Tensor& prefix_hidden = {}) const;
   // The unfused path (native only): row r of the batch is answered with theta* plus its own
   // mixture row_weights[r] ([B, T], non-negative) of the task factors; then each run's task
   // head on its rows. Logits [rows, C_task] (CPU) per run.
   absl::StatusOr<std::vector<at::Tensor>> ForwardMixed(const at::Tensor& input_ids,
                                                        const at::Tensor& attention_mask,
                                                        const at::Tensor& row_weights,
-                                                       const std::vector<TaskRun>& runs) const;
+                                                       const std::vector<TaskRun>& runs,
+                                                       const at::Tensor& prefix_hidden = {}) const;
 
  private:
   Engine() = default;
-  // The router's input for a batch: n-gram counts from the ids, or the shared model's method.
+  // The router's input for a batch (core/router/router_input.h) with theta*.
+  absl::StatusOr<RouterInput> RouterInputOf(const at::Tensor& input_ids,
+                                            const at::Tensor& attention_mask) const;
   absl::StatusOr<at::Tensor> Features(const at::Tensor& input_ids,
                                       const at::Tensor& attention_mask) const;
+  // Where a native forward starts given RouterWeights()'s prefix hidden states.
+  HfStart StartOf(const at::Tensor& prefix_hidden) const;
   absl::StatusOr<std::shared_ptr<FusedModel>> FuseUnchecked(
       const std::vector<double>& weights) const;
   // The native model from the version's config blob, checked against theta* and the heads.
@@ -187,7 +206,8 @@ class Engine {
   absl::StatusOr<std::vector<at::Tensor>> NativeRuns(const at::Tensor& input_ids,
                                                      const at::Tensor& attention_mask,
                                                      const LayerParams& body,
-                                                     const std::vector<TaskRun>& runs) const;
+                                                     const std::vector<TaskRun>& runs,
+                                                     const at::Tensor& prefix_hidden) const;
   Manifest manifest_;
   std::string device_name_;
   std::unique_ptr<TwinWeights> twin_;
@@ -206,6 +226,7 @@ class Engine {
   MixStrategy mix_strategy_ = MixStrategy::kGrouped;
   MixStrategy generation_mix_strategy_ = MixStrategy::kStacked;
   bool splits_heads_ = false;
+  int64_t prefix_layers_ = 0;  // router.features prefix: the routing prefix's layers
 };
 
 }  // namespace twin

@@ -183,6 +183,21 @@ void PadBatch(const std::vector<InferPayload*>& group, at::Tensor* ids, at::Tens
   }
 }
 
+at::Tensor PadPrefix(const std::vector<InferPayload*>& group) {
+  int64_t longest = 1;
+  for (const InferPayload* p : group) {
+    if (!p->prefix_hidden.defined()) return at::Tensor();
+    longest = std::max(longest, p->input_ids.size(0));
+  }
+  const at::Tensor& first = group.front()->prefix_hidden;
+  at::Tensor out = at::zeros({static_cast<int64_t>(group.size()), longest, first.size(1)},
+                             first.options());
+  for (size_t i = 0; i < group.size(); ++i) {
+    out[i].narrow(0, 0, group[i]->prefix_hidden.size(0)).copy_(group[i]->prefix_hidden);
+  }
+  return out;
+}
+
 void InferProcessor::Fail(InferPayload& payload, const absl::Status& status) {
   std::string task;
   if (payload.servable && payload.task >= 0) {
@@ -199,7 +214,10 @@ absl::Status InferProcessor::RouteGroup(std::vector<InferPayload*>& group) {
   PadBatch(group, &ids, &mask);
   std::vector<double> temperatures;
   for (const InferPayload* p : group) temperatures.push_back(p->temperature);
-  ASSIGN_OR_RETURN(at::Tensor weights, engine.RouterWeights(ids, mask, temperatures));
+  at::Tensor hidden;
+  ASSIGN_OR_RETURN(at::Tensor weights,
+                   engine.RouterWeights(ids, mask, temperatures,
+                                        engine.routes_on_prefix() ? &hidden : nullptr));
   at::Tensor w64 = weights.to(at::kDouble).contiguous();
   const double* data = w64.data_ptr<double>();
   const int t = engine.num_tasks();
@@ -207,6 +225,9 @@ absl::Status InferProcessor::RouteGroup(std::vector<InferPayload*>& group) {
   for (size_t i = 0; i < group.size(); ++i) {
     InferPayload* p = group[i];
     p->router_weights.assign(data + i * t, data + (i + 1) * t);
+    // The row's own tokens: padding positions are not its.
+    p->prefix_hidden =
+        hidden.defined() ? hidden[i].narrow(0, 0, p->input_ids.size(0)) : at::Tensor();
     p->key = QuantizeWeights(p->router_weights, {p->top_k, config_.cluster_key.grid});
     if (p->servable->mode == ServingMode::kExperts) {
       // One expert answers: the router's top task's.
@@ -320,7 +341,7 @@ absl::Status InferProcessor::RunGroup(const Servable& servable, FusedModel& mode
   PadBatch(group, &ids, &mask);
   const absl::Time start = absl::Now();
   metrics_->RecordBodyForward();
-  ASSIGN_OR_RETURN(at::Tensor logits, engine.Forward(model, ids, mask, task));
+  ASSIGN_OR_RETURN(at::Tensor logits, engine.Forward(model, ids, mask, task, PadPrefix(group)));
   const absl::Time end = absl::Now();
   return ReplyGroup(servable, group, task, logits, fuse_s, Seconds(end - start), end, cache_hit);
 }
@@ -430,7 +451,8 @@ void InferProcessor::RunUnfused(const Servable& servable, std::vector<InferPaylo
   PadBatch(rows, &ids, &mask);
   const absl::Time start = absl::Now();
   metrics_->RecordBodyForward();
-  absl::StatusOr<std::vector<at::Tensor>> logits = engine.ForwardMixed(ids, mask, weights, runs);
+  absl::StatusOr<std::vector<at::Tensor>> logits =
+      engine.ForwardMixed(ids, mask, weights, runs, PadPrefix(rows));
   const absl::Time end = absl::Now();
   if (logits.ok()) {
     size_t k = 0;
@@ -501,7 +523,8 @@ double InferProcessor::RunFused(std::vector<InferPayload*>& payloads) {
     PadBatch(rows, &ids, &mask);
     const absl::Time start = absl::Now();
     metrics_->RecordBodyForward();
-    absl::StatusOr<std::vector<at::Tensor>> logits = engine->ForwardTasks(model, ids, mask, runs);
+    absl::StatusOr<std::vector<at::Tensor>> logits =
+        engine->ForwardTasks(model, ids, mask, runs, PadPrefix(rows));
     const absl::Time end = absl::Now();
     if (logits.ok()) {
       size_t k = 0;

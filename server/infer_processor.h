@@ -50,6 +50,9 @@ struct InferPayload : public RequestPayload {
   // The weights the row ran with when they are not the key's (an unfused row with
   // serving.unfused_weights: router); empty otherwise.
   std::vector<double> mixed_weights;
+  // A prefix router's hidden states of this row ([L, d], Engine::RouterWeights), which its
+  // forward continues from; undefined when the row was not routed or the router reads no prefix.
+  at::Tensor prefix_hidden;
   double route_s = 0.0;
   absl::Time routed;
   // Called exactly once.
@@ -105,6 +108,9 @@ class InferProcessor : public BatchProcessor {
 
 // Pads 1-D id/mask tensors into [B, Lmax] batches.
 void PadBatch(const std::vector<InferPayload*>& group, at::Tensor* ids, at::Tensor* mask);
+// The rows' prefix hidden states padded like PadBatch pads their ids ([B, Lmax, d], zeros at
+// the padding), when every row has them; else undefined (the forward runs the prefix).
+at::Tensor PadPrefix(const std::vector<InferPayload*>& group);
 
 }  // namespace twin
 

@@ -176,6 +176,7 @@ absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
   ASSIGN_OR_RETURN(auto published, TwinWeights::Load(set, c10::kCPU));
   for (const auto& [name, t] : published->shared()) in.shared.emplace_back(name, t.to(at::kFloat));
   ASSIGN_OR_RETURN(in.router, Router::Load(set));
+  in.router_input = set.manifest.router;
   in.ngram_router = set.manifest.router.features == "ngram";
   in.router_ngram = set.manifest.router.ngram;
   ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(m.tokenizer, set.dir));
@@ -196,6 +197,16 @@ absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
     ASSIGN_OR_RETURN(hf_tokenizer, SetHfTokenizer(set));
   } else if (!m.native.family.empty()) {
     in.native_config_path = set.PathOf(m.native.config_blob);
+    // Multi-stage versions (twin.from_layer k): the tensors below layer k keep no twins, in
+    // the published set and in the twins recomputed here.
+    const int64_t from_layer = m.rank_policy.value("from_layer", int64_t{0});
+    if (from_layer > 0) {
+      ASSIGN_OR_RETURN(HfEncoderConfig config, LoadHfEncoderConfigFile(in.native_config_path));
+      ASSIGN_OR_RETURN(std::unique_ptr<HfEncoder> encoder, HfEncoder::Create(config));
+      for (const auto& [name, tensor] : in.shared) {
+        if (encoder->StageOf(name) < from_layer) in.shared_prefix.insert(name);
+      }
+    }
   }
 
   NamedTensors base_head;

@@ -38,6 +38,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -76,10 +77,13 @@ struct EvalInputs {
   std::vector<NamedTensors> heads;    // per task: the expert's head tensors
   NamedTensors shared;                // theta* as published
   std::unique_ptr<Router> router;     // as published
+  RouterEntry router_input;           // its manifest entry: what it reads (router_input.h)
   bool ngram_router = false;          // the router reads n-gram counts (router.features ngram)
   NgramSpec router_ngram;
   std::string architecture_path;    // TorchScript module that runs every parameter set
   std::string native_config_path;   // the version's native encoder config (model.native), or ""
+  // Merged tensors that keep no twins (twin.from_layer: the embeddings and layers below it).
+  std::set<std::string> shared_prefix;
   std::string decoder_config_path;  // the version's native causal-LM config, or ""
   std::string version;              // artifact set version ("" when built in memory)
   std::string shared_method;        // how theta* was merged, e.g. "task_arithmetic"

@@ -10,7 +10,7 @@
 #include "core/model/hf_encoder.h"
 #include "core/model/layer_params.h"
 #include "core/model/mixed_params.h"
-#include "core/router/ngram_features.h"
+#include "core/router/router_input.h"
 #include "core/model/script_model.h"
 #include "core/status_macros.h"
 
@@ -189,11 +189,16 @@ absl::StatusOr<std::vector<at::Tensor>> Evaluator::RouterWeights(double temperat
       const int64_t len = std::max<int64_t>(1, r.extent[end - 1].item<int64_t>());
       const at::Tensor ids = r.input_ids.slice(0, start, end).slice(1, 0, len);
       const at::Tensor mask = r.attention_mask.slice(0, start, end).slice(1, 0, len);
-      ASSIGN_OR_RETURN(at::Tensor features,
-                       inputs_->ngram_router ? NgramFeatures(ids, mask, inputs_->router_ngram)
-                       : native()            ? encoder_->Embed(ids, mask, *shared_)
-                                             : model_->RouterFeatures(ids, mask));
-      ASSIGN_OR_RETURN(at::Tensor w, inputs_->router->Weights(features, temperature));
+      RouterModel model;
+      if (native()) {
+        model.encoder = encoder_.get();
+        model.shared = shared_.get();
+      } else {
+        model.script = model_.get();
+      }
+      ASSIGN_OR_RETURN(RouterInput in,
+                       ComputeRouterInput(inputs_->router_input, model, ids, mask));
+      ASSIGN_OR_RETURN(at::Tensor w, inputs_->router->Weights(in.features, temperature));
       parts.push_back(w);
     }
     ASSIGN_OR_RETURN(at::Tensor all, Guarded("router weights", [&] {

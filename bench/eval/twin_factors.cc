@@ -62,6 +62,7 @@ absl::StatusOr<TwinBuild> BuildTwin(const EvalInputs& in, const RankPolicy& poli
     twin.head = in.heads[t];
     for (size_t i = 0; i < in.shared.size(); ++i) {
       const auto& [name, shared] = in.shared[i];
+      if (in.shared_prefix.count(name)) continue;  // theta* alone (twin.from_layer)
       try {
         at::NoGradGuard no_grad;
         at::Tensor delta = in.experts[t][i].second - shared;

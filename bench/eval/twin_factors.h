@@ -1,8 +1,9 @@
 // Twin-Merging's exclusive knowledge recomputed in-process from the experts: for each task and
 // merged tensor, v_t = theta_t - theta* (theta* the published shared expert), a truncated SVD
 // (core/merge/svd_compress.h) at the policy's rank for 2-D+ tensors, the dense delta for 1-D ones,
-// as the merge job does; then TwinWeights over theta* and those factors, with the experts'
-// heads.
+// as the merge job does (none for the tensors of a multi-stage version's shared prefix,
+// EvalInputs::shared_prefix); then TwinWeights over theta* and those factors, with the
+// experts' heads.
 //
 //   RankPolicy p; p.kind = RankPolicy::kRatio; p.ratio = 0.1;
 //   ASSIGN_OR_RETURN(TwinBuild b, BuildTwin(inputs, p, SvdOptions{}));

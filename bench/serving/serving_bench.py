@@ -43,13 +43,17 @@ TRAFFIC = ("identical", "skewed", "uniform", "distinct")
 CONFIGS = ("static", "experts", "twin", "twin-router")
 # More twin configurations, each one option changed from twin's defaults:
 #   twin-ngram   the version published with router.features: ngram (--ngram_store)
+#   twin-prefix  the version published with twin.from_layer: k and router.features: prefix
+#                (--prefix_store; multi-stage merging: the router reads the forward's own
+#                first k layers, which every batch continues from)
 #   twin-bg      cache.background_fusion: true (misses served by the nearest set meanwhile)
 #   twin-top1    cluster_key.top_k: 1 (one twin per request: fewer, larger batches)
 # Native models only (a version with model.native, e.g. the zoo in Hugging Face form):
 #   twin-fused   serving.batches: fused (every batch one cluster key's fused weights)
 #   twin-unfused serving.batches: unfused (mixed batches: theta* + each row's mixture)
 # (twin itself is serving.batches: auto there, the per-batch choice.)
-EXTRA_CONFIGS = ("twin-ngram", "twin-bg", "twin-top1", "twin-fused", "twin-unfused")
+EXTRA_CONFIGS = ("twin-ngram", "twin-prefix", "twin-bg", "twin-top1", "twin-fused",
+                 "twin-unfused")
 ZIPF_S = 1.1
 DISTINCT_TEMPERATURES = "0.25,4"
 
@@ -105,9 +109,18 @@ def server_yaml(config, args, tasks):
         lines.append("serving: {batches: unfused}")
     elif config == "twin-stacked":
         lines.append("serving: {mix_strategy: stacked}")
-    elif config not in ("twin", "twin-ngram"):
+    elif config not in ("twin", "twin-ngram", "twin-prefix"):
         sys.exit(f"serving_bench: unknown configuration '{config}'")
     return "\n".join(lines) + "\n"
+
+
+def store_of(config, args):
+    """The store a configuration serves: its own version's for twin-ngram and twin-prefix."""
+    if config == "twin-ngram":
+        return args.ngram_store
+    if config == "twin-prefix":
+        return args.prefix_store
+    return args.store
 
 
 class Server:
@@ -122,7 +135,7 @@ class Server:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS=str(args.threads))
         self.proc = subprocess.Popen(
             [os.path.join(args.build, "bin", "twin-server"), "--config", yaml_path,
-             "--artifact_uri", args.ngram_store if config == "twin-ngram" else args.store, "--cache_dir", os.path.join(work, f"cache-{config}"),
+             "--artifact_uri", store_of(config, args), "--cache_dir", os.path.join(work, f"cache-{config}"),
              "--listen", f"127.0.0.1:{self.port}",
              "--metrics_listen", f"127.0.0.1:{self.metrics_port}", "--admin_listen", "127.0.0.1:0",
              "--device", "cpu"],
@@ -308,6 +321,9 @@ def main():
     p.add_argument("--ngram_store", default="",
                    help="object store URI of the same zoo merged with router.features: ngram "
                         "(for the twin-ngram configuration)")
+    p.add_argument("--prefix_store", default="",
+                   help="object store URI of the same zoo merged with twin.from_layer: k and "
+                        "router.features: prefix (for the twin-prefix configuration)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     # SIGTERM (a CI timeout, a user) still stops the servers through the finally below.
@@ -324,6 +340,8 @@ def main():
         sys.exit("serving_bench: the first configuration must be static (the baseline)")
     if "twin-ngram" in configs and not args.ngram_store:
         sys.exit("serving_bench: twin-ngram needs --ngram_store")
+    if "twin-prefix" in configs and not args.prefix_store:
+        sys.exit("serving_bench: twin-prefix needs --prefix_store")
     concurrency = [int(c) for c in args.concurrency.split(",") if c]
     fractions = [float(x) for x in args.open.split(",") if x]
     started = time.time()

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/model/bert.h"
 #include "core/model/internal/activation.h"
@@ -159,20 +160,56 @@ at::Tensor HfEncoder::Layer(const std::string& name, const at::Tensor& h, const 
 }
 
 at::Tensor HfEncoder::Encode(const at::Tensor& ids, const at::Tensor& mask,
-                             const LayerParams& body) const {
-  const std::string e = prefix() + "embeddings.";
-  // Single-text input: every token has token type 0.
-  at::Tensor h = body.Embedding(e + "word_embeddings", ids) +
-                 body.Embedding(e + "token_type_embeddings", at::zeros_like(ids));
-  h = h + body.Embedding(e + "position_embeddings", PositionIds(ids));
-  h = body.LayerNorm(e + "LayerNorm", h, config_.layer_norm_eps);
+                             const LayerParams& body, const HfStart& start, int64_t end) const {
+  at::Tensor h = start.hidden;
+  if (!h.defined()) {
+    const std::string e = prefix() + "embeddings.";
+    // Single-text input: every token has token type 0.
+    h = body.Embedding(e + "word_embeddings", ids) +
+        body.Embedding(e + "token_type_embeddings", at::zeros_like(ids));
+    h = h + body.Embedding(e + "position_embeddings", PositionIds(ids));
+    h = body.LayerNorm(e + "LayerNorm", h, config_.layer_norm_eps);
+  }
   // [B, 1, 1, L]: the same for every head and query.
   const at::Tensor bias =
       ((1.0 - mask.to(h.scalar_type())) * kMaskedScore).unsqueeze(1).unsqueeze(2);
-  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+  for (int64_t i = start.hidden.defined() ? start.layers : 0; i < end; ++i) {
     h = Layer(absl::StrCat(prefix(), "encoder.layer.", i, "."), h, bias, body);
   }
   return h;
+}
+
+absl::Status HfEncoder::CheckStart(const at::Tensor& ids, const HfStart& start) const {
+  if (!start.hidden.defined()) return absl::OkStatus();
+  if (start.layers < 0 || start.layers > config_.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(family_name(), ": a forward cannot start after ",
+                                                   start.layers, " of the model's ",
+                                                   config_.num_hidden_layers, " layers"));
+  }
+  const at::Tensor& h = start.hidden;
+  if (h.dim() != 3 || h.size(0) != ids.size(0) || h.size(1) != ids.size(1) ||
+      h.size(2) != config_.hidden_size || !at::isFloatingType(h.scalar_type())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        family_name(), ": the starting hidden states must be floating [", ids.size(0), ", ",
+        ids.size(1), ", ", config_.hidden_size, "], not ", c10::toString(h.scalar_type()), " ",
+        c10::str(h.sizes())));
+  }
+  return absl::OkStatus();
+}
+
+int64_t HfEncoder::StageOf(const std::string& name) const {
+  const std::string embeddings = prefix() + "embeddings.";
+  if (absl::StartsWith(name, embeddings)) return -1;
+  const std::string layers = prefix() + "encoder.layer.";
+  if (absl::StartsWith(name, layers)) {
+    const std::string rest = name.substr(layers.size());
+    int64_t index = 0;
+    if (absl::SimpleAtoi(rest.substr(0, rest.find('.')), &index) && index >= 0 &&
+        index < config_.num_hidden_layers) {
+      return index;
+    }
+  }
+  return config_.num_hidden_layers;
 }
 
 absl::Status HfEncoder::Failed(const char* method, const std::exception& e) const {
@@ -181,24 +218,42 @@ absl::Status HfEncoder::Failed(const char* method, const std::exception& e) cons
 }
 
 absl::StatusOr<at::Tensor> HfEncoder::Hidden(const at::Tensor& ids, const at::Tensor& mask,
-                                             const LayerParams& body) const {
+                                             const LayerParams& body, const HfStart& start) const {
   try {
     c10::InferenceMode guard;
     RETURN_IF_ERROR(CheckInputs(ids, mask));
-    return Encode(ids, mask, body);
+    RETURN_IF_ERROR(CheckStart(ids, start));
+    return Encode(ids, mask, body, start, config_.num_hidden_layers);
   } catch (const std::exception& e) {
     return Failed("Hidden", e);
   }
 }
 
 absl::StatusOr<at::Tensor> HfEncoder::Embed(const at::Tensor& ids, const at::Tensor& mask,
-                                            const LayerParams& body) const {
+                                            const LayerParams& body, const HfStart& start) const {
   try {
     c10::InferenceMode guard;
     RETURN_IF_ERROR(CheckInputs(ids, mask));
-    return Pool(Encode(ids, mask, body), body);
+    RETURN_IF_ERROR(CheckStart(ids, start));
+    return Pool(Encode(ids, mask, body, start, config_.num_hidden_layers), body);
   } catch (const std::exception& e) {
     return Failed("Embed", e);
+  }
+}
+
+absl::StatusOr<at::Tensor> HfEncoder::Prefix(const at::Tensor& ids, const at::Tensor& mask,
+                                             const LayerParams& body, int64_t layers) const {
+  if (layers < 0 || layers > config_.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(family_name(), ": a prefix of ", layers,
+                                                   " layers; the model has ",
+                                                   config_.num_hidden_layers));
+  }
+  try {
+    c10::InferenceMode guard;
+    RETURN_IF_ERROR(CheckInputs(ids, mask));
+    return Encode(ids, mask, body, {}, layers);
+  } catch (const std::exception& e) {
+    return Failed("Prefix", e);
   }
 }
 
@@ -224,10 +279,29 @@ absl::StatusOr<at::Tensor> HfEncoder::Classify(const at::Tensor& features,
 }
 
 absl::StatusOr<at::Tensor> HfEncoder::Forward(const at::Tensor& ids, const at::Tensor& mask,
-                                              const LayerParams& body,
-                                              const LayerParams& head) const {
-  ASSIGN_OR_RETURN(at::Tensor features, Embed(ids, mask, body));
+                                              const LayerParams& body, const LayerParams& head,
+                                              const HfStart& start) const {
+  ASSIGN_OR_RETURN(at::Tensor features, Embed(ids, mask, body, start));
   return Classify(features, head);
+}
+
+absl::StatusOr<at::Tensor> MeanPool(const at::Tensor& hidden, const at::Tensor& mask) {
+  if (!hidden.defined() || !mask.defined() || hidden.dim() != 3 || mask.dim() != 2 ||
+      hidden.size(0) != mask.size(0) || hidden.size(1) != mask.size(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mean pooling needs hidden states [B, L, d] and a mask [B, L], not ",
+        hidden.defined() ? c10::str(hidden.sizes()) : "undefined", " and ",
+        mask.defined() ? c10::str(mask.sizes()) : "undefined"));
+  }
+  try {
+    c10::InferenceMode guard;
+    const at::Tensor keep = mask.ne(0).to(at::kFloat).unsqueeze(2);  // [B, L, 1]
+    const at::Tensor sum = (hidden.to(at::kFloat) * keep).sum(1);
+    // A row that masks every token pools to zeros instead of 0 / 0.
+    return sum / keep.sum(1).clamp_min(1.0);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("mean pooling failed: ", FirstLine(e.what())));
+  }
 }
 
 bool IsHfModelDir(const std::string& path) {

@@ -19,6 +19,14 @@
 //   DenseParams body(model.body), head(model.head);
 //   ASSIGN_OR_RETURN(at::Tensor logits, model.encoder->Forward(ids, mask, body, head));
 //
+// Multi-stage merging splits the forward at a layer k: Prefix() runs the embeddings and the
+// first k layers, and a forward given that hidden state (HfStart) continues from layer k. The
+// result equals the whole forward when `body` and the prefix's weights agree on every tensor
+// of those layers (the twins start at layer k, so every mixture shares theta*'s prefix).
+//
+//   ASSIGN_OR_RETURN(at::Tensor h, encoder->Prefix(ids, mask, shared, k));  // routes on it
+//   ASSIGN_OR_RETURN(at::Tensor f, encoder->Embed(ids, mask, mixed, {k, h}));
+//
 // Thread-safety: immutable after Create; every method may run concurrently.
 #ifndef TWIN_CORE_MODEL_HF_ENCODER_H_
 #define TWIN_CORE_MODEL_HF_ENCODER_H_
@@ -41,6 +49,13 @@ namespace twin {
 // Parameters matching this belong to one task's head and are never merged.
 inline constexpr char kHfHeadPrefix[] = "classifier.";
 
+// Where a forward starts: from the embeddings (no hidden state), or from the hidden states
+// [B, L, d] that Prefix(ids, mask, ..., layers) returned for the same ids and mask.
+struct HfStart {
+  int64_t layers = 0;
+  at::Tensor hidden;
+};
+
 class HfEncoder {
  public:
   // The family's model for `config`.
@@ -51,15 +66,25 @@ class HfEncoder {
   // attention_mask [B, L], 1 for tokens and 0 for padding.
   // Final hidden states [B, L, d].
   absl::StatusOr<at::Tensor> Hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                    const LayerParams& body) const;
+                                    const LayerParams& body, const HfStart& start = {}) const;
   // Pooled features [B, d].
   absl::StatusOr<at::Tensor> Embed(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                   const LayerParams& body) const;
+                                   const LayerParams& body, const HfStart& start = {}) const;
+  // The hidden states [B, L, d] after the embeddings and the first `layers` layers,
+  // 0 <= layers <= num_hidden_layers.
+  absl::StatusOr<at::Tensor> Prefix(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                    const LayerParams& body, int64_t layers) const;
   // The head on features [B, d] -> logits [B, num_labels]; FAILED_PRECONDITION for a bare model.
   absl::StatusOr<at::Tensor> Classify(const at::Tensor& features, const LayerParams& head) const;
   // Classify(Embed(...)).
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                     const LayerParams& body, const LayerParams& head) const;
+                                     const LayerParams& body, const LayerParams& head,
+                                     const HfStart& start = {}) const;
+
+  // The stage of the forward that reads body tensor `name`: -1 the embeddings, i layer i,
+  // num_hidden_layers what follows the layers (BERT's pooler). A name outside body_names() is
+  // num_hidden_layers too.
+  int64_t StageOf(const std::string& name) const;
 
   const HfEncoderConfig& config() const { return config_; }
   const char* family_name() const { return HfFamilyName(config_.family); }
@@ -88,9 +113,11 @@ class HfEncoder {
 
  private:
   absl::Status CheckInputs(const at::Tensor& input_ids, const at::Tensor& attention_mask) const;
-  // Embeddings and every layer: [B, L, d].
+  absl::Status CheckStart(const at::Tensor& input_ids, const HfStart& start) const;
+  // The embeddings (unless `start` has a hidden state) and layers start.layers .. end - 1:
+  // [B, L, d].
   at::Tensor Encode(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                    const LayerParams& body) const;
+                    const LayerParams& body, const HfStart& start, int64_t end) const;
   at::Tensor Layer(const std::string& name, const at::Tensor& h, const at::Tensor& bias,
                    const LayerParams& body) const;
   at::Tensor SelfAttention(const std::string& name, const at::Tensor& h, const at::Tensor& bias,
@@ -112,6 +139,10 @@ struct HfModel {
   std::map<std::string, at::Tensor> head;  // encoder->head_names(); empty for a bare model
   std::vector<std::string> ignored;        // harmless checkpoint tensors not read
 };
+
+// The router's input from a prefix's hidden states [B, L, d]: the mean over the tokens that
+// `attention_mask` [B, L] keeps, float32 [B, d].
+absl::StatusOr<at::Tensor> MeanPool(const at::Tensor& hidden, const at::Tensor& attention_mask);
 
 // config.json + model.safetensors (or its shards) from `dir`; see hf_checkpoint.h.
 absl::StatusOr<HfModel> LoadHfModel(const std::string& dir);

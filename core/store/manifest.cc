@@ -32,9 +32,10 @@
 //              "twin_blob": "twin/spam.safetensors", "head_tensors": ["head.weight"]}, ...],
 //   "router": {
 //     "blob": "router.safetensors",
-//     "features": "embed",                      // or "route_features" or "ngram"; optional,
-//                                               // default embed
+//     "features": "embed",                      // or "route_features", "ngram" or "prefix";
+//                                               // optional, default embed
 //     "ngram": {"max_order": 3, "buckets": 2048},  // with features "ngram" only
+//     "prefix_layers": 2,                       // with features "prefix" only, >= 1
 //     "spec": {"input_dim": 64, "hidden_dim": 128, "num_hidden_layers": 2, "num_tasks": 3,
 //              "dropout": 0.1, "leaky_relu_slope": 0.01, "layer_norm_eps": 1e-05},
 //     "validation_accuracy": 0.97, "train_examples": 3000, "validation_examples": 600,
@@ -326,10 +327,18 @@ absl::Status ReadRouter(const ObjectReader& top, Manifest* m) {
   RETURN_IF_ERROR(ReadRouterSpec(r, m->tasks.size(), &router.spec));
   RETURN_IF_ERROR(r.GetOptional("features", &router.features));
   if (router.features != "embed" && router.features != "route_features" &&
-      router.features != "ngram") {
+      router.features != "ngram" && router.features != "prefix") {
     return FieldError(r.PathOf("features"),
-                      absl::StrCat("must be \"embed\", \"route_features\" or \"ngram\", got \"",
+                      absl::StrCat("must be \"embed\", \"route_features\", \"ngram\" or "
+                                   "\"prefix\", got \"",
                                    router.features, "\""));
+  }
+  if (router.features == "prefix") {
+    RETURN_IF_ERROR(r.Get("prefix_layers", &router.prefix_layers));
+    if (router.prefix_layers < 1 || router.prefix_layers > kMaxPrefixLayers) {
+      return FieldError(r.PathOf("prefix_layers"),
+                        absl::StrCat("must be in [1, ", kMaxPrefixLayers, "]"));
+    }
   }
   if (router.features == "ngram") {
     ASSIGN_OR_RETURN(ObjectReader g, r.Object("ngram"));
@@ -461,6 +470,7 @@ std::string Manifest::ToJson() const {
     j["router"]["ngram"] = {{"max_order", router.ngram.max_order},
                             {"buckets", router.ngram.buckets}};
   }
+  if (router.features == "prefix") j["router"]["prefix_layers"] = router.prefix_layers;
   j["report"] = report_blob;
   json blob_map = json::object();
   for (const auto& [name, blob] : blobs) {

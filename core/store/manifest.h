@@ -78,12 +78,19 @@ struct RouterSpec {
   double layer_norm_eps = 1e-5;
 };
 
+// Far more layers than any encoder has; the engine checks prefix_layers against its model.
+inline constexpr int64_t kMaxPrefixLayers = 4096;
+
 struct RouterEntry {
   std::string blob = "router.safetensors";
-  // The router's input: the model method "embed" or "route_features", or "ngram" (hashed token
-  // n-gram counts from the ids, core/router/ngram_features.h; no model forward).
+  // The router's input: the model method "embed" or "route_features", "ngram" (hashed token
+  // n-gram counts from the ids, core/router/ngram_features.h; no model forward), or "prefix"
+  // (a native encoder's hidden states after its first prefix_layers layers under theta*,
+  // mean-pooled; the version keeps no twins in those layers, so the forward continues from
+  // them: multi-stage merging).
   std::string features = "embed";
-  NgramSpec ngram;  // read when features is "ngram"
+  NgramSpec ngram;            // read when features is "ngram"
+  int64_t prefix_layers = 0;  // read when features is "prefix"
   RouterSpec spec;
   double validation_accuracy = 0.0;
   int64_t train_examples = 0;

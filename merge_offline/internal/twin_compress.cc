@@ -125,10 +125,24 @@ absl::Status CompressTwin(const MergeJobConfig& c, const std::string& name, size
                           const at::Tensor& shared, const at::Tensor& shared_f,
                           at::Tensor expert, size_t t,
                           const std::vector<std::vector<int64_t>>& budget, const SvdOptions& svd,
-                          c10::ScalarType twin_type, SafetensorsWriter* writer,
+                          c10::ScalarType twin_type, bool keep, SafetensorsWriter* writer,
                           std::optional<TwinTensorEntry>* entry_out) {
   try {
     const at::Tensor delta = TwinDelta(std::move(expert), shared_f);
+    if (!keep) {
+      if (shared.dim() < 2) return absl::OkStatus();
+      ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
+      TwinTensorEntry entry;
+      entry.task = c.experts[t].name;
+      entry.name = name;
+      entry.shape = shared.sizes().vec();
+      entry.rows = md.first;
+      entry.cols = md.second;
+      entry.delta_norm = delta.norm().item<double>();
+      entry.rel_error = entry.delta_norm > 0 ? 1.0 : 0.0;  // all of it dropped
+      *entry_out = std::move(entry);
+      return absl::OkStatus();
+    }
     if (shared.dim() < 2) {
       if (delta.abs().max().item<double>() > 0) {
         RETURN_IF_ERROR(writer->Add(name + ".delta", delta.to(twin_type)));

@@ -97,12 +97,14 @@ at::Tensor TwinDelta(at::Tensor expert, const at::Tensor& shared_f);
 
 // Writes task t's twin vector of tensor `name` (index `index` in merge order) to `writer` and,
 // for 2-D+ tensors, sets *entry_out to its manifest entry. `budget` holds per-task ranks for
-// the budget policy (unused otherwise). Takes `expert` over (see TwinDelta).
+// the budget policy (unused otherwise). Without `keep` (a tensor of the shared prefix,
+// twin.from_layer) nothing is written and a 2-D+ tensor's entry has rank 0, recording the
+// delta's norm. Takes `expert` over (see TwinDelta).
 absl::Status CompressTwin(const MergeJobConfig& c, const std::string& name, size_t index,
                           const at::Tensor& shared, const at::Tensor& shared_f,
                           at::Tensor expert, size_t t,
                           const std::vector<std::vector<int64_t>>& budget, const SvdOptions& svd,
-                          c10::ScalarType twin_type, SafetensorsWriter* writer,
+                          c10::ScalarType twin_type, bool keep, SafetensorsWriter* writer,
                           std::optional<TwinTensorEntry>* entry_out);
 
 }  // namespace twin::merge_internal

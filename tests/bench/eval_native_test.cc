@@ -15,8 +15,11 @@
 #include "bench/eval/eval.h"
 #include "bench/eval/eval_inputs.h"
 #include "bench/eval/evaluator.h"
+#include "bench/eval/twin_factors.h"
 #include "core/io/safetensors.h"
+#include "core/model/hf_config.h"
 #include "core/model/hf_encoder.h"
+#include "core/model/layer_params.h"
 #include "merge_offline/merge_config.h"
 #include "merge_offline/merge_job.h"
 #include "tests/core/model/hf_test_zoo.h"
@@ -184,6 +187,88 @@ TEST_F(EvalNativeTest, RouterRowsCountTheSameDistinctMixturesOnBothEngines) {
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(a->fusions, b->fusions);
   EXPECT_GT(a->fusions, 3);  // exact router weights: many distinct mixtures
+}
+
+// A multi-stage version (twin.from_layer 1, router.features prefix): twin-eval routes on the
+// mean hidden state after layer 0 under theta*, as the server does; TorchScript cannot.
+TEST(EvalPrefixTest, TheRouterReadsThePrefixOfTheNativeModel) {
+  TempDir dir;
+  twin::testing::HfTestZooOptions zo;
+  zo.from_layer = 1;
+  zo.router_features = "prefix";
+  const twin::testing::HfTestZoo zoo = twin::testing::WriteHfTestZoo(dir.path(), zo);
+  auto config = ParseMergeConfig(zoo.merge_yaml, dir.path());
+  ASSERT_TRUE(config.ok()) << config.status();
+  MergeJobOptions mo;
+  mo.quiet = true;
+  auto merged = RunMergeJob(*config, mo);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  auto tokenizer = twin::testing::PublishedTokenizer(zoo.store, dir.Join("fetch"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  std::vector<at::Tensor> ids(zoo.tasks.size()), masks(zoo.tasks.size());
+  for (size_t t = 0; t < zoo.tasks.size(); ++t) {
+    auto batch = (*tokenizer)->Encode(twin::testing::HfTestZooTexts(static_cast<int>(t), 8));
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    ids[t] = batch->input_ids;
+    masks[t] = batch->attention_mask;
+    ASSERT_TRUE(WriteSafetensors(dir.Join(absl::StrCat(zoo.tasks[t], ".test.safetensors")),
+                                 {{"input_ids", ids[t]},
+                                  {"attention_mask", masks[t]},
+                                  {"labels", at::zeros({ids[t].size(0)}, at::kLong)}})
+                    .ok());
+  }
+  EvalSources sources;
+  sources.zoo_dir = dir.path();
+  auto inputs = LoadEvalInputs(sources);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  ASSERT_EQ(inputs->router_input.features, "prefix");
+  // The twins twin-eval recomputes leave the prefix alone too, as the published ones do.
+  EXPECT_EQ(inputs->shared_prefix.count("bert.encoder.layer.0.attention.self.query.weight"), 1u);
+  EXPECT_EQ(inputs->shared_prefix.count("bert.embeddings.LayerNorm.bias"), 1u);
+  EXPECT_EQ(inputs->shared_prefix.count("bert.encoder.layer.1.attention.self.query.weight"), 0u);
+  RankPolicy full;
+  full.kind = RankPolicy::kRatio;
+  full.ratio = 1.0;
+  auto rebuilt = BuildTwin(*inputs, full, SvdOptions{});
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_EQ(rebuilt->weights->factor_stack("bert.encoder.layer.0.output.dense.weight"), nullptr);
+  EXPECT_FALSE(rebuilt->weights->has_dense("bert.embeddings.LayerNorm.bias"));
+  EXPECT_NE(rebuilt->weights->factor_stack("bert.encoder.layer.1.output.dense.weight"), nullptr);
+
+  auto native = Evaluator::Create(&*inputs, 4, EvalEngine::kNative);
+  ASSERT_TRUE(native.ok()) << native.status();
+  auto weights = (*native)->RouterWeights(1.0, Split::kTest);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto encoder = HfEncoder::Create(*LoadHfEncoderConfigFile(inputs->native_config_path));
+  ASSERT_TRUE(encoder.ok()) << encoder.status();
+  DenseParams shared(std::map<std::string, at::Tensor>(inputs->shared.begin(),
+                                                       inputs->shared.end()));
+  const twin::testing::HfTestModel& m = zoo.base;
+  for (size_t t = 0; t < zoo.tasks.size(); ++t) {
+    auto prefix = (*encoder)->Prefix(ids[t], masks[t], shared, 1);
+    ASSERT_TRUE(prefix.ok()) << prefix.status();
+    auto pooled = MeanPool(*prefix, masks[t]);
+    ASSERT_TRUE(pooled.ok()) << pooled.status();
+    auto expected = inputs->router->Weights(*pooled, 1.0);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    // The evaluator orders each task's rows by length (stable): the same order here.
+    const at::Tensor extent = masks[t].sum(1);
+    const at::Tensor order = std::get<1>(extent.sort(/*stable=*/true, 0, false));
+    const at::Tensor got = (*weights)[t];
+    const at::Tensor want = expected->index_select(0, order);
+    ASSERT_EQ(got.sizes(), want.sizes()) << zoo.tasks[t];
+    // Padded to each batch's own length instead of the whole set's: rounding only.
+    EXPECT_LE((got - want).abs().max().item<double>(),
+              twin::testing::ProbabilityError(
+                  twin::testing::HfForwardDepth(m) + 6,
+                  twin::testing::HfForwardWidth(m, ids[t].size(1)), 10.0))
+        << zoo.tasks[t];
+  }
+  auto script = Evaluator::Create(&*inputs, 4, EvalEngine::kTorchScript);
+  ASSERT_TRUE(script.ok()) << script.status();
+  auto refused = (*script)->RouterWeights(1.0, Split::kTest);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("prefix"));
 }
 
 TEST(EvalEngineTest, NativeNeedsAVersionWithANativeModel) {

@@ -143,7 +143,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"UnknownPolicy", TWO_MODELS "base_model: b.pt\ntwin: {rank_policy: magic}\n", "rank_policy"},
         BadCase{"BadDtype", TWO_MODELS "base_model: b.pt\ntwin: {dtype: int8}\n", "twin.dtype"},
         BadCase{"BadRouterFeatures", TWO_MODELS "base_model: b.pt\nrouter: {features: pooled}\n",
-                "router.features: 'pooled' is not auto, model or ngram"},
+                "router.features: 'pooled' is not auto, model, ngram or prefix"},
         BadCase{"BadNgramOrder", TWO_MODELS "base_model: b.pt\nrouter: {ngram: {max_order: 9}}\n",
                 "router.ngram.max_order"},
         BadCase{"BadNgramBuckets", TWO_MODELS "base_model: b.pt\nrouter: {ngram: {buckets: 0}}\n",

@@ -280,6 +280,9 @@ TEST_F(MergeJobTest, BadInputsPublishNothing) {
     return y;
   };
 
+  // Multi-stage merging needs a Hugging Face encoder, whose layers the job can tell apart.
+  expect_error(Yaml("twin: {from_layer: 1}\n", store), "twin.from_layer needs a Hugging Face");
+
   // Shape mismatch: a model with a wider embedding.
   const std::string wide = dir_.Join("wide.pt");
   twin::testing::MakeTinyModel({64, 24, 2, 3}).save(wide);

@@ -247,5 +247,97 @@ TEST(HfEncoderTest, RobertaNeverReadsPositionsUpToPaddingIdx) {
   EXPECT_THAT(error.status().message(), HasSubstr("38 positions"));
 }
 
+
+// Multi-stage merging: a forward that continues from a prefix's hidden states equals the whole
+// forward, for both families and every split point; Prefix(all layers) is Hidden().
+TEST(HfEncoderTest, ContinuingFromAPrefixEqualsTheWholeForward) {
+  for (const char* type : {"bert", "roberta"}) {
+    HfTestModel m;
+    m.model_type = type;
+    TempDir dir;
+    Loaded l = Load(dir, m);
+    const HfEncoder& encoder = *l.model.encoder;
+    const int64_t len = 13;
+    const Batch b = MakeBatch(m, {13, 5, 1, 9}, len, m.seed + 3);
+    DenseParams body(l.model.body), head(l.model.head);
+    auto whole = encoder.Forward(b.ids, b.mask, body, head);
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    auto hidden = encoder.Hidden(b.ids, b.mask, body);
+    ASSERT_TRUE(hidden.ok()) << hidden.status();
+    // The same operations in the same order; bounded like any two forwards all the same.
+    const double tol = testing::ForwardError(Depth(m), Width(m, len), 1.0);
+    for (int64_t k = 0; k <= m.layers; ++k) {
+      auto prefix = encoder.Prefix(b.ids, b.mask, body, k);
+      ASSERT_TRUE(prefix.ok()) << prefix.status();
+      EXPECT_EQ(prefix->sizes(), (std::vector<int64_t>{4, len, m.hidden}));
+      auto rest = encoder.Forward(b.ids, b.mask, body, head, {k, *prefix});
+      ASSERT_TRUE(rest.ok()) << rest.status();
+      ExpectClose(std::string(type) + " from layer " + std::to_string(k), *rest, *whole, tol);
+      if (k == m.layers) ExpectClose(std::string(type) + " full prefix", *prefix, *hidden, tol);
+    }
+  }
+}
+
+TEST(HfEncoderTest, AStartThatDoesNotFitTheBatchIsRefused) {
+  HfTestModel m;
+  TempDir dir;
+  Loaded l = Load(dir, m);
+  const HfEncoder& encoder = *l.model.encoder;
+  const Batch b = MakeBatch(m, {6, 4}, 6, 5);
+  DenseParams body(l.model.body);
+  auto prefix = encoder.Prefix(b.ids, b.mask, body, 1);
+  ASSERT_TRUE(prefix.ok()) << prefix.status();
+  auto short_rows = encoder.Embed(b.ids, b.mask, body, {1, prefix->narrow(1, 0, 5)});
+  EXPECT_EQ(short_rows.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(short_rows.status().message(), HasSubstr("starting hidden states"));
+  auto integers = encoder.Embed(b.ids, b.mask, body, {1, prefix->to(at::kLong)});
+  EXPECT_EQ(integers.status().code(), absl::StatusCode::kInvalidArgument);
+  auto past_the_end = encoder.Embed(b.ids, b.mask, body, {m.layers + 1, *prefix});
+  EXPECT_EQ(past_the_end.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(past_the_end.status().message(), HasSubstr("cannot start after"));
+  auto too_deep = encoder.Prefix(b.ids, b.mask, body, m.layers + 1);
+  EXPECT_EQ(too_deep.status().code(), absl::StatusCode::kInvalidArgument);
+  auto negative = encoder.Prefix(b.ids, b.mask, body, -1);
+  EXPECT_EQ(negative.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(HfEncoderTest, StageOfNamesTheEmbeddingsEachLayerAndWhatFollows) {
+  for (const char* type : {"bert", "roberta"}) {
+    HfTestModel m;
+    m.model_type = type;
+    TempDir dir;
+    Loaded l = Load(dir, m);
+    const HfEncoder& encoder = *l.model.encoder;
+    const std::string p = std::string(type) + ".";
+    EXPECT_EQ(encoder.StageOf(p + "embeddings.word_embeddings.weight"), -1);
+    EXPECT_EQ(encoder.StageOf(p + "embeddings.LayerNorm.bias"), -1);
+    EXPECT_EQ(encoder.StageOf(p + "encoder.layer.0.attention.self.query.weight"), 0);
+    EXPECT_EQ(encoder.StageOf(p + "encoder.layer.1.output.LayerNorm.weight"), 1);
+    EXPECT_EQ(encoder.StageOf(p + "encoder.layer.7.output.dense.weight"), m.layers);  // no layer 7
+    EXPECT_EQ(encoder.StageOf("classifier.dense.weight"), m.layers);
+    int64_t staged = 0;
+    for (const std::string& name : encoder.body_names()) {
+      const int64_t stage = encoder.StageOf(name);
+      EXPECT_GE(stage, -1) << name;
+      EXPECT_LE(stage, m.layers) << name;
+      staged += stage < m.layers;
+    }
+    // Everything but BERT's pooler belongs to the embeddings or a layer.
+    EXPECT_EQ(static_cast<size_t>(staged),
+              encoder.body_names().size() - (std::string(type) == "bert" ? 2 : 0));
+  }
+}
+
+TEST(HfEncoderTest, MeanPoolAveragesTheKeptTokensOnly) {
+  const at::Tensor hidden = at::arange(2 * 3 * 2, at::kFloat).view({2, 3, 2});
+  const at::Tensor mask = at::tensor({1, 1, 0, 0, 0, 0}, at::kLong).view({2, 3});
+  auto pooled = MeanPool(hidden, mask);
+  ASSERT_TRUE(pooled.ok()) << pooled.status();
+  // Row 0: the mean of (0, 1) and (2, 3); row 1 keeps no token and pools to zeros.
+  EXPECT_TRUE(at::equal(*pooled, at::tensor({1.0f, 2.0f, 0.0f, 0.0f}).view({2, 2})));
+  auto mismatched = MeanPool(hidden, mask.narrow(1, 0, 2));
+  EXPECT_EQ(mismatched.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace twin

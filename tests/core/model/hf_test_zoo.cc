@@ -93,8 +93,9 @@ HfTestZoo WriteHfTestZoo(const std::string& dir, const HfTestZooOptions& options
   }
   zoo.store = dir + "/store";
   absl::StrAppend(&yaml, "output: ", zoo.store, "\ntwin: {rank_policy: ratio, ratio: ",
-                  options.ratio, "}\n", "router: {max_epochs: 30, features: ngram}\nversion: ",
-                  options.version, "\n");
+                  options.ratio, ", from_layer: ", options.from_layer, "}\n",
+                  "router: {max_epochs: 30, features: ", options.router_features,
+                  "}\nversion: ", options.version, "\n");
   zoo.merge_yaml = yaml;
   return zoo;
 }

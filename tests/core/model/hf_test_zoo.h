@@ -26,6 +26,8 @@ namespace twin::testing {
 struct HfTestZooOptions {
   double ratio = 0.5;       // twin.ratio
   int router_texts = 40;    // per task
+  int64_t from_layer = 0;   // twin.from_layer
+  std::string router_features = "ngram";
   std::string version = "v1";
 };
 

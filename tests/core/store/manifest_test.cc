@@ -210,6 +210,32 @@ TEST(ManifestTest, NgramRouterRoundTripsAndIsChecked) {
   }
 }
 
+// router.features "prefix" (multi-stage merging) carries the prefix's depth.
+TEST(ManifestTest, PrefixRouterRoundTripsAndIsChecked) {
+  Manifest m = FullManifest();
+  m.router.features = "prefix";
+  m.router.prefix_layers = 2;
+  auto parsed = Manifest::FromJson(m.ToJson());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->router.features, "prefix");
+  EXPECT_EQ(parsed->router.prefix_layers, 2);
+  EXPECT_FALSE(json::parse(FullManifest().ToJson())["router"].contains("prefix_layers"));
+  const std::pair<const char*, std::function<void(json&)>> cases[] = {
+      {"router.prefix_layers: is missing", [](json& j) { j["router"].erase("prefix_layers"); }},
+      {"router.prefix_layers: must be in [1, 4096]",
+       [](json& j) { j["router"]["prefix_layers"] = 0; }},
+      {"router.features: must be \"embed\", \"route_features\", \"ngram\" or \"prefix\"",
+       [](json& j) { j["router"]["features"] = "prefixes"; }},
+  };
+  for (const auto& [needle, mutate] : cases) {
+    json j = json::parse(m.ToJson());
+    mutate(j);
+    auto bad = Manifest::FromJson(j.dump());
+    ASSERT_FALSE(bad.ok()) << needle;
+    EXPECT_THAT(std::string(bad.status().message()), HasSubstr(needle));
+  }
+}
+
 TEST(ManifestTest, RejectsTextThatIsNotAJsonObject) {
   auto garbage = Manifest::FromJson("{\"schema_version\": 1,");
   EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
