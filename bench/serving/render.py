@@ -65,6 +65,9 @@ CONFIG_TEXT = {
     "twin-router": "`routing.task_given: router` (the router weights named-task requests too)",
     "twin-ngram": "the same zoo merged with `router.features: ngram` (hashed token n-gram "
                   "counts, no model forward to route)",
+    "twin-prefix": "the same zoo merged with `twin.from_layer: k` and `router.features: prefix` "
+                   "(multi-stage: no twins below layer k; the router reads the forward's own "
+                   "first k layers under theta*, which every batch continues from)",
     "twin-bg": "`cache.background_fusion: true`",
     "twin-top1": "`cluster_key.top_k: 1`",
     "twin-fused": "`serving.batches: fused` (native model: every batch one cluster key's fused "
