@@ -40,6 +40,12 @@ inline constexpr size_t kTensorsPerBlock = 4;
 at::Tensor Forward(const RouterSpec& spec, const std::vector<at::Tensor>& tensors,
                    const at::Tensor& features, std::optional<at::Generator> dropout_generator);
 
+// Forward() from the first block's linear output [B, hidden_dim] on: the first block's
+// LayerNorm, activation and dropout, the other blocks, the output layer.
+at::Tensor ForwardAfterFirstLinear(const RouterSpec& spec, const std::vector<at::Tensor>& tensors,
+                                   at::Tensor first_linear,
+                                   std::optional<at::Generator> dropout_generator);
+
 // "[2, 3]"
 std::string ShapeString(at::IntArrayRef shape);
 

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/router/internal/router_mlp.h"
 #include "core/store/artifact_set.h"
 #include "core/io/safetensors.h"
 #include "tests/testing/rounding.h"
@@ -231,6 +232,56 @@ TEST(RouterTest, LogitsMatchManualComputation) {
   auto again = (*r)->Logits(x.to(at::kDouble));
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(at::equal(*logits, *again));
+}
+
+// Hashed n-gram counts: a few non-zero buckets a row, so Logits() takes the sparse first layer
+// (the standardization folded into it). It must match the dense computation, including for a
+// bucket every training text hit equally (its std clamped near 0: the standardized value is 0
+// only if computed exactly), a row with no other n-gram and a row of zeros.
+TEST(RouterTest, SparseInputsMatchTheDenseComputation) {
+  RouterSpec spec;
+  spec.input_dim = 256;
+  spec.hidden_dim = 32;
+  spec.num_hidden_layers = 2;
+  spec.num_tasks = 3;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  NamedTensors t;
+  for (const auto& [name, shape] : router_internal::ExpectedTensors(spec)) {
+    t.emplace_back(name, at::randn(shape, gen, at::kFloat));
+  }
+  Find(t, "input_mean") = at::rand({256}, gen, at::kFloat) * 0.3;
+  Find(t, "input_std") = at::rand({256}, gen, at::kFloat) + 0.2;
+  const int64_t constant = 17;  // the <s> unigram: log(2) in every text
+  Find(t, "input_mean")[constant] = std::log(2.0);
+  Find(t, "input_std")[constant] = 1e-6;
+  auto r = Router::Create(spec, t);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const int64_t rows = 6;
+  at::Tensor x = at::zeros({rows, 256});
+  const at::Tensor buckets = at::randint(0, 256, {rows - 2, 12}, gen, at::kLong);
+  for (int64_t i = 0; i < rows - 2; ++i) {
+    x[i].index_fill_(0, buckets[i], 1.0);
+    x[i] *= at::log1p(at::randint(1, 4, {256}, gen, at::kFloat));
+  }
+  x.select(1, constant).fill_(std::log(2.0));
+  x[rows - 2].zero_();
+  x[rows - 2][constant] = std::log(2.0);  // the constant bucket alone
+  x[rows - 1].zero_();                    // no n-gram at all
+  ASSERT_LE(x.ne(0).sum().item<int64_t>() * Router::kSparseInputFraction, x.numel());
+  auto logits = (*r)->Logits(x);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  const at::Tensor manual = ManualLogits(t, spec, x);
+  EXPECT_LE(MaxAbsDiff(*logits, manual), LogitsBound(spec, manual)) << *logits << manual;
+  // The last row's constant bucket is 1e6 standard deviations from its mean.
+  EXPECT_GT(manual.abs().max().item<double>(), 0.0);
+  // Each row alone gives what it gives in the batch (its own bag of inputs).
+  for (int64_t i = 0; i < rows; ++i) {
+    auto one = (*r)->Logits(x.narrow(0, i, 1));
+    ASSERT_TRUE(one.ok()) << one.status();
+    EXPECT_LE(MaxAbsDiff(*one, logits->narrow(0, i, 1)), LogitsBound(spec, manual)) << i;
+  }
+  // Building the folded layer is counted in the resident bytes.
+  EXPECT_GT((*r)->resident_bytes(), 256u * 32u * sizeof(double));
 }
 
 TEST(RouterTest, WeightsRowsSumToOneAndTemperatureSharpens) {
