@@ -120,6 +120,23 @@ at::Tensor TwinDelta(at::Tensor expert, const at::Tensor& shared_f) {
   return delta - shared_f;
 }
 
+namespace {
+
+// The manifest entry of task t's twin of the 2-D+ tensor `name`, before its factors.
+absl::StatusOr<TwinTensorEntry> EntryOf(const MergeJobConfig& c, const std::string& name,
+                                        const at::Tensor& shared, size_t t) {
+  ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
+  TwinTensorEntry entry;
+  entry.task = c.experts[t].name;
+  entry.name = name;
+  entry.shape = shared.sizes().vec();
+  entry.rows = md.first;
+  entry.cols = md.second;
+  return entry;
+}
+
+}  // namespace
+
 // Twin vector of task t for tensor `name`: dense for 1-D tensors, factored otherwise.
 absl::Status CompressTwin(const MergeJobConfig& c, const std::string& name, size_t index,
                           const at::Tensor& shared, const at::Tensor& shared_f,
@@ -131,13 +148,7 @@ absl::Status CompressTwin(const MergeJobConfig& c, const std::string& name, size
     const at::Tensor delta = TwinDelta(std::move(expert), shared_f);
     if (!keep) {
       if (shared.dim() < 2) return absl::OkStatus();
-      ASSIGN_OR_RETURN(auto md, MatrixDims(shared.sizes().vec()));
-      TwinTensorEntry entry;
-      entry.task = c.experts[t].name;
-      entry.name = name;
-      entry.shape = shared.sizes().vec();
-      entry.rows = md.first;
-      entry.cols = md.second;
+      ASSIGN_OR_RETURN(TwinTensorEntry entry, EntryOf(c, name, shared, t));
       entry.delta_norm = delta.norm().item<double>();
       entry.rel_error = entry.delta_norm > 0 ? 1.0 : 0.0;  // all of it dropped
       *entry_out = std::move(entry);
@@ -160,12 +171,7 @@ absl::Status CompressTwin(const MergeJobConfig& c, const std::string& name, size
       rank = ChooseRank(c.rank_policy, md.first, md.second, at::Tensor());
     }
     ASSIGN_OR_RETURN(Factorization f, CompressDelta(delta, rank, svd));
-    TwinTensorEntry entry;
-    entry.task = c.experts[t].name;
-    entry.name = name;
-    entry.shape = shared.sizes().vec();
-    entry.rows = md.first;
-    entry.cols = md.second;
+    ASSIGN_OR_RETURN(TwinTensorEntry entry, EntryOf(c, name, shared, t));
     entry.rank = f.norm > 0 ? f.rank : 0;
     entry.rel_error = f.rel_error;
     entry.delta_norm = f.norm;

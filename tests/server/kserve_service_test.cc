@@ -93,7 +93,9 @@ struct Decoded {
 Decoded DecodeOutputs(const ModelInferResponse& r) {
   Decoded d;
   const bool raw = r.raw_output_contents_size() > 0;
-  if (raw) EXPECT_EQ(r.raw_output_contents_size(), r.outputs_size());
+  if (raw) {
+    EXPECT_EQ(r.raw_output_contents_size(), r.outputs_size());
+  }
   for (int i = 0; i < r.outputs_size(); ++i) {
     const auto& o = r.outputs(i);
     d.shape[o.name()].assign(o.shape().begin(), o.shape().end());

@@ -65,70 +65,26 @@ class NativeServingTest : public ::testing::Test {
   }
 
   ServerConfig Config(const std::string& name) {
-    ServerConfig c;
-    c.listen_address = "127.0.0.1:0";
-    c.admin_listen_address = "127.0.0.1:0";
-    c.metrics_address = "";
-    c.artifact_uri = dir_->Join("store");
-    c.cache_dir = dir_->Join(absl::StrCat("cache-", name, "-", counter_++));
-    c.device = "cpu";
-    c.cluster_key = {0, 0};  // exact routing: every text its own key
-    c.warmup_requests = 1;
-    c.drain_timeout_ms = 2000;
-    return c;
+    return twin::testing::LoopbackServerConfigFor(
+        dir_->Join("store"), dir_->Join(absl::StrCat("cache-", name, "-", counter_++)));
   }
 
   // Starts a server, sends every text (task unknown, or tasks[k] when given) and returns the
   // replies.
   std::vector<InferResponse> Serve(ServerConfig config, const std::vector<std::string>& texts,
                                    bool concurrent, const std::vector<std::string>& tasks = {}) {
-    auto server = TwinServer::Start(config);
-    EXPECT_TRUE(server.ok()) << server.status();
-    if (!server.ok()) return {};
-    EXPECT_TRUE((*server)->LoadVersion().ok());
-    auto stub = twinmerge::v1::TwinMerge::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
-    std::vector<InferResponse> replies(texts.size());
-    std::vector<grpc::Status> statuses(texts.size());
-    auto call = [&](size_t k) {
-      InferRequest request;
-      request.set_text(texts[k]);
-      if (!tasks.empty()) request.set_task(tasks[k]);
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-      statuses[k] = stub->Infer(&context, request, &replies[k]);
-    };
-    if (concurrent) {
-      std::vector<std::thread> callers;
-      for (size_t k = 0; k < texts.size(); ++k) callers.emplace_back(call, k);
-      for (std::thread& t : callers) t.join();
-    } else {
-      for (size_t k = 0; k < texts.size(); ++k) call(k);
-    }
-    for (size_t k = 0; k < texts.size(); ++k) {
-      EXPECT_TRUE(statuses[k].ok()) << texts[k] << ": " << statuses[k].error_message();
-    }
-    (*server)->Shutdown();
-    return replies;
+    return twin::testing::InferTexts(config, texts, concurrent, tasks);
   }
 
   // Replies of two servers agree: same task and label set, probabilities within the bound of
   // two float32 forwards of this model computed in different ways.
   void ExpectSame(const std::vector<InferResponse>& a, const std::vector<InferResponse>& b,
                   const std::vector<std::string>& texts, const std::string& what) {
-    ASSERT_EQ(a.size(), b.size());
     HfTestModel m;
     m.model_type = "bert";
     const double bound = twin::testing::ProbabilityError(
         twin::testing::HfForwardDepth(m) + 4, twin::testing::HfForwardWidth(m, 16), 10.0);
-    for (size_t k = 0; k < a.size(); ++k) {
-      EXPECT_EQ(a[k].task(), b[k].task()) << what << ": " << texts[k];
-      ASSERT_EQ(a[k].probabilities_size(), b[k].probabilities_size()) << what << ": " << texts[k];
-      for (int c = 0; c < a[k].probabilities_size(); ++c) {
-        EXPECT_NEAR(a[k].probabilities(c), b[k].probabilities(c), bound)
-            << what << ": " << texts[k] << " class " << c;
-      }
-    }
+    twin::testing::ExpectSameReplies(a, b, texts, what, bound);
   }
 
   std::vector<std::string> Texts() const {
