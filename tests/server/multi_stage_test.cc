@@ -117,15 +117,6 @@ class MultiStageTest : public ::testing::Test {
                                         twin::testing::HfForwardWidth(zoo_->base, 16), 10.0));
   }
 
-  static std::vector<std::string> Texts() {
-    std::vector<std::string> texts;
-    for (int t = 0; t < kNumTasks; ++t) {
-      for (const std::string& s : twin::testing::HfTestZooTexts(t, 5)) {
-        texts.push_back(s + " deal sport");
-      }
-    }
-    return texts;
-  }
 
   static TempDir* dir_;
   static twin::testing::HfTestZoo* zoo_;
@@ -244,7 +235,7 @@ TEST_F(MultiStageTest, TheEngineRoutesOnThePrefixAndContinuesFromIt) {
 
 TEST_F(MultiStageTest, ServedAnswersAgreeFusedUnfusedAndInMixedBatches) {
   ASSERT_NE(set_, nullptr);
-  const std::vector<std::string> texts = Texts();
+  const std::vector<std::string> texts = twin::testing::HfTestZooServingTexts(5);
   ServerConfig fused = Config("fused");
   fused.batches = "fused";
   ServerConfig unfused = Config("unfused");

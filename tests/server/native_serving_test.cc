@@ -87,15 +87,6 @@ class NativeServingTest : public ::testing::Test {
     twin::testing::ExpectSameReplies(a, b, texts, what, bound);
   }
 
-  std::vector<std::string> Texts() const {
-    std::vector<std::string> texts;
-    for (int t = 0; t < kNumTasks; ++t) {
-      for (const std::string& s : twin::testing::HfTestZooTexts(t, 6)) {
-        texts.push_back(s + " deal sport");
-      }
-    }
-    return texts;
-  }
 
   static TempDir* dir_;
   static twin::testing::HfTestZoo* zoo_;
@@ -125,7 +116,7 @@ TEST_F(NativeServingTest, TheVersionCarriesTheNativeModelAndTokenizer) {
 
 TEST_F(NativeServingTest, NativeFusedUnfusedAndTorchScriptAgree) {
   ASSERT_NE(manifest_, nullptr);
-  const std::vector<std::string> texts = Texts();
+  const std::vector<std::string> texts = twin::testing::HfTestZooServingTexts(6);
   ServerConfig torchscript = Config("ts");
   torchscript.engine_model = "torchscript";
   ServerConfig fused = Config("fused");
@@ -150,7 +141,7 @@ TEST_F(NativeServingTest, NativeFusedUnfusedAndTorchScriptAgree) {
 
 TEST_F(NativeServingTest, MixedBatchesAnswerLikeOneByOne) {
   ASSERT_NE(manifest_, nullptr);
-  const std::vector<std::string> texts = Texts();
+  const std::vector<std::string> texts = twin::testing::HfTestZooServingTexts(6);
   ServerConfig one = Config("one");
   one.batches = "unfused";
   ServerConfig mixed = Config("mixed");
@@ -170,7 +161,7 @@ TEST_F(NativeServingTest, MixedBatchesAnswerLikeOneByOne) {
 // the same replies as exact top-2 keys (grid 0).
 TEST_F(NativeServingTest, UnfusedRowsCanMixTheRoutersOwnWeights) {
   ASSERT_NE(manifest_, nullptr);
-  const std::vector<std::string> texts = Texts();
+  const std::vector<std::string> texts = twin::testing::HfTestZooServingTexts(6);
   ServerConfig router = Config("router-weights");
   router.batches = "unfused";
   router.cluster_key = {2, 4};

@@ -100,4 +100,12 @@ HfTestZoo WriteHfTestZoo(const std::string& dir, const HfTestZooOptions& options
   return zoo;
 }
 
+std::vector<std::string> HfTestZooServingTexts(int n) {
+  std::vector<std::string> texts;
+  for (int t = 0; t < 3; ++t) {
+    for (const std::string& s : HfTestZooTexts(t, n)) texts.push_back(s + " deal sport");
+  }
+  return texts;
+}
+
 }  // namespace twin::testing

@@ -46,6 +46,9 @@ HfTestZoo WriteHfTestZoo(const std::string& dir, const HfTestZooOptions& options
 std::vector<std::string> HfTestZooVocabulary();
 // n texts of task t's words (the n-gram router tells tasks apart by them).
 std::vector<std::string> HfTestZooTexts(int task, int n);
+// n texts of each of the three tasks, each with " deal sport" appended: the serving tests'
+// traffic.
+std::vector<std::string> HfTestZooServingTexts(int n);
 
 // The tokenizer of the version LATEST in `store` names (fetched into cache_dir), built from
 // its manifest as the server builds it.
