@@ -5,6 +5,9 @@
 #   bench/serving/run.sh lite-hf # the lite zoo in Hugging Face form (twin-zoo --format hf),
 #                                # served by the native engine; twin (per-batch choice),
 #                                # twin-fused and twin-unfused -> bench/results/serving-lite-hf.md
+#   bench/serving/run.sh full-hf # the same for the full zoo in that form, plus twin-prefix
+#                                # when ZOO_DIR/store-prefix holds a multi-stage version
+#                                # -> bench/results/serving-full-hf.md
 #   bench/serving/run.sh gen     # the generative zoo (twin-zoo --size lite --format llama,
 #                                # merged): Generate load, static and twin, c1/8/32, uniform
 #                                # and skewed -> bench/results/serving-generate.md and .json
@@ -27,7 +30,7 @@ for bin in twin-server twin-client twin-fusion-bench; do
   [[ -x "$BUILD_DIR/bin/$bin" ]] || { echo "run.sh: build $bin first ($BUILD_DIR/bin)" >&2; exit 2; }
 done
 case "$SIZE" in
-  full|lite|lite-hf)
+  full|lite|lite-hf|full-hf)
     ZOO_DIR="${ZOO_DIR:-$ROOT/bench/zoo/work/zoo-$SIZE}"
     [[ -d "$ZOO_DIR/store" ]] || {
       echo "run.sh: no published store in $ZOO_DIR (build the zoo and run twin-merge: docs/zoo.md)" >&2
@@ -39,6 +42,13 @@ case "$SIZE" in
     ARGS=(--duration_s "${DURATION_S:-5}")
     if [[ "$SIZE" == lite-hf ]]; then
       ARGS+=(--configs static,experts,twin,twin-fused,twin-unfused)
+    elif [[ "$SIZE" == full-hf ]]; then
+      if [[ -d "$ZOO_DIR/store-prefix" ]]; then
+        ARGS+=(--configs static,experts,twin,twin-fused,twin-unfused,twin-prefix
+               --prefix_store "file://$ZOO_DIR/store-prefix")
+      else
+        ARGS+=(--configs static,experts,twin,twin-fused,twin-unfused)
+      fi
     fi
     WORK=""
     ;;
@@ -77,7 +87,7 @@ case "$SIZE" in
     FUSION_JSON="$WORK/fusion.json"
     ARGS=(--duration_s "${DURATION_S:-0.5}" --concurrency 1,4 --open 0.5 --traffic uniform,distinct)
     ;;
-  *) echo "usage: run.sh full|lite|lite-hf|gen|smoke" >&2; exit 2 ;;
+  *) echo "usage: run.sh full|lite|lite-hf|full-hf|gen|smoke" >&2; exit 2 ;;
 esac
 CACHE="$(mktemp -d)"
 trap 'rm -rf "$CACHE" ${WORK:+"$WORK"}' EXIT
