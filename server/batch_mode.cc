@@ -86,6 +86,13 @@ BatchModeDecision BatchModeChooser::Choose(const std::vector<WaitingGroup>& grou
     const int n = fused_rows(g);
     return Rate(n, fused_.Predict(n) + (g.resident ? 0.0 : fusion_seconds_));
   };
+  // The weight of an option whose oldest request arrived at `since`.
+  auto age = [&](absl::Time since) {
+    if (options_.aging_us <= 0) return 1.0;
+    return 1.0 + std::max(0.0, absl::ToDoubleMicroseconds(now - since)) /
+                     static_cast<double>(options_.aging_us);
+  };
+  auto fused_priority = [&](const WaitingGroup& g) { return fused_rate(g) * age(g.oldest); };
   auto fused = [&](const WaitingGroup& g, const char* reason) {
     d.mode = BatchMode::kFused;
     d.key = g.key;
@@ -115,7 +122,7 @@ BatchModeDecision BatchModeChooser::Choose(const std::vector<WaitingGroup>& grou
     return finish();
   }
 
-  // The best fused group by predicted rate, the older one on ties.
+  // The best fused group by predicted rate weighed by its age, the older one on ties.
   const WaitingGroup* best = nullptr;
   for (const WaitingGroup& g : groups) {
     if (g.pending <= 0) continue;
@@ -123,11 +130,14 @@ BatchModeDecision BatchModeChooser::Choose(const std::vector<WaitingGroup>& grou
       best = &g;
       continue;
     }
-    const double r = fused_rate(g), rb = fused_rate(*best);
+    const double r = fused_priority(g), rb = fused_priority(*best);
     if (r > rb || (r == rb && g.oldest < best->oldest)) best = &g;
   }
   d.fused_rate = fused_.measured() ? fused_rate(*best) : 0;
   d.unfused_rate = unfused_.measured() ? Rate(unfused_rows, unfused_.Predict(unfused_rows)) : 0;
+  // What the choice compares: the rates weighed by the age of each option's oldest request.
+  const double fused_score = d.fused_rate * age(best->oldest);
+  const double unfused_score = d.unfused_rate * age(oldest->oldest);
 
   // Measure a mode never measured, or not chosen for explore_every batches, once.
   const bool stale = have_last_ && since_explore_ >= options_.explore_every;
@@ -140,15 +150,15 @@ BatchModeDecision BatchModeChooser::Choose(const std::vector<WaitingGroup>& grou
     return finish();
   }
 
-  const bool prefer_unfused = d.unfused_rate > d.fused_rate;
+  const bool prefer_unfused = unfused_score > fused_score;
   if (prefer_unfused) {
     unfused("rate");
   } else {
     fused(*best, "rate");
   }
   if (have_last_ && d.mode != last_) {
-    const double winner = std::max(d.unfused_rate, d.fused_rate);
-    const double loser = std::min(d.unfused_rate, d.fused_rate);
+    const double winner = std::max(unfused_score, fused_score);
+    const double loser = std::min(unfused_score, fused_score);
     if (winner <= loser * (1.0 + options_.hysteresis)) {
       if (last_ == BatchMode::kUnfused) {
         unfused("hysteresis");

@@ -8,7 +8,11 @@
 // Choose() compares the rows per second each option would serve:
 //   fused(k):  min(n_k, M) / (a_f + b_f min(n_k, M) [+ fusion when k is not resident])
 //   unfused:   min(N, M) / (a_u + b_u min(N, M))           N = all waiting rows, oldest first
-// and takes the best, with two corrections:
+// and takes the best, each option's rate weighed by the age of its oldest request,
+// (1 + wait / aging_us): the unfused batch always holds the oldest request, a fused group its
+// own; so among options of about the same rate the older goes first, and a key with few
+// requests is not left waiting for the starvation bound behind larger groups of other keys
+// (aging_us 0: by rate alone). Two corrections follow:
 //   - hysteresis: the mode of the previous batch is kept unless the other is better by more
 //     than `hysteresis` (relative), so noise in the measured costs does not flip the mode
 //     every batch;
@@ -46,6 +50,7 @@ struct BatchModeOptions {
   int64_t starvation_us = 50000;
   double forgetting = 0.95;  // weight of older batches per new one in the cost fits
   int explore_every = 64;    // batches between explorations of an unmeasured mode
+  int64_t aging_us = 10000;  // an option's rate counts (1 + its oldest wait / aging_us) times
 };
 
 // One cluster key's waiting requests.
@@ -61,7 +66,7 @@ struct BatchModeDecision {
   std::string key;     // fused: the group served
   int rows = 0;        // rows the batch takes
   std::string reason;  // "rate", "hysteresis", "starvation", "explore", "only mode"
-  double fused_rate = 0;    // rows/s of the best fused option (0 if none)
+  double fused_rate = 0;    // rows/s of the chosen (or best) fused option (0 if none)
   double unfused_rate = 0;  // rows/s of the unfused option (0 if unavailable)
 };
 

@@ -270,7 +270,10 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
     c.mix_strategy = *parsed;
     if (const YAML::Node bc = s["batch_choice"]) {
       RETURN_IF_ERROR(Fields().CheckKeys(bc, "serving.batch_choice",
-                                         {"hysteresis", "starvation_us", "explore_every"}));
+                                         {"hysteresis", "starvation_us", "explore_every",
+                                          "aging_us"}));
+      RETURN_IF_ERROR(
+          Fields().Read(bc, "aging_us", "serving.batch_choice", &c.queue.modes.aging_us));
       RETURN_IF_ERROR(
           Fields().Read(bc, "hysteresis", "serving.batch_choice", &c.queue.modes.hysteresis));
       RETURN_IF_ERROR(
@@ -278,9 +281,10 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
       RETURN_IF_ERROR(
           Fields().Read(bc, "explore_every", "serving.batch_choice", &c.queue.modes.explore_every));
       if (!(c.queue.modes.hysteresis >= 0) || c.queue.modes.starvation_us < 0 ||
-          c.queue.modes.explore_every < 1) {
-        return Fields().Bad("serving.batch_choice",
-                            "hysteresis and starvation_us must be >= 0, explore_every >= 1");
+          c.queue.modes.explore_every < 1 || c.queue.modes.aging_us < 0) {
+        return Fields().Bad(
+            "serving.batch_choice",
+            "hysteresis, starvation_us and aging_us must be >= 0, explore_every >= 1");
       }
     }
     std::string mode = "twin";

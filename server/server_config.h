@@ -42,7 +42,9 @@
 //                                        # quantised weights, as a fused batch of that key);
 //                                        # router (the router's own weights over the key's
 //                                        # tasks, renormalised: no grid rounding)
-//             batch_choice: {hysteresis: 0.1, starvation_us: 50000, explore_every: 64}}
+//             batch_choice: {hysteresis: 0.1, starvation_us: 50000, explore_every: 64,
+//                            aging_us: 10000}}  # an option's rate counts (1 + its oldest
+//                                        # request's wait / aging_us) times; 0: rate alone
 //   limits: {max_input_length: 0, max_message_bytes: 4194304, max_request_id_bytes: 128,
 //            max_text_bytes: 65536, max_stream_in_flight: 32,
 //            max_in_flight_per_client: 0}   # per client address (0: no limit)

@@ -68,6 +68,8 @@ CONFIG_TEXT = {
     "twin-prefix": "the same zoo merged with `twin.from_layer: k` and `router.features: prefix` "
                    "(multi-stage: no twins below layer k; the router reads the forward's own "
                    "first k layers under theta*, which every batch continues from)",
+    "twin-rate": "`serving.batch_choice.aging_us: 0` (the per-batch choice by predicted rate "
+                 "alone, without weighing each option by its oldest request's wait)",
     "twin-bg": "`cache.background_fusion: true`",
     "twin-top1": "`cluster_key.top_k: 1`",
     "twin-fused": "`serving.batches: fused` (native model: every batch one cluster key's fused "

@@ -51,9 +51,10 @@ CONFIGS = ("static", "experts", "twin", "twin-router")
 # Native models only (a version with model.native, e.g. the zoo in Hugging Face form):
 #   twin-fused   serving.batches: fused (every batch one cluster key's fused weights)
 #   twin-unfused serving.batches: unfused (mixed batches: theta* + each row's mixture)
+#   twin-rate    serving.batch_choice.aging_us: 0 (the per-batch choice by rate alone)
 # (twin itself is serving.batches: auto there, the per-batch choice.)
 EXTRA_CONFIGS = ("twin-ngram", "twin-prefix", "twin-bg", "twin-top1", "twin-fused",
-                 "twin-unfused")
+                 "twin-unfused", "twin-rate")
 ZIPF_S = 1.1
 DISTINCT_TEMPERATURES = "0.25,4"
 
@@ -107,6 +108,8 @@ def server_yaml(config, args, tasks):
         lines.append("serving: {batches: fused}")
     elif config == "twin-unfused":
         lines.append("serving: {batches: unfused}")
+    elif config == "twin-rate":
+        lines.append("serving: {batch_choice: {aging_us: 0}}")
     elif config == "twin-stacked":
         lines.append("serving: {mix_strategy: stacked}")
     elif config not in ("twin", "twin-ngram", "twin-prefix"):

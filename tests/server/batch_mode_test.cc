@@ -126,8 +126,10 @@ TEST(BatchModeChooserTest, HysteresisKeepsTheModeOnSmallDifferences) {
   EXPECT_EQ(d.reason, "rate");
 }
 
+// The starvation bound alone (aging off; with it, the unfused batch that holds the rare
+// request wins on its weighed rate before the bound: OlderOptionsGoFirst... below).
 TEST(BatchModeChooserTest, RareKeyIsNotStarved) {
-  BatchModeChooser c = Measured({.max_batch_size = 8, .starvation_us = 20000});
+  BatchModeChooser c = Measured({.max_batch_size = 8, .starvation_us = 20000, .aging_us = 0});
   // A popular key keeps its group full; the rare key's request is older.
   std::vector<WaitingGroup> groups = {Group("popular", 8, 1000), Group("rare", 1, 5000)};
   BatchModeDecision d = c.Choose(groups, kT0);
@@ -139,6 +141,32 @@ TEST(BatchModeChooserTest, RareKeyIsNotStarved) {
   // Fused(rare) 1 / 3 ms = 333/s against unfused 8 / 14 ms = 571/s (rows oldest first, so it
   // includes the rare request): unfused.
   EXPECT_EQ(d.mode, BatchMode::kUnfused);
+}
+
+// Aging: of two fused groups of about the same rate the older goes first, and the unfused
+// batch (which holds the oldest request) overtakes a fresh fused group as its oldest request
+// waits; with aging_us 0 the rate alone decides.
+TEST(BatchModeChooserTest, OlderOptionsGoFirstAmongNearlyEqualRates) {
+  BatchModeChooser by_rate = Measured({.max_batch_size = 8, .hysteresis = 0, .aging_us = 0});
+  BatchModeChooser aging = Measured({.max_batch_size = 8, .hysteresis = 0, .aging_us = 10000});
+  // Fused 4 rows: 4 / 6 ms = 667/s, fresh; fused 3 rows: 3 / 5 ms = 600/s, waiting 3 ms:
+  // x1.3 = 780; unfused 7 rows / 12.5 ms = 560/s, x1.3 = 728 (it holds the oldest request).
+  std::vector<WaitingGroup> groups = {Group("fresh", 4, 10), Group("old", 3, 3000)};
+  BatchModeDecision d = by_rate.Choose(groups, kT0);
+  EXPECT_EQ(d.mode, BatchMode::kFused);
+  EXPECT_EQ(d.key, "fresh");
+  d = aging.Choose(groups, kT0);
+  EXPECT_EQ(d.mode, BatchMode::kFused);
+  EXPECT_EQ(d.key, "old");
+  EXPECT_NEAR(d.fused_rate, 600, 1e-6);  // the chosen group's own rate, unweighted
+  // A full fresh key (8 / 10 ms = 800/s) against unfused over it and an old singleton
+  // (8 rows / 14 ms = 571/s): the rate prefers the key; once the singleton has waited 5 ms
+  // the unfused batch scores 571 x 1.5 = 857 > 800 x 1.001.
+  BatchModeChooser by_rate2 = Measured({.max_batch_size = 8, .hysteresis = 0, .aging_us = 0});
+  BatchModeChooser aging2 = Measured({.max_batch_size = 8, .hysteresis = 0, .aging_us = 10000});
+  groups = {Group("full", 8, 10), Group("single", 1, 5000)};
+  EXPECT_EQ(by_rate2.Choose(groups, kT0).mode, BatchMode::kFused);
+  EXPECT_EQ(aging2.Choose(groups, kT0).mode, BatchMode::kUnfused);
 }
 
 TEST(BatchModeChooserTest, ExploresUnmeasuredModesOnce) {
