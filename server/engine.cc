@@ -640,7 +640,7 @@ uint64_t Engine::head_bytes() const {
   for (int t = 0; t < num_tasks(); ++t) bytes += Bytes(twin_->head(t));
   return bytes;
 }
-uint64_t Engine::router_bytes() const { return router_->resident_bytes(); }
+uint64_t Engine::router_bytes() const { return Bytes(router_->tensors()); }
 
 absl::StatusOr<at::Tensor> Engine::Forward(FusedModel& model, const at::Tensor& input_ids,
                                            const at::Tensor& attention_mask, int task,

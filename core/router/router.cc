@@ -208,33 +208,33 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(
 }
 
 void Router::FoldInputStandardization() const {
-  // W ((x - mean) / std) + b = (W / std) x + (b - (W / std) mean), in float64: the folded
-  // constant and a term of an active bucket can be large and cancel (a bucket every training
-  // text hits equally has std clamped near 0), which float64 absorbs where float32 would not.
-  const at::Tensor std = tensors_[router_internal::kInputStdIndex].second.to(at::kDouble);
-  const at::Tensor mean = tensors_[router_internal::kInputMeanIndex].second.to(at::kDouble);
-  const at::Tensor w =
-      tensors_[router_internal::kFirstBlockIndex].second.to(at::kDouble) / std.unsqueeze(0);
+  // Standardized, an input is z_j = -mean_j / std_j where it is zero, so
+  //   W x' + b = (b + sum_j W_j z_j) + sum_{j: x_j != 0} W_j x_j / std_j.
+  // The first sum is a constant. An input every training text had equally (its std clamped
+  // near 0) would put a huge z_j into it that the second sum cancels: such inputs (|z_j| >
+  // kDenseStandardized) stay out of the constant and are always read standardized, exactly as
+  // the dense layer reads them.
+  const auto& mean = tensors_[router_internal::kInputMeanIndex].second;
+  const auto& stdev = tensors_[router_internal::kInputStdIndex].second;
+  const at::Tensor z = (-mean.to(at::kDouble)) / stdev.to(at::kDouble);
+  const at::Tensor dense = z.abs() > kDenseStandardized;
+  const at::Tensor w = tensors_[router_internal::kFirstBlockIndex].second.to(at::kDouble);
   const at::Tensor b = tensors_[router_internal::kFirstBlockIndex + 1].second.to(at::kDouble);
-  folded_weight_ = w.t().contiguous();  // [input_dim, hidden]: one row per input
-  folded_bias_ = b - at::mv(w, mean);
-  folded_.store(true, std::memory_order_release);
+  sparse_bias_ = (b + at::mv(w, at::where(dense, at::zeros_like(z), z))).to(at::kFloat);
+  dense_inputs_ = dense;
+  dense_mean_ = at::where(dense, mean, at::zeros_like(mean));
 }
 
 at::Tensor Router::SparseFirstLinear(const at::Tensor& x) const {
-  // Built on the first sparse batch: routers fed dense features never hold the copy.
+  // Built on the first sparse batch: a few vectors of the input's width.
   std::call_once(fold_once_, [this] { FoldInputStandardization(); });
-  // Row r's non-zero inputs as one bag of (column, value): sum_j x[r, j] * folded_weight_[j].
-  const at::Tensor nz = x.nonzero();  // [nnz, 2], row-major order
-  const at::Tensor rows = nz.select(1, 0);
-  const at::Tensor cols = nz.select(1, 1).contiguous();
-  const at::Tensor values = x.index({rows, cols}).to(at::kDouble);
-  const at::Tensor counts = at::bincount(rows, /*weights=*/{}, /*minlength=*/x.size(0));
-  const at::Tensor offsets = (counts.cumsum(0) - counts).to(at::kLong);
-  const at::Tensor sums = std::get<0>(at::embedding_bag(
-      folded_weight_, cols, offsets, /*scale_grad_by_freq=*/false, /*mode=*/0, /*sparse=*/false,
-      values, /*include_last_offset=*/false));
-  return (sums + folded_bias_).to(at::kFloat);
+  // The inputs any row has, and the always-read ones: one GEMM over those columns of W.
+  const at::Tensor cols = (x.ne(0).any(0) | dense_inputs_).nonzero().squeeze(1);
+  const at::Tensor& w = tensors_[router_internal::kFirstBlockIndex].second;  // [hidden, input]
+  const at::Tensor& stdev = tensors_[router_internal::kInputStdIndex].second;
+  const at::Tensor values =
+      (x.index_select(1, cols) - dense_mean_.index_select(0, cols)) / stdev.index_select(0, cols);
+  return at::addmm(sparse_bias_, values, w.index_select(1, cols).t());
 }
 
 absl::StatusOr<at::Tensor> Router::Logits(const at::Tensor& features) const {
@@ -267,15 +267,6 @@ absl::StatusOr<at::Tensor> Router::Logits(const at::Tensor& features) const {
     return absl::InternalError(absl::StrCat("router: logits for features of shape ",
                                             ShapeString(features.sizes()), " failed: ", e.what()));
   }
-}
-
-uint64_t Router::resident_bytes() const {
-  uint64_t bytes = 0;
-  for (const auto& [name, tensor] : tensors_) bytes += tensor.nbytes();
-  if (folded_.load(std::memory_order_acquire)) {
-    bytes += folded_weight_.nbytes() + folded_bias_.nbytes();
-  }
-  return bytes;
 }
 
 absl::StatusOr<at::Tensor> Router::Weights(const at::Tensor& features, double temperature) const {

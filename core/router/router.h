@@ -16,12 +16,11 @@
 // the best epoch's weights are kept; training stops after `patience` epochs without
 // improvement. Evaluation data never enters training.
 //
-// Thread-safety: a Router is immutable after Create() (but for the folded first layer, built
-// once, under std::call_once); Logits()/Weights() may run concurrently.
+// Thread-safety: a Router is immutable after Create() (but for the sparse first layer's
+// constants, built once under std::call_once); Logits()/Weights() may run concurrently.
 #ifndef TWIN_CORE_ROUTER_ROUTER_H_
 #define TWIN_CORE_ROUTER_ROUTER_H_
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -54,17 +53,18 @@ class Router {
   const std::vector<std::pair<std::string, at::Tensor>>& tensors() const { return tensors_; }
   // Moves all tensors to `device`.
   absl::StatusOr<std::unique_ptr<Router>> To(c10::Device device) const;
-  // The tensors' bytes, and the folded first layer's once a sparse batch has built it.
-  uint64_t resident_bytes() const;
 
   // Logits() reads only the non-zero inputs of a batch with at most this share of them
-  // (1 / kSparseInputFraction), through the first layer with the input standardization
-  // folded in; denser batches take the dense GEMM.
+  // (1 / kSparseInputFraction): the first layer's columns of those inputs, the standardized
+  // zeros of the others folded into a constant; denser batches take the dense GEMM.
   static constexpr int64_t kSparseInputFraction = 8;
+  // Inputs whose zero standardizes beyond this are always read (never folded): see
+  // FoldInputStandardization.
+  static constexpr double kDenseStandardized = 8.0;
 
  private:
   Router() = default;
-  // folded_weight_, folded_bias_ from tensors_ (once); throws c10::Error.
+  // sparse_bias_, dense_inputs_, dense_mean_ from tensors_ (once); throws c10::Error.
   void FoldInputStandardization() const;
   // The first block's linear output [B, hidden] for inputs x [B, input_dim] (float32).
   at::Tensor SparseFirstLinear(const at::Tensor& x) const;
@@ -72,9 +72,9 @@ class Router {
   RouterSpec spec_;
   std::vector<std::pair<std::string, at::Tensor>> tensors_;
   mutable std::once_flag fold_once_;
-  mutable std::atomic<bool> folded_{false};  // set once folded_weight_ and folded_bias_ are
-  mutable at::Tensor folded_weight_;  // [input_dim, hidden] float64: (W / input_std)^T, block 0
-  mutable at::Tensor folded_bias_;    // [hidden] float64: b - (W / input_std) input_mean
+  mutable at::Tensor sparse_bias_;   // [hidden]: b + W z over the folded inputs (float64 sum)
+  mutable at::Tensor dense_inputs_;  // [input] bool: inputs always read standardized
+  mutable at::Tensor dense_mean_;    // [input]: their mean, 0 for the folded inputs
 };
 
 struct RouterTrainOptions {

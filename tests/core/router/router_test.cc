@@ -235,9 +235,10 @@ TEST(RouterTest, LogitsMatchManualComputation) {
 }
 
 // Hashed n-gram counts: a few non-zero buckets a row, so Logits() takes the sparse first layer
-// (the standardization folded into it). It must match the dense computation, including for a
-// bucket every training text hit equally (its std clamped near 0: the standardized value is 0
-// only if computed exactly), a row with no other n-gram and a row of zeros.
+// (the zeros' standardized values folded into a constant). It must match the dense
+// computation, including for a bucket every training text hit equally (its std clamped near
+// 0: its standardized value is 0 only if computed exactly), a row with no other n-gram and a
+// row of zeros.
 TEST(RouterTest, SparseInputsMatchTheDenseComputation) {
   RouterSpec spec;
   spec.input_dim = 256;
@@ -280,8 +281,6 @@ TEST(RouterTest, SparseInputsMatchTheDenseComputation) {
     ASSERT_TRUE(one.ok()) << one.status();
     EXPECT_LE(MaxAbsDiff(*one, logits->narrow(0, i, 1)), LogitsBound(spec, manual)) << i;
   }
-  // Building the folded layer is counted in the resident bytes.
-  EXPECT_GT((*r)->resident_bytes(), 256u * 32u * sizeof(double));
 }
 
 TEST(RouterTest, WeightsRowsSumToOneAndTemperatureSharpens) {
