@@ -22,7 +22,7 @@ TESTS=(svd_compress_test merge_methods_test twin_weights_test router_test script
        kserve_service_test reload_test byte_transformer_test eval_test workload_test
        load_generator_test serving_modes_test ngram_features_test mixed_params_test
        linear_group_test
-       hf_encoder_test eval_native_test native_serving_test)
+       hf_encoder_test eval_native_test native_serving_test multi_stage_test)
 
 cpu_has() { grep -qw "$1" /proc/cpuinfo; }
 kernel_runs_here() {
