@@ -20,7 +20,6 @@
 #include "absl/time/time.h"
 #include "core/store/artifact_set.h"
 #include "core/merge/merge_methods.h"
-#include "core/router/ngram_features.h"
 #include "core/store/object_store.h"
 #include "core/router/router.h"
 #include "core/router/router_input.h"

@@ -177,8 +177,6 @@ absl::StatusOr<EvalInputs> LoadEvalInputs(const EvalSources& s) {
   for (const auto& [name, t] : published->shared()) in.shared.emplace_back(name, t.to(at::kFloat));
   ASSIGN_OR_RETURN(in.router, Router::Load(set));
   in.router_input = set.manifest.router;
-  in.ngram_router = set.manifest.router.features == "ngram";
-  in.router_ngram = set.manifest.router.ngram;
   ASSIGN_OR_RETURN(auto tokenizer, Tokenizer::Create(m.tokenizer, set.dir));
 
   in.head_pattern = m.head_pattern;

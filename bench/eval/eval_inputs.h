@@ -46,7 +46,7 @@
 #include "bench/zoo/causal_eval.h"
 #include "core/merge/twin_weights.h"
 #include "core/router/router.h"
-#include "core/store/ngram_spec.h"
+#include "core/store/manifest.h"
 
 namespace twin::eval {
 
@@ -78,8 +78,6 @@ struct EvalInputs {
   NamedTensors shared;                // theta* as published
   std::unique_ptr<Router> router;     // as published
   RouterEntry router_input;           // its manifest entry: what it reads (router_input.h)
-  bool ngram_router = false;          // the router reads n-gram counts (router.features ngram)
-  NgramSpec router_ngram;
   std::string architecture_path;    // TorchScript module that runs every parameter set
   std::string native_config_path;   // the version's native encoder config (model.native), or ""
   // Merged tensors that keep no twins (twin.from_layer: the embeddings and layers below it).

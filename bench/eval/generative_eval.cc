@@ -172,7 +172,7 @@ absl::Status GenerativeRun::Route() {
       {
         const at::Tensor ids = at::tensor(e.prompt, at::kLong).unsqueeze(0);
         ASSIGN_OR_RETURN(at::Tensor features,
-                         NgramFeatures(ids, at::ones_like(ids), in_.router_ngram));
+                         NgramFeatures(ids, at::ones_like(ids), in_.router_input.ngram));
         ASSIGN_OR_RETURN(at::Tensor logits, in_.router->Logits(features));
         c10::InferenceMode guard;
         probs = at::softmax(logits / o_.temperature, 1).to(at::kDouble).contiguous();
@@ -403,7 +403,7 @@ absl::StatusOr<GenerativeResult> RunGenerativeEvaluation(const EvalInputs& input
   if (inputs.experts.size() != inputs.tasks.size() || inputs.router == nullptr) {
     return absl::InvalidArgumentError("inputs need one expert per task and a router");
   }
-  if (!inputs.ngram_router) {
+  if (inputs.router_input.features != "ngram") {
     return absl::InvalidArgumentError(
         "a causal language model's router reads n-gram counts (router.features: ngram)");
   }

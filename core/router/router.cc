@@ -225,11 +225,11 @@ void Router::FoldInputStandardization() const {
   dense_mean_ = at::where(dense, mean, at::zeros_like(mean));
 }
 
-at::Tensor Router::SparseFirstLinear(const at::Tensor& x) const {
+at::Tensor Router::SparseFirstLinear(const at::Tensor& x, const at::Tensor& nonzero) const {
   // Built on the first sparse batch: a few vectors of the input's width.
   std::call_once(fold_once_, [this] { FoldInputStandardization(); });
   // The inputs any row has, and the always-read ones: one GEMM over those columns of W.
-  const at::Tensor cols = (x.ne(0).any(0) | dense_inputs_).nonzero().squeeze(1);
+  const at::Tensor cols = (nonzero.any(0) | dense_inputs_).nonzero().squeeze(1);
   const at::Tensor& w = tensors_[router_internal::kFirstBlockIndex].second;  // [hidden, input]
   const at::Tensor& stdev = tensors_[router_internal::kInputStdIndex].second;
   const at::Tensor values =
@@ -254,13 +254,13 @@ absl::StatusOr<at::Tensor> Router::Logits(const at::Tensor& features) const {
     params.reserve(tensors_.size());
     for (const auto& entry : tensors_) params.push_back(entry.second);
     const at::Tensor x = features.to(params[0].device(), at::kFloat);
-    // Hashed n-gram counts are mostly zeros: the first layer then reads only the inputs a row
-    // has (about 150 of 2048 buckets for a 60-byte text), instead of a dense GEMM whose weight
-    // is packed for every call (132 us against 16 us for one row, 2048 x 256).
-    const int64_t nonzero = x.ne(0).sum().item<int64_t>();
-    if (nonzero * kSparseInputFraction <= x.numel()) {
-      return router_internal::ForwardAfterFirstLinear(spec_, params, SparseFirstLinear(x),
-                                                      std::nullopt);
+    // Hashed n-gram counts are mostly zeros: the first layer then reads only the inputs the
+    // batch has (about 150 of 2048 buckets for a 60-byte text) instead of a dense GEMM, which
+    // packs the whole weight on every call.
+    const at::Tensor nonzero = x.ne(0);
+    if (nonzero.sum().item<int64_t>() * kSparseInputFraction <= x.numel()) {
+      return router_internal::ForwardAfterFirstLinear(spec_, params,
+                                                      SparseFirstLinear(x, nonzero), std::nullopt);
     }
     return router_internal::Forward(spec_, params, x, std::nullopt);
   } catch (const std::exception& e) {

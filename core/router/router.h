@@ -66,8 +66,9 @@ class Router {
   Router() = default;
   // sparse_bias_, dense_inputs_, dense_mean_ from tensors_ (once); throws c10::Error.
   void FoldInputStandardization() const;
-  // The first block's linear output [B, hidden] for inputs x [B, input_dim] (float32).
-  at::Tensor SparseFirstLinear(const at::Tensor& x) const;
+  // The first block's linear output [B, hidden] for inputs x [B, input_dim] (float32) whose
+  // non-zero entries `nonzero` marks.
+  at::Tensor SparseFirstLinear(const at::Tensor& x, const at::Tensor& nonzero) const;
 
   RouterSpec spec_;
   std::vector<std::pair<std::string, at::Tensor>> tensors_;

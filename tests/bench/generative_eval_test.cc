@@ -176,7 +176,7 @@ GenerativeResult* GenerativeEvalTest::result_ = nullptr;
 
 TEST_F(GenerativeEvalTest, LoadsTheCausalZooAndItsExamples) {
   ASSERT_EQ(inputs_->tasks.size(), 3u);
-  EXPECT_TRUE(inputs_->ngram_router);
+  EXPECT_EQ(inputs_->router_input.features, "ngram");
   EXPECT_TRUE(inputs_->native_config_path.empty());
   for (size_t t = 0; t < 3; ++t) {
     EXPECT_EQ(inputs_->tasks[t].name, zoo_->tasks[t]);
